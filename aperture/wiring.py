@@ -1,0 +1,111 @@
+"""Builds a running system from configuration: tracer provider and exporters, policy source, app.
+
+This is the one place that knows every package (DESIGN.md: ``aperture/`` is the composition
+root). The router gets a ``TracerProvider`` and a snapshot function; it never imports the
+collector's writer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+
+from router.config import AppConfig
+
+log = logging.getLogger("aperture")
+
+
+def default_db_path(db: str | os.PathLike[str] | None = None) -> Path:
+    """``--db`` wins, then ``APERTURE_DB``, then ``./aperture.duckdb`` (DESIGN.md)."""
+    return Path(db or os.environ.get("APERTURE_DB") or "aperture.duckdb")
+
+
+def otlp_wanted(config: AppConfig) -> bool:
+    if config.telemetry.otlp is not None:
+        return config.telemetry.otlp
+    return bool(os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
+
+
+@dataclass
+class Telemetry:
+    provider: TracerProvider
+    exporters: list[SpanExporter] = field(default_factory=list)
+
+    def dropped(self) -> int:
+        return sum(int(getattr(e, "dropped", 0)) for e in self.exporters)
+
+    def shutdown(self) -> None:
+        self.provider.force_flush()
+        self.provider.shutdown()
+
+
+def build_telemetry(
+    config: AppConfig,
+    *,
+    db_path: Path | None = None,
+    extra_exporters: list[SpanExporter] | None = None,
+    schedule_delay_ms: int = 500,
+) -> Telemetry:
+    """A tracer provider exporting to DuckDB (embedded default) and/or OTLP (standard env vars)."""
+    provider = TracerProvider(resource=Resource.create({"service.name": config.telemetry.service_name}))
+    exporters: list[SpanExporter] = []
+    path = db_path or config.resolve_path(config.telemetry.db_path)
+    if path is not None:
+        from collector.exporter import DuckDBSpanExporter
+
+        exporters.append(DuckDBSpanExporter(path))
+    if otlp_wanted(config):
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        exporters.append(OTLPSpanExporter())  # endpoint, headers, compression from OTEL_EXPORTER_OTLP_*
+    for exporter in [*exporters, *(extra_exporters or [])]:
+        provider.add_span_processor(
+            BatchSpanProcessor(exporter, max_queue_size=65536, max_export_batch_size=2048, schedule_delay_millis=schedule_delay_ms)
+        )
+    return Telemetry(provider, [*exporters, *(extra_exporters or [])])
+
+
+def build_gateway_app(
+    config: AppConfig,
+    *,
+    db_path: Path | None = None,
+    upstream_transport: Any = None,
+    fetcher: Any = None,
+    extra_exporters: list[SpanExporter] | None = None,
+    rules_store: Path | None = None,
+) -> Any:
+    """The whole gateway: app + telemetry + policy source (static rules file or versioned store)."""
+    from router.app import create_app
+    from router.metrics import GatewayMetrics
+
+    telemetry = build_telemetry(config, db_path=db_path, extra_exporters=extra_exporters)
+    metrics = GatewayMetrics()
+    metrics.add_dropped_source(telemetry.dropped)
+    snapshot, admin_router, stop_policies = build_policy_source(config, metrics, rules_store=rules_store)
+
+    def shutdown() -> None:
+        stop_policies()
+        telemetry.shutdown()
+
+    app = create_app(
+        config, snapshot=snapshot, upstream_transport=upstream_transport, fetcher=fetcher,
+        tracer_provider=telemetry.provider, metrics=metrics, admin_router=admin_router, on_shutdown=shutdown,
+    )
+    app.state.telemetry = telemetry
+    return app
+
+
+def build_policy_source(
+    config: AppConfig, metrics: Any, *, rules_store: Path | None = None
+) -> tuple[Callable[[], Any], Any, Callable[[], None]]:
+    from aperture.policies import policy_source
+
+    return policy_source(config, metrics, rules_store=rules_store)

@@ -1,0 +1,47 @@
+"""Prometheus metrics of one gateway instance (its own registry, so tests can build many apps).
+
+Names are part of the contract with ``deploy/grafana`` dashboards; keep them stable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter("aperture_requests", "Chat requests answered, by HTTP status code and routed model.", ["code", "model"], registry=r)
+        self.errors = Counter("aperture_errors", "Requests refused or failed, by error code.", ["code"], registry=r)
+        self.upstream_latency = Histogram(
+            "aperture_upstream_latency_seconds", "Latency of upstream attempts.", ["provider", "outcome"], buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.request_latency = Histogram(
+            "aperture_request_latency_seconds", "End-to-end latency of chat requests.", ["stream"], buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.images = Counter("aperture_images", "Images seen, by routed model and detail.", ["model", "detail"], registry=r)
+        self.tokens_estimated = Counter("aperture_image_tokens_estimated", "Image tokens estimated before forwarding.", ["model"], registry=r)
+        self.tokens_billed = Counter("aperture_image_tokens_billed", "Image tokens billed (share of provider usage).", ["model"], registry=r)
+        self.cost = Counter("aperture_cost_usd", "Billed cost in USD.", ["model", "team"], registry=r)
+        self.upstream_attempts = Counter("aperture_upstream_attempts", "Upstream attempts, by provider and outcome.", ["provider", "outcome"], registry=r)
+        self.ruleset_loads = Counter("aperture_ruleset_load_failures", "Ruleset versions that failed to load (the old one stayed).", registry=r)
+        self.ruleset_active = Gauge("aperture_ruleset_active", "1 for the ruleset version serving each arm.", ["version", "arm"], registry=r)
+        self.spans_dropped = Gauge("aperture_spans_dropped", "Spans the exporters could not store or send.", registry=r)
+        self._dropped_sources: list[Callable[[], int]] = []
+        self.spans_dropped.set_function(lambda: float(sum(f() for f in self._dropped_sources)))
+
+    def add_dropped_source(self, source: Callable[[], int]) -> None:
+        self._dropped_sources.append(source)
+
+    def set_ruleset(self, arms: dict[str, str | None]) -> None:
+        self.ruleset_active.clear()
+        for arm, version in arms.items():
+            if version:
+                self.ruleset_active.labels(version=version, arm=arm).set(1)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
