@@ -1,0 +1,273 @@
+"""Every image in an OpenAI chat request, decoded or fetched once, identified and bounded.
+
+``collect_image_parts`` finds the ``image_url`` parts (pure); ``intake`` turns them into
+:class:`IntakeImage` records: bytes decoded (data URL) or fetched (http/https, through
+the one :class:`~router.images.fetch.ImageFetcher`), format and size from the header,
+byte caps per image and per request, a pixel cap checked on the header *before* any
+decode (decompression bombs), the declared MIME kept beside the sniffed one, and the
+sha256 that spans and the blob store key on. A URL repeated in one request is loaded once.
+
+Error codes raised here (each carries ``param`` = the offending part's path):
+
+=========================  ======  ============================================================
+code                       status  when
+=========================  ======  ============================================================
+``invalid_image``          400     bad base64 / data URL, truncated or corrupt image header
+``invalid_image_url``      400     image URL or host that cannot be parsed (e.g. ``1.2.3.08``)
+``unsupported_image_format`` 415   SVG, PDF, text, unknown bytes
+``image_too_large``        413     one image over ``max_image_bytes`` or ``max_pixels``
+``image_payload_too_large`` 413    all images together over ``max_request_image_bytes``
+``too_many_images``        400     more than ``max_images`` image parts
+``image_url_forbidden``    403     SSRF refusal, non-http(s) scheme, credentials, no fetcher
+``image_fetch_failed``     422     network error, non-2xx, timeout, too many redirects
+=========================  ======  ============================================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from router.errors import (
+    GatewayError,
+    ImageTooLarge,
+    ImageUrlForbidden,
+    InvalidRequest,
+)
+from router.images.dataurl import is_data_url, parse_data_url
+from router.images.fetch import ImageFetcher
+from router.images.sniff import ImageHeader, check_complete, sniff
+
+MiB = 1024 * 1024
+_MIME_ALIASES = {"image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg", "image/x-png": "image/png"}
+
+
+@dataclass(frozen=True, slots=True)
+class ImageLimits:
+    """Intake bounds. Defaults follow OpenAI's documented limits (providers.md §1.6) and
+    Pillow's decompression-bomb error threshold for pixels."""
+
+    max_image_bytes: int = 20 * MiB
+    max_request_image_bytes: int = 50 * MiB
+    max_images: int = 500
+    max_pixels: int = 178_956_970
+    max_concurrent_fetches: int = 4
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRef:
+    """Where an image part sits in the request, before anything is loaded."""
+
+    index: int
+    message_index: int
+    part_index: int
+    url: str
+    requested_detail: str | None
+
+    @property
+    def param(self) -> str:
+        return f"messages[{self.message_index}].content[{self.part_index}].image_url.url"
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeImage:
+    index: int
+    message_index: int
+    part_index: int
+    source: Literal["base64", "url"]
+    url: str | None  # the original URL for URL sources; None for data URLs
+    data: bytes
+    header: ImageHeader
+    sha256: str
+    nbytes: int
+    declared_mime: str | None
+    requested_detail: str | None
+
+    @property
+    def mime_mismatch(self) -> bool:
+        """The client's declared type disagrees with the bytes (the bytes win)."""
+        return (
+            self.declared_mime is not None
+            and normalise_mime(self.declared_mime) != self.header.mime
+        )
+
+
+def normalise_mime(mime: str) -> str:
+    base = mime.split(";", 1)[0].strip().lower()
+    return _MIME_ALIASES.get(base, base)
+
+
+def collect_image_parts(body: dict[str, Any]) -> list[ImageRef]:
+    """Every ``{"type": "image_url", "image_url": {"url", "detail"}}`` part, in order.
+
+    A bare string ``image_url`` (sent by some older clients) is accepted as the URL.
+    """
+    refs: list[ImageRef] = []
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return refs
+    for m, message in enumerate(messages):
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(content, list):
+            continue
+        for p, part in enumerate(content):
+            if not isinstance(part, dict) or part.get("type") != "image_url":
+                continue
+            where = f"messages[{m}].content[{p}].image_url"
+            image_url = part.get("image_url")
+            detail: Any = None
+            if isinstance(image_url, dict):
+                url, detail = image_url.get("url"), image_url.get("detail")
+            else:
+                url = image_url
+            if not isinstance(url, str) or not url:
+                raise InvalidRequest(
+                    "image_url.url must be a non-empty string", param=where + ".url"
+                )
+            if detail is not None and not isinstance(detail, str):
+                raise InvalidRequest("image_url.detail must be a string", param=where + ".detail")
+            refs.append(ImageRef(len(refs), m, p, url, detail))
+    return refs
+
+
+@dataclass(frozen=True, slots=True)
+class _Loaded:
+    source: Literal["base64", "url"]
+    data: bytes
+    header: ImageHeader
+    sha256: str
+    declared_mime: str | None
+
+
+async def intake(
+    body: dict[str, Any], fetcher: ImageFetcher | None, limits: ImageLimits | None = None
+) -> list[IntakeImage]:
+    """Load, identify and bound every image of ``body``; one record per image part.
+
+    ``fetcher=None`` disables URL images (they are refused with ``image_url_forbidden``).
+    """
+    limits = limits or ImageLimits()
+    refs = collect_image_parts(body)
+    if len(refs) > limits.max_images:
+        raise InvalidRequest(
+            f"request has {len(refs)} images, more than the limit of {limits.max_images}",
+            code="too_many_images",
+            param="messages",
+        )
+    first: dict[str, ImageRef] = {}
+    for ref in refs:
+        first.setdefault(ref.url, ref)
+    uses = Counter(ref.url for ref in refs)
+    budget = _Budget(limits.max_request_image_bytes)
+    loaded: dict[str, _Loaded] = {}
+    remote: list[ImageRef] = []
+    for url, ref in first.items():
+        if not is_data_url(url):
+            remote.append(ref)
+            continue
+        try:
+            loaded[url] = _from_data_url(ref, limits)
+        except GatewayError as exc:
+            exc.param = exc.param or ref.param
+            raise
+        budget.add(len(loaded[url].data) * uses[url])
+    if remote:
+        if fetcher is None:
+            raise ImageUrlForbidden(
+                "image URLs are not accepted; send a data: URL", param=remote[0].param
+            )
+        loaded.update(await _fetch_all(remote, uses, fetcher, limits, budget))
+    return [_record(ref, loaded[ref.url]) for ref in refs]
+
+
+class _Budget:
+    """Request-wide byte total; every occurrence counts (duplicates are sent upstream too)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.used = limit, 0
+
+    def add(self, nbytes: int) -> None:
+        self.used += nbytes
+        if self.used > self.limit:
+            raise ImageTooLarge(
+                f"images in this request total more than {self.limit} bytes",
+                code="image_payload_too_large",
+                param="messages",
+            )
+
+
+def _from_data_url(ref: ImageRef, limits: ImageLimits) -> _Loaded:
+    declared, data = parse_data_url(ref.url, param=ref.param, max_bytes=limits.max_image_bytes)
+    return _identify("base64", data, declared, limits)
+
+
+def _identify(
+    source: Literal["base64", "url"], data: bytes, declared: str | None, limits: ImageLimits
+) -> _Loaded:
+    if len(data) > limits.max_image_bytes:
+        raise ImageTooLarge(
+            f"image is {len(data)} bytes, over the limit of {limits.max_image_bytes}"
+        )
+    header = sniff(data)
+    if header.pixels > limits.max_pixels:
+        raise ImageTooLarge(
+            f"image claims {header.width}x{header.height} = {header.pixels} pixels, over the "
+            f"limit of {limits.max_pixels} (refused before decoding)"
+        )
+    check_complete(data, header)
+    declared_mime = normalise_mime(declared) if declared else None
+    return _Loaded(source, data, header, hashlib.sha256(data).hexdigest(), declared_mime)
+
+
+async def _fetch_all(
+    remote: list[ImageRef],
+    uses: Counter[str],
+    fetcher: ImageFetcher,
+    limits: ImageLimits,
+    budget: _Budget,
+) -> dict[str, _Loaded]:
+    gate = asyncio.Semaphore(limits.max_concurrent_fetches)
+    out: dict[str, _Loaded] = {}
+    failures: list[tuple[int, GatewayError]] = []
+
+    async def one(ref: ImageRef) -> None:
+        try:
+            async with gate:
+                fetched = await fetcher.fetch(ref.url, max_bytes=limits.max_image_bytes)
+            item = _identify("url", fetched.data, fetched.content_type, limits)
+            budget.add(len(item.data) * uses[ref.url])
+            out[ref.url] = item
+        except GatewayError as exc:
+            exc.param = exc.param or ref.param
+            failures.append((ref.index, exc))
+            raise
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            for ref in remote:
+                group.create_task(one(ref))
+    except BaseExceptionGroup:
+        if not failures:
+            raise
+        # Siblings were cancelled; report the earliest image that failed, deterministically.
+        raise min(failures, key=lambda f: f[0])[1] from None
+    return out
+
+
+def _record(ref: ImageRef, item: _Loaded) -> IntakeImage:
+    return IntakeImage(
+        index=ref.index,
+        message_index=ref.message_index,
+        part_index=ref.part_index,
+        source=item.source,
+        url=ref.url if item.source == "url" else None,
+        data=item.data,
+        header=item.header,
+        sha256=item.sha256,
+        nbytes=len(item.data),
+        declared_mime=item.declared_mime,
+        requested_detail=ref.requested_detail,
+    )
