@@ -1,0 +1,152 @@
+"""Pieces of an OpenAI Chat Completions body that every non-OpenAI adapter needs to read.
+
+The gateway has already prepared the body (images sniffed and, when asked, inlined as data
+URLs), so these helpers only reshape; they refuse, with :class:`router.errors.InvalidRequest`,
+the few things that cannot be reshaped (an https image on an inline-only route, tool-call
+arguments that are not JSON, ``n > 1`` where the provider has no such thing).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from router.errors import InvalidRequest
+from router.providers.base import JSON, UpstreamError
+
+# Gemini needs a mime type for a URL source and the gateway only sniffs inlined bytes; the
+# extension is the best pure guess (stdlib ``mimetypes`` reads system files, so not it).
+_EXT_MIME = {
+    "png": "image/png",
+    "jpg": "image/jpeg",
+    "jpeg": "image/jpeg",
+    "webp": "image/webp",
+    "gif": "image/gif",
+    "heic": "image/heic",
+    "heif": "image/heif",
+}
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """One image part: either inline bytes (base64 + real mime) or a URL to hand on."""
+
+    source: Literal["base64", "url"]
+    mime: str
+    data: str  # base64 text for "base64", the URL for "url"
+    detail: str | None
+
+
+def content_parts(content: Any) -> list[JSON]:
+    """OpenAI content is a string, ``None`` or a list of parts; always give the list."""
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    if isinstance(content, list):
+        return [p for p in content if isinstance(p, dict)]
+    raise InvalidRequest("message content must be a string or a list of parts", param="messages")
+
+
+def text_of(content: Any) -> str:
+    return "".join(p.get("text", "") for p in content_parts(content) if p.get("type") == "text")
+
+
+def split_data_url(url: str) -> tuple[str, str] | None:
+    """``data:image/png;base64,AAAA`` -> ``("image/png", "AAAA")``; ``None`` for other URLs."""
+    if not url.startswith("data:"):
+        return None
+    head, comma, data = url[5:].partition(",")
+    if not comma or not head.endswith(";base64"):
+        raise InvalidRequest("image data URL must be base64-encoded", code="invalid_image")
+    return head[: -len(";base64")] or "application/octet-stream", data
+
+
+def image_ref(part: Mapping[str, Any], *, mode: str, provider: str) -> ImageRef:
+    image = part.get("image_url")
+    if isinstance(image, str):
+        image = {"url": image}
+    if not isinstance(image, Mapping) or not isinstance(image.get("url"), str):
+        raise InvalidRequest("image_url part needs image_url.url", code="invalid_image")
+    url, detail = image["url"], image.get("detail")
+    inline = split_data_url(url)
+    if inline is not None:
+        return ImageRef("base64", inline[0], inline[1], detail)
+    if not url.startswith(("https://", "http://")):
+        raise InvalidRequest("image URL must be https or a data URL", code="invalid_image")
+    if mode != "url":
+        raise InvalidRequest(
+            f"{provider} route is inline-only but the image was not inlined",
+            code="image_url_not_inlined",
+        )
+    ext = url.split("?", 1)[0].rsplit(".", 1)[-1].lower()
+    return ImageRef("url", _EXT_MIME.get(ext, "image/jpeg"), url, detail)
+
+
+def tool_arguments(arguments: Any) -> dict[str, Any]:
+    """Assistant ``tool_calls[].function.arguments`` is a JSON string; providers want the object."""
+    if isinstance(arguments, dict):
+        return arguments
+    if not arguments:
+        return {}
+    try:
+        value = json.loads(arguments)
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequest("tool call arguments are not valid JSON", param="messages") from exc
+    if not isinstance(value, dict):
+        raise InvalidRequest("tool call arguments must be a JSON object", param="messages")
+    return value
+
+
+def obj(value: Any) -> dict[str, Any]:
+    """``value`` when it is a JSON object, else ``{}``: upstream documents are not trusted."""
+    return value if isinstance(value, dict) else {}
+
+
+def as_list(value: Any) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
+
+
+# A provider's parameters as a table (Portkey style): OpenAI name -> (their name, transform).
+ParamTable = Mapping[str, tuple[str, Callable[[Any], Any] | None]]
+
+
+def map_params(body: Mapping[str, Any], table: ParamTable) -> JSON:
+    out: JSON = {}
+    for ours, (theirs, transform) in table.items():
+        value = body.get(ours)
+        if value is None or theirs in out:
+            continue  # first listed source wins (max_completion_tokens before max_tokens)
+        out[theirs] = transform(value) if transform else value
+    return out
+
+
+def refuse_n(body: Mapping[str, Any], provider: str) -> None:
+    n = body.get("n")
+    if n is not None and n != 1:
+        raise InvalidRequest(
+            f"{provider} cannot return more than one choice", code="unsupported_parameter", param="n"
+        )
+
+
+def load_json_body(body: bytes, provider: str) -> JSON:
+    """A 2xx body that is not a JSON object is the upstream's fault, and may pass on retry."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UpstreamError(
+            f"{provider} returned a body that is not JSON", status=502, retryable=True,
+            provider_code="invalid_response", provider=provider,
+        ) from exc
+    if not isinstance(doc, dict):
+        raise UpstreamError(
+            f"{provider} returned JSON that is not an object", status=502, retryable=True,
+            provider_code="invalid_response", provider=provider,
+        )
+    return doc
+
+
+def load_json_event(data: str, provider: str) -> JSON:
+    return load_json_body(data.encode("utf-8", errors="replace"), provider)
