@@ -1,0 +1,218 @@
+"""Background workers behind the OTLP receiver: the store writer and the forwarder.
+
+Both own one daemon thread and one bounded queue, so the event loop only ever
+does a non-blocking ``put``. A full writer queue is the receiver's signal to
+answer 503 + Retry-After (the client retries); a full forward queue, or any
+forwarding failure, is counted and never delays ingestion.
+
+Threading: ``submit`` may be called from any thread; each worker's state is
+touched only by its own thread, except the counters, which are lock-guarded.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from collector.store import open_store, record_dropped, write_tables
+
+log = logging.getLogger(__name__)
+
+Rows = dict[str, list[dict[str, Any]]]
+_STOP = object()
+
+
+class Counters:
+    """Thread-safe named counters (read by /healthz and /metrics)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values: dict[str, int] = {}
+
+    def add(self, name: str, amount: int = 1) -> None:
+        with self._lock:
+            self._values[name] = self._values.get(name, 0) + amount
+
+    def get(self, name: str) -> int:
+        with self._lock:
+            return self._values.get(name, 0)
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._values)
+
+
+class _Worker:
+    def __init__(self, name: str, queue_size: int) -> None:
+        self.queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, queue_size))
+        self._name = name
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def start(self) -> None:
+        with self._start_lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
+                self._thread.start()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Finish what is queued, then end the thread."""
+        thread = self._thread
+        if thread is None:
+            return
+        self.queue.put(_STOP)
+        thread.join(timeout_s)
+        self._thread = None
+
+    def flush(self, timeout_s: float = 30.0) -> bool:
+        """Wait until everything submitted so far has been handled."""
+        deadline = time.monotonic() + timeout_s
+        while self.queue.unfinished_tasks:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def _loop(self) -> None:
+        raise NotImplementedError
+
+
+class SpanWriter(_Worker):
+    """Writes decoded row batches to the store, merging queued requests per write."""
+
+    def __init__(
+        self,
+        db_path: str | Path,
+        counters: Counters,
+        *,
+        queue_size: int = 64,
+        max_batch_spans: int = 20_000,
+        lock_timeout_s: float = 30.0,
+        max_attempts: int = 3,
+    ) -> None:
+        super().__init__("aperture-span-writer", queue_size)
+        self.db_path = Path(db_path)
+        self.counters = counters
+        self.max_batch_spans = max_batch_spans
+        self.lock_timeout_s = lock_timeout_s
+        self.max_attempts = max(1, max_attempts)
+
+    def submit(self, rows: Rows, n_spans: int) -> bool:
+        """Queue a request's rows; False when the queue is full (answer 503)."""
+        self.start()
+        try:
+            self.queue.put_nowait((rows, n_spans))
+        except queue.Full:
+            return False
+        return True
+
+    def _loop(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is _STOP:
+                self.queue.task_done()
+                return
+            items = [item]
+            n_spans = item[1]
+            stop = False
+            while n_spans < self.max_batch_spans:
+                try:
+                    more = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is _STOP:
+                    stop = True
+                    break
+                items.append(more)
+                n_spans += more[1]
+            self._write(items, n_spans)
+            for _ in items:
+                self.queue.task_done()
+            if stop:
+                self.queue.task_done()
+                return
+
+    def _write(self, items: list[tuple[Rows, int]], n_spans: int) -> None:
+        merged: Rows = {}
+        for rows, _ in items:
+            for table, table_rows in rows.items():
+                merged.setdefault(table, []).extend(table_rows)
+        last: Exception | None = None
+        for attempt in range(self.max_attempts):
+            try:
+                with open_store(self.db_path, timeout_s=self.lock_timeout_s) as conn:
+                    write_tables(conn, merged)
+                self.counters.add("spans_written", n_spans)
+                return
+            except Exception as exc:
+                last = exc
+                time.sleep(0.1 * 2**attempt)
+        log.error("dropping %d received spans: %s", n_spans, last)
+        self.counters.add("spans_dropped", n_spans)
+        try:
+            with open_store(self.db_path, timeout_s=1.0) as conn:
+                record_dropped(conn, f"receiver_store_error:{type(last).__name__}", n_spans)
+        except Exception:
+            log.warning("could not record %d dropped spans in the store", n_spans)
+
+
+class Forwarder(_Worker):
+    """Re-posts received OTLP bodies to another OTLP/HTTP endpoint (fan-out)."""
+
+    def __init__(
+        self,
+        url: str,
+        counters: Counters,
+        *,
+        headers: Mapping[str, str] | None = None,
+        timeout_s: float = 10.0,
+        queue_size: int = 256,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        super().__init__("aperture-otlp-forwarder", queue_size)
+        self.url = url
+        self.counters = counters
+        self.headers = dict(headers or {})
+        self.timeout_s = timeout_s
+        self.transport = transport
+
+    def submit(self, body: bytes, content_type: str) -> None:
+        self.start()
+        try:
+            self.queue.put_nowait((body, content_type))
+        except queue.Full:
+            self.counters.add("forward_failures")
+            self.counters.add("forward_queue_full")
+
+    def _loop(self) -> None:
+        with httpx.Client(timeout=self.timeout_s, transport=self.transport) as client:
+            while True:
+                item = self.queue.get()
+                try:
+                    if item is _STOP:
+                        return
+                    self._post(client, *item)
+                finally:
+                    self.queue.task_done()
+
+    def _post(self, client: httpx.Client, body: bytes, content_type: str) -> None:
+        try:
+            response = client.post(
+                self.url, content=body, headers={**self.headers, "Content-Type": content_type}
+            )
+        except httpx.HTTPError as exc:
+            log.warning("forwarding to %s failed: %s", self.url, exc)
+            self.counters.add("forward_failures")
+            return
+        if response.is_success:
+            self.counters.add("forwarded_requests")
+        else:
+            log.warning("forwarding to %s answered %d", self.url, response.status_code)
+            self.counters.add("forward_failures")

@@ -1,0 +1,245 @@
+"""OTLP/HTTP trace receiver: ``POST /v1/traces`` into the DuckDB store.
+
+Any OTLP exporter (the official Python/Go/JS SDKs, an OTel Collector) can point
+here. Answers, per the OTLP/HTTP spec:
+
+- 200 with an ``ExportTraceServiceResponse`` in the request's encoding;
+- 415 for a content type other than protobuf/JSON or an unknown encoding;
+- 400 for a body that cannot be decoded (garbage, truncated, bad gzip/JSON);
+- 413 for a body over ``max_body_bytes`` (Content-Length checked first, then
+  counted while streaming and while inflating, so nothing big is buffered);
+- 503 + Retry-After when the writer's queue is full.
+
+Decoding runs in a worker thread; storing runs on the ``SpanWriter`` thread.
+
+Example::
+
+    app = create_receiver_app("aperture.duckdb", forward_url="http://127.0.0.1:4319/v1/traces")
+    uvicorn.run(app, host="127.0.0.1", port=4318)
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from google.rpc import status_pb2
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+from starlette.concurrency import run_in_threadpool
+
+from collector.ingest import Counters, Forwarder, SpanWriter
+from collector.otlp import OtlpDecodeError, decode_protobuf, from_otlp_json
+from collector.rows import spans_to_rows
+
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+_CONTENT_TYPES = {PROTOBUF: PROTOBUF, "application/protobuf": PROTOBUF, JSON: JSON}
+_ENCODINGS = {"", "identity", "gzip", "x-gzip", "deflate"}
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def inflate(body: bytes, encoding: str, limit: int) -> bytes:
+    """Undo Content-Encoding without ever holding more than ``limit + 1`` output bytes."""
+    if encoding in ("", "identity"):
+        return body
+    wbits = 16 + zlib.MAX_WBITS if encoding in ("gzip", "x-gzip") else zlib.MAX_WBITS
+    inflater = zlib.decompressobj(wbits)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise OtlpDecodeError(f"bad {encoding} body: {exc}") from exc
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise BodyTooLarge
+    if not inflater.eof:
+        raise OtlpDecodeError(f"truncated {encoding} body")
+    return out
+
+
+def decode_body(body: bytes, content_type: str, encoding: str, limit: int) -> tuple[dict[str, list[dict[str, Any]]], int, bytes]:
+    """Body → (rows per table, span count, inflated body for forwarding). Runs off the loop."""
+    raw = inflate(body, encoding, limit)
+    if content_type == PROTOBUF:
+        spans = decode_protobuf(raw)
+    else:
+        try:
+            parsed = json.loads(raw)
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise OtlpDecodeError(f"undecodable JSON: {exc}") from exc
+        spans = from_otlp_json(parsed)
+    return spans_to_rows(spans), len(spans), raw
+
+
+def _status(code: int, message: str, content_type: str, headers: Mapping[str, str] | None = None) -> Response:
+    # OTLP/HTTP error bodies are google.rpc.Status in the request's encoding.
+    if content_type == PROTOBUF:
+        body = status_pb2.Status(code=code, message=message).SerializeToString()
+        return Response(body, status_code=code, media_type=PROTOBUF, headers=headers)
+    return Response(
+        json.dumps({"code": code, "message": message}), status_code=code, media_type=JSON, headers=headers
+    )
+
+
+def _success(content_type: str) -> Response:
+    if content_type == PROTOBUF:
+        return Response(ExportTraceServiceResponse().SerializeToString(), media_type=PROTOBUF)
+    return Response("{}", media_type=JSON)
+
+
+class Receiver:
+    """The receiver's state: writer, optional forwarder, counters (``app.state.receiver``)."""
+
+    def __init__(
+        self,
+        db_path: str | Path,
+        *,
+        max_body_bytes: int,
+        queue_size: int,
+        forward_url: str | None,
+        forward_headers: Mapping[str, str] | None,
+        forward_timeout_s: float,
+        lock_timeout_s: float,
+        retry_after_s: int,
+    ) -> None:
+        self.db_path = Path(db_path)
+        self.max_body_bytes = max_body_bytes
+        self.retry_after_s = retry_after_s
+        self.counters = Counters()
+        self.writer = SpanWriter(
+            db_path, self.counters, queue_size=queue_size, lock_timeout_s=lock_timeout_s
+        )
+        self.forwarder = (
+            Forwarder(forward_url, self.counters, headers=forward_headers, timeout_s=forward_timeout_s)
+            if forward_url
+            else None
+        )
+
+    def start(self) -> None:
+        self.writer.start()
+        if self.forwarder:
+            self.forwarder.start()
+
+    def stop(self) -> None:
+        self.writer.stop()
+        if self.forwarder:
+            self.forwarder.stop()
+
+    def flush(self, timeout_s: float = 30.0) -> bool:
+        """Wait until every accepted span is stored (and forwarded, when configured)."""
+        done = self.writer.flush(timeout_s)
+        if self.forwarder:
+            done = self.forwarder.flush(timeout_s) and done
+        return done
+
+    def health(self) -> dict[str, Any]:
+        return {"status": "ok", "queue_depth": self.writer.queue.qsize(), **self.counters.snapshot()}
+
+    async def handle(self, request: Request) -> Response:
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        content_type = _CONTENT_TYPES.get(media)
+        reply_type = content_type or JSON
+        if content_type is None:
+            return self._refuse(415, f"unsupported content type {media!r}", reply_type)
+        encoding = request.headers.get("content-encoding", "").strip().lower()
+        if encoding not in _ENCODINGS:
+            return self._refuse(415, f"unsupported content encoding {encoding!r}", reply_type)
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                return self._refuse(400, "invalid Content-Length", reply_type)
+            if int(declared) > self.max_body_bytes:
+                return self._refuse(413, "body too large", reply_type)
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > self.max_body_bytes:
+                return self._refuse(413, "body too large", reply_type)
+        try:
+            rows, n_spans, raw = await run_in_threadpool(
+                decode_body, bytes(body), content_type, encoding, self.max_body_bytes
+            )
+        except BodyTooLarge:
+            return self._refuse(413, "body too large once decompressed", reply_type)
+        except OtlpDecodeError as exc:
+            return self._refuse(400, str(exc), reply_type)
+        if n_spans and not self.writer.submit(rows, n_spans):
+            self.counters.add("spans_refused", n_spans)
+            headers = {"Retry-After": str(self.retry_after_s)}
+            return self._refuse(503, "receiver busy, retry later", reply_type, headers)
+        self.counters.add("requests_accepted")
+        self.counters.add("spans_received", n_spans)
+        if self.forwarder and n_spans:
+            self.forwarder.submit(raw, content_type)
+        return _success(content_type)
+
+    def _refuse(
+        self, code: int, message: str, reply_type: str, headers: Mapping[str, str] | None = None
+    ) -> Response:
+        self.counters.add(f"requests_refused_{code}")
+        return _status(code, message, reply_type, headers)
+
+
+def create_receiver_app(
+    db_path: str | Path,
+    *,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    queue_size: int = 64,
+    forward_url: str | None = None,
+    forward_headers: Mapping[str, str] | None = None,
+    forward_timeout_s: float = 10.0,
+    lock_timeout_s: float = 30.0,
+    retry_after_s: int = 1,
+) -> FastAPI:
+    """Build the receiver app; its ``Receiver`` is at ``app.state.receiver``."""
+    receiver = Receiver(
+        db_path,
+        max_body_bytes=max_body_bytes,
+        queue_size=queue_size,
+        forward_url=forward_url,
+        forward_headers=forward_headers,
+        forward_timeout_s=forward_timeout_s,
+        lock_timeout_s=lock_timeout_s,
+        retry_after_s=retry_after_s,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        receiver.start()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(receiver.stop)
+
+    app = FastAPI(title="Aperture OTLP receiver", lifespan=lifespan)
+    app.state.receiver = receiver
+
+    @app.post("/v1/traces")
+    async def traces(request: Request) -> Response:
+        return await receiver.handle(request)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return receiver.health()
+
+    return app
+
+
+def serve_receiver(
+    db: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 4318,
+    forward: str | None = None,
+    **options: Any,
+) -> None:
+    """Run the receiver with uvicorn until interrupted (``aperture collector``)."""
+    import uvicorn
+
+    uvicorn.run(create_receiver_app(db, forward_url=forward, **options), host=host, port=port)

@@ -1,0 +1,257 @@
+"""Span → store rows: the one pure mapping shared by the exporter and the receiver.
+
+``span_to_rows`` turns a :class:`SpanRecord` into rows for ``spans`` and, when
+the span is an image span (name ``image``) or a chat request span
+(``gen_ai.operation.name = "chat"``), for ``image_spans`` / ``request_spans``.
+Attribute → column tables are data, not branches. Values of the wrong type
+are coerced when the meaning is clear ("1024" → 1024) and become NULL
+otherwise, so one sloppy client cannot fail a whole batch.
+
+Example::
+
+    rows = span_to_rows(record)
+    rows["spans"][0]["name"]          # "image"
+    rows["image_spans"][0]["width"]   # 1024
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from collector.otlp import from_otlp_json, from_otlp_proto, from_readable_span
+from collector.record import SpanRecord, to_json
+
+__all__ = [
+    "IMAGE_COLUMNS",
+    "REQUEST_COLUMNS",
+    "SpanRecord",
+    "from_otlp_json",
+    "from_otlp_proto",
+    "from_readable_span",
+    "span_to_rows",
+    "spans_to_rows",
+]
+
+_EPOCH = datetime(1970, 1, 1)
+_INT32 = 2**31 - 1
+_INT64 = 2**63 - 1
+_TRUE = {"true", "1", "yes"}
+_FALSE = {"false", "0", "no"}
+
+
+def _number(value: Any) -> float | int | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            try:
+                return float(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _int_within(limit: int) -> Callable[[Any], int | None]:
+    def coerce(value: Any) -> int | None:
+        if type(value) is int:
+            return value if -limit <= value <= limit else None
+        number = _number(value)
+        if number is None or (isinstance(number, float) and not math.isfinite(number)):
+            return None
+        result = round(number)
+        return result if -limit <= result <= limit else None
+
+    return coerce
+
+
+as_int32 = _int_within(_INT32)
+as_int64 = _int_within(_INT64)
+
+
+def as_float(value: Any) -> float | None:
+    if type(value) is float:
+        return value
+    number = _number(value)
+    return None if number is None else float(number)
+
+
+def as_str(value: Any) -> str | None:
+    if value is None or type(value) is str:
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return ",".join(as_str(v) or "" for v in value)
+    if isinstance(value, dict):
+        return to_json(value)
+    return str(value)
+
+
+def as_json_text(value: Any) -> str | None:
+    """Structured content (e.g. gen_ai.input.messages) kept as JSON text."""
+    if value is None or isinstance(value, str):
+        return value
+    return to_json(value)
+
+
+def as_bool(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        low = value.strip().lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+    return None
+
+
+Coerce = Callable[[Any], Any]
+
+#: image_spans column ← span attribute, with its coercion
+IMAGE_COLUMNS: tuple[tuple[str, str, Coerce], ...] = (
+    ("image_index", "image.index", as_int32),
+    ("sha256", "image.sha256", as_str),
+    ("bytes", "image.bytes", as_int64),
+    ("width", "image.width", as_int32),
+    ("height", "image.height", as_int32),
+    ("format", "image.format", as_str),
+    ("source", "image.source", as_str),
+    ("detail", "image.detail", as_str),
+    ("tokens_estimated", "image.tokens_estimated", as_int64),
+    ("tokens_billed", "image.tokens_billed", as_int64),
+    ("cost_usd", "image.cost_usd", as_float),
+    ("transcoded_from", "image.transcoded_from", as_str),
+    ("resized_to", "image.resized_to", as_str),
+    ("provider", "gen_ai.provider.name", as_str),
+    ("model", "gen_ai.request.model", as_str),
+    ("team", "aperture.team", as_str),
+    ("ruleset_version", "aperture.ruleset.version", as_str),
+    ("rule_id", "aperture.rule.id", as_str),
+    ("arm", "aperture.ruleset.arm", as_str),
+    ("requested_model", "aperture.requested_model", as_str),
+    ("task", "aperture.task", as_str),
+    ("reference_id", "aperture.reference_id", as_str),
+    ("request_id", "aperture.request_id", as_str),
+    ("text_height_px", "aperture.image.text_height_px", as_float),
+    ("tokens_low_estimate", "aperture.image.tokens_low_estimate", as_int64),
+    ("propensity", "aperture.route.propensity", as_float),
+)
+
+#: request_spans column ← span attribute, with its coercion
+REQUEST_COLUMNS: tuple[tuple[str, str, Coerce], ...] = (
+    ("request_id", "aperture.request_id", as_str),
+    ("team", "aperture.team", as_str),
+    ("requested_model", "aperture.requested_model", as_str),
+    ("model", "gen_ai.request.model", as_str),
+    ("response_model", "gen_ai.response.model", as_str),
+    ("provider", "gen_ai.provider.name", as_str),
+    ("ruleset_version", "aperture.ruleset.version", as_str),
+    ("arm", "aperture.ruleset.arm", as_str),
+    ("rule_id", "aperture.rule.id", as_str),
+    ("route", "aperture.route", as_str),
+    ("propensity", "aperture.route.propensity", as_float),
+    ("error_type", "error.type", as_str),
+    ("input_tokens", "gen_ai.usage.input_tokens", as_int64),
+    ("output_tokens", "gen_ai.usage.output_tokens", as_int64),
+    ("estimated_cost_usd", "aperture.cost.estimated_usd", as_float),
+    ("billed_cost_usd", "aperture.cost.billed_usd", as_float),
+    ("retry_count", "aperture.retry_count", as_int32),
+    ("fallback_path", "aperture.fallback_path", as_str),
+    ("task", "aperture.task", as_str),
+    ("reference_id", "aperture.reference_id", as_str),
+    ("n_images", "aperture.image_count", as_int32),
+    ("replay", "aperture.replay", as_bool),
+    ("input_text", "gen_ai.input.messages", as_json_text),
+    ("output_text", "aperture.output_text", as_str),
+)
+
+
+def ns_to_datetime(ns: int | None) -> datetime | None:
+    """Unix nanoseconds → naive UTC datetime (µs); None for a missing/absurd time."""
+    if not ns or ns < 0:
+        return None
+    try:
+        return _EPOCH + timedelta(microseconds=ns // 1000)
+    except OverflowError:
+        return None
+
+
+def is_image_span(span: SpanRecord) -> bool:
+    return span.name == "image"
+
+
+def is_request_span(span: SpanRecord) -> bool:
+    return span.attributes.get("gen_ai.operation.name") == "chat"
+
+
+def span_to_rows(span: SpanRecord) -> dict[str, list[dict[str, Any]]]:
+    """Rows for one span: always ``spans``; ``image_spans``/``request_spans`` when they apply."""
+    attrs = span.attributes
+    start = ns_to_datetime(span.start_ns)
+    duration_ms = (
+        (span.end_ns - span.start_ns) / 1e6 if span.end_ns and span.start_ns else None
+    )
+    service = span.resource.get("service.name")
+    rows: dict[str, list[dict[str, Any]]] = {
+        "spans": [
+            {
+                "trace_id": span.trace_id,
+                "span_id": span.span_id,
+                "parent_span_id": span.parent_span_id,
+                "name": span.name,
+                "kind": span.kind,
+                "start_ts": start,
+                "end_ts": ns_to_datetime(span.end_ns),
+                "duration_ms": duration_ms,
+                "status_code": span.status_code,
+                "status_message": span.status_message or None,
+                "service_name": as_str(service),
+                "attributes": to_json(attrs),
+                "events": to_json(span.events) if span.events else None,
+                "resource": to_json(span.resource) if span.resource else None,
+            }
+        ]
+    }
+    get = attrs.get
+    if is_image_span(span):
+        image = {
+            "trace_id": span.trace_id,
+            "span_id": span.span_id,
+            "request_span_id": span.parent_span_id,
+            "ts": start,
+        }
+        for column, key, coerce in IMAGE_COLUMNS:
+            image[column] = coerce(get(key))
+        rows["image_spans"] = [image]
+    if is_request_span(span):
+        request = {
+            "trace_id": span.trace_id,
+            "span_id": span.span_id,
+            "ts": start,
+            "duration_ms": duration_ms,
+        }
+        for column, key, coerce in REQUEST_COLUMNS:
+            request[column] = coerce(get(key))
+        failed = span.status_code == "ERROR" or request["error_type"] is not None
+        request["status"] = "error" if failed else "ok"
+        rows["request_spans"] = [request]
+    return rows
+
+
+def spans_to_rows(spans: Iterable[SpanRecord]) -> dict[str, list[dict[str, Any]]]:
+    """``span_to_rows`` over many spans, merged per table (for one bulk insert each)."""
+    merged: dict[str, list[dict[str, Any]]] = {"spans": [], "image_spans": [], "request_spans": []}
+    for span in spans:
+        for table, table_rows in span_to_rows(span).items():
+            merged[table].extend(table_rows)
+    return merged

@@ -1,0 +1,268 @@
+"""Short-lived connections to the shared DuckDB store, and its read/write helpers.
+
+DuckDB lets one process at a time hold a file read-write, so the gateway, the
+receiver, ``aperture eval`` and ``aperture guard`` take turns: each opens the
+file, does its work and closes it. ``open_store`` waits (with backoff) while
+another process holds the lock instead of failing at once::
+
+    with open_store("aperture.duckdb") as conn:
+        insert_rows(conn, "eval_scores", rows)
+    with open_store("aperture.duckdb", read_only=True) as conn:
+        df = fetch_df(conn, "SELECT model, sum(cost_usd) FROM image_spans GROUP BY 1")
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+
+from collector.record import to_json
+from collector.schema import migrate, utc_now
+
+_ARROW_TYPES: dict[str, pa.DataType] = {
+    "VARCHAR": pa.string(),
+    "JSON": pa.string(),
+    "BIGINT": pa.int64(),
+    "INTEGER": pa.int32(),
+    "DOUBLE": pa.float64(),
+    "BOOLEAN": pa.bool_(),
+    "TIMESTAMP": pa.timestamp("us"),
+}
+_ON_CONFLICT = {"ignore": "INSERT OR IGNORE INTO", "replace": "INSERT OR REPLACE INTO"}
+_batch_names = itertools.count()
+
+
+class StoreError(Exception):
+    """Base of the store's errors."""
+
+
+class StoreNotFoundError(StoreError, FileNotFoundError):
+    """A read-only open of a store file that does not exist."""
+
+
+class StoreLockedError(StoreError, TimeoutError):
+    """Another process kept the file locked for longer than the timeout."""
+
+
+def _is_lock_error(exc: Exception) -> bool:
+    return isinstance(exc, duckdb.IOException) and "lock" in str(exc).lower()
+
+
+def _is_config_clash(exc: Exception) -> bool:
+    # Same process, same file, other read_only setting: DuckDB refuses the second config.
+    return isinstance(exc, duckdb.ConnectionException) and "configuration" in str(exc)
+
+
+def connect(
+    path: str | Path, *, read_only: bool = False, timeout_s: float = 30.0
+) -> duckdb.DuckDBPyConnection:
+    """Open the store, waiting up to ``timeout_s`` for another process's lock.
+
+    Read-write opens create the file (and its folder) and run migrations.
+    A read-only open inside a process that already has the file open
+    read-write shares that connection's database instead of failing.
+    """
+    memory = str(path) == ":memory:"
+    if not memory:
+        path = Path(path)
+        if read_only and not path.exists():
+            raise StoreNotFoundError(f"store {str(path)!r} does not exist (nothing recorded yet?)")
+        if not read_only:
+            path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + timeout_s
+    delay = 0.01
+    while True:
+        try:
+            conn = duckdb.connect(str(path), read_only=read_only and not memory)
+            break
+        except duckdb.Error as exc:
+            if read_only and _is_config_clash(exc):
+                conn = duckdb.connect(str(path))
+                return conn
+            if not (_is_lock_error(exc) or _is_config_clash(exc)):
+                raise StoreError(f"cannot open store {str(path)!r}: {exc}") from exc
+            if time.monotonic() + delay > deadline:
+                raise StoreLockedError(
+                    f"store {str(path)!r} still locked by another process after {timeout_s:.1f}s"
+                ) from exc
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 0.5)
+    if not read_only:
+        try:
+            migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+    return conn
+
+
+@contextmanager
+def open_store(
+    path: str | Path, read_only: bool = False, timeout_s: float = 30.0
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Context manager around :func:`connect`; the connection is closed on exit."""
+    conn = connect(path, read_only=read_only, timeout_s=timeout_s)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def fetch_df(
+    conn: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | dict[str, Any] | None = None
+) -> pl.DataFrame:
+    """Run a query and return its result as a polars DataFrame (JSON columns as strings)."""
+    relation = conn.sql(sql, params=params) if params is not None else conn.sql(sql)
+    if relation is None:
+        raise ValueError("fetch_df needs a query that returns rows")
+    return relation.pl()
+
+
+def table_columns(conn: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]:
+    """Column name → DuckDB type name, in table order."""
+    rows = conn.execute(
+        "SELECT column_name, data_type FROM duckdb_columns() "
+        "WHERE table_name = ? AND schema_name = current_schema() ORDER BY column_index",
+        [table],
+    ).fetchall()
+    if not rows:
+        raise StoreError(f"no table {table!r} in the store")
+    return {name: dtype for name, dtype in rows}
+
+
+def primary_key(conn: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    row = conn.execute(
+        "SELECT constraint_column_names FROM duckdb_constraints() "
+        "WHERE table_name = ? AND schema_name = current_schema() "
+        "AND constraint_type = 'PRIMARY KEY'",
+        [table],
+    ).fetchall()
+    return list(row[0][0]) if row else []
+
+
+def _dedupe(rows: list[dict[str, Any]], key: list[str], keep_last: bool) -> list[dict[str, Any]]:
+    # DuckDB refuses to upsert one key twice in a single statement; the batch decides.
+    seen: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for row in rows:
+        k = tuple(row.get(c) for c in key)
+        if keep_last or k not in seen:
+            seen[k] = row
+    return list(seen.values()) if len(seen) != len(rows) else rows
+
+
+def _arrow_table(rows: list[dict[str, Any]], columns: dict[str, str], table: str) -> pa.Table:
+    present: dict[str, None] = {}
+    for row in rows:
+        for name in row:
+            present[name] = None
+    unknown = [c for c in present if c not in columns]
+    if unknown:
+        raise ValueError(f"unknown column(s) for {table}: {', '.join(sorted(unknown))}")
+    arrays, names = [], []
+    for name in present:
+        dtype = columns[name]
+        values = [row.get(name) for row in rows]
+        if dtype == "JSON":
+            values = [v if v is None or isinstance(v, str) else to_json(v) for v in values]
+        try:
+            arrays.append(pa.array(values, type=_ARROW_TYPES.get(dtype)))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
+            raise ValueError(f"{table}.{name} ({dtype}): {exc}") from exc
+        names.append(name)
+    return pa.Table.from_arrays(arrays, names=names)
+
+
+def insert_rows(
+    conn: duckdb.DuckDBPyConnection,
+    table: str,
+    rows: list[dict[str, Any]],
+    *,
+    on_conflict: str = "ignore",
+) -> int:
+    """Bulk-insert dict rows through one Arrow batch; return how many rows were sent.
+
+    Keys missing from a row become NULL; unknown keys raise ``ValueError``.
+    JSON columns accept dicts/lists (serialized here) or ready JSON text.
+    ``on_conflict``: ``"ignore"`` keeps the stored row (idempotent re-export),
+    ``"replace"`` overwrites it; tables without a primary key simply append.
+    """
+    if not rows:
+        return 0
+    if on_conflict not in _ON_CONFLICT:
+        raise ValueError(f"on_conflict must be one of {sorted(_ON_CONFLICT)}")
+    columns = table_columns(conn, table)
+    key = primary_key(conn, table)
+    verb = "INSERT INTO"
+    if key:
+        rows = _dedupe(rows, key, keep_last=on_conflict == "replace")
+        verb = _ON_CONFLICT[on_conflict]
+    batch = _arrow_table(rows, columns, table)
+    view = f"_aperture_batch_{next(_batch_names)}"
+    conn.register(view, batch)
+    try:
+        conn.execute(f'{verb} "{table}" BY NAME SELECT * FROM "{view}"').fetchall()
+    finally:
+        conn.unregister(view)
+    return len(rows)
+
+
+_REFERENCE_FIELDS = {"id", "kind", "task", "text", "lines", "fields", "qa", "sha256"}
+
+
+def _json_or_none(value: Any) -> str | None:
+    # Encode here so that a plain string field is stored as a JSON string, not raw text.
+    return None if value is None else to_json(value)
+
+
+def reference_row(record: dict[str, Any], loaded_at: Any) -> dict[str, Any]:
+    """One workload-generator JSONL record → one ``references`` row."""
+    if "id" not in record or record["id"] in (None, ""):
+        raise ValueError("reference record without an 'id'")
+    meta = {k: v for k, v in record.items() if k not in _REFERENCE_FIELDS}
+    return {
+        "reference_id": str(record["id"]),
+        "kind": record.get("kind"),
+        "task": record.get("task"),
+        "text": record.get("text"),
+        "lines": _json_or_none(record.get("lines")),
+        "fields": _json_or_none(record.get("fields")),
+        "qa": _json_or_none(record.get("qa")),
+        "image_sha256": record.get("sha256"),
+        "meta": to_json(meta) if meta else None,
+        "loaded_at": loaded_at,
+    }
+
+
+def load_references(conn: duckdb.DuckDBPyConnection, records: list[dict[str, Any]]) -> int:
+    """Upsert reference records (a reloaded id replaces the old row); return the count."""
+    now = utc_now()
+    rows = [reference_row(r, now) for r in records]
+    return insert_rows(conn, "references", rows, on_conflict="replace")
+
+
+def write_tables(conn: duckdb.DuckDBPyConnection, rows_by_table: dict[str, list[dict[str, Any]]]) -> int:
+    """Insert rows for several tables in one transaction (all or nothing); return the row count."""
+    total = 0
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        for table, rows in rows_by_table.items():
+            total += insert_rows(conn, table, rows)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return total
+
+
+def record_dropped(conn: duckdb.DuckDBPyConnection, reason: str, count: int) -> None:
+    """Note spans that could not be stored, so that loss shows up in the store itself."""
+    insert_rows(conn, "dropped_spans", [{"ts": utc_now(), "reason": reason, "count": count}])
