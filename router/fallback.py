@@ -1,0 +1,265 @@
+"""Run one request down its route chain: retries per route, breakers, fallback, one verdict.
+
+For each target in order:
+
+* an open breaker skips it (recorded as ``circuit_open``);
+* the attempt is tried up to ``1 + policy.max_retries`` times; only retryable failures are
+  retried, after :func:`router.retry.retry_delay` (a server's Retry-After longer than the
+  policy's ``max_wait_s`` fails over at once instead of waiting);
+* failures that belong to *this* target move on to the next: retries used up, 401/403 (our
+  credentials for that provider), 402/404 and quota codes (that account or model);
+* a provider refusing the image itself (``image_rejected``) moves on only to targets for which
+  ``accepts_image(target, error)`` says yes (the caller knows formats, limits and transcoding);
+  the others are skipped (recorded as ``image_not_accepted``);
+* any other terminal upstream 4xx (a malformed request) and every refusal of ours that ends the
+  request (budget, rate limit, auth) stop the chain at once.
+
+On exhaustion :class:`ChainFailed` (an ``UpstreamFailed``) carries the attempts and the last
+upstream error's message and code; :class:`ChainUnavailable` (an ``UpstreamUnavailable``, 503)
+is raised instead when no upstream answered at all (every target open-breakered or
+unreachable). Messages never carry credentials: a 401/403 upstream text is replaced.
+
+Streaming: the caller's attempt returns as soon as the first chunk has arrived; from then on the
+response belongs to the client and a break is handled by the app (no fallback mid-stream).
+
+Example::
+
+    result = await run_chain(
+        targets, attempt,
+        policy_for=lambda t: policies[t.model], breaker_for=lambda t: breakers.get(t.model),
+        accepts_image=lambda t, err: can_send_image(t),
+    )
+    result.result, result.target, result.attempts
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, TypeVar
+
+from router.breaker import CircuitBreaker
+from router.errors import (
+    AuthenticationFailed,
+    BudgetExceeded,
+    GatewayError,
+    RateLimited,
+    UpstreamFailed,
+    UpstreamUnavailable,
+)
+from router.providers.base import UpstreamError
+from router.retry import TERMINAL_PROVIDER_CODES, RetryPolicy, is_retryable, retry_delay
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+Outcome = Literal["ok", "error", "skipped"]
+# Failures that belong to one target's account/model/credentials: try the next target.
+PER_TARGET_STATUSES = frozenset({401, 402, 403, 404})
+# Our own refusals that end the whole request wherever they are raised.
+REQUEST_FATAL = (BudgetExceeded, RateLimited, AuthenticationFailed)
+
+
+@dataclass(frozen=True)
+class AttemptRecord(Generic[T]):
+    """One try (or skip) of one target. ``attempt_no`` is 0 for a target's first try.
+
+    ``status`` is the upstream's HTTP status (200 on success, ``None`` when nothing answered);
+    ``delay_s`` the wait before the next try of the same target; ``outcome`` says whether it
+    succeeded, failed or was skipped without sending anything.
+    """
+
+    target: T
+    attempt_no: int
+    status: int | None
+    error_code: str | None
+    retryable: bool
+    delay_s: float
+    duration_s: float
+    outcome: Outcome = "error"
+
+
+@dataclass(frozen=True)
+class ChainResult(Generic[T, R]):
+    result: R
+    target: T
+    attempts: list[AttemptRecord[T]] = field(default_factory=list)
+
+    @property
+    def retries(self) -> int:
+        """Tries beyond the first, across all targets (skips excluded)."""
+        return max(0, sum(1 for a in self.attempts if a.outcome != "skipped") - 1)
+
+
+class _ChainError:
+    attempts: list[AttemptRecord[Any]]
+    last_error: GatewayError | None
+
+
+class ChainFailed(UpstreamFailed, _ChainError):
+    """Every route failed; ``last_error`` is the last upstream verdict, ``attempts`` the trail."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        attempts: list[AttemptRecord[Any]],
+        last_error: GatewayError | None,
+        code: str | None = None,
+        status: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, code=code, status=status, headers=headers)
+        self.attempts = attempts
+        self.last_error = last_error
+
+
+class ChainUnavailable(UpstreamUnavailable, _ChainError):
+    """No upstream answered: every target was open-breakered or unreachable."""
+
+    def __init__(
+        self, message: str, *, attempts: list[AttemptRecord[Any]], last_error: GatewayError | None
+    ) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+        self.last_error = last_error
+
+
+def _status(err: GatewayError) -> int | None:
+    """The upstream's HTTP status; ``None`` when no upstream answered (transport, our refusal)."""
+    if not isinstance(err, UpstreamError) or getattr(err, "kind", None) is not None:
+        return None
+    return err.status
+
+
+def _is_per_target(err: GatewayError) -> bool:
+    return err.status in PER_TARGET_STATUSES or (
+        getattr(err, "provider_code", None) in TERMINAL_PROVIDER_CODES
+    )
+
+
+def _counts_as_failure(err: GatewayError) -> bool:
+    """Does this error say the upstream is unhealthy (breaker food)?"""
+    return isinstance(err, UpstreamError) and is_retryable(err)
+
+
+def _public_message(err: GatewayError) -> str:
+    if err.status in (401, 403):
+        return f"the upstream refused the gateway's credentials (status {err.status})"
+    return err.message
+
+
+async def run_chain(
+    targets: Sequence[T],
+    attempt: Callable[[T, int], Awaitable[R]],
+    *,
+    policy_for: Callable[[T], RetryPolicy],
+    breaker_for: Callable[[T], CircuitBreaker],
+    accepts_image: Callable[[T, UpstreamError], bool],
+    sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+    rng: random.Random | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> ChainResult[T, R]:
+    """Try ``targets`` in order with retries; see the module docstring for the rules."""
+    if not targets:
+        raise ChainFailed("no route to try", attempts=[], last_error=None)
+    rng = rng or random.Random()
+    records: list[AttemptRecord[T]] = []
+    last_error: GatewayError | None = None
+    image_error: UpstreamError | None = None
+    answered = False  # did any upstream produce an HTTP answer (or a non-connect failure)?
+
+    for target in targets:
+        if image_error is not None and not accepts_image(target, image_error):
+            records.append(AttemptRecord(target, 0, None, "image_not_accepted", False, 0.0, 0.0, "skipped"))
+            continue
+        breaker = breaker_for(target)
+        policy = policy_for(target)
+        attempt_no = 0
+        while True:
+            if not breaker.allow():
+                records.append(AttemptRecord(target, attempt_no, None, "circuit_open", True, 0.0, 0.0, "skipped"))
+                break
+            started = clock()
+            try:
+                result = await attempt(target, attempt_no)
+            except GatewayError as err:
+                duration = clock() - started
+                if isinstance(err, UpstreamError):
+                    if _counts_as_failure(err):
+                        breaker.record_failure()
+                    else:
+                        breaker.record_success()
+                    if getattr(err, "kind", None) != "connect":
+                        answered = True
+                else:
+                    breaker.release()
+                retryable = is_retryable(err)
+                delay = retry_delay(err, attempt_no, policy, rng)
+                records.append(
+                    AttemptRecord(target, attempt_no, _status(err), err.code, retryable,
+                                  delay or 0.0, duration)
+                )
+                if isinstance(err, REQUEST_FATAL):
+                    raise
+                if not isinstance(err, UpstreamError):
+                    # Our own per-route refusal (e.g. the adapter cannot express the request).
+                    last_error = err
+                    break
+                last_error = err
+                if delay is not None:
+                    await sleep(delay)
+                    attempt_no += 1
+                    continue
+                if err.image_rejected:
+                    image_error = err
+                    break
+                if retryable or _is_per_target(err):
+                    break
+                # A terminal 4xx: the request itself is wrong; another route won't fix it.
+                raise ChainFailed(
+                    _public_message(err), attempts=records, last_error=err,
+                    code=err.code, status=err.status,
+                ) from err
+            except BaseException:
+                breaker.release()
+                raise
+            breaker.record_success()
+            records.append(
+                AttemptRecord(target, attempt_no, 200, None, False, 0.0, clock() - started, "ok")
+            )
+            return ChainResult(result=result, target=target, attempts=records)
+
+    raise _exhausted(records, last_error, answered)
+
+
+def _exhausted(
+    records: list[AttemptRecord[Any]], last: GatewayError | None, answered: bool
+) -> GatewayError:
+    tried = sum(1 for r in records if r.outcome != "skipped")
+    if not answered and (last is None or isinstance(last, UpstreamError)):
+        what = last.message if last is not None else "every route's circuit breaker is open"
+        return ChainUnavailable(
+            f"no upstream is available ({tried} tries): {what}", attempts=records, last_error=last
+        )
+    if last is None:  # pragma: no cover - answered implies an error was seen
+        return ChainFailed("every route failed", attempts=records, last_error=None)
+    if not isinstance(last, UpstreamError):
+        # Only our own per-route refusals: the client's request is what no route could take.
+        return last
+    status = 502
+    headers: dict[str, str] = {}
+    if last.image_rejected:
+        status = 400
+    elif last.status == 429:
+        status = 429
+        if last.retry_after_s is not None:
+            headers["retry-after"] = str(max(1, math.ceil(last.retry_after_s)))
+    return ChainFailed(
+        f"every route failed ({tried} tries); last: {_public_message(last)}",
+        attempts=records, last_error=last, code=last.code, status=status, headers=headers,
+    )

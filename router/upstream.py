@@ -1,0 +1,219 @@
+"""The one place that talks to upstream providers over the network.
+
+Adapters (``router/providers``) are pure: they build an :class:`UpstreamRequest` and read what
+came back. This module owns the single shared ``httpx.AsyncClient`` (an HTTP/1.1 keep-alive pool)
+and turns every low-level failure into :class:`UpstreamTransportError`, so nothing above it ever
+catches an ``httpx`` exception. Tests inject a transport (``httpx.MockTransport`` or a loopback
+server) instead of patching.
+
+Upstream keys travel in request headers (or, for some APIs, the query string); they are
+scrubbed from every message this module produces and never logged.
+
+Example::
+
+    client = UpstreamClient()
+    resp = await client.send(req, connect_timeout_s=5, timeout_s=120)
+    async with client.stream(req, connect_timeout_s=5, timeout_s=120) as resp:
+        async for line in resp.aiter_lines(): ...
+    await client.aclose()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from typing import Literal
+
+import httpx
+
+from router.providers.base import UpstreamError, UpstreamRequest
+
+log = logging.getLogger("aperture.upstream")
+
+TransportKind = Literal["timeout", "connect", "reset", "protocol"]
+
+_SECRET_HEADERS = ("authorization", "x-api-key", "x-goog-api-key", "api-key", "proxy-authorization")
+_SECRET_PARAMS = ("key", "api_key", "apikey", "access_token")
+
+
+class UpstreamTransportError(UpstreamError):
+    """No HTTP answer: the upstream timed out, refused the connection or broke it mid-way.
+
+    ``kind`` is ``"connect"`` (nothing was sent: the upstream is unreachable), ``"timeout"`` (the
+    upstream or our pool was too slow), ``"reset"`` (the connection broke or the peer spoke bad
+    HTTP) or ``"protocol"`` (the request could not be sent at all, e.g. a bad URL scheme in the
+    config; not retryable). It is an :class:`UpstreamError`, so retries, breakers and fallback
+    treat it like any other upstream failure.
+    """
+
+    def __init__(self, message: str, *, kind: TransportKind, provider: str | None = None) -> None:
+        status = 504 if kind == "timeout" else 502
+        code = {
+            "timeout": "upstream_timeout",
+            "connect": "upstream_unreachable",
+            "reset": "upstream_connection_reset",
+            "protocol": "upstream_error",
+        }[kind]
+        super().__init__(
+            message,
+            status=status,
+            retryable=kind != "protocol",
+            provider_code=kind,
+            provider=provider,
+            code=code,
+        )
+        self.kind: TransportKind = kind
+
+
+def secrets_of(req: UpstreamRequest) -> list[str]:
+    """The credential strings a request carries (header values and key-like query params)."""
+    found: list[str] = []
+    for name, value in req.headers.items():
+        if name.lower() in _SECRET_HEADERS and value:
+            found.append(value)
+            # "Bearer sk-..." — also scrub the bare key, which is what upstreams echo.
+            _, _, bare = value.partition(" ")
+            if bare:
+                found.append(bare)
+    try:
+        params = httpx.URL(req.url).params
+    except (httpx.InvalidURL, TypeError, ValueError):
+        params = httpx.QueryParams()
+    for name in _SECRET_PARAMS:
+        found.extend(v for v in params.get_list(name) if v)
+    return sorted(set(found), key=len, reverse=True)
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every secret replaced by ``[redacted]``."""
+    for secret in secrets:
+        if len(secret) >= 4:
+            text = text.replace(secret, "[redacted]")
+    return text
+
+
+def _where(req: UpstreamRequest) -> str:
+    """Scheme, host and port only: paths and queries can carry keys and model names we don't need."""
+    try:
+        url = httpx.URL(req.url)
+        port = f":{url.port}" if url.port else ""
+        return f"{url.scheme}://{url.host}{port}"
+    except (httpx.InvalidURL, TypeError, ValueError):
+        return "<invalid url>"
+
+
+def _classify(exc: Exception) -> tuple[TransportKind, str]:
+    if isinstance(exc, httpx.ConnectTimeout):
+        return "connect", "connect timed out"
+    if isinstance(exc, httpx.PoolTimeout):
+        return "timeout", "no free connection in the pool in time"
+    if isinstance(exc, httpx.TimeoutException | asyncio.TimeoutError):
+        return "timeout", "timed out"
+    if isinstance(exc, httpx.ConnectError):
+        return "connect", "connection failed"
+    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError | httpx.CloseError):
+        return "reset", "connection broken"
+    return "protocol", "request could not be sent"
+
+
+def _translate(exc: Exception, req: UpstreamRequest) -> UpstreamTransportError:
+    kind, what = _classify(exc)
+    detail = redact(str(exc), secrets_of(req)) or type(exc).__name__
+    message = f"upstream {_where(req)} {what} ({type(exc).__name__}: {detail})"
+    log.warning("upstream transport error: %s", message)
+    return UpstreamTransportError(message, kind=kind)
+
+
+_TRANSPORT_ERRORS = (httpx.TransportError, httpx.InvalidURL, asyncio.TimeoutError)
+
+
+class UpstreamClient:
+    """Owns the one ``httpx.AsyncClient`` the gateway uses for every provider.
+
+    ``transport`` replaces the network (tests, the emulator in-process); when it is ``None`` a
+    pooled HTTP/1.1 transport with ``max_connections`` connections is used. Proxy variables
+    from the environment are ignored unless ``trust_env=True``, so a stray ``HTTPS_PROXY``
+    never reroutes provider traffic. Call :meth:`aclose` once at shutdown.
+    """
+
+    def __init__(
+        self,
+        transport: httpx.AsyncBaseTransport | None = None,
+        *,
+        max_connections: int = 200,
+        max_keepalive_connections: int | None = None,
+        keepalive_expiry_s: float = 30.0,
+        trust_env: bool = False,
+    ) -> None:
+        limits = httpx.Limits(
+            max_connections=max_connections,
+            max_keepalive_connections=max_keepalive_connections or max_connections,
+            keepalive_expiry=keepalive_expiry_s,
+        )
+        self._client = httpx.AsyncClient(
+            transport=transport,
+            limits=limits,
+            http1=True,
+            http2=False,
+            follow_redirects=False,
+            trust_env=trust_env,
+        )
+
+    @property
+    def is_closed(self) -> bool:
+        return self._client.is_closed
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def __aenter__(self) -> UpstreamClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def _build(
+        self, req: UpstreamRequest, connect_timeout_s: float, timeout_s: float
+    ) -> httpx.Request:
+        timeout = httpx.Timeout(timeout_s, connect=connect_timeout_s, pool=connect_timeout_s)
+        return self._client.build_request(
+            req.method, req.url, headers=req.headers, json=req.json, timeout=timeout
+        )
+
+    async def send(
+        self, req: UpstreamRequest, *, connect_timeout_s: float, timeout_s: float
+    ) -> httpx.Response:
+        """Send and read the whole body. Any status comes back as a response (the adapter
+        classifies non-2xx); only a missing answer raises. ``timeout_s`` bounds the whole
+        exchange, not just each read, so a slow-dripping upstream cannot hold a request forever.
+        """
+        try:
+            async with asyncio.timeout(connect_timeout_s + timeout_s):
+                request = self._build(req, connect_timeout_s, timeout_s)
+                return await self._client.send(request)
+        except _TRANSPORT_ERRORS as exc:
+            raise _translate(exc, req) from exc
+
+    @asynccontextmanager
+    async def stream(
+        self, req: UpstreamRequest, *, connect_timeout_s: float, timeout_s: float
+    ) -> AsyncIterator[httpx.Response]:
+        """Open a streamed response once its headers arrive; the body is read inside the block.
+
+        Here ``timeout_s`` is the longest silence allowed between chunks (a stream may run
+        far longer than any total deadline). Transport errors raised while the caller reads
+        the body inside the ``async with`` block are translated too.
+        """
+        try:
+            request = self._build(req, connect_timeout_s, timeout_s)
+            response = await self._client.send(request, stream=True)
+        except _TRANSPORT_ERRORS as exc:
+            raise _translate(exc, req) from exc
+        try:
+            yield response
+        except _TRANSPORT_ERRORS as exc:
+            raise _translate(exc, req) from exc
+        finally:
+            await response.aclose()
