@@ -1,0 +1,169 @@
+"""Build :class:`EvalCase` objects from the store: the runner's read side.
+
+Selection is an anti-join: a request span is pending for an evaluator when
+``eval_scores`` has no row for (span_id, evaluator, evaluator_version), so bumping an
+evaluator's version re-scores everything and re-runs are free.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from evals.base import EvalCase, Evaluator, ImageInfo, Reference
+
+
+@dataclass(frozen=True)
+class BlobLoader:
+    """Picklable loader of one content-addressed blob ``<root>/<sha[:2]>/<sha>``."""
+
+    root: Path
+    sha256: str
+
+    def __call__(self) -> bytes | None:
+        if len(self.sha256) < 3 or "/" in self.sha256 or "\\" in self.sha256:
+            return None
+        try:
+            return (self.root / self.sha256[:2] / self.sha256).read_bytes()
+        except FileNotFoundError:
+            return None
+
+
+@dataclass(frozen=True)
+class PendingCase:
+    case: EvalCase
+    evaluators: tuple[str, ...]
+
+
+def _json(value: Any) -> Any:
+    if value is None or not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def _texts(node: Any) -> list[str]:
+    """Text parts of chat messages in either OTel GenAI (parts/content) or OpenAI shape."""
+    if isinstance(node, str):
+        return [node]
+    if isinstance(node, list):
+        return [t for x in node for t in _texts(x)]
+    if not isinstance(node, dict):
+        return []
+    kind = node.get("type")
+    if kind in ("text", "input_text"):
+        val = node.get("content", node.get("text"))
+        return [val] if isinstance(val, str) else []
+    if kind is not None:
+        return []  # image parts and the like
+    return _texts(node.get("parts")) + _texts(node.get("content"))
+
+
+def prompt_text(input_text: str | None) -> str | None:
+    """The user's words from a captured ``gen_ai.input.messages`` JSON string."""
+    if not input_text:
+        return None
+    data = _json(input_text)
+    if isinstance(data, str):
+        return data
+    messages = data if isinstance(data, list) else [data]
+    users = [m for m in messages if isinstance(m, dict) and m.get("role") in ("user", None)]
+    text = "\n".join(t for m in users for t in _texts(m)).strip()
+    return text or None
+
+
+def _since_clause(since: datetime | None) -> tuple[str, list[Any]]:
+    return ("AND rs.ts >= ?", [since]) if since is not None else ("", [])
+
+
+def select_pending(
+    conn: duckdb.DuckDBPyConnection,
+    evaluators: Sequence[Evaluator],
+    *,
+    since: datetime | None = None,
+    limit: int | None = None,
+    blob_dir: Path | None = None,
+) -> list[PendingCase]:
+    """Request spans that some of ``evaluators`` have not scored yet, as cases."""
+    if not evaluators:
+        return []
+    ev_rows = pa.table(
+        {"evaluator": [e.name for e in evaluators], "evaluator_version": [e.version for e in evaluators]}
+    )
+    conn.register("_aperture_evs", ev_rows)
+    since_sql, params = _since_clause(since)
+    limit_sql = f"LIMIT {int(limit)}" if limit is not None else ""
+    try:
+        rows = conn.execute(
+            f"""
+            WITH pending AS (
+              SELECT rs.trace_id, rs.span_id, list(ev.evaluator ORDER BY ev.evaluator) AS evs
+              FROM request_spans rs CROSS JOIN _aperture_evs ev
+              LEFT JOIN eval_scores es ON es.span_id = rs.span_id
+                AND es.evaluator = ev.evaluator AND es.evaluator_version = ev.evaluator_version
+              WHERE es.span_id IS NULL {since_sql}
+              GROUP BY rs.trace_id, rs.span_id)
+            SELECT p.evs, rs.trace_id, rs.span_id, rs.task, rs.model, rs.route, rs.status,
+                   rs.error_type, rs.reference_id, rs.input_text, rs.output_text,
+                   r.reference_id, r.kind, r.task, r.text, r.lines, r.fields, r.qa, r.image_sha256
+            FROM pending p JOIN request_spans rs USING (trace_id, span_id)
+            LEFT JOIN "references" r ON r.reference_id = rs.reference_id
+            ORDER BY rs.ts, rs.span_id {limit_sql}""",
+            params,
+        ).fetchall()
+    finally:
+        conn.unregister("_aperture_evs")
+    images = _images(conn, [(r[1], r[2]) for r in rows], blob_dir)
+    out = []
+    for (evs, trace_id, span_id, task, model, route, status, error_type, ref_id, input_text,
+         output_text, r_id, r_kind, r_task, r_text, r_lines, r_fields, r_qa, r_sha) in rows:
+        imgs = images.get((trace_id, span_id), ())
+        reference = None
+        if r_id is not None:
+            lines = _json(r_lines)
+            reference = Reference(
+                reference_id=r_id, text=r_text, lines=lines if isinstance(lines, list) else None,
+                fields=_json(r_fields), qa=_json(r_qa), kind=r_kind, task=r_task, image_sha256=r_sha,
+            )
+        case = EvalCase(
+            trace_id=trace_id, span_id=span_id,
+            task=task or next((t for t in (i[1] for i in imgs) if t), None) or r_task,
+            prompt=prompt_text(input_text), answer=output_text, reference_id=ref_id,
+            reference=reference, images=tuple(i[0] for i in imgs), model=model, route=route,
+            status=status, error_type=error_type,
+        )
+        out.append(PendingCase(case, tuple(evs)))
+    return out
+
+
+def _images(
+    conn: duckdb.DuckDBPyConnection, keys: list[tuple[str, str]], blob_dir: Path | None
+) -> dict[tuple[str, str], tuple[tuple[ImageInfo, str | None], ...]]:
+    if not keys:
+        return {}
+    conn.register("_aperture_keys", pa.table({"trace_id": [k[0] for k in keys], "span_id": [k[1] for k in keys]}))
+    try:
+        rows = conn.execute(
+            """SELECT i.trace_id, i.request_span_id, i.sha256, i.width, i.height, i.format,
+                      i.detail, i.model, i.text_height_px, i.task
+               FROM image_spans i JOIN _aperture_keys k
+                 ON i.trace_id = k.trace_id AND i.request_span_id = k.span_id
+               ORDER BY i.trace_id, i.request_span_id, i.image_index"""
+        ).fetchall()
+    finally:
+        conn.unregister("_aperture_keys")
+    grouped: dict[tuple[str, str], list[tuple[ImageInfo, str | None]]] = {}
+    for trace_id, parent, sha, w, h, fmt, detail, model, th, task in rows:
+        loader = BlobLoader(Path(blob_dir), sha) if blob_dir is not None and sha else None
+        info = ImageInfo(sha, w, h, fmt, detail, model, th, loader)
+        grouped.setdefault((trace_id, parent), []).append((info, task))
+    return {k: tuple(v) for k, v in grouped.items()}
