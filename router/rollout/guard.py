@@ -1,0 +1,238 @@
+"""The guard: reads canary and active outcomes from the trace store, decides, acts, records.
+
+One :meth:`Guard.step` opens the DuckDB file, takes every live request routed since the
+canary started (canary arm on the canary version, active arm on the active version), joins
+the configured evaluators' scores, the error status and the per-image cost, runs the
+sequential test (:mod:`router.rollout.sequential`), promotes or rolls back through the rule
+store (compare-and-set on the pointer's generation), and writes the decision with its
+numbers to ``rollouts``. Nothing new since the last recorded decision → nothing recorded.
+
+    guard = Guard("aperture.duckdb", store, GuardConfig(evaluators=("ocr_faithfulness",)))
+    guard.run(interval_s=30, stop_event=threading.Event())
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from opentelemetry import trace
+from opentelemetry.trace import TracerProvider
+
+from collector.store import insert_rows, open_store
+from router.rollout.base import Pointer, RolloutConflict, RuleStore, utc_now
+from router.rollout.sequential import (
+    Decision,
+    MetricResult,
+    SequentialConfig,
+    cost_check,
+    decide,
+    evaluate_metric,
+)
+
+log = logging.getLogger(__name__)
+
+_ROWS = """
+    SELECT span_id, ts, arm = 'canary' AS is_canary, coalesce(status, 'ok') = 'error' AS failed
+    FROM request_spans
+    WHERE ts >= ? AND ((arm = 'canary' AND ruleset_version = ?) OR (arm = 'active' AND ruleset_version = ?))
+      AND (? OR NOT coalesce(replay, false))
+"""
+
+
+@dataclass(frozen=True)
+class GuardConfig:
+    """``evaluators``: eval_scores.evaluator names to guard on; ``score_field``: ``score``
+    (0–1) or ``passed`` (pass/fail); errors use their own tolerated drop ``error_delta``."""
+
+    evaluators: tuple[str, ...] = ()
+    score_field: Literal["score", "passed"] = "score"
+    include_errors: bool = True
+    error_delta: float = 0.03
+    include_cost: bool = True
+    include_replay: bool = False
+    act: bool = True
+    sequential: SequentialConfig = field(default_factory=SequentialConfig)
+
+
+def record_rollout(
+    db_path: str | Path,
+    pointer: Pointer,
+    decision: str,
+    reason: str,
+    statistics: dict[str, Any] | None = None,
+    *,
+    n_canary: int = 0,
+    n_active: int = 0,
+    candidate: str | None = None,
+) -> None:
+    """Append one row to ``rollouts`` (``pointer`` is the state the decision was taken on)."""
+    row = {
+        "ts": utc_now(),
+        "rollout_id": pointer.rollout_id,
+        "candidate_version": candidate or pointer.canary,
+        "active_version": pointer.active,
+        "decision": decision,
+        "fraction": pointer.canary_fraction,
+        "n_canary": n_canary,
+        "n_active": n_active,
+        "statistics": statistics or {},
+        "reason": reason,
+    }
+    with open_store(db_path) as conn:
+        insert_rows(conn, "rollouts", [row])
+
+
+class Guard:
+    def __init__(
+        self,
+        db_path: str | Path,
+        store: RuleStore,
+        config: GuardConfig | None = None,
+        *,
+        tracer_provider: TracerProvider | None = None,
+        actor: str = "guard",
+    ) -> None:
+        self.db_path = db_path
+        self.store = store
+        self.config = config or GuardConfig()
+        self.actor = actor
+        self._tracer = (tracer_provider.get_tracer("aperture.rollout") if tracer_provider
+                        else trace.get_tracer("aperture.rollout"))
+        self._lock = threading.Lock()
+
+    # -- reading ---------------------------------------------------------------------------
+    def _load(self, conn: Any, p: Pointer) -> dict[str, Any]:
+        since = p.canary_started_at or p.updated_at
+        params = [since, p.canary, p.active, self.config.include_replay]
+        base = conn.execute(_ROWS + " ORDER BY ts, span_id", params).fetchnumpy()
+        data: dict[str, Any] = {"requests": base, "scores": {}}
+        value = ("greatest(0.0, least(1.0, e.score))" if self.config.score_field == "score"
+                 else "CAST(e.passed AS DOUBLE)")
+        for name in self.config.evaluators:
+            sql = f"""
+                WITH r AS ({_ROWS}),
+                e AS (SELECT * FROM eval_scores WHERE evaluator = ? AND status = 'scored'
+                      QUALIFY row_number() OVER (PARTITION BY span_id
+                                                 ORDER BY ts DESC, evaluator_version DESC) = 1)
+                SELECT r.is_canary, {value} AS v, e.ts AS ets FROM r JOIN e USING (span_id)
+                WHERE {value} IS NOT NULL AND isfinite({value})
+                ORDER BY r.ts, r.span_id"""
+            data["scores"][name] = conn.execute(sql, [*params, name]).fetchnumpy()
+        if self.config.include_cost:
+            sql = f"""WITH r AS ({_ROWS})
+                SELECT r.is_canary, i.cost_usd FROM image_spans i JOIN r ON i.request_span_id = r.span_id
+                WHERE i.cost_usd IS NOT NULL AND isfinite(i.cost_usd)"""
+            data["cost"] = conn.execute(sql, params).fetchnumpy()
+        return data
+
+    @staticmethod
+    def _fingerprint(p: Pointer, data: dict[str, Any]) -> str:
+        parts: list[Any] = [p.rollout_id, p.generation, len(data["requests"]["span_id"]),
+                            int(np.sum(data["requests"]["failed"]))]
+        for name, s in sorted(data["scores"].items()):
+            parts += [name, len(s["v"]), float(np.sum(s["v"]))]
+        if "cost" in data:
+            parts.append(len(data["cost"]["cost_usd"]))
+        if len(data["requests"]["ts"]):
+            parts.append(str(data["requests"]["ts"][-1]))
+        return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
+
+    def evaluate(self, data: dict[str, Any]) -> Decision:
+        """The decision for loaded data (pure apart from logging)."""
+        cfg = self.config.sequential
+        k = len(self.config.evaluators) + int(self.config.include_errors)
+        alpha = cfg.alpha / max(k, 1)
+        results: dict[str, MetricResult] = {}
+        for name, s in data["scores"].items():
+            results[name] = evaluate_metric(name, s["is_canary"], s["v"], cfg, alpha)
+        if self.config.include_errors:
+            req = data["requests"]
+            ecfg = replace(cfg, delta=self.config.error_delta,
+                           margin=min(cfg.margin, self.config.error_delta / 2))
+            ok = 1.0 - np.asarray(req["failed"], dtype=np.float64)
+            results["success_rate"] = evaluate_metric("success_rate", req["is_canary"], ok, ecfg, alpha)
+        cost = None
+        if "cost" in data:
+            c = data["cost"]
+            arm = np.asarray(c["is_canary"], dtype=bool)
+            cost_usd = np.asarray(c["cost_usd"], dtype=np.float64)
+            cost = cost_check(cost_usd[arm], cost_usd[~arm], cfg)
+        return decide(results, cfg, cost)
+
+    # -- acting ----------------------------------------------------------------------------
+    def step(self) -> Decision:
+        """One evaluation; acts on promote/rollback and records the decision once."""
+        with self._lock:
+            p = self.store.pointer()
+            if p.canary is None or p.active is None:
+                return Decision("idle", {}, "no canary running")
+            with open_store(self.db_path) as conn:
+                data = self._load(conn, p)
+                fingerprint = self._fingerprint(p, data)
+                last = conn.execute(
+                    "SELECT decision, reason, statistics FROM rollouts WHERE rollout_id = ? "
+                    "AND json_extract_string(statistics, '$.fingerprint') = ? ORDER BY ts DESC LIMIT 1",
+                    [p.rollout_id, fingerprint],
+                ).fetchall()
+            if last:
+                return Decision(last[0][0], json.loads(last[0][2]), last[0][1])
+            decision = self.evaluate(data)
+            req = data["requests"]
+            n_canary = int(np.sum(req["is_canary"]))
+            stats = {**decision.statistics, "fingerprint": fingerprint,
+                     "n_canary": n_canary, "n_active": len(req["is_canary"]) - n_canary}
+            decision = Decision(decision.action, stats, decision.reason)
+            if decision.action in ("promote", "rollback") and self.config.act:
+                try:
+                    if decision.action == "promote":
+                        self.store.promote(actor=self.actor, reason=decision.reason,
+                                           expect_generation=p.generation)
+                    else:
+                        self.store.rollback(actor=self.actor, reason=decision.reason,
+                                            expect_generation=p.generation)
+                except RolloutConflict as exc:
+                    log.warning("guard decision %s not applied: %s", decision.action, exc.message)
+                    return Decision("idle", stats, f"pointer changed meanwhile: {exc.message}")
+            record_rollout(self.db_path, p, decision.action, decision.reason, stats,
+                           n_canary=n_canary, n_active=stats["n_active"])
+            self._emit(p, decision)
+            log.info("rollout %s: %s (%s)", p.rollout_id, decision.action, decision.reason)
+            return decision
+
+    def _emit(self, p: Pointer, decision: Decision) -> None:
+        with self._tracer.start_as_current_span("aperture.rollout.guard") as span:
+            attrs: dict[str, Any] = {
+                "aperture.rollout.id": p.rollout_id or "",
+                "aperture.rollout.action": decision.action,
+                "aperture.rollout.reason": decision.reason,
+                "aperture.rollout.candidate_version": p.canary or "",
+                "aperture.rollout.active_version": p.active or "",
+                "aperture.rollout.fraction": p.canary_fraction,
+                "aperture.rollout.n_canary": int(decision.statistics.get("n_canary", 0)),
+                "aperture.rollout.n_active": int(decision.statistics.get("n_active", 0)),
+                "aperture.rollout.statistics": json.dumps(decision.statistics, default=str),
+            }
+            for name, m in decision.statistics.get("metrics", {}).items():
+                for key in ("e_rollback", "e_promote", "mean_canary", "mean_active"):
+                    if m.get(key) is not None:
+                        attrs[f"aperture.rollout.{name}.{key}"] = float(m[key])
+            span.add_event("aperture.rollout.decision", attrs)
+
+    def run(self, interval_s: float, stop_event: threading.Event) -> None:
+        """Step every ``interval_s`` until ``stop_event`` is set; errors are logged, not fatal."""
+        while not stop_event.is_set():
+            try:
+                self.step()
+            except Exception:
+                log.exception("guard step failed")
+            stop_event.wait(interval_s)
+
+
+__all__ = ["Guard", "GuardConfig", "record_rollout"]
