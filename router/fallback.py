@@ -200,6 +200,8 @@ async def run_chain(
                     breaker.release()
                 retryable = is_retryable(err)
                 delay = retry_delay(err, attempt_no, policy, rng)
+                if delay is not None and breaker.state != "closed":
+                    delay = None  # this failure tripped the breaker: fail over, don't wait
                 records.append(
                     AttemptRecord(target, attempt_no, _status(err), err.code, retryable,
                                   delay or 0.0, duration)
