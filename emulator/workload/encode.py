@@ -1,0 +1,34 @@
+"""Encode a page to the bytes of a PNG, JPEG, WebP or HEIC file."""
+
+from __future__ import annotations
+
+import io
+
+from PIL import Image
+
+FORMATS = ("png", "jpeg", "webp", "heic")
+EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp", "heic": "heic"}
+
+
+def _register_heif() -> None:
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+
+
+def encode(img: Image.Image, fmt: str, quality: int = 90) -> bytes:
+    """Bytes of `img` in `fmt`; `quality` applies to the lossy formats (JPEG, WebP, HEIC)."""
+    buf = io.BytesIO()
+    rgb = img.convert("RGB")
+    if fmt == "png":
+        rgb.save(buf, format="PNG")
+    elif fmt == "jpeg":
+        rgb.save(buf, format="JPEG", quality=quality)
+    elif fmt == "webp":
+        rgb.save(buf, format="WEBP", quality=quality, method=4)
+    elif fmt == "heic":
+        _register_heif()
+        rgb.save(buf, format="HEIF", quality=quality)
+    else:
+        raise ValueError(f"unsupported format {fmt!r}; expected one of {FORMATS}")
+    return buf.getvalue()
