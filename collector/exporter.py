@@ -11,7 +11,8 @@ closes it, so other processes (``aperture eval``, ``aperture guard``) can take
 their turn between batches. Inserts ignore (trace_id, span_id) already stored,
 so re-exporting a batch is harmless. A batch that still cannot be written
 after ``max_attempts`` is counted in ``dropped`` (for /metrics) and, when the
-file can be reached, in the ``dropped_spans`` table; loss is never silent.
+file can be reached, in the ``dropped_spans`` table (at once, or together
+with the next batch that gets through); loss is never silent.
 
 Threading: ``BatchSpanProcessor`` calls ``export`` from its one worker thread;
 counters are guarded by a lock so /metrics may read them from any thread.
@@ -30,6 +31,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from collector.otlp import from_readable_span
 from collector.rows import spans_to_rows
+from collector.schema import utc_now
 from collector.store import open_store, record_dropped, write_tables
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,7 @@ class DuckDBSpanExporter(SpanExporter):
         self._exported = 0
         self._dropped_by_reason: dict[str, int] = {}
         self._shutdown = False
+        self._unrecorded: list[dict[str, object]] = []
 
     @property
     def dropped(self) -> int:
@@ -86,9 +89,11 @@ class DuckDBSpanExporter(SpanExporter):
             return SpanExportResult.FAILURE
         last: Exception | None = None
         for attempt in range(self.max_attempts):
+            with self._lock:
+                unrecorded = list(self._unrecorded)
             try:
                 with open_store(self.path, timeout_s=self.lock_timeout_s) as conn:
-                    write_tables(conn, rows)
+                    write_tables(conn, {**rows, "dropped_spans": unrecorded})
             except Exception as exc:  # lock timeout, disk full, bad file: all retried, then counted
                 last = exc
                 if attempt + 1 < self.max_attempts:
@@ -96,6 +101,7 @@ class DuckDBSpanExporter(SpanExporter):
                 continue
             with self._lock:
                 self._exported += len(spans)
+                del self._unrecorded[: len(unrecorded)]
             return SpanExportResult.SUCCESS
         log.error("dropping %d spans after %d attempts: %s", len(spans), self.max_attempts, last)
         self._count_dropped(len(spans), f"store_error:{type(last).__name__}", persist=True)
@@ -110,8 +116,9 @@ class DuckDBSpanExporter(SpanExporter):
         try:
             with open_store(self.path, timeout_s=min(1.0, self.lock_timeout_s)) as conn:
                 record_dropped(conn, reason, count)
-        except Exception:  # the in-process counter already holds the loss
-            log.warning("could not record %d dropped spans in the store", count)
+        except Exception:  # written along with the next batch that gets through
+            with self._lock:
+                self._unrecorded.append({"ts": utc_now(), "reason": reason, "count": count})
 
     def shutdown(self) -> None:
         self._shutdown = True

@@ -70,7 +70,11 @@ def from_readable_span(span: ReadableSpan) -> SpanRecord:
         status_message=span.status.description,
         attributes=_plain_attrs(span.attributes),
         events=[
-            {"name": e.name, "time_unix_nano": e.timestamp, "attributes": _plain_attrs(e.attributes)}
+            {
+                "name": e.name,
+                "time_unix_nano": e.timestamp,
+                "attributes": _plain_attrs(e.attributes),
+            }
             for e in span.events
         ],
         resource=_plain_attrs(span.resource.attributes) if span.resource else {},
@@ -248,9 +252,10 @@ def _list(value: Any, what: str) -> list[Any]:
 def _kv_json(items: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for kv in _list(items, "attributes"):
-        if not isinstance(kv, Mapping) or not isinstance(kv.get("key"), str):
+        key = kv.get("key", "") if isinstance(kv, Mapping) else None  # proto3 JSON omits ""
+        if not isinstance(key, str):
             raise OtlpDecodeError("attribute must be an object with a string key")
-        out[kv["key"]] = _any_json(kv.get("value") or {})
+        out[key] = _any_json(kv.get("value") or {})
     return out
 
 

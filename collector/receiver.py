@@ -64,7 +64,9 @@ def inflate(body: bytes, encoding: str, limit: int) -> bytes:
     return out
 
 
-def decode_body(body: bytes, content_type: str, encoding: str, limit: int) -> tuple[dict[str, list[dict[str, Any]]], int, bytes]:
+def decode_body(
+    body: bytes, content_type: str, encoding: str, limit: int
+) -> tuple[dict[str, list[dict[str, Any]]], int, bytes]:
     """Body → (rows per table, span count, inflated body for forwarding). Runs off the loop."""
     raw = inflate(body, encoding, limit)
     if content_type == PROTOBUF:
@@ -78,13 +80,18 @@ def decode_body(body: bytes, content_type: str, encoding: str, limit: int) -> tu
     return spans_to_rows(spans), len(spans), raw
 
 
-def _status(code: int, message: str, content_type: str, headers: Mapping[str, str] | None = None) -> Response:
+def _status(
+    code: int, message: str, content_type: str, headers: Mapping[str, str] | None = None
+) -> Response:
     # OTLP/HTTP error bodies are google.rpc.Status in the request's encoding.
     if content_type == PROTOBUF:
         body = status_pb2.Status(code=code, message=message).SerializeToString()
         return Response(body, status_code=code, media_type=PROTOBUF, headers=headers)
     return Response(
-        json.dumps({"code": code, "message": message}), status_code=code, media_type=JSON, headers=headers
+        json.dumps({"code": code, "message": message}),
+        status_code=code,
+        media_type=JSON,
+        headers=headers,
     )
 
 
@@ -117,7 +124,9 @@ class Receiver:
             db_path, self.counters, queue_size=queue_size, lock_timeout_s=lock_timeout_s
         )
         self.forwarder = (
-            Forwarder(forward_url, self.counters, headers=forward_headers, timeout_s=forward_timeout_s)
+            Forwarder(
+                forward_url, self.counters, headers=forward_headers, timeout_s=forward_timeout_s
+            )
             if forward_url
             else None
         )
@@ -140,7 +149,11 @@ class Receiver:
         return done
 
     def health(self) -> dict[str, Any]:
-        return {"status": "ok", "queue_depth": self.writer.queue.qsize(), **self.counters.snapshot()}
+        return {
+            "status": "ok",
+            "queue_depth": self.writer.queue.qsize(),
+            **self.counters.snapshot(),
+        }
 
     async def handle(self, request: Request) -> Response:
         media = request.headers.get("content-type", "").split(";")[0].strip().lower()

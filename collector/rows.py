@@ -198,9 +198,7 @@ def span_to_rows(span: SpanRecord) -> dict[str, list[dict[str, Any]]]:
     """Rows for one span: always ``spans``; ``image_spans``/``request_spans`` when they apply."""
     attrs = span.attributes
     start = ns_to_datetime(span.start_ns)
-    duration_ms = (
-        (span.end_ns - span.start_ns) / 1e6 if span.end_ns and span.start_ns else None
-    )
+    duration_ms = (span.end_ns - span.start_ns) / 1e6 if span.end_ns and span.start_ns else None
     service = span.resource.get("service.name")
     rows: dict[str, list[dict[str, Any]]] = {
         "spans": [

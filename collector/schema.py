@@ -16,6 +16,7 @@ code keep working against a newer file::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -82,8 +83,6 @@ _V1 = (
         statistics JSON, reason VARCHAR)""",
     """CREATE TABLE IF NOT EXISTS dropped_spans (
         ts TIMESTAMP, reason VARCHAR, count BIGINT)""",
-    "CREATE INDEX IF NOT EXISTS image_spans_ts ON image_spans (ts)",
-    "CREATE INDEX IF NOT EXISTS request_spans_ts ON request_spans (ts)",
 )
 
 MIGRATIONS: list[Migration] = [
@@ -135,19 +134,21 @@ def current_version(conn: duckdb.DuckDBPyConnection) -> int:
     return int(row[0][0]) if row[0][0] is not None else 0
 
 
-def migrate(conn: duckdb.DuckDBPyConnection) -> int:
+def migrate(conn: duckdb.DuckDBPyConnection, migrations: Sequence[Migration] | None = None) -> int:
     """Apply pending migrations in order; return the resulting version.
 
     Idempotent: a file already at the latest version is left untouched. A file
     written by newer code (higher version) is also left alone, since columns
-    are only ever added.
+    are only ever added. ``migrations`` defaults to :data:`MIGRATIONS`.
     """
     conn.execute(
         "CREATE TABLE IF NOT EXISTS schema_version ("
         "version INTEGER PRIMARY KEY, description VARCHAR, applied_at TIMESTAMP)"
     )
     version = current_version(conn)
-    for migration in sorted(MIGRATIONS, key=lambda m: m.version):
+    for migration in sorted(
+        MIGRATIONS if migrations is None else migrations, key=lambda m: m.version
+    ):
         if migration.version <= version:
             continue
         conn.execute("BEGIN TRANSACTION")

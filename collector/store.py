@@ -249,7 +249,9 @@ def load_references(conn: duckdb.DuckDBPyConnection, records: list[dict[str, Any
     return insert_rows(conn, "references", rows, on_conflict="replace")
 
 
-def write_tables(conn: duckdb.DuckDBPyConnection, rows_by_table: dict[str, list[dict[str, Any]]]) -> int:
+def write_tables(
+    conn: duckdb.DuckDBPyConnection, rows_by_table: dict[str, list[dict[str, Any]]]
+) -> int:
     """Insert rows for several tables in one transaction (all or nothing); return the row count."""
     total = 0
     conn.execute("BEGIN TRANSACTION")

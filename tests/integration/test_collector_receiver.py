@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import json
 import socket
@@ -66,16 +67,28 @@ def image_spans(n: int, service: str = "gateway") -> list[ReadableSpan]:
     tracer = provider.get_tracer("test")
     with tracer.start_as_current_span(
         "chat gpt-4o",
-        attributes={"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o",
-                    "aperture.team": "docs", "aperture.image_count": n},
+        attributes={
+            "gen_ai.operation.name": "chat",
+            "gen_ai.request.model": "gpt-4o",
+            "aperture.team": "docs",
+            "aperture.image_count": n,
+        },
     ):
         for i in range(n):
             with tracer.start_as_current_span(
                 "image",
-                attributes={"image.index": i, "image.sha256": f"{i:064x}", "image.width": 1024 + i,
-                            "image.height": 768, "image.detail": "high", "image.format": "png",
-                            "image.tokens_billed": 765, "image.cost_usd": 0.0019125,
-                            "gen_ai.request.model": "gpt-4o", "aperture.team": "docs"},
+                attributes={
+                    "image.index": i,
+                    "image.sha256": f"{i:064x}",
+                    "image.width": 1024 + i,
+                    "image.height": 768,
+                    "image.detail": "high",
+                    "image.format": "png",
+                    "image.tokens_billed": 765,
+                    "image.cost_usd": 0.0019125,
+                    "gen_ai.request.model": "gpt-4o",
+                    "aperture.team": "docs",
+                },
             ):
                 pass
     provider.shutdown()
@@ -99,7 +112,9 @@ def db(tmp_path: Path) -> Path:
 def test_official_otlp_exporter_rows_arrive_intact(db: Path, compression: Compression) -> None:
     app = create_receiver_app(db)
     with serving(app) as url:
-        exporter = OTLPSpanExporter(endpoint=f"{url}/v1/traces", compression=compression, timeout=10)
+        exporter = OTLPSpanExporter(
+            endpoint=f"{url}/v1/traces", compression=compression, timeout=10
+        )
         assert exporter.export(image_spans(5)) is SpanExportResult.SUCCESS
         exporter.shutdown()
         assert app.state.receiver.flush(20)
@@ -133,7 +148,9 @@ def test_json_body_with_hex_and_base64_ids(db: Path) -> None:
         second = httpx.post(f"{url}/v1/traces", json=hex_body)
         assert app.state.receiver.flush(20)
     assert first.status_code == 200 and first.json() == {}
-    assert second.status_code == 200 and second.headers["content-type"].startswith("application/json")
+    assert second.status_code == 200 and second.headers["content-type"].startswith(
+        "application/json"
+    )
     assert count(db) == 4
     assert count(db, "request_spans") == 2
 
@@ -154,10 +171,9 @@ def _raw_request(url: str, head: bytes, payload: bytes = b"") -> bytes:
         conn.sendall(head)
 
         def pump() -> None:
-            try:
+            # the server may hang up once it has refused the body
+            with contextlib.suppress(OSError):
                 conn.sendall(payload)
-            except OSError:
-                pass  # the server may hang up once it has refused the body
 
         sender = threading.Thread(target=pump, daemon=True)
         sender.start()
@@ -185,19 +201,31 @@ def test_bad_bodies_are_refused_and_store_stays_intact(db: Path) -> None:
         assert post(good, {"Content-Type": "text/plain"}).status_code == 415
         assert post(good, {**PROTOBUF, "Content-Encoding": "br"}).status_code == 415
         assert post(b"not gzip at all", {**PROTOBUF, "Content-Encoding": "gzip"}).status_code == 400
-        assert post(gzip.compress(good)[:-12], {**PROTOBUF, "Content-Encoding": "gzip"}).status_code == 400
+        assert (
+            post(gzip.compress(good)[:-12], {**PROTOBUF, "Content-Encoding": "gzip"}).status_code
+            == 400
+        )
         assert post(b'{"resourceSpans": [', {"Content-Type": "application/json"}).status_code == 400
-        bad_id = {"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "xyz", "spanId": "1"}]}]}]}
-        assert post(json.dumps(bad_id).encode(), {"Content-Type": "application/json"}).status_code == 400
+        bad_id = {
+            "resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "xyz", "spanId": "1"}]}]}]
+        }
+        assert (
+            post(json.dumps(bad_id).encode(), {"Content-Type": "application/json"}).status_code
+            == 400
+        )
         bomb = gzip.compress(b"\0" * (8 * 1024 * 1024))  # small on the wire, 8 MB inflated
         assert post(bomb, {**PROTOBUF, "Content-Encoding": "gzip"}).status_code == 413
 
         fifty_mb = 50 * 1000 * 1000
-        head = (b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
-                b"Content-Length: %d\r\n\r\n" % fifty_mb)
+        head = (
+            b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+            b"Content-Length: %d\r\n\r\n" % fifty_mb
+        )
         assert b" 413 " in _raw_request(url, head, b"\0" * 65536)
-        chunked = (b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
-                   b"Transfer-Encoding: chunked\r\n\r\n")
+        chunked = (
+            b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
         piece = b"%x\r\n%s\r\n" % (65536, b"\0" * 65536)
         assert b" 413 " in _raw_request(url, chunked, piece * 64)  # 4 MB, never finished
 
@@ -221,7 +249,9 @@ conn.close()
 def lock_held_by_other_process(path: Path) -> Iterator[None]:
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLD_LOCK, str(path)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"

@@ -1,0 +1,138 @@
+"""Schema migrations and the store's bulk-insert helpers (in-memory and tmp files)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from collector.schema import MIGRATIONS, TABLES, Migration, add_column, current_version, migrate
+from collector.store import (
+    StoreNotFoundError,
+    fetch_df,
+    insert_rows,
+    load_references,
+    open_store,
+    primary_key,
+    table_columns,
+)
+
+
+@pytest.fixture
+def conn() -> duckdb.DuckDBPyConnection:
+    c = duckdb.connect()
+    migrate(c)
+    return c
+
+
+def test_migrate_creates_every_table_once(conn: duckdb.DuckDBPyConnection) -> None:
+    tables = {r[0] for r in conn.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    assert set(TABLES) | {"schema_version"} <= tables
+    assert migrate(conn) == migrate(conn) == 1
+    assert conn.execute("SELECT count(*) FROM schema_version").fetchall() == [(1,)]
+
+
+def test_a_later_migration_adds_a_column_and_old_rows_still_insert(
+    conn: duckdb.DuckDBPyConnection,
+) -> None:
+    insert_rows(conn, "image_spans", [{"trace_id": "t", "span_id": "a", "width": 1}])
+    v2 = [*MIGRATIONS, Migration(2, "blur", (add_column("image_spans", "blur_score", "DOUBLE"),))]
+    assert migrate(conn, v2) == 2
+    assert migrate(conn, v2) == 2 and current_version(conn) == 2
+    assert table_columns(conn, "image_spans")["blur_score"] == "DOUBLE"
+    insert_rows(conn, "image_spans", [{"trace_id": "t", "span_id": "b", "width": 2}])
+    insert_rows(conn, "image_spans", [{"trace_id": "t", "span_id": "c", "blur_score": 0.5}])
+    rows = fetch_df(conn, "SELECT span_id, blur_score FROM image_spans ORDER BY span_id").rows()
+    assert rows == [("a", None), ("b", None), ("c", 0.5)]
+    # code that only knows v1 leaves a v2 file alone
+    assert migrate(conn) == 2
+
+
+def test_failed_migration_rolls_back(conn: duckdb.DuckDBPyConnection) -> None:
+    broken = [*MIGRATIONS, Migration(2, "broken", ("CREATE TABLE t2 (a INT)", "NOT SQL"))]
+    with pytest.raises(duckdb.Error):
+        migrate(conn, broken)
+    assert current_version(conn) == 1
+    assert not conn.execute("SELECT * FROM duckdb_tables() WHERE table_name = 't2'").fetchall()
+
+
+def test_insert_rows_is_idempotent_and_dedupes_a_batch(conn: duckdb.DuckDBPyConnection) -> None:
+    rows = [
+        {"trace_id": "t", "span_id": str(i), "ts": datetime(2025, 1, 1), "cost_usd": 0.1}
+        for i in range(5)
+    ]
+    assert insert_rows(conn, "image_spans", rows + rows[:2]) == 5
+    insert_rows(conn, "image_spans", rows)
+    assert conn.execute("SELECT count(*) FROM image_spans").fetchall() == [(5,)]
+    changed = [{**rows[0], "cost_usd": 9.0}]
+    insert_rows(conn, "image_spans", changed)  # ignore: the stored row wins
+    assert conn.execute("SELECT cost_usd FROM image_spans WHERE span_id='0'").fetchall() == [(0.1,)]
+    insert_rows(conn, "image_spans", changed, on_conflict="replace")
+    assert conn.execute("SELECT cost_usd FROM image_spans WHERE span_id='0'").fetchall() == [(9.0,)]
+
+
+def test_insert_rows_encodes_json_and_appends_without_a_key(
+    conn: duckdb.DuckDBPyConnection,
+) -> None:
+    assert primary_key(conn, "rollouts") == []
+    row = {"rollout_id": "r1", "decision": "start", "statistics": {"p": 0.04, "n": [1, 2]}}
+    insert_rows(conn, "rollouts", [row, row])
+    stored = conn.execute("SELECT statistics FROM rollouts").fetchall()
+    assert [json.loads(s[0]) for s in stored] == [{"p": 0.04, "n": [1, 2]}] * 2
+
+
+def test_insert_rows_refuses_bad_input(conn: duckdb.DuckDBPyConnection) -> None:
+    with pytest.raises(ValueError, match="unknown column"):
+        insert_rows(conn, "image_spans", [{"trace_id": "t", "span_id": "s", "colour": "red"}])
+    with pytest.raises(ValueError, match="width"):
+        insert_rows(conn, "image_spans", [{"trace_id": "t", "span_id": "s", "width": "wide"}])
+    with pytest.raises(ValueError, match="on_conflict"):
+        insert_rows(conn, "image_spans", [{"trace_id": "t", "span_id": "s"}], on_conflict="merge")
+    assert insert_rows(conn, "image_spans", []) == 0
+
+
+def test_load_references_maps_fields_and_replaces(conn: duckdb.DuckDBPyConnection) -> None:
+    record = {
+        "id": "doc-1",
+        "kind": "document",
+        "task": "ocr",
+        "text": "Total 42",
+        "lines": ["Total 42"],
+        "fields": {"total": "42"},
+        "qa": [{"q": "total?", "a": "42"}],
+        "sha256": "ab" * 32,
+        "seed": 7,
+        "font_px": 18,
+    }
+    assert load_references(conn, [record]) == 1
+    load_references(conn, [{**record, "text": "Total 43"}])
+    (row,) = fetch_df(conn, 'SELECT * FROM "references"').to_dicts()
+    assert row["reference_id"] == "doc-1" and row["text"] == "Total 43"
+    assert json.loads(row["lines"]) == ["Total 42"] and json.loads(row["fields"]) == {"total": "42"}
+    assert json.loads(row["qa"]) == [{"q": "total?", "a": "42"}]
+    assert row["image_sha256"] == "ab" * 32 and json.loads(row["meta"]) == {
+        "seed": 7,
+        "font_px": 18,
+    }
+    assert isinstance(row["loaded_at"], datetime)
+    with pytest.raises(ValueError, match="id"):
+        load_references(conn, [{"kind": "document"}])
+
+
+def test_open_store_files(tmp_path: Path) -> None:
+    with pytest.raises(StoreNotFoundError), open_store(tmp_path / "missing.duckdb", read_only=True):
+        pass
+    path = tmp_path / "nested" / "store.duckdb"
+    with open_store(path) as c:
+        insert_rows(c, "dropped_spans", [{"reason": "x", "count": 1}])
+    with open_store(path, read_only=True) as c:
+        assert c.execute("SELECT count(*) FROM dropped_spans").fetchall() == [(1,)]
+        with pytest.raises(duckdb.Error):
+            c.execute("DELETE FROM dropped_spans")
+    # a read-only open while this process holds the file read-write shares it
+    with open_store(path) as writer, open_store(path, read_only=True) as reader:
+        insert_rows(writer, "dropped_spans", [{"reason": "y", "count": 2}])
+        assert reader.execute("SELECT sum(count) FROM dropped_spans").fetchall() == [(3,)]
