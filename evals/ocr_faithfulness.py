@@ -80,9 +80,10 @@ def explain(c: TextComparison, threshold: float, source: str) -> str:
     verdict = "ok" if c.score >= threshold else f"below {threshold:.2f}"
     parts = [f"CER {c.cer:.3f} WER {c.wer:.3f} ({verdict}) vs {source}"]
     if c.cer > 0:
+        # Only the dominant kind is named, so explanations cluster by kind of failure.
         parts.append(
-            f"mostly {dominant}: missed {1 - c.coverage:.0%} of reference, "
-            f"invented {1 - c.faithfulness:.0%} of answer, {c.substituted} chars misread"
+            f"mostly {dominant} (coverage {c.coverage:.0%}, faithfulness {c.faithfulness:.0%}, "
+            f"{c.substituted} substitutions)"
         )
     return "; ".join(parts)
 

@@ -1,0 +1,253 @@
+"""Failure clusters: which kinds of request fail, how often, since when, and what would fix it.
+
+Per evaluator, failing scores are described by categorical tokens
+(:mod:`evals.cluster_features`: model, detail, size / aspect / text-height buckets, format,
+task, TF-IDF explanation terms). Identical token sets are grouped first (100k failures
+usually collapse to a few hundred distinct combinations); the most frequent
+``max_fit`` combinations are clustered by average-linkage agglomerative clustering on
+Jaccard distance with a distance threshold (so k is found, and one cluster is a possible
+answer); rarer combinations join the cluster of their nearest fitted combination.
+
+A cluster's label is its most over-represented tokens (share in cluster / share among all
+scored spans of that evaluator); its suggested fix is the cheapest route that passes on
+images of the same size and text-height buckets.
+
+    >>> clusters = find_failure_clusters("aperture.duckdb", min_size=3)   # doctest: +SKIP
+    >>> write_clusters("aperture.duckdb", clusters)                       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+
+from collector.schema import utc_now
+from collector.store import insert_rows, open_store
+from evals.cluster_features import BUCKET_FEATURES, FEATURES, add_features, load_scored
+from evals.cluster_fix import RouteFix, suggest_fix
+
+
+@dataclass(frozen=True)
+class Cluster:
+    cluster_id: int
+    evaluator: str
+    label: str
+    size: int
+    example_span_ids: list[str]
+    first_seen: datetime
+    last_seen: datetime
+    trend: str
+    route: str | None
+    fix: RouteFix | None
+    features: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def suggested_fix(self) -> str | None:
+        return self.fix.text if self.fix else None
+
+    def printable(self) -> dict[str, Any]:
+        return {
+            "evaluator": self.evaluator,
+            "label": self.label,
+            "size": self.size,
+            "trend": self.trend,
+            "route": self.route,
+            "suggested_fix": self.suggested_fix or "-",
+            "examples": ", ".join(self.example_span_ids[:3]),
+        }
+
+
+def jaccard_distances(a: sp.csr_matrix, b: sp.csr_matrix) -> np.ndarray:
+    """Dense Jaccard distance matrix between the binary rows of ``a`` and ``b``."""
+    inter = (a @ b.T).toarray().astype(np.float64)
+    na = np.asarray(a.sum(axis=1)).ravel()[:, None]
+    nb = np.asarray(b.sum(axis=1)).ravel()[None, :]
+    union = na + nb - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sim = np.where(union > 0, inter / union, 1.0)
+    return 1.0 - sim
+
+
+def cluster_token_sets(
+    sets: list[frozenset[str]], *, threshold: float = 0.5, max_fit: int = 1500
+) -> np.ndarray:
+    """Cluster label per token set (sets are distinct combinations, most frequent first)."""
+    n = len(sets)
+    if n == 0:
+        return np.zeros(0, dtype=int)
+    if n == 1:
+        return np.zeros(1, dtype=int)
+    vocab = {t: i for i, t in enumerate(sorted({t for s in sets for t in s}))}
+    rows = [i for i, s in enumerate(sets) for _ in s]
+    cols = [vocab[t] for s in sets for t in s]
+    x = sp.csr_matrix((np.ones(len(cols)), (rows, cols)), shape=(n, len(vocab)))
+    fit = x[: min(n, max_fit)]
+    if fit.shape[0] == 1:
+        labels_fit = np.zeros(1, dtype=int)
+    else:
+        from sklearn.cluster import AgglomerativeClustering
+
+        model = AgglomerativeClustering(
+            n_clusters=None, distance_threshold=threshold, metric="precomputed", linkage="average"
+        )
+        labels_fit = model.fit_predict(jaccard_distances(fit, fit))
+    if n <= max_fit:
+        return labels_fit
+    rest = np.empty(n - max_fit, dtype=int)
+    for start in range(max_fit, n, 4096):  # bounded memory: 4096 x max_fit at a time
+        stop = min(n, start + 4096)
+        nearest = jaccard_distances(x[start:stop], fit).argmin(axis=1)
+        rest[start - max_fit : stop - max_fit] = labels_fit[nearest]
+    return np.concatenate([labels_fit, rest])
+
+
+def _token_sets(combos: pl.DataFrame) -> list[frozenset[str]]:
+    return [frozenset(v for v in row if v is not None) for row in combos.select(FEATURES).iter_rows()]
+
+
+def _display(token: str) -> str:
+    return token.removeprefix("model=").replace("term=", "")
+
+
+def trend(times: pl.Series, all_times: pl.Series) -> str:
+    """rising / steady / falling: the cluster's share of scored spans, 2nd half vs 1st half."""
+    lo, hi = all_times.min(), all_times.max()
+    if lo is None or hi is None or lo == hi:
+        return "steady"
+    mid = lo + (hi - lo) / 2  # type: ignore[operator]
+    first_all = int((all_times < mid).sum())
+    second_all = len(all_times) - first_all
+    first = int((times < mid).sum()) / max(first_all, 1)
+    second = int((times >= mid).sum()) / max(second_all, 1)
+    if first == 0 and second == 0:
+        return "steady"
+    if first == 0 or second / first > 1.25:
+        return "rising"
+    if second == 0 or second / first < 0.8:
+        return "falling"
+    return "steady"
+
+
+def _label(members: pl.DataFrame, all_rows: pl.DataFrame, top: int = 4) -> tuple[str, dict[str, dict[str, float]]]:
+    stats: dict[str, dict[str, float]] = {}
+    n_all, n = len(all_rows), len(members)
+    for col in FEATURES:
+        counts = members[col].drop_nulls().value_counts()
+        base = all_rows[col].drop_nulls().value_counts()
+        base_map = dict(zip(base[col].to_list(), base["count"].to_list(), strict=True))
+        for tok, cnt in zip(counts[col].to_list(), counts["count"].to_list(), strict=True):
+            share = cnt / n
+            if share < 0.6:
+                continue
+            if col in ("f_term1", "f_term2") and tok in stats:
+                share = max(share, stats[tok]["share"])
+            lift = share / max(base_map.get(tok, cnt) / n_all, 1e-9)
+            stats[tok] = {"share": round(share, 4), "lift": round(lift, 3)}
+    ranked = sorted(stats, key=lambda t: (-stats[t]["lift"], -stats[t]["share"], t))
+    chosen = [t for t in ranked if stats[t]["lift"] >= 1.25][:top] or ranked[:1]
+    label = " · ".join(_display(t) for t in chosen) or "mixed failures"
+    return label, {t: stats[t] for t in ranked[:8]}
+
+
+def _mode(s: pl.Series) -> str | None:
+    vc = s.drop_nulls().value_counts(sort=True)
+    return vc[s.name][0] if len(vc) else None
+
+
+def find_failure_clusters(
+    db_path: str | Path,
+    *,
+    since: datetime | timedelta | None = None,
+    min_size: int = 3,
+    evaluators: list[str] | None = None,
+    threshold: float = 0.5,
+    max_fit: int = 1500,
+    examples: int = 5,
+) -> list[Cluster]:
+    """Clusters of failing scores (largest first), per evaluator."""
+    if isinstance(since, timedelta):
+        since = utc_now() - since
+    with open_store(db_path, read_only=True) as conn:
+        df = load_scored(conn, since=since)
+    if evaluators is not None:
+        df = df.filter(pl.col("evaluator").is_in(evaluators))
+    out: list[Cluster] = []
+    for (name,), scored in df.partition_by("evaluator", as_dict=True, maintain_order=True).items():
+        out.extend(_clusters_for(str(name), scored, min_size, threshold, max_fit, examples))
+    out.sort(key=lambda c: (-c.size, c.evaluator, c.label))
+    return [Cluster(**{**c.__dict__, "cluster_id": i}) for i, c in enumerate(out)]
+
+
+def _clusters_for(
+    evaluator: str, scored: pl.DataFrame, min_size: int, threshold: float, max_fit: int, examples: int
+) -> list[Cluster]:
+    scored = add_features(scored)
+    failing = scored.filter(~pl.col("passed"))
+    if len(failing) < min_size:
+        return []
+    combos = failing.group_by(FEATURES).agg(pl.len().alias("n")).sort(["n", *FEATURES], descending=[True] + [False] * len(FEATURES), nulls_last=True)
+    labels = cluster_token_sets(_token_sets(combos), threshold=threshold, max_fit=max_fit)
+    combos = combos.with_columns(pl.Series("cluster", labels))
+    failing = failing.join(combos.select([*FEATURES, "cluster"]), on=list(FEATURES), how="left", nulls_equal=True)
+    out = []
+    for (cid,), members in failing.partition_by("cluster", as_dict=True).items():
+        if len(members) < min_size:
+            continue
+        label, feats = _label(members, scored)
+        route = _mode(members["route"])
+        buckets = {col: _mode(members[col]) for col in BUCKET_FEATURES}
+        fix = suggest_fix(scored, route, buckets)
+        recent = members.sort("ts", descending=True)["span_id"].head(examples).to_list()
+        out.append(
+            Cluster(
+                cluster_id=int(cid),
+                evaluator=evaluator,
+                label=label,
+                size=len(members),
+                example_span_ids=recent,
+                first_seen=members["ts"].min(),  # type: ignore[arg-type]
+                last_seen=members["ts"].max(),  # type: ignore[arg-type]
+                trend=trend(members["ts"], scored["ts"]),
+                route=route,
+                fix=fix,
+                features=feats,
+            )
+        )
+    return out
+
+
+def cluster_rows(clusters: list[Cluster], run_id: str, created_at: datetime) -> list[dict[str, Any]]:
+    return [
+        {
+            "run_id": run_id,
+            "cluster_id": c.cluster_id,
+            "created_at": created_at,
+            "evaluator": c.evaluator,
+            "label": c.label,
+            "size": c.size,
+            "example_span_ids": c.example_span_ids,
+            "first_seen": c.first_seen,
+            "last_seen": c.last_seen,
+            "trend": c.trend,
+            "suggested_fix": c.suggested_fix,
+            "fix_route": c.fix.route if c.fix else None,
+            "fix_cost_delta_usd": c.fix.cost_delta_usd if c.fix else None,
+            "features": {"route": c.route, "tokens": c.features},
+        }
+        for c in clusters
+    ]
+
+
+def write_clusters(db_path: str | Path, clusters: list[Cluster], *, run_id: str | None = None) -> str:
+    """Append one clustering run to ``failure_clusters``; returns its run id."""
+    run_id = run_id or uuid.uuid4().hex[:12]
+    with open_store(db_path) as conn:
+        insert_rows(conn, "failure_clusters", cluster_rows(clusters, run_id, utc_now()))
+    return run_id
