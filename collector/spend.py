@@ -1,0 +1,282 @@
+"""Spend report over ``image_spans``: where the money went, and detail that was not needed.
+
+Grouped by model, team, day, detail or size bucket (long side ≤512, ≤1024,
+≤2048, >2048), with the costliest images and an estimate of what lower detail
+would have saved. An image sent at ``high``/``auto`` detail did not need it when
+its text is large (``text_height_px`` ≥ threshold: large text reads fine at low
+detail) or the image is small (long side ≤ 512); the saving is
+``(tokens_billed − tokens_low_estimate) × cost per token`` of that row.
+
+Example::
+
+    with open_store("aperture.duckdb", read_only=True) as conn:
+        report = spend_report(conn, by="team", since="7d")
+    rich.print(to_table(report))
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import duckdb
+from rich.table import Table
+
+SIZE_BUCKET = (
+    "CASE WHEN greatest(width, height) IS NULL THEN 'unknown' "
+    "WHEN greatest(width, height) <= 512 THEN '<=512' "
+    "WHEN greatest(width, height) <= 1024 THEN '<=1024' "
+    "WHEN greatest(width, height) <= 2048 THEN '<=2048' ELSE '>2048' END"
+)
+GROUPINGS: dict[str, str] = {
+    "model": "coalesce(model, 'unknown')",
+    "team": "coalesce(team, 'unknown')",
+    "day": "coalesce(strftime(ts, '%Y-%m-%d'), 'unknown')",
+    "detail": "coalesce(lower(detail), 'unknown')",
+    "size": SIZE_BUCKET,
+}
+_TOKENS = "coalesce(tokens_billed, tokens_estimated)"
+_SAVINGS = f"greatest({_TOKENS} - tokens_low_estimate, 0) * (cost_usd / nullif({_TOKENS}, 0))"
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([mhdw])\s*$")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+@dataclass(frozen=True)
+class SpendGroup:
+    key: str
+    spend_usd: float
+    images: int
+    tokens_estimated: int
+    tokens_billed: int
+
+
+@dataclass(frozen=True)
+class CostlyImage:
+    trace_id: str
+    span_id: str
+    ts: datetime | None
+    sha256: str | None
+    model: str | None
+    team: str | None
+    detail: str | None
+    width: int | None
+    height: int | None
+    tokens_billed: int | None
+    cost_usd: float | None
+    savings_usd: float | None = None
+
+
+@dataclass(frozen=True)
+class UnneededDetail:
+    images: int
+    savings_usd: float
+    large_text: int
+    small_image: int
+    examples: list[CostlyImage] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SpendReport:
+    by: str
+    since: datetime | None
+    spend_usd: float
+    images: int
+    tokens_estimated: int
+    tokens_billed: int
+    groups: list[SpendGroup]
+    top_images: list[CostlyImage]
+    unneeded_detail: UnneededDetail
+    text_height_threshold_px: float
+    small_long_side_px: int
+
+
+def parse_since(
+    value: str | datetime | date | timedelta | None, now: datetime | None = None
+) -> datetime | None:
+    """``"7d"``, ``"24h"``, ``"30m"``, ``"2w"``, an ISO date/time, a datetime or a timedelta
+    → naive UTC datetime (the store's convention)."""
+    if value is None or value == "":
+        return None
+    now = now or datetime.now(UTC).replace(tzinfo=None)
+    if isinstance(value, timedelta):
+        return now - value
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day)
+    match = _DURATION.match(value)
+    if match:
+        return now - timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+    try:
+        return parse_since(datetime.fromisoformat(value.strip()), now)
+    except ValueError as exc:
+        raise ValueError(f"since: expected e.g. 7d, 24h or an ISO date, got {value!r}") from exc
+
+
+def _images(rows: list[tuple[Any, ...]]) -> list[CostlyImage]:
+    return [CostlyImage(*row) for row in rows]
+
+
+_IMAGE_COLUMNS = (
+    "trace_id, span_id, ts, sha256, model, team, detail, width, height, tokens_billed, cost_usd"
+)
+
+
+def spend_report(
+    conn: duckdb.DuckDBPyConnection,
+    by: str = "model",
+    since: str | datetime | date | timedelta | None = None,
+    top: int = 10,
+    *,
+    text_height_px: float = 20.0,
+    small_long_side_px: int = 512,
+) -> SpendReport:
+    """Aggregate ``image_spans`` (see module docstring)."""
+    if by not in GROUPINGS:
+        raise ValueError(f"by must be one of {', '.join(GROUPINGS)}; got {by!r}")
+    if top < 0:
+        raise ValueError("top must be >= 0")
+    start = parse_since(since)
+    where, params = ("WHERE ts >= ?", [start]) if start else ("", [])
+    groups = [
+        SpendGroup(str(k), float(s or 0.0), int(n), int(te or 0), int(tb or 0))
+        for k, s, n, te, tb in conn.execute(
+            f"SELECT {GROUPINGS[by]} AS k, sum(cost_usd), count(*), sum(tokens_estimated), "
+            f"sum(tokens_billed) FROM image_spans {where} GROUP BY k "
+            "ORDER BY sum(cost_usd) DESC NULLS LAST, k",
+            params,
+        ).fetchall()
+    ]
+    top_images = _images(
+        conn.execute(
+            f"SELECT {_IMAGE_COLUMNS} FROM image_spans {where} "
+            "ORDER BY cost_usd DESC NULLS LAST, span_id LIMIT ?",
+            [*params, top],
+        ).fetchall()
+    )
+    unneeded_filter = (
+        "lower(detail) IN ('high', 'auto') AND (text_height_px >= ? "
+        "OR greatest(width, height) <= ?)"
+    )
+    filter_params = [text_height_px, small_long_side_px]
+    unneeded_where = f"{where} {'AND' if where else 'WHERE'} {unneeded_filter}"
+    ((n, savings, large_text, small),) = conn.execute(
+        f"SELECT count(*), sum({_SAVINGS}), count(*) FILTER (WHERE text_height_px >= ?), "
+        f"count(*) FILTER (WHERE greatest(width, height) <= ?) "
+        f"FROM image_spans {unneeded_where}",
+        [*filter_params, *params, *filter_params],
+    ).fetchall()
+    examples = _images(
+        conn.execute(
+            f"SELECT {_IMAGE_COLUMNS}, {_SAVINGS} AS savings FROM image_spans {unneeded_where} "
+            "ORDER BY savings DESC NULLS LAST, span_id LIMIT ?",
+            [*params, *filter_params, top],
+        ).fetchall()
+    )
+    return SpendReport(
+        by=by,
+        since=start,
+        spend_usd=sum(g.spend_usd for g in groups),
+        images=sum(g.images for g in groups),
+        tokens_estimated=sum(g.tokens_estimated for g in groups),
+        tokens_billed=sum(g.tokens_billed for g in groups),
+        groups=groups,
+        top_images=top_images,
+        unneeded_detail=UnneededDetail(
+            int(n), float(savings or 0.0), int(large_text), int(small), examples
+        ),
+        text_height_threshold_px=text_height_px,
+        small_long_side_px=small_long_side_px,
+    )
+
+
+# ---------------------------------------------------------------- renderers
+
+
+def _usd(value: float | None) -> str:
+    return "-" if value is None else f"${value:,.4f}"
+
+
+def to_table(report: SpendReport) -> Table:
+    """The grouped spend as a rich Table; totals and the saving estimate in its caption."""
+    table = Table(
+        title=f"Image spend by {report.by}"
+        + (f" since {report.since:%Y-%m-%d %H:%M}" if report.since else "")
+    )
+    for name, justify in (
+        (report.by, "left"),
+        ("spend", "right"),
+        ("share", "right"),
+        ("images", "right"),
+        ("tokens est.", "right"),
+        ("tokens billed", "right"),
+    ):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for g in report.groups:
+        share = g.spend_usd / report.spend_usd if report.spend_usd else 0.0
+        table.add_row(
+            g.key,
+            _usd(g.spend_usd),
+            f"{share:.1%}",
+            f"{g.images:,}",
+            f"{g.tokens_estimated:,}",
+            f"{g.tokens_billed:,}",
+        )
+    u = report.unneeded_detail
+    table.caption = (
+        f"total {_usd(report.spend_usd)} over {report.images:,} images · "
+        f"detail not needed: {u.images:,} images ({u.large_text:,} with text ≥ "
+        f"{report.text_height_threshold_px:g}px, {u.small_image:,} ≤ {report.small_long_side_px}px), "
+        f"{_usd(u.savings_usd)} saveable at low detail"
+    )
+    return table
+
+
+def to_tables(report: SpendReport) -> list[Table]:
+    """All sections: grouped spend, costliest images, detail-not-needed examples."""
+    tables = [to_table(report)]
+    for title, images, extra in (
+        ("Costliest images", report.top_images, False),
+        ("Detail that was not needed (largest savings)", report.unneeded_detail.examples, True),
+    ):
+        t = Table(title=title)
+        for name in ("span", "model", "team", "detail", "size", "tokens", "cost") + (
+            ("saving",) if extra else ()
+        ):
+            t.add_column(name)
+        for i in images:
+            size = f"{i.width}x{i.height}" if i.width and i.height else "-"
+            row = [
+                i.span_id,
+                i.model or "-",
+                i.team or "-",
+                i.detail or "-",
+                size,
+                "-" if i.tokens_billed is None else f"{i.tokens_billed:,}",
+                _usd(i.cost_usd),
+            ]
+            t.add_row(*row, *([_usd(i.savings_usd)] if extra else []))
+        tables.append(t)
+    return tables
+
+
+def to_csv(report: SpendReport) -> str:
+    """The grouped spend as CSV (one row per group)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([report.by, "spend_usd", "images", "tokens_estimated", "tokens_billed"])
+    for g in report.groups:
+        writer.writerow(
+            [g.key, f"{g.spend_usd:.6f}", g.images, g.tokens_estimated, g.tokens_billed]
+        )
+    return out.getvalue()
+
+
+def to_json(report: SpendReport) -> str:
+    """The whole report as JSON (datetimes in ISO 8601, UTC)."""
+    return json.dumps(asdict(report), default=lambda v: v.isoformat(), indent=2)
