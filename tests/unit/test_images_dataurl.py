@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import base64
+import contextlib
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from router.errors import ImageTooLarge, InvalidImage
+from router.images.dataurl import is_data_url, parse_data_url
+
+PARAM = "messages[0].content[1].image_url.url"
+
+
+def test_round_trip_and_media_type() -> None:
+    payload = bytes(range(256)) * 3
+    url = "data:Image/PNG;base64," + base64.b64encode(payload).decode()
+    assert parse_data_url(url) == ("image/png", payload)
+    assert parse_data_url("data:;base64,AAAA") == (None, b"\x00\x00\x00")
+    assert parse_data_url("DATA:image/jpeg;charset=x;base64,AAAA")[0] == "image/jpeg"
+
+
+def test_line_wrapped_base64_is_accepted() -> None:
+    payload = bytes(range(200))
+    wrapped = base64.encodebytes(payload).decode()  # newline every 76 characters
+    assert "\n" in wrapped
+    assert parse_data_url("data:image/png;base64," + wrapped) == ("image/png", payload)
+
+
+def test_percent_encoded_payload_is_decoded() -> None:
+    assert parse_data_url("data:image/svg+xml,%3Csvg%2F%3E") == ("image/svg+xml", b"<svg/>")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "data:image/png;base64,AAA",  # bad padding
+        "data:image/png;base64,AA=A",  # padding in the middle
+        "data:image/png;base64,AA-_",  # URL-safe alphabet
+        "data:image/png;base64,AA!A",  # outside the alphabet
+        "data:image/png;base64,\u00e9\u00e9\u00e9\u00e9",  # non-ASCII
+        "data:image/png;base64,",  # empty
+        "data:image/png;base64",  # no comma
+        "data:png;base64,AAAA",  # media type without a slash
+        "https://example.com/a.png",  # not a data URL
+    ],
+)
+def test_malformed_data_urls_are_invalid_image_with_param(url: str) -> None:
+    with pytest.raises(InvalidImage) as info:
+        parse_data_url(url, param=PARAM)
+    assert info.value.code == "invalid_image"
+    assert info.value.status == 400
+    assert info.value.param == PARAM
+
+
+def test_size_cap_is_checked_before_decoding() -> None:
+    url = "data:image/png;base64," + "A" * 4_000_000  # 3,000,000 decoded bytes
+    with pytest.raises(ImageTooLarge) as info:
+        parse_data_url(url, param=PARAM, max_bytes=2_999_999)
+    assert (info.value.code, info.value.param) == ("image_too_large", PARAM)
+    assert len(parse_data_url(url, max_bytes=3_000_000)[1]) == 3_000_000
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(min_size=1, max_size=200))
+def test_any_bytes_round_trip(payload: bytes) -> None:
+    url = "data:image/webp;base64," + base64.b64encode(payload).decode()
+    assert is_data_url(url)
+    assert parse_data_url(url, max_bytes=len(payload)) == ("image/webp", payload)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=80))
+def test_arbitrary_payload_text_never_escapes_the_error_family(text: str) -> None:
+    with contextlib.suppress(InvalidImage):
+        parse_data_url("data:image/png;base64," + text)
