@@ -6,8 +6,9 @@ For each target in order:
 * the attempt is tried up to ``1 + policy.max_retries`` times; only retryable failures are
   retried, after :func:`router.retry.retry_delay` (a server's Retry-After longer than the
   policy's ``max_wait_s`` fails over at once instead of waiting);
-* failures that belong to *this* target move on to the next: retries used up, 401/403 (our
-  credentials for that provider), 402/404 and quota codes (that account or model);
+* failures that belong to *this* target move on to the next: retries used up, 5xx, 401/403
+  (our credentials for that provider), 402/404 and non-retryable 429s (that account's quota or
+  model: ``insufficient_quota``, spend caps, Gemini per-day quotas);
 * a provider refusing the image itself (``image_rejected``) moves on only to targets for which
   ``accepts_image(target, error)`` says yes (the caller knows formats, limits and transcoding);
   the others are skipped (recorded as ``image_not_accepted``);
@@ -59,7 +60,8 @@ R = TypeVar("R")
 
 Outcome = Literal["ok", "error", "skipped"]
 # Failures that belong to one target's account/model/credentials: try the next target.
-PER_TARGET_STATUSES = frozenset({401, 402, 403, 404})
+# A 429 that is not retryable is a quota (insufficient_quota, spend cap, Gemini per-day).
+PER_TARGET_STATUSES = frozenset({401, 402, 403, 404, 429})
 # Our own refusals that end the whole request wherever they are raised.
 REQUEST_FATAL = (BudgetExceeded, RateLimited, AuthenticationFailed)
 
@@ -220,7 +222,7 @@ async def run_chain(
                 if err.image_rejected:
                     image_error = err
                     break
-                if retryable or _is_per_target(err):
+                if retryable or _is_per_target(err) or not 400 <= err.status < 500:
                     break
                 # A terminal 4xx: the request itself is wrong; another route won't fix it.
                 raise ChainFailed(

@@ -12,23 +12,42 @@ scrubbed from every message this module produces and never logged.
 Example::
 
     client = UpstreamClient()
-    resp = await client.send(req, connect_timeout_s=5, timeout_s=120)
-    async with client.stream(req, connect_timeout_s=5, timeout_s=120) as resp:
-        async for line in resp.aiter_lines(): ...
+    result = await client.complete(adapter, spec, body, api_key=key, options=opts,
+                                   request_model="gpt-4o", connect_timeout_s=5, timeout_s=120)
+    stream = await client.open_stream(adapter, spec, body, ..., request_model="gpt-4o")
+    try:
+        async for chunk in stream: ...      # OpenAI chat.completion.chunk dicts
+    finally:
+        await stream.aclose()
     await client.aclose()
+
+``send`` / ``stream`` are the raw layer (any status comes back as a response);
+``complete`` / ``open_stream`` add the adapter round trip and raise the adapter's
+:class:`UpstreamError` for a non-2xx answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
 
-from router.providers.base import UpstreamError, UpstreamRequest
+from router.providers.base import (
+    JSON,
+    Adapter,
+    AdapterOptions,
+    ChatResult,
+    ProviderSpec,
+    StreamTranslator,
+    UpstreamError,
+    UpstreamRequest,
+)
+from router.providers.sse import SSEDecoder, SSEEvent
 
 log = logging.getLogger("aperture.upstream")
 
@@ -217,3 +236,153 @@ class UpstreamClient:
             raise _translate(exc, req) from exc
         finally:
             await response.aclose()
+
+    async def complete(
+        self,
+        adapter: Adapter,
+        spec: ProviderSpec,
+        body: JSON,
+        *,
+        api_key: str | None,
+        options: AdapterOptions,
+        request_model: str,
+        connect_timeout_s: float,
+        timeout_s: float,
+    ) -> ChatResult:
+        """One non-streaming round trip through ``adapter``; a non-2xx raises its verdict."""
+        req = adapter.build_request(spec, body, api_key=api_key, stream=False, options=options)
+        resp = await self.send(req, connect_timeout_s=connect_timeout_s, timeout_s=timeout_s)
+        if not 200 <= resp.status_code < 300:
+            raise _scrubbed(adapter.classify_error(spec, resp.status_code, resp.headers, resp.content), req)
+        try:
+            return adapter.parse_response(
+                spec, resp.status_code, resp.headers, resp.content, request_model=request_model
+            )
+        except UpstreamError as err:
+            raise _scrubbed(err, req) from None
+
+    async def open_stream(
+        self,
+        adapter: Adapter,
+        spec: ProviderSpec,
+        body: JSON,
+        *,
+        api_key: str | None,
+        options: AdapterOptions,
+        request_model: str,
+        include_usage: bool = False,
+        connect_timeout_s: float,
+        timeout_s: float,
+    ) -> ChunkStream:
+        """Open a streamed completion and return once its first OpenAI chunk is in hand.
+
+        Everything that can go wrong before that (a non-2xx, a refused connection, an error
+        event first thing) raises here, inside the fallback chain; what goes wrong later is the
+        app's to handle mid-stream. The caller must ``aclose()`` the returned stream.
+        """
+        req = adapter.build_request(spec, body, api_key=api_key, stream=True, options=options)
+        try:
+            request = self._build(req, connect_timeout_s, timeout_s)
+            response = await self._client.send(request, stream=True)
+        except _TRANSPORT_ERRORS as exc:
+            raise _translate(exc, req) from exc
+        translator = adapter.stream_translator(request_model=request_model, include_usage=include_usage)
+        stream = ChunkStream(response, translator, req)
+        try:
+            if not 200 <= response.status_code < 300:
+                raw = await stream.read_all()
+                raise _scrubbed(adapter.classify_error(spec, response.status_code, response.headers, raw), req)
+            await stream.prime()
+        except BaseException:
+            await stream.aclose()
+            raise
+        return stream
+
+
+def _scrubbed(err: UpstreamError, req: UpstreamRequest) -> UpstreamError:
+    """The adapter's verdict with any credential the upstream echoed removed from its text."""
+    clean = redact(err.message, secrets_of(req))
+    if clean != err.message:
+        err.message = clean
+        err.args = (clean,)
+    return err
+
+
+class ChunkStream:
+    """An upstream SSE stream translated to OpenAI ``chat.completion.chunk`` dicts.
+
+    Iterate it (``async for chunk in stream``); transport breaks surface as
+    :class:`UpstreamTransportError`, error events and truncation as the translator's
+    :class:`UpstreamError`. After the end, ``translator.usage`` and ``translator.finish_reason``
+    hold the billing facts. Single consumer; always ``aclose()``.
+    """
+
+    def __init__(self, response: httpx.Response, translator: StreamTranslator, req: UpstreamRequest) -> None:
+        self.response = response
+        self.translator = translator
+        self._req = req
+        self._decoder = SSEDecoder()
+        self._pending: deque[JSON] = deque()
+        self._chunks: AsyncIterator[bytes] = response.aiter_bytes()
+        self._done = False
+
+    @property
+    def status_code(self) -> int:
+        return self.response.status_code
+
+    async def read_all(self) -> bytes:
+        try:
+            return await self.response.aread()
+        except _TRANSPORT_ERRORS as exc:
+            raise _translate(exc, self._req) from exc
+
+    def _feed(self, events: list[SSEEvent]) -> None:
+        for event in events:
+            self._pending.extend(self.translator.feed(event.event, event.data))
+
+    async def _pull(self) -> bool:
+        """Read one network chunk into ``_pending``; ``False`` once the stream is over."""
+        if self._done:
+            return False
+        raw: bytes | None
+        try:
+            raw = await anext(self._chunks)
+        except StopAsyncIteration:
+            raw = None
+        except _TRANSPORT_ERRORS as exc:
+            self._done = True
+            raise _translate(exc, self._req) from exc
+        try:
+            if raw is None:
+                self._done = True
+                self._feed(self._decoder.close())
+                self._pending.extend(self.translator.finish())
+            else:
+                self._feed(self._decoder.feed(raw))
+        except UpstreamError as err:
+            self._done = True
+            raise _scrubbed(err, self._req) from None
+        return True
+
+    async def prime(self) -> None:
+        """Wait until at least one chunk is ready (or the stream ended)."""
+        while not self._pending and await self._pull():
+            pass
+
+    def __aiter__(self) -> ChunkStream:
+        return self
+
+    async def __anext__(self) -> JSON:
+        while not self._pending:
+            if not await self._pull():
+                raise StopAsyncIteration
+        return self._pending.popleft()
+
+    async def aclose(self) -> None:
+        await self.response.aclose()
+
+    async def __aenter__(self) -> ChunkStream:
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.aclose()

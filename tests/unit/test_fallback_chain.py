@@ -117,8 +117,17 @@ async def test_our_credentials_or_model_are_per_target(status: int) -> None:
     assert h.calls == [("a", 0), ("b", 0)] and res.target == "b"
 
 
-async def test_insufficient_quota_moves_on_without_retry() -> None:
-    h = Harness({"a": [up(429, retryable=False, provider_code="insufficient_quota")], "b": ["ok"]})
+@pytest.mark.parametrize(
+    "error",
+    [
+        up(429, retryable=False, provider_code="insufficient_quota"),
+        up(429, retryable=False, provider_code="RESOURCE_EXHAUSTED"),  # Gemini per-day quota
+        up(500, retryable=False),  # x-should-retry: false
+        UpstreamTransportError("bad scheme", kind="protocol"),
+    ],
+)
+async def test_non_retryable_target_failures_move_on_without_retry(error: UpstreamError) -> None:
+    h = Harness({"a": [error], "b": ["ok"]})
     await h.run(["a", "b"])
     assert h.calls == [("a", 0), ("b", 0)] and h.sleeps == []
 
