@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from router.breaker import BreakerRegistry, CircuitBreaker, upstream_key
@@ -95,6 +95,7 @@ def test_registry_keys_by_upstream_and_keeps_first_settings() -> None:
     assert "openai:gpt-4o" in reg and len(reg) == 2
 
 
+@settings(deadline=None)
 @given(st.lists(st.sampled_from(["ok", "fail", "tick", "allow"]), max_size=60), st.integers(1, 5))
 def test_never_allows_while_open_before_cooldown(ops: list[str], threshold: int) -> None:
     clock = FakeClock()

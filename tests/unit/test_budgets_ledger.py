@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from router.budgets import (
@@ -62,6 +62,7 @@ def test_invalid_cost_header_is_refused(value: str) -> None:
     assert err.status == 400 and err.code == "invalid_header" and err.param == "x-aperture-max-cost-usd"
 
 
+@settings(deadline=None)
 @given(st.floats(min_value=1e-9, max_value=1e6))
 def test_cost_header_roundtrip(cap: float) -> None:
     assert parse_cost_header(repr(cap)) == cap
@@ -178,6 +179,7 @@ def test_restore_refuses_malformed_snapshots(tmp_path: Path) -> None:
         read_snapshot(tmp_path / "list.json")
 
 
+@settings(deadline=None)
 @given(st.lists(st.tuples(st.floats(0, 0.5), st.sampled_from(["settle", "release", "keep"])), max_size=40))
 def test_spent_plus_reserved_never_passes_budget_by_reservation(ops: list[tuple[float, str]]) -> None:
     book = ledger(team_budget=2.0)

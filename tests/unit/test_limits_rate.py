@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from router.errors import RateLimited
@@ -96,6 +96,7 @@ def test_changed_limit_takes_effect() -> None:
     lim.check(Principal("vk_f", "t", rpm=5))
 
 
+@settings(deadline=None)
 @given(st.integers(1, 600), st.lists(st.tuples(st.floats(0, 30), st.integers(0, 700)), max_size=40))
 def test_never_admits_more_than_limit_plus_refill(tpm: int, steps: list[tuple[float, int]]) -> None:
     clock = Clock()

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from router.config import ProviderConfig
@@ -31,12 +31,14 @@ policies = st.builds(
 )
 
 
+@settings(deadline=None)
 @given(policies, st.integers(0, 5000), st.integers(0, 2**32))
 def test_backoff_within_bounds(policy: RetryPolicy, attempt: int, seed: int) -> None:
     delay = backoff_delay(attempt, policy, random.Random(seed))
     assert 0.0 <= delay <= backoff_cap(attempt, policy) <= policy.max_s
 
 
+@settings(deadline=None)
 @given(policies, st.integers(0, 200))
 def test_backoff_cap_is_monotone_and_exponential(policy: RetryPolicy, attempt: int) -> None:
     assert backoff_cap(attempt, policy) <= backoff_cap(attempt + 1, policy)
@@ -81,12 +83,14 @@ def test_parse_retry_after(headers: dict[str, str], expected: float | None) -> N
     assert parse_retry_after(headers, now=NOW) == expected
 
 
+@settings(deadline=None)
 @given(st.integers(0, 10**6))
 def test_parse_retry_after_seconds_roundtrip(seconds: int) -> None:
     assert parse_retry_after({"retry-after": str(seconds)}) == seconds
     assert parse_retry_after({"retry-after-ms": str(seconds)}) == pytest.approx(seconds / 1000)
 
 
+@settings(deadline=None)
 @given(st.text(max_size=30))
 def test_parse_retry_after_never_raises(value: str) -> None:
     result = parse_retry_after({"retry-after": value, "retry-after-ms": value}, now=NOW)
@@ -161,6 +165,7 @@ def test_transport_errors_are_retryable() -> None:
     assert retry_delay(UpstreamTransportError("t", kind="protocol"), 0, POLICY, RNG) is None
 
 
+@settings(deadline=None)
 @given(
     policies,
     st.integers(0, 20),
