@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from router.errors import AuthenticationFailed
@@ -66,6 +67,12 @@ def _digest(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8")).digest()
 
 
+@lru_cache(maxsize=8)
+def _digests(keys: tuple[str, ...]) -> tuple[tuple[bytes, str], ...]:
+    """Configured keys' digests, computed once per key set rather than on every request."""
+    return tuple((_digest(k), k) for k in keys)
+
+
 def authenticate(authorization: str | None, config: AppConfig) -> Principal:
     """The :class:`Principal` for an ``Authorization`` header value, or :class:`AuthenticationFailed`.
 
@@ -88,8 +95,8 @@ def authenticate(authorization: str | None, config: AppConfig) -> Principal:
         )
     presented = _digest(token)
     match: str | None = None
-    for candidate in config.virtual_keys:
-        if hmac.compare_digest(presented, _digest(candidate)):
+    for digest, candidate in _digests(tuple(config.virtual_keys)):
+        if hmac.compare_digest(presented, digest):
             match = candidate
     if match is None:
         raise AuthenticationFailed("invalid API key", param="authorization")
