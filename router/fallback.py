@@ -92,6 +92,15 @@ class ChainResult(Generic[T, R]):
     attempts: list[AttemptRecord[T]] = field(default_factory=list)
 
     @property
+    def path(self) -> list[T]:
+        """The targets actually sent to, in order, once each (for the span's fallback path)."""
+        out: list[T] = []
+        for a in self.attempts:
+            if a.outcome != "skipped" and a.target not in out:
+                out.append(a.target)
+        return out
+
+    @property
     def retries(self) -> int:
         """Tries beyond the first, across all targets (skips excluded)."""
         return max(0, sum(1 for a in self.attempts if a.outcome != "skipped") - 1)

@@ -98,6 +98,7 @@ async def test_falls_back_to_next_target_after_retries(status: int) -> None:
     assert res.result == "ok-b"
     assert h.calls == [("a", 0), ("a", 1), ("a", 2), ("b", 0)]
     assert len(h.sleeps) == 2
+    assert res.path == ["a", "b"] and res.retries == 3
 
 
 async def test_terminal_bad_request_stops_the_chain() -> None:
