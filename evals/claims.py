@@ -60,7 +60,7 @@ _PATTERNS: list[tuple[Kind, re.Pattern[str]]] = [
 ]
 _NAME = re.compile(
     r"\b[A-Z][\w'\u2019&.-]*[a-zA-Z\u00c0-\u024f]"
-    r"(?:\s+(?:(?:de|van|von|der|of|the|and|&|da|di|la|le)\s+)?[A-Z][\w'\u2019&.-]*[a-zA-Z\u00c0-\u024f])*"
+    r"(?:[ \t]+(?:(?:de|van|von|der|den|del|of|the|and|&|da|di|du|la|le)[ \t]+){0,2}[A-Z][\w'\u2019&.-]*[a-zA-Z\u00c0-\u024f])*"
 )
 
 # Words that open sentences or label things; a capitalised one of these is not a name.
@@ -78,7 +78,8 @@ _ALLCAPS_MIN = 2
 
 
 def _mask(text: str, start: int, end: int) -> str:
-    return text[:start] + " " * (end - start) + text[end:]
+    # NUL, not spaces: a masked number between two words must still break a name run.
+    return text[:start] + "\0" * (end - start) + text[end:]
 
 
 def _canonical(kind: Kind, raw: str) -> str | None:

@@ -35,6 +35,7 @@ class EvidenceIndex:
     compact: str
     numbers: frozenset[str]
     dates: frozenset[str]
+    lines: tuple[str, ...] = ()
 
     @classmethod
     def build(cls, evidence: str) -> EvidenceIndex:
@@ -50,7 +51,8 @@ class EvidenceIndex:
         for m in DATE_ANY.finditer(evidence):
             dates |= date_candidates(m.group(0))
         compact = re.sub(r"[^0-9a-z]", "", text).translate(_CONFUSABLE)
-        return cls(text, compact, frozenset(numbers), frozenset(dates))
+        lines = tuple(x for x in (normalize_text(x, markdown=False) for x in evidence.splitlines()) if x)
+        return cls(text, compact, frozenset(numbers), frozenset(dates), lines)
 
 
 def is_supported(claim: Claim, ev: EvidenceIndex, *, fuzzy_threshold: float = 90.0) -> bool:
@@ -64,9 +66,36 @@ def is_supported(claim: Claim, ev: EvidenceIndex, *, fuzzy_threshold: float = 90
         return claim.canonical.translate(_CONFUSABLE) in ev.compact
     if claim.kind == "email":
         return claim.canonical in ev.text
+    needles = (claim.canonical, *claim.alternatives)
+    if any(_text_found(n, ev.text, fuzzy_threshold) for n in needles):
+        return True
+    return claim.kind == "name" and any(_across_lines(n.split(), ev.lines) for n in needles)
+
+
+def _across_lines(words: list[str], lines: tuple[str, ...]) -> bool:
+    """A name run made of the end of one evidence line and the start of the next ones.
+
+    Answers often flatten line breaks ("Oak Avenue" + "Reno, NV" -> "Oak Avenue Reno"), so
+    a capitalised run may span lines without being an invented name.
+    """
+    if len(words) < 2:
+        return False
+    for k in range(1, len(words)):
+        head = " ".join(words[:k])
+        if any(re.search(rf"(?<!\w){re.escape(head)}$", line) for line in lines) and _line_starts(
+            words[k:], lines
+        ):
+            return True
+    return False
+
+
+def _line_starts(words: list[str], lines: tuple[str, ...]) -> bool:
+    phrase = " ".join(words)
+    if any(re.match(rf"{re.escape(phrase)}(?!\w)", line) for line in lines):
+        return True
+    # Or a whole line followed by the start of another one.
     return any(
-        _text_found(needle, ev.text, fuzzy_threshold)
-        for needle in (claim.canonical, *claim.alternatives)
+        " ".join(words[:k]) in lines and _line_starts(words[k:], lines) for k in range(1, len(words))
     )
 
 
