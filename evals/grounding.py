@@ -73,29 +73,28 @@ def is_supported(claim: Claim, ev: EvidenceIndex, *, fuzzy_threshold: float = 90
 
 
 def _across_lines(words: list[str], lines: tuple[str, ...]) -> bool:
-    """A name run made of the end of one evidence line and the start of the next ones.
+    """A name run made of the end of one evidence line and the start of the following ones.
 
     Answers often flatten line breaks ("Oak Avenue" + "Reno, NV" -> "Oak Avenue Reno"), so
-    a capitalised run may span lines without being an invented name.
+    a capitalised run may span consecutive lines without being an invented name.
     """
-    if len(words) < 2:
-        return False
     for k in range(1, len(words)):
-        head = " ".join(words[:k])
-        if any(re.search(rf"(?<!\w){re.escape(head)}$", line) for line in lines) and _line_starts(
-            words[k:], lines
-        ):
-            return True
+        head = re.compile(rf"(?<!\w){re.escape(' '.join(words[:k]))}$")
+        for i, line in enumerate(lines[:-1]):
+            if head.search(line) and _starts_at(words[k:], lines, i + 1):
+                return True
     return False
 
 
-def _line_starts(words: list[str], lines: tuple[str, ...]) -> bool:
-    phrase = " ".join(words)
-    if any(re.match(rf"{re.escape(phrase)}(?!\w)", line) for line in lines):
+def _starts_at(words: list[str], lines: tuple[str, ...], i: int) -> bool:
+    if i >= len(lines):
+        return False
+    if re.match(rf"{re.escape(' '.join(words))}(?!\w)", lines[i]):
         return True
-    # Or a whole line followed by the start of another one.
+    # Or line i whole, then the rest from line i + 1.
     return any(
-        " ".join(words[:k]) in lines and _line_starts(words[k:], lines) for k in range(1, len(words))
+        " ".join(words[:k]) == lines[i] and _starts_at(words[k:], lines, i + 1)
+        for k in range(1, len(words))
     )
 
 
