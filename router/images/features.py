@@ -29,8 +29,17 @@ _MIN_RUNS = 8
 _MAX_INK = 0.3  # share of ink pixels above which the image is not a text page
 
 
-def estimate_text_height(data: bytes, header: ImageHeader) -> float | None:
-    """Median text-line height in original pixels, or None when no text is found."""
+def estimate_text_height(
+    data: bytes, header: ImageHeader, *, max_decode_pixels: int = 40_000_000
+) -> float | None:
+    """Median text-line height in original pixels, or None when no text is found.
+
+    Formats without reduced-scale decoding (all but JPEG) must be decoded in full first,
+    so above ``max_decode_pixels`` they are not measured (None) rather than costing
+    hundreds of megabytes.
+    """
+    if header.format != "jpeg" and header.pixels > max_decode_pixels:
+        return None
     im = open_image(data, header.format, max_pixels=max(header.pixels, 1) * 4)
     original_width = im.width
     factor = max(1, math.ceil(math.sqrt(im.width * im.height / _WORK_PIXELS)))

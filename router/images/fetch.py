@@ -148,7 +148,10 @@ class ImageFetcher:
             raise ImageFetchFailed(f"could not resolve {target.host} ({exc})") from exc
         if not answers:
             raise ImageFetchFailed(f"could not resolve {target.host} (no addresses)")
-        addresses = [ipaddress.ip_address(a.split("%", 1)[0]) for a in answers]
+        try:
+            addresses = [ipaddress.ip_address(a.split("%", 1)[0]) for a in answers]
+        except ValueError as exc:
+            raise ImageFetchFailed(f"resolver returned a non-address for {target.host}") from exc
         if not self.policy.host_allowed(target.host):
             for address in addresses:  # every answer, so a mixed answer cannot sneak through
                 check_ip(address, self.policy)

@@ -102,3 +102,10 @@ def test_no_text_gives_none() -> None:
     )
     for data in (_png(blank), _png(noise), _png(gradient), _png(np.asarray(photo))):
         assert estimate(data) is None
+
+
+def test_huge_non_jpeg_is_not_decoded() -> None:
+    from router.images.sniff import ImageHeader
+
+    header = ImageHeader("png", "image/png", 10_000, 10_000)
+    assert estimate_text_height(b"not decoded", header, max_decode_pixels=50_000_000) is None

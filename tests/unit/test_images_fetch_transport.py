@@ -145,3 +145,11 @@ async def test_transport_errors_and_resolver_failures_map_to_fetch_failed() -> N
     async with ImageFetcher(resolver=no_such_host, transport=MustNotConnect()) as fetcher:
         with pytest.raises(ImageFetchFailed):
             await fetcher.fetch("http://nowhere.test/a")
+
+
+async def test_resolver_garbage_is_a_fetch_failure() -> None:
+    async with ImageFetcher(
+        resolver=resolver_for({"x.test": ["not-an-ip"]}), transport=MustNotConnect()
+    ) as f:
+        with pytest.raises(ImageFetchFailed):
+            await f.fetch("http://x.test/a.png")
