@@ -107,7 +107,8 @@ def generate_item(kind: str, seed: int, index: int, **overrides: Any) -> Generat
     if max(image.size) > MAX_SIDE:
         raise ValueError(f"{kind} item {index} came out {image.size}, over {MAX_SIDE}px")
     params["row_budget"] = budget
-    params["heading_px"] = max(i.size for r in rendered.rows for i in r.items)
+    sizes = [i.size for r in rendered.rows for i in r.items]
+    params["heading_px"], params["smallest_px"] = max(sizes), min(sizes)
     params["line_spacing"] = doc.line_spacing
 
     text = "\n".join(rendered.lines)
