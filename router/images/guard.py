@@ -15,6 +15,7 @@ router.errors.ImageUrlForbidden: image URL address 169.254.169.254 is link-local
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -42,6 +43,16 @@ class GuardPolicy:
 
     allow_networks: tuple[IPNetwork, ...] = ()
     allow_hosts: tuple[str, ...] = ()
+
+    @classmethod
+    def from_config(
+        cls, allow_networks: Iterable[str] = (), allow_hosts: Iterable[str] = ()
+    ) -> GuardPolicy:
+        """Build from config strings, e.g. ``from_config(["127.0.0.0/8", "::1/128"])``."""
+        return cls(
+            tuple(ipaddress.ip_network(n, strict=False) for n in allow_networks),
+            tuple(h.lower() for h in allow_hosts),
+        )
 
     def host_allowed(self, host: str) -> bool:
         host = host.lower().rstrip(".")

@@ -113,8 +113,9 @@ def check_complete(data: bytes | bytearray, header: ImageHeader) -> None:
         if data.rfind(b"IEND", max(0, n - 4096)) < 0:
             raise InvalidImage("PNG is truncated (no IEND chunk)")
     elif header.format == "jpeg":
-        sos = data.find(b"\xff\xda", 2)
-        # Entropy-coded data stuffs 0xFF as FF 00, so FF D9 after the first scan is the EOI.
+        sos = _jpeg_first_scan(data)
+        # Entropy-coded data stuffs 0xFF as FF 00, so FF D9 after the first scan is the EOI
+        # (found by walking segments, so an EXIF thumbnail's own EOI does not count).
         if sos < 0 or data.rfind(b"\xff\xd9", sos) < 0:
             raise InvalidImage("JPEG is truncated (no end-of-image marker)")
     elif header.format == "webp":
@@ -174,6 +175,27 @@ def _png_is_apng(d: bytes | bytearray) -> bool:
     return False
 
 
+def _jpeg_first_scan(d: bytes | bytearray) -> int:
+    """Offset of the first SOS marker, found by skipping segments; -1 if not reached."""
+    n, i = len(d), 2
+    for _ in range(1024):
+        i = d.find(b"\xff", i)
+        while 0 <= i < n - 1 and d[i + 1] == 0xFF:
+            i += 1
+        if i < 0 or i + 4 > n:
+            return -1
+        marker = d[i + 1]
+        if marker == 0xDA:
+            return i
+        if marker == 0xD9:
+            return -1
+        if marker in _STANDALONE:
+            i += 2
+            continue
+        i += 2 + ((d[i + 2] << 8) | d[i + 3])
+    return -1
+
+
 # SOF0..SOF15 minus DHT (C4), JPG (C8) and DAC (CC).
 _SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 _STANDALONE = frozenset({0x01, 0xD0, 0xD1, 0xD2, 0xD3, 0xD4, 0xD5, 0xD6, 0xD7, 0xD8})
@@ -186,7 +208,12 @@ def _jpeg(d: bytes | bytearray) -> ImageHeader:
         if i >= n:
             raise InvalidImage("JPEG is truncated before its frame header")
         if d[i] != 0xFF:
-            raise InvalidImage("JPEG marker structure is corrupt")
+            # Some encoders leave stray bytes between segments; decoders skip them (libjpeg
+            # warns "extraneous bytes before marker"), so skip a bounded run too.
+            j = d.find(b"\xff", i, i + 4096)
+            if j < 0:
+                raise InvalidImage("JPEG marker structure is corrupt")
+            i = j
         while i < n and d[i] == 0xFF:  # fill bytes
             i += 1
         if i >= n:

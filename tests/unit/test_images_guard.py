@@ -155,3 +155,12 @@ def test_parsed_url_keeps_host_header_and_target() -> None:
     assert parsed.target == "/a/b.png?x=1"
     assert parsed.ip is None
     assert check_url("http://example.com", OPEN).url == "http://example.com/"
+
+
+def test_policy_from_config_strings() -> None:
+    policy = GuardPolicy.from_config(["127.0.0.1", "10.0.0.0/8", "::1/128"], ["CDN.internal"])
+    check_ip(ipaddress.ip_address("10.9.8.7"), policy)
+    check_ip(ipaddress.ip_address("::1"), policy)
+    assert policy.host_allowed("cdn.internal")
+    with pytest.raises(ImageUrlForbidden):
+        check_ip(ipaddress.ip_address("127.0.0.2"), policy)

@@ -231,3 +231,24 @@ def test_mutated_real_headers_only_raise_the_two_image_errors(data: st.DataObjec
             blob[data.draw(st.integers(0, cut - 1))] = data.draw(st.integers(0, 255))
     with contextlib.suppress(InvalidImage, UnsupportedImageFormat):
         sniff(bytes(blob[:cut]))
+
+
+def _with_segment(jpeg: bytes, segment: bytes) -> bytes:
+    return jpeg[:2] + segment + jpeg[2:]
+
+
+def test_truncated_jpeg_with_embedded_thumbnail_markers_is_still_caught() -> None:
+    # An APP1 payload that itself contains SOS and EOI bytes, as an EXIF thumbnail does.
+    payload = b"Exif\x00\x00" + b"\xff\xd8\xff\xda\x00\x02\x00\xff\xd9"
+    app1 = b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
+    data = _with_segment(encode(Image.new("RGB", (64, 64), "red"), "JPEG"), app1)
+    check_complete(data, sniff(data))
+    cut = data[: len(data) - 40]
+    with pytest.raises(InvalidImage):
+        check_complete(cut, sniff(cut))
+
+
+def test_stray_bytes_between_jpeg_segments_are_skipped_like_libjpeg() -> None:
+    jpeg = encode(Image.new("RGB", (33, 44)), "JPEG")
+    data = _with_segment(jpeg, b"\xff\xfe\x00\x04hi" + b"\x00\x00\x00")  # COM, then 3 stray bytes
+    assert (sniff(data).width, sniff(data).height) == (33, 44)
