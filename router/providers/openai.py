@@ -137,6 +137,22 @@ def _classify(status: int, headers: Headers, err: Mapping[str, Any], fallback: s
     )
 
 
+def _delta_ok(delta: Mapping[str, Any]) -> bool:
+    """Known delta fields have the types clients rely on; unknown ones pass through untouched."""
+    if delta.get("role") not in (None, "assistant"):
+        return False
+    if not all(isinstance(delta.get(k), (str, type(None))) for k in ("content", "refusal")):
+        return False
+    calls = delta.get("tool_calls")
+    if calls is None:
+        return True
+    return isinstance(calls, list) and all(
+        isinstance(c, dict) and isinstance(c.get("index"), int)
+        and isinstance(c.get("function", {}), dict)
+        for c in calls
+    )
+
+
 class OpenAIStreamTranslator(StreamTranslator):
     """Chunks pass through, normalized; ``[DONE]`` ends the stream; ``{"error": …}`` raises."""
 
@@ -166,6 +182,11 @@ class OpenAIStreamTranslator(StreamTranslator):
         out_choices = []
         for choice in choices:
             delta = obj(choice.get("delta"))
+            if not _delta_ok(delta):
+                raise UpstreamError(
+                    "openai stream chunk has a malformed delta", status=502, retryable=True,
+                    provider_code="invalid_stream_data", provider="openai",
+                )
             index = choice.get("index") if isinstance(choice.get("index"), int) else 0
             finish = choice.get("finish_reason") if isinstance(choice.get("finish_reason"), str) else None
             if finish and index == 0:

@@ -212,10 +212,10 @@ def check_chunk(chunk: JSON) -> None:
         assert choice["finish_reason"] is None or choice["finish_reason"] in FINISH
         delta = choice["delta"]
         assert isinstance(delta, dict)
-        assert set(delta) <= {"role", "content", "tool_calls", "refusal"}
         assert delta.get("role", "assistant") == "assistant"
-        assert isinstance(delta.get("content", ""), str)
-        for call in delta.get("tool_calls", []):
+        assert isinstance(delta.get("content"), (str, type(None)))
+        assert isinstance(delta.get("refusal"), (str, type(None)))
+        for call in delta.get("tool_calls") or []:
             assert isinstance(call["index"], int)
             assert isinstance(call.get("id", ""), str)
             assert call.get("type", "function") == "function"
@@ -237,7 +237,7 @@ def assemble(chunks: list[JSON]) -> JSON:
         delta = choice["delta"]
         out["role"] = out["role"] or delta.get("role")
         out["content"] += delta.get("content") or ""
-        for call in delta.get("tool_calls", []):
+        for call in delta.get("tool_calls") or []:
             slot = out["tool_calls"].setdefault(call["index"], {"id": "", "name": "", "arguments": ""})
             slot["id"] += call.get("id", "")
             slot["name"] += call["function"].get("name", "")
