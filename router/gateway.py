@@ -24,7 +24,7 @@ from opentelemetry.trace import Span, Status, StatusCode
 
 from router.billing import billed_image_tokens, request_text_tokens
 from router.blobs import BlobStore
-from router.breaker import BreakerRegistry
+from router.breaker import BreakerRegistry, upstream_key
 from router.budgets import BudgetLedger, Reservation
 from router.config import AppConfig, ModelSpec
 from router.errors import GatewayError, InvalidRequest, UnknownModel, UpstreamFailed
@@ -38,13 +38,12 @@ from router.limits import RateLimiter
 from router.metrics import GatewayMetrics
 from router.policy import PolicySnapshot, RouteDecision, decide, explore_routes
 from router.providers import ADAPTERS
-from router.providers.base import AdapterOptions, ChatResult, StreamTranslator, UpstreamError, wants_usage
-from router.providers.sse import SSEDecoder, SSEEvent
+from router.providers.base import AdapterOptions, ChatResult, UpstreamError, wants_usage
 from router.retry import RetryPolicy
 from router.rollout.split import assign_arm
 from router.rules import AUTO_MODEL, ImageFeatures, RequestFeatures, Target
 from router.tokens import cost_usd, estimate_image_tokens
-from router.upstream import UpstreamClient
+from router.upstream import ChunkStream, UpstreamClient
 
 DEFAULT_OUTPUT_ESTIMATE = 256
 
@@ -110,7 +109,7 @@ class Gateway:
         self.tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("aperture.router")
         self.metrics = metrics or GatewayMetrics()
         self.limiter = limiter or RateLimiter()
-        self.ledger = ledger or BudgetLedger()
+        self.ledger = ledger or BudgetLedger.from_config(config)
         self.breakers = breakers or BreakerRegistry()
         self.blobs = blobs
         self.rng = rng or random.Random()
@@ -132,6 +131,7 @@ class Gateway:
         request_id = "req_" + uuid.uuid4().hex
         span = self.tracer.start_span("chat", attributes={"gen_ai.operation.name": "chat", "aperture.request_id": request_id})
         stream = isinstance(body, Mapping) and bool(body.get("stream"))
+        state: _RequestState | None = None
         try:
             state = await self._admit(request_id, body, headers, span)
             if stream:
@@ -140,11 +140,11 @@ class Gateway:
             self._finish_span(span, ok=True)
             self.metrics.request_latency.labels(stream="false").observe(time.perf_counter() - started)
             return response
-        except GatewayError as exc:
-            self._record_error(span, exc)
-            raise
-        except Exception as exc:
-            self._record_error(span, GatewayError(f"internal error: {type(exc).__name__}"))
+        except BaseException as exc:
+            if state is not None and state.reservation is not None:
+                self.ledger.release(state.reservation)
+            error = exc if isinstance(exc, GatewayError) else GatewayError(f"internal error: {type(exc).__name__}")
+            self._record_error(span, error)
             raise
 
     # ------------------------------------------------------------------ admission
@@ -294,12 +294,12 @@ class Gateway:
 
     def _retry_policy(self, target: Target) -> RetryPolicy:
         provider = self.config.providers[self.config.models[target.model].provider]
-        return RetryPolicy(max_retries=provider.max_retries, base_s=provider.backoff_base_s, max_s=provider.backoff_max_s)
+        return RetryPolicy.from_provider(provider)
 
     def _breaker(self, target: Target) -> Any:
         spec = self.config.models[target.model]
         provider = self.config.providers[spec.provider]
-        return self.breakers.get(f"{spec.provider}/{spec.upstream}", provider.cooldown_failures, provider.cooldown_s)
+        return self.breakers.get(upstream_key(spec.provider, spec.upstream), failure_threshold=provider.cooldown_failures, cooldown_s=provider.cooldown_s)
 
     @contextlib.contextmanager
     def _attempt_span(self, parent: Span, target: Target, attempt_no: int) -> Any:
@@ -324,26 +324,20 @@ class Gateway:
             self.metrics.upstream_attempts.labels(provider=spec.provider, outcome=outcome).inc()
             span.end()
 
-    async def _complete(self, state: _RequestState, span: Span) -> GatewayResponse:
+    async def _run(self, state: _RequestState, span: Span, call: Any) -> Any:
+        """Run the route chain; ``call(adapter, spec_for_provider, body, target, kwargs)`` is one attempt."""
         assert state.decision is not None
 
-        async def attempt(target: Target, attempt_no: int) -> tuple[Target, ChatResult]:
+        async def attempt(target: Target, attempt_no: int) -> Any:
             priced = await self._price(state, target)
             spec = self.config.models[target.model]
             provider = self.config.providers[spec.provider]
-            adapter = ADAPTERS[provider.kind]
-            with self._attempt_span(span, target, attempt_no) as aspan:
-                req = adapter.build_request(
-                    self.specs[spec.provider], self._upstream_body(state, target, priced, stream=False),
-                    api_key=provider.api_key(), stream=False, options=self._options(spec, target),
-                )
-                req.headers.update(self._headers_for(state))
-                response = await self.client.send(req, connect_timeout_s=provider.connect_timeout_s, timeout_s=provider.timeout_s)
-                aspan.set_attribute("http.response.status_code", response.status_code)
-                if response.status_code >= 400:
-                    raise adapter.classify_error(self.specs[spec.provider], response.status_code, response.headers, response.content)
-                return target, adapter.parse_response(
-                    self.specs[spec.provider], response.status_code, response.headers, response.content, request_model=target.model,
+            with self._attempt_span(span, target, attempt_no):
+                return await call(
+                    ADAPTERS[provider.kind], self.specs[spec.provider], target, priced,
+                    dict(api_key=provider.api_key(), options=self._options(spec, target), request_model=target.model,
+                         connect_timeout_s=provider.connect_timeout_s, timeout_s=provider.timeout_s,
+                         extra_headers=self._headers_for(state)),
                 )
 
         try:
@@ -353,9 +347,18 @@ class Gateway:
             )
         except UpstreamFailed as exc:
             state.attempts = list(getattr(exc, "attempts", []) or [])
+            self._set_route_attributes(state, span, state.decision.target)
             raise
-        state.attempts = chain.attempts
-        target, result = chain.result
+        state.attempts = list(chain.attempts)
+        return chain
+
+    async def _complete(self, state: _RequestState, span: Span) -> GatewayResponse:
+        async def call(adapter: Any, pspec: Any, target: Target, priced: list[_Priced], kw: dict[str, Any]) -> ChatResult:
+            return await self.client.complete(adapter, pspec, self._upstream_body(state, target, priced, stream=False), **kw)
+
+        chain = await self._run(state, span, call)
+        target: Target = chain.target
+        result: ChatResult = chain.result
         completion = dict(result.completion)
         completion["model"] = target.model
         self._bill(state, span, target, result.usage.input_tokens, result.usage.output_tokens, result.usage.image_tokens,
@@ -363,82 +366,42 @@ class Gateway:
         return GatewayResponse(headers=self._response_headers(state, target), body=completion)
 
     async def _stream(self, state: _RequestState, span: Span, started: float) -> GatewayResponse:
-        assert state.decision is not None
         include_usage = wants_usage(state.body)
-        stack = contextlib.AsyncExitStack()
 
-        async def attempt(target: Target, attempt_no: int) -> tuple[Target, StreamTranslator, AsyncIterator[tuple[str | None, str]], list[dict[str, Any]]]:
-            priced = await self._price(state, target)
-            spec = self.config.models[target.model]
-            provider = self.config.providers[spec.provider]
-            adapter = ADAPTERS[provider.kind]
-            with self._attempt_span(span, target, attempt_no) as aspan:
-                req = adapter.build_request(
-                    self.specs[spec.provider], self._upstream_body(state, target, priced, stream=True),
-                    api_key=provider.api_key(), stream=True, options=self._options(spec, target),
-                )
-                req.headers.update(self._headers_for(state))
-                inner = contextlib.AsyncExitStack()
-                response = await inner.enter_async_context(
-                    self.client.stream(req, connect_timeout_s=provider.connect_timeout_s, timeout_s=provider.timeout_s)
-                )
-                aspan.set_attribute("http.response.status_code", response.status_code)
-                try:
-                    if response.status_code >= 400:
-                        raw = await response.aread()
-                        raise adapter.classify_error(self.specs[spec.provider], response.status_code, response.headers, raw)
-                    translator = adapter.stream_translator(request_model=target.model, include_usage=include_usage, response_id="chatcmpl-" + state.request_id[4:])
-                    events = _sse_events(response)
-                    first: list[dict[str, Any]] = []
-                    # Fallback is still possible until the first chunk: read up to it here.
-                    async for event, data in events:
-                        first.extend(translator.feed(event, data))
-                        if first:
-                            break
-                except BaseException:
-                    await inner.aclose()
-                    raise
-                await stack.enter_async_context(_Closing(inner))
-                return target, translator, events, first
-
-        try:
-            chain = await run_chain(
-                list(state.decision.chain), attempt, policy_for=self._retry_policy, breaker_for=self._breaker,
-                accepts_image=self._accepts_image, rng=self.rng,
+        async def call(adapter: Any, pspec: Any, target: Target, priced: list[_Priced], kw: dict[str, Any]) -> ChunkStream:
+            return await self.client.open_stream(
+                adapter, pspec, self._upstream_body(state, target, priced, stream=True), include_usage=include_usage, **kw
             )
-        except BaseException:
-            await stack.aclose()
-            raise
-        state.attempts = chain.attempts
-        target, translator, events, first = chain.result
+
+        chain = await self._run(state, span, call)
+        target: Target = chain.target
+        upstream: ChunkStream = chain.result
+        response_id = "chatcmpl-" + state.request_id[4:]
 
         async def body() -> AsyncIterator[bytes]:
             text_parts: list[str] = []
             error: GatewayError | None = None
             try:
-                for chunk in first:
-                    _collect_text(chunk, text_parts)
-                    yield _sse(chunk)
                 try:
-                    async for event, data in events:
-                        for chunk in translator.feed(event, data):
-                            _collect_text(chunk, text_parts)
-                            yield _sse(chunk)
-                    for chunk in translator.finish():
+                    async for chunk in upstream:
+                        chunk["id"] = response_id
+                        chunk["model"] = target.model
+                        _collect_text(chunk, text_parts)
                         yield _sse(chunk)
                 except GatewayError as exc:
                     error = exc
-                except Exception as exc:  # connection cut mid-stream
+                except Exception as exc:  # anything else cut the stream mid-way
                     error = UpstreamFailed(f"upstream stream broke: {type(exc).__name__}", code="upstream_stream_broken")
                 if error is not None:
+                    # A clean OpenAI-style error event, then the end: never a hang.
                     yield _sse(error.body())
                 yield b"data: [DONE]\n\n"
             finally:
-                await stack.aclose()
-                usage = translator.usage
+                await upstream.aclose()
+                usage = upstream.translator.usage
                 if error is None and usage is not None:
                     self._bill(state, span, target, usage.input_tokens, usage.output_tokens, usage.image_tokens,
-                               translator.finish_reason, "".join(text_parts), None)
+                               upstream.translator.finish_reason, "".join(text_parts), None)
                     self._finish_span(span, ok=True)
                 else:
                     self._bill_estimate(state, span, target, error)
@@ -471,6 +434,7 @@ class Gateway:
         completion_cost = billed - prompt_cost
         if state.reservation is not None:
             self.ledger.settle(state.reservation, billed)
+        self.limiter.adjust(state.principal, input_tokens - state.text_tokens - sum(p.tokens for p in priced))
         self._set_route_attributes(state, span, target)
         span.set_attributes({
             "gen_ai.response.model": response_model or spec.upstream,
@@ -583,28 +547,6 @@ class Gateway:
         self.metrics.errors.labels(code=exc.code).inc()
         self.metrics.requests.labels(code=str(exc.status), model=span.attributes.get("gen_ai.request.model", "") if hasattr(span, "attributes") and span.attributes else "").inc()  # type: ignore[union-attr]
         span.end()
-
-
-class _Closing:
-    """Adapts an AsyncExitStack so another stack can own it."""
-
-    def __init__(self, stack: contextlib.AsyncExitStack) -> None:
-        self.stack = stack
-
-    async def __aenter__(self) -> _Closing:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stack.aclose()
-
-
-async def _sse_events(response: Any) -> AsyncIterator[SSEEvent]:
-    decoder = SSEDecoder()
-    async for chunk in response.aiter_bytes():
-        for event in decoder.feed(chunk):
-            yield event
-    for event in decoder.close():
-        yield event
 
 
 def _sse(payload: dict[str, Any]) -> bytes:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Mapping, AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
@@ -248,9 +248,11 @@ class UpstreamClient:
         request_model: str,
         connect_timeout_s: float,
         timeout_s: float,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> ChatResult:
         """One non-streaming round trip through ``adapter``; a non-2xx raises its verdict."""
         req = adapter.build_request(spec, body, api_key=api_key, stream=False, options=options)
+        req.headers.update(extra_headers or {})
         resp = await self.send(req, connect_timeout_s=connect_timeout_s, timeout_s=timeout_s)
         if not 200 <= resp.status_code < 300:
             raise _scrubbed(adapter.classify_error(spec, resp.status_code, resp.headers, resp.content), req)
@@ -273,6 +275,7 @@ class UpstreamClient:
         include_usage: bool = False,
         connect_timeout_s: float,
         timeout_s: float,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> ChunkStream:
         """Open a streamed completion and return once its first OpenAI chunk is in hand.
 
@@ -281,6 +284,7 @@ class UpstreamClient:
         app's to handle mid-stream. The caller must ``aclose()`` the returned stream.
         """
         req = adapter.build_request(spec, body, api_key=api_key, stream=True, options=options)
+        req.headers.update(extra_headers or {})
         try:
             request = self._build(req, connect_timeout_s, timeout_s)
             response = await self._client.send(request, stream=True)

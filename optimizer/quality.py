@@ -1,0 +1,99 @@
+"""A quality model: how well would route r answer image i, for routes never taken on it.
+
+Trained on every scored request (user traffic, exploration, replay) with features that carry
+the physics of the problem: the text height the model *actually sees* (logged text height ×
+the route's effective scale), the effective size, the task and the model tier. Gradient
+boosting (scikit-learn) so it generalises across buckets to images never replayed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.model_selection import KFold
+
+from optimizer.routes import Route
+
+TASKS = ("transcribe", "extract", "describe")
+
+
+@dataclass(frozen=True)
+class ImageTable:
+    """Per-image features, aligned arrays (one row per request; its largest image)."""
+
+    width: np.ndarray
+    height: np.ndarray
+    text_height: np.ndarray  # NaN when unknown
+    task: np.ndarray  # str
+
+    def __len__(self) -> int:
+        return len(self.width)
+
+
+def design_matrix(images: ImageTable, route_index: np.ndarray, routes: Sequence[Route], scale: np.ndarray) -> np.ndarray:
+    """Rows: one (image, route) pair each. ``scale`` is [route, image] effective scale."""
+    n = len(route_index)
+    idx = np.arange(n) if len(images) == n else None
+    assert idx is not None, "one route per image row"
+    s = scale[route_index, idx]
+    long_side = np.maximum(images.width, images.height).astype(float)
+    short_side = np.minimum(images.width, images.height).astype(float)
+    eff_text = images.text_height * s
+    models = sorted({r.model for r in routes})
+    details = sorted({r.detail for r in routes})
+    cols = [
+        eff_text,
+        np.log1p(np.nan_to_num(eff_text, nan=0.0)),
+        s,
+        long_side * s,
+        long_side,
+        long_side * short_side / 1e6,
+        long_side / np.maximum(short_side, 1),
+        images.text_height,
+    ]
+    cols += [(images.task == t).astype(float) for t in TASKS]
+    route_models = np.array([routes[i].model for i in route_index])
+    route_details = np.array([routes[i].detail for i in route_index])
+    cols += [(route_models == m).astype(float) for m in models]
+    cols += [(route_details == d).astype(float) for d in details]
+    return np.column_stack(cols)
+
+
+@dataclass
+class QualityModel:
+    routes: list[Route]
+    model: HistGradientBoostingRegressor
+    cv_mae: float
+    cv_bias: float
+    n_train: int
+
+    def predict_matrix(self, images: ImageTable, scale: np.ndarray) -> np.ndarray:
+        """q[r, i] for every candidate route and image, clipped to [0, 1]."""
+        n = len(images)
+        out = np.zeros((len(self.routes), n))
+        for r in range(len(self.routes)):
+            X = design_matrix(images, np.full(n, r), self.routes, scale)
+            out[r] = np.clip(self.model.predict(X), 0.0, 1.0)
+        return out
+
+
+def fit_quality_model(
+    images: ImageTable, route_index: np.ndarray, scores: np.ndarray, routes: Sequence[Route], scale: np.ndarray, *, seed: int = 0
+) -> QualityModel:
+    """Fit on observed (image, route, score) rows; report cross-validated error for intervals."""
+    X = design_matrix(images, route_index, routes, scale)
+    y = np.asarray(scores, dtype=float)
+
+    def make() -> HistGradientBoostingRegressor:
+        return HistGradientBoostingRegressor(max_iter=200, learning_rate=0.08, max_leaf_nodes=15, min_samples_leaf=5, random_state=seed)
+
+    residuals = np.zeros_like(y)
+    folds = min(5, max(2, len(y) // 20))
+    for train, test in KFold(folds, shuffle=True, random_state=seed).split(X):
+        m = make().fit(X[train], y[train])
+        residuals[test] = np.clip(m.predict(X[test]), 0, 1) - y[test]
+    final = make().fit(X, y)
+    return QualityModel(list(routes), final, float(np.mean(np.abs(residuals))), float(np.mean(residuals)), len(y))

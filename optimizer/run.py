@@ -1,0 +1,235 @@
+"""``aperture optimize``: from traces and scores to a proposed ruleset, or a clear refusal.
+
+Steps: load scored requests → candidate routes from the catalog → exact cost matrix over the
+logged images → quality model fitted on every scored (image, route) pair → Optuna search with
+the constraint quality ≥ baseline − tolerance → the winner rebuilt from its params by the same
+function → a ruleset with provenance, predicted cost and quality (with an interval).
+
+The optimizer refuses (``OptimizerError``) rather than propose a silently worse ruleset: too
+little data, no exploration or replay data (so no route other than the logged one was ever
+observed), or a catalog with a single model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import polars as pl
+
+from optimizer import ope
+from optimizer.data import Observations, load_observations
+from optimizer.quality import ImageTable, QualityModel, fit_quality_model
+from optimizer.report import TradeOff, plot_front, trade_off
+from optimizer.routes import Route, candidate_routes, effective_scale_matrix, image_tokens_matrix, route_costs
+from optimizer.search import Matrices, SearchResult, evaluate, run_search
+from optimizer.space import Policy, SearchSpace, assign, build_params, to_ruleset
+from router.rules import Ruleset, Target, dump_ruleset
+
+
+class OptimizerError(Exception):
+    """The data cannot support a proposal; the message says what is missing."""
+
+
+@dataclass
+class Proposal:
+    ruleset: Ruleset
+    text: str
+    policy: Policy
+    predicted_cost: float  # mean USD per request on the logged traffic
+    predicted_quality: float
+    quality_interval: tuple[float, float]
+    baseline_cost: float
+    baseline_quality: float
+    observed_baseline_quality: float
+    savings: float  # 1 − predicted/baseline
+    search: SearchResult
+    tradeoff: TradeOff
+    off_policy: ope.OffPolicyEstimate | None
+    route_share: dict[str, float]
+    provenance: dict[str, Any] = field(default_factory=dict)
+    plot: Path | None = None
+
+
+def _image_table(df: pl.DataFrame) -> ImageTable:
+    return ImageTable(
+        width=df["width"].to_numpy().astype(np.int64),
+        height=df["height"].to_numpy().astype(np.int64),
+        text_height=df["text_height_px"].cast(pl.Float64).fill_null(float("nan")).to_numpy(),
+        task=df["task"].to_numpy().astype(str),
+    )
+
+
+def _route_index(keys: Sequence[str], routes: Sequence[Route]) -> np.ndarray:
+    index = {r.key: i for i, r in enumerate(routes)}
+    return np.array([index.get(Route.parse(k).key, -1) for k in keys], dtype=np.int64)
+
+
+def optimize(
+    db: str | Path,
+    catalog: Mapping[str, Any],
+    *,
+    tolerance: float = 0.01,
+    trials: int = 300,
+    seed: int = 0,
+    storage: str | None = None,
+    study_name: str | None = None,
+    since: datetime | None = None,
+    models: Sequence[str] | None = None,
+    min_scored: int = 40,
+    min_routes_observed: int = 2,
+    fallback: Target | None = None,
+    plot_path: Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    observations: Observations | None = None,
+) -> Proposal:
+    obs = observations or load_observations(db, since=since)
+    routes = candidate_routes(catalog, models)
+    if len({r.model for r in routes}) < 2:
+        raise OptimizerError("the catalog offers a single model: there is nothing to route between (add a second model)")
+    scored = obs.scored
+    traffic = obs.traffic
+    if scored.height < min_scored:
+        raise OptimizerError(
+            f"too little data: {scored.height} scored requests, at least {min_scored} are needed "
+            "(send traffic through the gateway, then run `aperture eval`)"
+        )
+    if traffic.height == 0:
+        raise OptimizerError("no user traffic in the window: nothing to optimise over")
+    obs_routes = _route_index(scored["route"].to_list(), routes)
+    known = obs_routes >= 0
+    observed_keys = {routes[i].key for i in set(obs_routes[known].tolist())}
+    if len(observed_keys) < min_routes_observed:
+        raise OptimizerError(
+            f"only {sorted(observed_keys) or 'no candidate route'} observed: quality of other routes is unknown. "
+            "Turn on exploration (routing.explore_fraction) or run `aperture replay`, then `aperture eval`."
+        )
+
+    # Quality model on every scored (image, route) pair.
+    train = scored.filter(pl.Series(known))
+    train_images = _image_table(train)
+    train_scale = effective_scale_matrix(catalog, routes, train_images.width, train_images.height)
+    qmodel: QualityModel = fit_quality_model(
+        train_images, obs_routes[known], train["quality"].to_numpy(), routes, train_scale, seed=seed
+    )
+
+    # Cost and predicted quality of every route on every logged image.
+    images = _image_table(traffic)
+    long_side = np.maximum(images.width, images.height).astype(float)
+    scale = effective_scale_matrix(catalog, routes, images.width, images.height)
+    quality = qmodel.predict_matrix(images, scale)
+    tokens = image_tokens_matrix(catalog, routes, images.width, images.height)
+    text_tokens = np.maximum(
+        traffic["input_tokens"].fill_null(0).to_numpy() - traffic["image_tokens"].fill_null(0).to_numpy(), 0
+    ).astype(float)
+    out_by_route = scored.group_by("route").agg(pl.col("output_tokens").mean()).rows()
+    overall_out = float(scored["output_tokens"].mean() or 0.0)
+    output_tokens = {Route.parse(k).key: float(v or overall_out) for k, v in out_by_route}
+    for r in routes:
+        output_tokens.setdefault(r.key, overall_out)
+    cost = route_costs(catalog, routes, tokens, text_tokens, output_tokens)
+    m = Matrices(cost, quality, images.text_height, long_side)
+
+    taken = _route_index(traffic["route"].to_list(), routes)
+    cols = np.arange(len(traffic))
+    taken_ok = taken >= 0
+    baseline_cost = float(traffic["billed_cost_usd"].fill_null(0).mean() or 0.0)
+    baseline_quality = float(quality[taken[taken_ok], cols[taken_ok]].mean()) if taken_ok.any() else float(quality.max(axis=0).mean())
+    observed = traffic["quality"].drop_nulls()
+    observed_baseline = float(observed.mean()) if observed.len() else float("nan")
+
+    space = SearchSpace.from_data(routes, images.text_height, long_side, fallback=fallback)
+    strong = int(np.bincount(taken[taken_ok]).argmax()) if taken_ok.any() else int(quality.mean(axis=1).argmax())
+    seeds = [{"n_text_cuts": 0, "n_side_cuts": 0, "route_0": routes[strong].key, "route_unknown_text": routes[strong].key}]
+    name = study_name or f"aperture-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"
+    result = run_search(
+        space, m, baseline_quality=baseline_quality, baseline_cost=float(cost[strong].mean()), tolerance=tolerance,
+        trials=trials, seed=seed, storage=storage, study_name=name, seeds=seeds, progress=progress,
+    )
+    if result.best is None:
+        raise OptimizerError(f"no ruleset within {tolerance:.3f} of the baseline quality was found in {len(result.points)} trials")
+    policy = build_params(optuna.trial.FixedTrial(result.best.params), space)
+    pred_cost, pred_quality = evaluate(policy, m)
+    chosen = assign(policy, images.text_height, long_side)
+
+    # Interval: bootstrap over images, widened by the model's cross-validated error.
+    rng = np.random.default_rng(seed)
+    per_image = quality[chosen, cols]
+    boots = [per_image[rng.integers(0, len(per_image), len(per_image))].mean() for _ in range(200)]
+    half = 1.96 * float(np.sqrt(np.var(boots) + qmodel.cv_mae**2 / max(qmodel.n_train, 1))) + abs(qmodel.cv_bias)
+    interval = (max(0.0, pred_quality - half), min(1.0, pred_quality + half))
+
+    off_policy = None
+    rewards = traffic["quality"].to_numpy()
+    have = taken_ok & ~np.isnan(rewards.astype(float))
+    if have.sum() >= 10:
+        q_taken = quality[taken[have], cols[have]]
+        q_chosen = quality[chosen[have], cols[have]]
+        off_policy = ope.estimate(taken[have], rewards[have].astype(float), traffic["propensity"].to_numpy()[have],
+                                  chosen[have], q_chosen, q_taken)
+
+    weak = int(np.argmin(cost.mean(axis=1)))
+    front = result.pareto()
+    front_share = []
+    for p in front:
+        pol = build_params(optuna.trial.FixedTrial(p.params), space)
+        front_share.append((float((assign(pol, images.text_height, long_side) == strong).mean()), p.quality))
+    tradeoff = trade_off(front_share, float(quality[strong].mean()), float(quality[weak].mean()))
+    shares = {routes[i].key: float(c) for i, c in enumerate(np.bincount(chosen, minlength=len(routes)) / len(chosen)) if c > 0}
+
+    ruleset = to_ruleset(policy, space, name=f"optimized-{name}")
+    text = dump_ruleset(ruleset)
+    plot = None
+    if plot_path is not None:
+        plot = plot_front([(p.cost, p.quality) for p in result.points], [(p.cost, p.quality) for p in front],
+                          (float(cost[strong].mean()), float(quality[strong].mean())), (pred_cost, pred_quality), plot_path)
+    window = traffic["ts"]
+    provenance = {
+        "study": name,
+        "trial": result.best.number,
+        "storage": storage,
+        "data_window": [str(window.min()), str(window.max())],
+        "requests": traffic.height,
+        "scored": scored.height,
+        "routes_observed": sorted(observed_keys),
+        "predicted_cost_per_request_usd": pred_cost,
+        "baseline_cost_per_request_usd": baseline_cost,
+        "predicted_quality": pred_quality,
+        "quality_interval": list(interval),
+        "baseline_quality": baseline_quality,
+        "tolerance": tolerance,
+        "quality_model_cv_mae": qmodel.cv_mae,
+    }
+    return Proposal(
+        ruleset, text, policy, pred_cost, pred_quality, interval, float(cost[strong].mean()), baseline_quality,
+        observed_baseline, 1.0 - pred_cost / max(float(cost[strong].mean()), 1e-12), result, tradeoff, off_policy,
+        shares, provenance, plot,
+    )
+
+
+def predicted_cost_on(
+    ruleset: Ruleset, catalog: Mapping[str, Any], traffic: pl.DataFrame
+) -> float:
+    """Re-price given traffic under ``ruleset`` with the exact token math (for realised-vs-predicted checks)."""
+    from router.rules import ImageFeatures, RequestFeatures, choose_route
+
+    images = _image_table(traffic)
+    targets = [
+        choose_route(ruleset, RequestFeatures(images=(ImageFeatures(int(w), int(h), 0, "png", None if np.isnan(t) else float(t)),)))
+        .target for w, h, t in zip(images.width, images.height, images.text_height, strict=True)
+    ]
+    routes = sorted({Route(t.model, t.detail) for t in targets}, key=lambda r: r.key)
+    idx = np.array([routes.index(Route(t.model, t.detail)) for t in targets])
+    tokens = image_tokens_matrix(catalog, routes, images.width, images.height)
+    text_tokens = np.maximum(traffic["input_tokens"].fill_null(0).to_numpy() - traffic["image_tokens"].fill_null(0).to_numpy(), 0).astype(float)
+    outputs = traffic["output_tokens"].fill_null(0).to_numpy().astype(float)
+    total = 0.0
+    for i, r in enumerate(idx):
+        price = catalog[routes[r].model].price
+        total += ((tokens[r, i] + text_tokens[i]) * price.input_per_mtok + outputs[i] * price.output_per_mtok) / 1e6
+    return total

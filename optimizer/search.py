@@ -1,0 +1,141 @@
+"""Optuna search over the ruleset space: minimise cost subject to quality ≥ baseline − tolerance.
+
+Seeded TPE with Optuna's constraint handling; early stopping on patience and minimum delta;
+studies live in Optuna storage (SQLite file by default, a PostgreSQL URL for several
+workers), so a study can be resumed and opened by ``optuna-dashboard``.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import optuna
+
+from optimizer.space import Policy, SearchSpace, assign, build_params
+
+
+@dataclass(frozen=True)
+class Matrices:
+    """Everything a trial needs, precomputed: cost[r, i], quality[r, i] and the features used to bucket."""
+
+    cost: np.ndarray
+    quality: np.ndarray
+    text_height: np.ndarray
+    long_side: np.ndarray
+
+
+@dataclass
+class TrialPoint:
+    number: int
+    cost: float
+    quality: float
+    feasible: bool
+    params: dict[str, object]
+
+
+@dataclass
+class SearchResult:
+    study_name: str
+    best: TrialPoint | None
+    points: list[TrialPoint] = field(default_factory=list)
+    baseline_cost: float = 0.0
+    baseline_quality: float = 0.0
+    stopped_early: bool = False
+
+    def pareto(self) -> list[TrialPoint]:
+        """Non-dominated trials (lower cost, higher quality), sorted by cost."""
+        front: list[TrialPoint] = []
+        for p in sorted(self.points, key=lambda p: (p.cost, -p.quality)):
+            if not front or p.quality > front[-1].quality + 1e-12:
+                front.append(p)
+        return front
+
+
+def evaluate(policy: Policy, m: Matrices) -> tuple[float, float]:
+    """Mean cost per request and mean predicted quality of ``policy`` on the logged images."""
+    idx = assign(policy, m.text_height, m.long_side)
+    cols = np.arange(m.cost.shape[1])
+    return float(m.cost[idx, cols].mean()), float(m.quality[idx, cols].mean())
+
+
+class EarlyStopping:
+    """Stop when the best feasible cost has not improved by ``min_delta`` (relative) for ``patience`` trials."""
+
+    def __init__(self, patience: int, min_delta: float) -> None:
+        self.patience, self.min_delta = patience, min_delta
+        self.best = float("inf")
+        self.since = 0
+        self.stopped = False
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        value = trial.user_attrs.get("cost")
+        if trial.user_attrs.get("feasible") and value is not None and value < self.best * (1 - self.min_delta):
+            self.best, self.since = value, 0
+        else:
+            self.since += 1
+        if self.since >= self.patience:
+            self.stopped = True
+            study.stop()
+
+
+def run_search(
+    space: SearchSpace,
+    m: Matrices,
+    *,
+    baseline_quality: float,
+    baseline_cost: float,
+    tolerance: float,
+    trials: int = 300,
+    seed: int = 0,
+    storage: str | None = None,
+    study_name: str = "aperture-routing",
+    patience: int = 80,
+    min_delta: float = 0.001,
+    seeds: list[dict[str, object]] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> SearchResult:
+    floor = baseline_quality - tolerance
+
+    def objective(trial: optuna.Trial) -> float:
+        policy = build_params(trial, space)
+        cost, quality = evaluate(policy, m)
+        violation = max(0.0, floor - quality)
+        trial.set_user_attr("cost", cost)
+        trial.set_user_attr("quality", quality)
+        trial.set_user_attr("feasible", violation == 0.0)
+        trial.set_user_attr("violation", violation)
+        trial.set_constraint("quality_floor", violation)
+        return cost
+
+    with warnings.catch_warnings():
+        # multivariate/group/constraints are stable in practice but still flagged experimental.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        sampler = optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=min(25, max(5, trials // 5)), multivariate=True, group=True,
+        )
+    logging.getLogger("optuna").setLevel(logging.WARNING)
+    study = optuna.create_study(
+        study_name=study_name, storage=storage, sampler=sampler, direction="minimize", load_if_exists=True
+    )
+    for params in seeds or []:
+        study.enqueue_trial(params, skip_if_exists=True)
+    stopper = EarlyStopping(patience, min_delta)
+    callbacks: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = [stopper]
+    if progress is not None:
+        callbacks.append(lambda s, t: progress(t.number + 1, trials))
+    already = len(study.trials)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.optimize(objective, n_trials=max(trials - already, 0), callbacks=callbacks, gc_after_trial=False)
+    points = [
+        TrialPoint(t.number, t.user_attrs["cost"], t.user_attrs["quality"], bool(t.user_attrs["feasible"]), dict(t.params))
+        for t in study.trials
+        if t.state == optuna.trial.TrialState.COMPLETE and "cost" in t.user_attrs
+    ]
+    feasible = [p for p in points if p.feasible]
+    best = min(feasible, key=lambda p: (p.cost, -p.quality)) if feasible else None
+    return SearchResult(study_name, best, points, baseline_cost, baseline_quality, stopper.stopped)

@@ -1,0 +1,102 @@
+"""The search space: a ruleset template with up to K buckets, each routed to a candidate route.
+
+Buckets are cut on the estimated text height logged at intake (small print needs detail, big
+text does not) and on the image's long side. Thresholds are drawn from quantiles of the logged
+data, so the space adapts to the traffic. ``build_params`` is the *only* place that turns
+parameters into rules: the objective calls it with an Optuna trial, and the winner is rebuilt
+from its params with ``optuna.trial.FixedTrial`` through the same function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from optimizer.routes import Route
+from router.rules import Conditions, DefaultRoute, Range, Rule, Ruleset, Target
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    routes: tuple[Route, ...]
+    text_grid: tuple[float, ...]  # candidate text-height thresholds (px)
+    side_grid: tuple[float, ...]  # candidate long-side thresholds (px)
+    max_text_cuts: int = 2
+    max_side_cuts: int = 1
+    fallback: Target | None = None
+
+    @classmethod
+    def from_data(cls, routes: Sequence[Route], text_height: np.ndarray, long_side: np.ndarray, *, fallback: Target | None = None) -> SearchSpace:
+        th = text_height[~np.isnan(text_height)]
+        text_grid = tuple(sorted({round(float(q), 1) for q in np.quantile(th, np.linspace(0.1, 0.9, 9))})) if len(th) else ()
+        side_grid = tuple(sorted({float(int(q)) for q in np.quantile(long_side, np.linspace(0.2, 0.8, 4))})) if len(long_side) else ()
+        return cls(tuple(routes), text_grid, side_grid, fallback=fallback)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A point of the space: text/side cut points and a route index per bucket."""
+
+    text_cuts: tuple[float, ...]
+    side_cuts: tuple[float, ...]
+    bucket_routes: tuple[int, ...]  # len = (len(text_cuts)+1) * (len(side_cuts)+1)
+    unknown_route: int  # images without a text estimate
+
+
+def build_params(trial: Any, space: SearchSpace) -> Policy:
+    """Suggest a policy from ``trial`` (an ``optuna.Trial`` or ``FixedTrial``)."""
+    route_names = [r.key for r in space.routes]
+    n_text = trial.suggest_int("n_text_cuts", 0, min(space.max_text_cuts, len(space.text_grid)))
+    cuts: list[float] = []
+    for k in range(n_text):
+        cuts.append(space.text_grid[trial.suggest_int(f"text_cut_{k}", 0, len(space.text_grid) - 1)])
+    text_cuts = tuple(sorted(set(cuts)))
+    n_side = trial.suggest_int("n_side_cuts", 0, min(space.max_side_cuts, len(space.side_grid)))
+    side = [space.side_grid[trial.suggest_int(f"side_cut_{k}", 0, len(space.side_grid) - 1)] for k in range(n_side)]
+    side_cuts = tuple(sorted(set(side)))
+    n_buckets = (len(text_cuts) + 1) * (len(side_cuts) + 1)
+    buckets = tuple(route_names.index(trial.suggest_categorical(f"route_{b}", route_names)) for b in range(n_buckets))
+    unknown = route_names.index(trial.suggest_categorical("route_unknown_text", route_names))
+    return Policy(text_cuts, side_cuts, buckets, unknown)
+
+
+def assign(policy: Policy, text_height: np.ndarray, long_side: np.ndarray) -> np.ndarray:
+    """Route index per image under ``policy`` (vectorised; mirrors the emitted rules exactly)."""
+    t_bucket = np.searchsorted(np.asarray(policy.text_cuts), np.nan_to_num(text_height, nan=0.0), side="right")
+    s_bucket = np.searchsorted(np.asarray(policy.side_cuts), long_side, side="right")
+    bucket = t_bucket * (len(policy.side_cuts) + 1) + s_bucket
+    routes = np.asarray(policy.bucket_routes)[bucket]
+    return np.where(np.isnan(text_height), policy.unknown_route, routes)
+
+
+def _band(cuts: Sequence[float], k: int) -> Range | None:
+    lo = cuts[k - 1] if k > 0 else None
+    hi = cuts[k] if k < len(cuts) else None
+    if lo is None and hi is None:
+        return None
+    return Range(gte=lo, lt=hi)
+
+
+def to_ruleset(policy: Policy, space: SearchSpace, *, name: str, claims: Sequence[str] = ()) -> Ruleset:
+    """The deployable ruleset for ``policy``; first match wins, as :func:`assign` assumes.
+
+    Images without a text estimate match no text band (``Range.contains(None)`` is false), so
+    they fall through to the default route, which is the policy's ``unknown_route``.
+    """
+    fallbacks = [space.fallback] if space.fallback else []
+    rules: list[Rule] = []
+    n_side = len(policy.side_cuts) + 1
+    for t in range(len(policy.text_cuts) + 1):
+        for s in range(n_side):
+            route = space.routes[policy.bucket_routes[t * n_side + s]]
+            text_band = _band(policy.text_cuts, t) or Range(gte=0)
+            when = Conditions(text_height_px=text_band, long_side=_band(policy.side_cuts, s))
+            target = route.target()
+            rules.append(Rule(id=f"b{t}{s}-{route.model}-{route.detail}", when=when, route=target,
+                              fallbacks=[f for f in fallbacks if f != target]))
+    default_target = space.routes[policy.unknown_route].target()
+    default = DefaultRoute(route=default_target, fallbacks=[f for f in fallbacks if f != default_target])
+    return Ruleset(name=name, claims=list(claims), rules=rules, default=default)
