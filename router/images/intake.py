@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -169,7 +170,7 @@ async def intake(
             remote.append(ref)
             continue
         try:
-            loaded[url] = _from_data_url(ref, limits)
+            loaded[url] = await _off_loop(len(url), _from_data_url, ref, limits)
         except GatewayError as exc:
             exc.param = exc.param or ref.param
             raise
@@ -181,6 +182,17 @@ async def intake(
             )
         loaded.update(await _fetch_all(remote, uses, fetcher, limits, budget))
     return [_record(ref, loaded[ref.url]) for ref in refs]
+
+
+_THREAD_THRESHOLD = 1 * MiB
+
+
+async def _off_loop(size: int, fn: Callable[..., _Loaded], *args: Any) -> _Loaded:
+    """Base64 decoding and hashing of a multi-megabyte image take tens of milliseconds;
+    run those in a worker thread so the event loop keeps serving other requests."""
+    if size < _THREAD_THRESHOLD:
+        return fn(*args)
+    return await asyncio.to_thread(fn, *args)
 
 
 class _Budget:
@@ -237,7 +249,9 @@ async def _fetch_all(
         try:
             async with gate:
                 fetched = await fetcher.fetch(ref.url, max_bytes=limits.max_image_bytes)
-            item = _identify("url", fetched.data, fetched.content_type, limits)
+            item = await _off_loop(
+                len(fetched.data), _identify, "url", fetched.data, fetched.content_type, limits
+            )
             budget.add(len(item.data) * uses[ref.url])
             out[ref.url] = item
         except GatewayError as exc:

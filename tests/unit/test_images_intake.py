@@ -225,3 +225,14 @@ async def test_same_url_twice_is_fetched_once_and_errors_point_at_the_part() -> 
         with pytest.raises(ImageUrlForbidden) as forbidden:
             await intake(body_with("http://10.0.0.1/a.png"), fetcher)
         assert forbidden.value.param == PARAM
+
+
+async def test_multi_megabyte_image_is_decoded_off_the_event_loop() -> None:
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Comment", "x" * (2 * MiB))
+    buf = io.BytesIO()
+    Image.new("RGB", (10, 10)).save(buf, "PNG", pnginfo=info)
+    (image,) = await intake(body_with(data_url(buf.getvalue())), fetcher=None)
+    assert image.nbytes > 2 * MiB and image.sha256 == hashlib.sha256(buf.getvalue()).hexdigest()
