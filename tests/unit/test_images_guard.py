@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from router.errors import ImageUrlForbidden, InvalidImage
 from router.images.guard import GuardPolicy, check_ip, check_url
@@ -164,3 +167,61 @@ def test_policy_from_config_strings() -> None:
     assert policy.host_allowed("cdn.internal")
     with pytest.raises(ImageUrlForbidden):
         check_ip(ipaddress.ip_address("127.0.0.2"), policy)
+
+
+ALLOW_ALL = GuardPolicy(allow_networks=(ipaddress.ip_network("0.0.0.0/0"),))
+
+
+def _render(value: int, radix: str) -> str:
+    return {"dec": str(value), "hex": hex(value), "oct": "0" + oct(value)[2:]}[radix]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    address=st.integers(0, 2**32 - 1),
+    parts=st.integers(1, 4),
+    radixes=st.lists(st.sampled_from(["dec", "hex", "oct"]), min_size=4, max_size=4),
+)
+def test_every_numeric_spelling_normalises_like_inet_aton(
+    address: int, parts: int, radixes: list[str]
+) -> None:
+    octets = list(address.to_bytes(4, "big"))
+    leading = octets[: parts - 1]
+    tail = int.from_bytes(bytes(octets[parts - 1 :]), "big")
+    labels = [_render(v, r) for v, r in zip([*leading, tail], radixes, strict=False)]
+    host = ".".join(labels)
+    parsed = check_url(f"http://{host}/x", ALLOW_ALL)
+    assert parsed.ip == ipaddress.IPv4Address(address)
+    assert socket.inet_aton(host) == parsed.ip.packed  # the C library agrees (no lookup made)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    network=st.sampled_from(
+        [
+            "127.0.0.0/8",
+            "10.0.0.0/8",
+            "172.16.0.0/12",
+            "192.168.0.0/16",
+            "169.254.0.0/16",
+            "100.64.0.0/10",
+            "0.0.0.0/8",
+            "224.0.0.0/4",
+        ]
+    ),
+    offset=st.integers(0, 2**24 - 1),
+    wrap=st.sampled_from(["v4", "mapped", "nat64", "6to4"]),
+)
+def test_every_address_in_forbidden_v4_ranges_is_refused_in_any_wrapping(
+    network: str, offset: int, wrap: str
+) -> None:
+    net = ipaddress.ip_network(network)
+    v4 = net[offset % net.num_addresses]
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address = {
+        "v4": v4,
+        "mapped": ipaddress.IPv6Address(f"::ffff:{v4}"),
+        "nat64": ipaddress.IPv6Address(int(ipaddress.IPv6Address("64:ff9b::")) | int(v4)),
+        "6to4": ipaddress.IPv6Address((0x2002 << 112) | (int(v4) << 80) | 1),
+    }[wrap]
+    with pytest.raises(ImageUrlForbidden):
+        check_ip(ip, OPEN)
