@@ -2,7 +2,14 @@ from __future__ import annotations
 
 import pytest
 
-from emulator.faults import Fault, FaultQueue, LogEntry, RequestLog, fault_from_headers, parse_fault_spec
+from emulator.faults import (
+    Fault,
+    FaultQueue,
+    LogEntry,
+    RequestLog,
+    fault_from_headers,
+    parse_fault_spec,
+)
 
 
 def test_headers_give_a_fault() -> None:

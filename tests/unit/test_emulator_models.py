@@ -4,7 +4,12 @@ from pathlib import Path
 
 import pytest
 
-from emulator.models import DEFAULT_MODELS, apply_overrides, build_model_table, load_catalog_overrides
+from emulator.models import (
+    DEFAULT_MODELS,
+    apply_overrides,
+    build_model_table,
+    load_catalog_overrides,
+)
 from router.tokens import estimate_image_tokens
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "emulated.yaml"
