@@ -89,7 +89,7 @@ def build_gateway_app(
     telemetry = build_telemetry(config, db_path=db_path, extra_exporters=extra_exporters)
     metrics = GatewayMetrics()
     metrics.add_dropped_source(telemetry.dropped)
-    snapshot, admin_router, stop_policies = build_policy_source(config, metrics, rules_store=rules_store)
+    snapshot, admin_router, stop_policies = build_policy_source(config, metrics, rules_store=rules_store, db_path=db_path)
 
     def shutdown() -> None:
         stop_policies()
@@ -104,8 +104,8 @@ def build_gateway_app(
 
 
 def build_policy_source(
-    config: AppConfig, metrics: Any, *, rules_store: Path | None = None
+    config: AppConfig, metrics: Any, *, rules_store: Path | None = None, db_path: Path | None = None
 ) -> tuple[Callable[[], Any], Any, Callable[[], None]]:
     from aperture.policies import policy_source
 
-    return policy_source(config, metrics, rules_store=rules_store)
+    return policy_source(config, metrics, rules_store=rules_store, db_path=db_path)

@@ -38,6 +38,8 @@ class ProviderConfig(_Strict):
     kind: ProviderKind
     base_url: str
     api_key_env: str | None = None
+    # Used only when the env var is unset: for local emulators, never for a real provider key.
+    api_key_default: str | None = None
     connect_timeout_s: float = 5.0
     timeout_s: float = 120.0
     max_retries: int = 2
@@ -47,7 +49,8 @@ class ProviderConfig(_Strict):
     cooldown_s: float = 30.0
 
     def api_key(self) -> str | None:
-        return os.environ.get(self.api_key_env) if self.api_key_env else None
+        value = os.environ.get(self.api_key_env) if self.api_key_env else None
+        return value or self.api_key_default
 
 
 class Price(_Strict):

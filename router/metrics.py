@@ -28,7 +28,7 @@ class GatewayMetrics:
         self.tokens_billed = Counter("aperture_image_tokens_billed", "Image tokens billed (share of provider usage).", ["model"], registry=r)
         self.cost = Counter("aperture_cost_usd", "Billed cost in USD.", ["model", "team"], registry=r)
         self.upstream_attempts = Counter("aperture_upstream_attempts", "Upstream attempts, by provider and outcome.", ["provider", "outcome"], registry=r)
-        self.ruleset_loads = Counter("aperture_ruleset_load_failures", "Ruleset versions that failed to load (the old one stayed).", registry=r)
+        self.ruleset_load_failures = Gauge("aperture_ruleset_load_failures", "Ruleset versions that failed to load (the old one stayed).", registry=r)
         self.ruleset_active = Gauge("aperture_ruleset_active", "1 for the ruleset version serving each arm.", ["version", "arm"], registry=r)
         self.spans_dropped = Gauge("aperture_spans_dropped", "Spans the exporters could not store or send.", registry=r)
         self._dropped_sources: list[Callable[[], int]] = []
