@@ -20,6 +20,7 @@ _HEIC = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm"
 _HEIF = frozenset({b"mif1", b"msf1", b"mif2", b"miaf"})
 _SEQUENCE = frozenset({b"avis", b"msf1", b"hevc", b"hevx", b"hevm", b"hevs"})
 _MAX_BOXES = 256
+_BOX_HEADER = struct.Struct(">I4s")
 
 
 def read_bmff(d: bytes | bytearray) -> tuple[str, int, int, bool]:
@@ -73,7 +74,7 @@ def _boxes(
             if strict and pos != end:
                 raise InvalidImage("ISO-BMFF box header is truncated")
             return
-        size, btype = struct.unpack_from(">I4s", d, pos)
+        size, btype = _BOX_HEADER.unpack_from(d, pos)
         header = 8
         if size == 1:
             if pos + 16 > end:
@@ -85,9 +86,12 @@ def _boxes(
         if size < header:
             raise InvalidImage("ISO-BMFF box has an invalid size")
         box_end = pos + size
-        if box_end > end and strict:
-            raise InvalidImage(f"ISO-BMFF {btype.decode('latin-1')!r} box is truncated")
-        yield btype, pos + header, min(box_end, end)
+        if box_end > end:
+            if strict:
+                raise InvalidImage(f"ISO-BMFF {btype.decode('latin-1')!r} box is truncated")
+            yield btype, pos + header, end
+        else:
+            yield btype, pos + header, box_end
         pos = box_end
 
 
