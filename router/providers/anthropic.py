@@ -38,6 +38,7 @@ from router.providers.classify import (
     text_of,
 )
 from router.providers.messages import (
+    count,
     load_json_body,
     load_json_event,
     obj,
@@ -85,12 +86,12 @@ _STATUS_OF = {
 def usage_from(raw: Mapping[str, Any] | None) -> Usage | None:
     if not isinstance(raw, Mapping):
         return None
-    uncached = int(raw.get("input_tokens") or 0)
-    written = int(raw.get("cache_creation_input_tokens") or 0)
-    read = int(raw.get("cache_read_input_tokens") or 0)
+    uncached = count(raw.get("input_tokens"))
+    written = count(raw.get("cache_creation_input_tokens"))
+    read = count(raw.get("cache_read_input_tokens"))
     return Usage(
         input_tokens=uncached + written + read,
-        output_tokens=int(raw.get("output_tokens") or 0),
+        output_tokens=count(raw.get("output_tokens")),
         image_tokens=None,  # no per-modality breakdown (§2.7)
         cached_tokens=read,
         cache_write_tokens=written,

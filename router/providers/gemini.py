@@ -40,6 +40,8 @@ from router.providers.classify import (
 )
 from router.providers.gemini_request import build_request
 from router.providers.messages import (
+    arr,
+    count,
     load_json_body,
     load_json_event,
     obj,
@@ -79,13 +81,13 @@ def _get(d: Mapping[str, Any], camel: str, snake: str) -> Any:
 def usage_from(meta: Any) -> Usage | None:
     if not isinstance(meta, Mapping):
         return None
-    n = lambda camel, snake: int(_get(meta, camel, snake) or 0)  # noqa: E731
+    n = lambda camel, snake: count(_get(meta, camel, snake))  # noqa: E731
     thoughts = n("thoughtsTokenCount", "thoughts_token_count")
     details = _get(meta, "promptTokensDetails", "prompt_tokens_details")
     image = None
     if isinstance(details, list):
         image = sum(
-            int(_get(d, "tokenCount", "token_count") or 0)
+            count(_get(d, "tokenCount", "token_count"))
             for d in details
             if isinstance(d, Mapping) and d.get("modality") == "IMAGE"
         )
@@ -112,7 +114,7 @@ def _candidate(
     content = obj(cand.get("content"))
     texts: list[str] = []
     calls: list[JSON] = []
-    for part in content.get("parts") or []:
+    for part in arr(content.get("parts")):
         if not isinstance(part, Mapping) or part.get("thought") is True:
             continue
         if isinstance(part.get("text"), str):
@@ -125,7 +127,7 @@ def _candidate(
                 "type": "function",
                 "function": {
                     "name": name,
-                    "arguments": json.dumps(fc.get("args") or {}, separators=(",", ":"),
+                    "arguments": json.dumps(obj(fc.get("args")), separators=(",", ":"),
                                             ensure_ascii=False),
                 },
             })
@@ -155,7 +157,7 @@ def parse_response(
         raise classify_error(spec, status, headers, body)
     doc = load_json_body(body, "gemini")
     response_id = str(doc.get("responseId") or "chatcmpl-gemini")
-    candidates = [c for c in doc.get("candidates") or [] if isinstance(c, Mapping)]
+    candidates = [c for c in arr(doc.get("candidates")) if isinstance(c, Mapping)]
     choices: list[JSON] = []
     for position, cand in enumerate(candidates):
         index = _index(cand, position)
@@ -196,7 +198,7 @@ def _classify(status: int, headers: Headers, err: Mapping[str, Any], raw: str) -
     message = str(err.get("message") or raw or f"gemini returned HTTP {status}")
     retry_after: float | None = None
     per_day = False
-    for detail in err.get("details") or []:
+    for detail in arr(err.get("details")):
         if not isinstance(detail, Mapping):
             continue
         kind = str(detail.get("@type", ""))
@@ -206,7 +208,7 @@ def _classify(status: int, headers: Headers, err: Mapping[str, Any], raw: str) -
             # A per-day quota stays exhausted until reset: retrying within a request is futile.
             per_day |= any(
                 "PerDay" in str(v.get("quotaId", ""))
-                for v in detail.get("violations") or []
+                for v in arr(detail.get("violations"))
                 if isinstance(v, Mapping)
             )
     retryable = status_is_retryable(status) and not per_day
@@ -247,7 +249,7 @@ class GeminiStreamTranslator(StreamTranslator):
         usage = usage_from(_get(doc, "usageMetadata", "usage_metadata"))
         if usage is not None:
             self.usage = usage
-        candidates = [c for c in doc.get("candidates") or [] if isinstance(c, Mapping)]
+        candidates = [c for c in arr(doc.get("candidates")) if isinstance(c, Mapping)]
         if not candidates and _blocked(doc):
             return self._close(0, "content_filter")
         out: list[JSON] = []
@@ -270,6 +272,8 @@ class GeminiStreamTranslator(StreamTranslator):
         return out
 
     def _close(self, index: int, finish: str) -> list[JSON]:
+        if index in self._finished:
+            return []  # a choice finishes once, whatever the upstream repeats
         self._finished.add(index)
         if index == 0:
             self.finish_reason = finish

@@ -105,6 +105,18 @@ def obj(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def arr(value: Any) -> list[Any]:
+    """``value`` when it is a JSON array, else ``[]``."""
+    return value if isinstance(value, list) else []
+
+
+def count(value: Any) -> int:
+    """A token count from an upstream document; anything that is not a number counts as 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return 0
+    return max(int(value), 0)
+
+
 def as_list(value: Any) -> list[str]:
     return [value] if isinstance(value, str) else list(value)
 

@@ -35,7 +35,7 @@ from router.providers.classify import (
     status_is_retryable,
     text_of,
 )
-from router.providers.messages import load_json_body, load_json_event, obj
+from router.providers.messages import count, load_json_body, load_json_event, obj
 
 SPEC = ProviderSpec(
     kind="openai",
@@ -78,14 +78,14 @@ def build_request(
 def usage_from(raw: Mapping[str, Any] | None) -> Usage | None:
     if not isinstance(raw, Mapping):
         return None
-    prompt_details = raw.get("prompt_tokens_details") or {}
-    completion_details = raw.get("completion_tokens_details") or {}
+    prompt_details = obj(raw.get("prompt_tokens_details"))
+    completion_details = obj(raw.get("completion_tokens_details"))
     return Usage(
-        input_tokens=int(raw.get("prompt_tokens") or 0),
-        output_tokens=int(raw.get("completion_tokens") or 0),
+        input_tokens=count(raw.get("prompt_tokens")),
+        output_tokens=count(raw.get("completion_tokens")),
         image_tokens=None,  # Chat Completions does not break image tokens out (§1.9)
-        cached_tokens=int(prompt_details.get("cached_tokens") or 0),
-        reasoning_tokens=int(completion_details.get("reasoning_tokens") or 0),
+        cached_tokens=count(prompt_details.get("cached_tokens")),
+        reasoning_tokens=count(completion_details.get("reasoning_tokens")),
         raw=dict(raw),
     )
 

@@ -11,7 +11,10 @@ import json
 from typing import Any
 
 import pytest
-from test_providers_wire import (
+
+from router.errors import GatewayError
+from router.providers import ADAPTERS, AdapterOptions, SSEDecoder, UpstreamError
+from tests.unit.test_providers_wire import (
     CREATED,
     RESPONSES,
     STREAMS,
@@ -19,9 +22,6 @@ from test_providers_wire import (
     completion_view,
     events,
 )
-
-from router.errors import GatewayError
-from router.providers import ADAPTERS, AdapterOptions, SSEDecoder, UpstreamError
 
 JSON = dict[str, Any]
 PROVIDERS = sorted(ADAPTERS)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_providers_wire import events, gemini_usage
 
 from router.errors import GatewayError
 from router.providers import ADAPTERS, AdapterOptions, UpstreamError
 from router.providers.sse import encode_sse
+from tests.unit.test_providers_wire import events, gemini_usage
 
 G = ADAPTERS["gemini"]
 

@@ -8,11 +8,11 @@ import pytest
 
 from router.providers import ADAPTERS, AdapterOptions, UpstreamError, wants_usage
 
-O = ADAPTERS["openai"]
+OA = ADAPTERS["openai"]
 
 
 def build(body: dict, *, stream: bool) -> dict:
-    req = O.build_request(O.spec, {"model": "gpt-4o", **body}, api_key="sk", stream=stream,
+    req = OA.build_request(OA.spec, {"model": "gpt-4o", **body}, api_key="sk", stream=stream,
                           options=AdapterOptions())
     assert req.url == "https://api.openai.com/v1/chat/completions"
     assert req.headers["authorization"] == "Bearer sk"
@@ -36,7 +36,7 @@ def test_stream_always_asks_for_usage_and_plain_request_drops_stream_fields() ->
 
 def test_body_is_not_mutated() -> None:
     body = {"model": "gpt-4o", "messages": [], "metadata": {"a": 1}}
-    O.build_request(O.spec, body, api_key=None, stream=True, options=AdapterOptions())
+    OA.build_request(OA.spec, body, api_key=None, stream=True, options=AdapterOptions())
     assert body == {"model": "gpt-4o", "messages": [], "metadata": {"a": 1}}
 
 
@@ -53,7 +53,7 @@ def test_response_passes_through_with_client_model_name() -> None:
             "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4,
                       "prompt_tokens_details": {"cached_tokens": 2}},
             "system_fingerprint": "fp"}
-    result = O.parse_response(O.spec, 200, {}, json.dumps(body).encode(), request_model="team/gpt")
+    result = OA.parse_response(OA.spec, 200, {}, json.dumps(body).encode(), request_model="team/gpt")
     assert result.completion == {**body, "model": "team/gpt"}
     assert result.upstream_model == "gpt-4o-2024"
     assert result.usage is not None and result.usage.cached_tokens == 2
@@ -63,7 +63,7 @@ def test_response_passes_through_with_client_model_name() -> None:
 def test_response_without_usage_leaves_usage_unknown() -> None:
     body = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "x"},
                          "finish_reason": "stop"}]}
-    result = O.parse_response(O.spec, 200, {}, json.dumps(body).encode(), request_model="m")
+    result = OA.parse_response(OA.spec, 200, {}, json.dumps(body).encode(), request_model="m")
     assert result.usage is None
 
 
@@ -74,7 +74,7 @@ def _chunk(choices: list, usage: dict | None = None) -> str:
 
 def test_usage_chunk_hidden_from_client_that_did_not_ask() -> None:
     usage = {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}
-    t = O.stream_translator(request_model="m", include_usage=False)
+    t = OA.stream_translator(request_model="m", include_usage=False)
     first = t.feed(None, _chunk([{"index": 0, "delta": {"content": "x"}, "finish_reason": "stop"}]))
     assert "usage" not in first[0] and first[0]["model"] == "m" and first[0]["id"] == "c1"
     assert t.feed(None, _chunk([], usage)) == []
@@ -85,7 +85,7 @@ def test_usage_chunk_hidden_from_client_that_did_not_ask() -> None:
 
 def test_usage_chunk_forwarded_once_when_asked() -> None:
     usage = {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}
-    t = O.stream_translator(request_model="m", include_usage=True)
+    t = OA.stream_translator(request_model="m", include_usage=True)
     t.feed(None, _chunk([{"index": 0, "delta": {}, "finish_reason": "stop"}]))
     out = t.feed(None, _chunk([], usage))
     assert out[0]["choices"] == [] and out[0]["usage"] == usage
@@ -93,7 +93,7 @@ def test_usage_chunk_forwarded_once_when_asked() -> None:
 
 
 def test_stream_cut_after_finish_but_before_usage_is_not_an_error() -> None:
-    t = O.stream_translator(request_model="m", include_usage=True)
+    t = OA.stream_translator(request_model="m", include_usage=True)
     t.feed(None, _chunk([{"index": 0, "delta": {}, "finish_reason": "length"}]))
     assert t.finish() == []
     assert t.usage is None and t.finish_reason == "length"
@@ -106,7 +106,7 @@ def test_stream_cut_after_finish_but_before_usage_is_not_an_error() -> None:
     ({"type": "invalid_request_error", "message": "bad"}, 400, False),
 ])
 def test_stream_error_payload(err: dict, status: int, retryable: bool) -> None:
-    t = O.stream_translator(request_model="m")
+    t = OA.stream_translator(request_model="m")
     with pytest.raises(UpstreamError) as info:
         t.feed("error", json.dumps({"error": err}))
     assert (info.value.status, info.value.retryable) == (status, retryable)
