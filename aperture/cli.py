@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -43,8 +44,8 @@ def serve(
     config: Path = ConfigOption,
     host: str = typer.Option("127.0.0.1", help="Interface to bind."),
     port: int = typer.Option(8080, help="Port to bind."),
-    db: Optional[Path] = DbOption,
-    rules_store: Optional[Path] = typer.Option(None, "--rules-store", help="Versioned rule store directory (hot reload, canary)."),
+    db: Path | None = DbOption,
+    rules_store: Path | None = typer.Option(None, "--rules-store", help="Versioned rule store directory (hot reload, canary)."),
 ) -> None:
     """Serve the OpenAI-compatible gateway."""
     import uvicorn
@@ -75,6 +76,394 @@ def estimate(
         _fail(str(exc))
         return
     console.print_json(json.dumps(result))
+
+
+
+@app.command()
+def emulate(
+    host: str = typer.Option("127.0.0.1", help="Interface to bind."),
+    port: int = typer.Option(9100, help="Port to bind."),
+    mode: str = typer.Option("vision", help="vision (real OCR model) or instant (no model, for benchmarks)."),
+    catalog: Path | None = typer.Option(Path("examples/emulated.yaml"), help="Gateway config whose model image rules the emulator follows."),
+    cache_dir: Path | None = typer.Option(None, help="OCR answer cache (default $APERTURE_CACHE_DIR or ~/.cache/aperture)."),
+    ocr_workers: int = typer.Option(2, help="OCR processes."),
+    latency_ms: int = typer.Option(0, help="Latency added to every answer."),
+) -> None:
+    """Serve the offline provider emulator (OpenAI, Anthropic and Gemini wire protocols)."""
+    from emulator.server import serve_emulator
+
+    if mode not in ("vision", "instant"):
+        _fail("--mode must be vision or instant")
+    serve_emulator(host=host, port=port, mode=mode, catalog=str(catalog) if catalog and catalog.exists() else None,
+                   cache_dir=cache_dir, ocr_workers=ocr_workers, latency_ms=latency_ms)
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("demo-out"), help="Where the store, rules, workloads and report go."),
+    n: int = typer.Option(240, "--n", help="Images per workload (training and fresh)."),
+    seed: int = typer.Option(7, help="Workload seed; the fresh traffic uses seed + 1."),
+    trials: int = typer.Option(200, help="Optuna trials."),
+    replay_sample: int = typer.Option(48, help="Images replayed to every candidate route."),
+    tolerance: float = typer.Option(0.01, help="Quality the proposal may lose (0.01 = 1 point)."),
+    mode: str = typer.Option("vision", help="vision (real OCR) or instant."),
+) -> None:
+    """Run the whole loop offline: traffic → evals → clusters → optimize → canary → promote or roll back."""
+    from aperture.demo import DemoOptions, run_demo
+
+    logging.basicConfig(level=logging.WARNING)
+    run_demo(DemoOptions(out=out, n=n, seed=seed, trials=trials, replay_sample=replay_sample, tolerance=tolerance, mode=mode), console)
+
+
+@workload_app.command("generate")
+def workload_generate(
+    n: int = typer.Option(100, "--n", help="How many images."),
+    seed: int = typer.Option(0, help="Random seed (same seed, same workload)."),
+    out: Path = typer.Option(..., "--out", help="Output directory (images/ and ground_truth.jsonl)."),
+) -> None:
+    """Generate a synthetic vision workload with exact ground truth."""
+    from emulator.workload import generate_workload
+
+    records = generate_workload(n, seed, out)
+    kinds: dict[str, int] = {}
+    for r in records:
+        kinds[r["kind"]] = kinds.get(r["kind"], 0) + 1
+    console.print(f"wrote {len(records)} images and {out / 'ground_truth.jsonl'}: {kinds}")
+
+
+@references_app.command("load")
+def references_load(file: Path = typer.Argument(..., help="Ground-truth JSONL (the workload generator's format)."), db: Path | None = DbOption) -> None:
+    """Load ground truth into the store so evaluations can use it."""
+    from evals.references import ReferenceFileError, load_reference_file
+
+    try:
+        count = load_reference_file(default_db_path(db), file)
+    except (ReferenceFileError, FileNotFoundError) as exc:
+        _fail(str(exc))
+        return
+    console.print(f"loaded {count} references into {default_db_path(db)}")
+
+
+@app.command("eval")
+def eval_(
+    db: Path | None = DbOption,
+    since: str | None = typer.Option(None, help="Only spans since this ISO time or duration (e.g. 24h)."),
+    workers: int = typer.Option(2, help="Processes."),
+    blob_dir: Path | None = typer.Option(None, help="Blob store root, for reference-free OCR."),
+) -> None:
+    """Score the spans not yet scored by each evaluator version."""
+    from collector.spend import parse_since
+    from evals.runner import run_evals
+
+    summary = run_evals(default_db_path(db), since=parse_since(since) if since else None, workers=workers, blob_dir=blob_dir)
+    console.print(summary.rows() if hasattr(summary, "rows") else summary)
+
+
+@app.command()
+def clusters(
+    db: Path | None = DbOption,
+    since: str | None = typer.Option(None, help="Only failures since this ISO time or duration."),
+    min_size: int = typer.Option(3, help="Smallest cluster reported."),
+) -> None:
+    """Group failing scores into clusters with a label, a trend and a suggested routing fix."""
+    from rich.table import Table
+
+    from collector.spend import parse_since
+    from evals.clusters import find_failure_clusters, write_clusters
+
+    found = find_failure_clusters(default_db_path(db), since=parse_since(since) if since else None, min_size=min_size)
+    run_id = write_clusters(default_db_path(db), found)
+    table = Table(title=f"failure clusters (run {run_id})")
+    for col in ("evaluator", "label", "size", "trend", "suggested_fix", "examples"):
+        table.add_column(col)
+    for c in found:
+        row = c.printable()
+        table.add_row(*(str(row[k]) for k in ("evaluator", "label", "size", "trend", "suggested_fix", "examples")))
+    console.print(table)
+
+
+@app.command()
+def spend(
+    db: Path | None = DbOption,
+    by: str = typer.Option("model", help="model | team | day | detail | size"),
+    since: str | None = typer.Option(None, help="ISO time or duration (e.g. 7d)."),
+    format: str = typer.Option("table", "--format", help="table | csv | json"),
+    top: int = typer.Option(10, help="How many costly images to list."),
+) -> None:
+    """Spend and image counts, the costliest images, and detail that was not needed."""
+    from collector.spend import spend_report, to_csv, to_json, to_tables
+    from collector.store import open_store
+
+    if by not in ("model", "team", "day", "detail", "size"):
+        _fail("--by must be one of model, team, day, detail, size")
+    with open_store(default_db_path(db), read_only=True) as conn:
+        report = spend_report(conn, by=by, since=since, top=top)
+    if format == "csv":
+        sys.stdout.write(to_csv(report))
+    elif format == "json":
+        sys.stdout.write(to_json(report) + "\n")
+    elif format == "table":
+        for table in to_tables(report):
+            console.print(table)
+    else:
+        _fail("--format must be table, csv or json")
+
+
+@app.command()
+def collector(
+    port: int = typer.Option(4318, help="Port of the OTLP/HTTP receiver."),
+    host: str = typer.Option("127.0.0.1", help="Interface to bind."),
+    db: Path | None = DbOption,
+    forward: str | None = typer.Option(None, help="Re-export received spans to this OTLP/HTTP endpoint."),
+) -> None:
+    """OTLP/HTTP receiver writing spans into the store (so several gateways can share one)."""
+    from collector.receiver import serve_receiver
+
+    serve_receiver(default_db_path(db), host=host, port=port, forward=forward)
+
+
+@app.command("replay")
+def replay_(
+    gateway: str = typer.Option("http://127.0.0.1:8080", help="Gateway base URL."),
+    sample: int = typer.Option(50, "--sample", help="How many stored images to replay."),
+    db: Path | None = DbOption,
+    config: Path = ConfigOption,
+    blob_dir: Path | None = typer.Option(None, help="Blob store root (default: the config's telemetry.blob_dir)."),
+    models: str | None = typer.Option(None, help="Comma-separated catalog models to replay to (default: all)."),
+    api_key: str = typer.Option("replay", envvar="APERTURE_API_KEY", help="Virtual key for the gateway."),
+) -> None:
+    """Send a stratified sample of stored images to every candidate route (tagged as replay)."""
+    from optimizer.replay import ReplayError, load_items, replay
+    from optimizer.routes import candidate_routes
+    from router.config import load_config
+
+    cfg = load_config(config)
+    root = blob_dir or cfg.resolve_path(cfg.telemetry.blob_dir)
+    if root is None:
+        _fail("no blob store: pass --blob-dir or set telemetry.blob_dir")
+        return
+    routes = candidate_routes(cfg.models, models.split(",") if models else None)
+    try:
+        items = load_items(default_db_path(db), root, sample)
+    except ReplayError as exc:
+        _fail(str(exc))
+        return
+    summary = replay(gateway, items, routes, api_key=api_key)
+    console.print(f"replayed {summary.sampled} images × {len(summary.routes)} routes: {summary.sent} answered, {summary.failed} failed {summary.errors or ''}")
+    console.print("next: `aperture eval` to score them, then `aperture optimize`.")
+
+
+@app.command()
+def optimize(
+    db: Path | None = DbOption,
+    config: Path = ConfigOption,
+    trials: int = typer.Option(300, help="Optuna trials (upper bound; early stopping may end sooner)."),
+    tolerance: float = typer.Option(0.01, help="Quality the proposal may lose against the baseline (0.01 = 1 point)."),
+    seed: int = typer.Option(0, help="Sampler seed."),
+    storage: str = typer.Option("sqlite:///optuna.db", help="Optuna storage URL (SQLite file, or PostgreSQL for several workers)."),
+    models: str | None = typer.Option(None, help="Comma-separated catalog models to consider (default: all)."),
+    rules_store: Path | None = typer.Option(None, "--rules-store", help="Rule store to propose into (default: the config's)."),
+    canary: float | None = typer.Option(None, help="Also start the proposal as a canary at this fraction."),
+    plot: Path = typer.Option(Path("pareto.png"), help="Where to write the Pareto-front plot."),
+) -> None:
+    """Search routing rules that cut cost without losing quality; propose the winner as a new version."""
+    from rich.table import Table
+
+    from aperture.policies import open_rule_store, ruleset_validator
+    from optimizer.run import OptimizerError
+    from optimizer.run import optimize as run_optimize
+    from router.config import load_config
+    from router.rollout import actions
+
+    cfg = load_config(config)
+    try:
+        proposal = run_optimize(default_db_path(db), cfg.models, tolerance=tolerance, trials=trials, seed=seed, storage=storage,
+                                models=models.split(",") if models else None, plot_path=plot)
+    except OptimizerError as exc:
+        _fail(f"no proposal: {exc}")
+        return
+    front = Table(title="Pareto front (cost per request, predicted quality)")
+    for col in ("trial", "USD / request", "quality", "feasible"):
+        front.add_column(col)
+    for p in proposal.search.pareto():
+        front.add_row(str(p.number), f"{p.cost:.6f}", f"{p.quality:.4f}", "yes" if p.feasible else "no")
+    console.print(front)
+    t = proposal.tradeoff
+    console.print(
+        f"baseline {proposal.baseline_cost:.6f} USD/request at quality {proposal.baseline_quality:.4f}; proposal "
+        f"{proposal.predicted_cost:.6f} at {proposal.predicted_quality:.4f} [{proposal.quality_interval[0]:.4f}, "
+        f"{proposal.quality_interval[1]:.4f}]: {proposal.savings:.1%} cheaper. APGR {t.apgr:.3f}; strong-route share for "
+        f"95% of the quality gap: {('%.0f%%' % (100 * t.share_for_95)) if t.share_for_95 is not None else 'n/a'}. Plot: {plot}"
+    )
+    store = open_rule_store(cfg, rules_store)
+    version = store.propose(proposal.text, author="optimizer", note=f"study {proposal.provenance['study']}",
+                            provenance=proposal.provenance, validate=ruleset_validator(cfg))
+    console.print(f"proposed {version.id}")
+    if canary:
+        actions.start_canary(store, version.id, canary, db_path=default_db_path(db), actor="optimizer")
+        console.print(f"{version.id} is canary at {canary:.0%}")
+
+
+@app.command()
+def guard(
+    db: Path | None = DbOption,
+    config: Path = ConfigOption,
+    rules_store: Path | None = typer.Option(None, "--rules-store", help="Rule store (default: the config's)."),
+    interval: float = typer.Option(10.0, help="Seconds between decisions."),
+    once: bool = typer.Option(False, help="Decide once and exit."),
+) -> None:
+    """Follow canary vs active and promote, roll back or extend with a sequential test."""
+    import threading
+
+    from aperture.policies import open_rule_store
+    from optimizer.data import QUALITY_EVALUATORS
+    from router.config import load_config
+    from router.rollout.guard import Guard, GuardConfig
+
+    cfg = load_config(config)
+    g = Guard(default_db_path(db), open_rule_store(cfg, rules_store, bootstrap=False),
+              GuardConfig(evaluators=tuple(sorted(set(QUALITY_EVALUATORS.values())))))
+    if once:
+        decision = g.step()
+        console.print(f"{decision.action}: {decision.reason}")
+        return
+    stop = threading.Event()
+    try:
+        g.run(interval, stop)
+    except KeyboardInterrupt:
+        stop.set()
+
+
+def _store(config: Path, rules_store: Path | None) -> tuple[Any, Any]:
+    from aperture.policies import open_rule_store
+    from router.config import load_config
+
+    cfg = load_config(config)
+    return cfg, open_rule_store(cfg, rules_store, bootstrap=False)
+
+
+RulesStoreOption = typer.Option(None, "--rules-store", help="Rule store directory (default: the config's routing.rules_store).")
+
+
+@rules_app.command("list")
+def rules_list(config: Path = ConfigOption, rules_store: Path | None = RulesStoreOption) -> None:
+    """Every version, and which is active and canary."""
+    from rich.table import Table
+
+    _, store = _store(config, rules_store)
+    p = store.pointer()
+    table = Table(title=f"rulesets (active {p.active}, canary {p.canary or '-'} at {p.canary_fraction:.0%})")
+    for col in ("id", "parent", "created", "author", "hash", "note"):
+        table.add_column(col)
+    for v in store.list():
+        mark = " (active)" if v.id == p.active else " (canary)" if v.id == p.canary else ""
+        table.add_row(v.id + mark, v.parent or "-", str(v.created_at)[:19], v.author, v.content_hash[:12], v.note)
+    console.print(table)
+
+
+@rules_app.command("show")
+def rules_show(version: str, config: Path = ConfigOption, rules_store: Path | None = RulesStoreOption) -> None:
+    """Print one version's text."""
+    _, store = _store(config, rules_store)
+    sys.stdout.write(store.text(version))
+
+
+@rules_app.command("diff")
+def rules_diff(a: str, b: str, config: Path = ConfigOption, rules_store: Path | None = RulesStoreOption) -> None:
+    """Unified diff between two versions."""
+    _, store = _store(config, rules_store)
+    sys.stdout.write(store.diff(a, b))
+
+
+@rules_app.command("validate")
+def rules_validate(
+    file: Path,
+    config: Path = ConfigOption,
+    db: Path | None = DbOption,
+    last: int = typer.Option(1000, help="Dry run over the last N logged images."),
+) -> None:
+    """Check a ruleset file against the catalog, and dry-run it over recent traffic."""
+    from aperture.dryrun import dry_run
+    from router.config import load_config
+    from router.rules import RulesetError, load_ruleset_text, validate_ruleset
+
+    cfg = load_config(config)
+    try:
+        ruleset = load_ruleset_text(file.read_text(encoding="utf-8"))
+    except RulesetError as exc:
+        for problem in exc.problems:
+            err.print(f"[red]problem:[/red] {problem}")
+        raise typer.Exit(1) from exc
+    problems, warnings = validate_ruleset(ruleset, cfg.models)
+    for w in warnings:
+        err.print(f"[yellow]warning:[/yellow] {w}")
+    for p in problems:
+        err.print(f"[red]problem:[/red] {p}")
+    if problems:
+        raise typer.Exit(1)
+    path = default_db_path(db)
+    if path.exists():
+        console.print(dry_run(path, ruleset, cfg, last=last))
+    console.print("[green]valid[/green]")
+
+
+@rules_app.command("propose")
+def rules_propose(
+    file: Path,
+    config: Path = ConfigOption,
+    rules_store: Path | None = RulesStoreOption,
+    note: str = typer.Option("", help="Why this version."),
+    author: str = typer.Option(os.environ.get("USER", "operator"), help="Who proposes it."),
+) -> None:
+    """Store a new immutable version (refused if invalid)."""
+    from aperture.policies import ruleset_validator
+
+    cfg, store = _store(config, rules_store)
+    version = store.propose(file.read_text(encoding="utf-8"), author=author, note=note, validate=ruleset_validator(cfg))
+    console.print(f"proposed {version.id} ({version.content_hash[:12]})")
+
+
+@rules_app.command("canary")
+def rules_canary(
+    version: str,
+    fraction: float = typer.Option(..., "--fraction", help="Share of traffic for the candidate (0–1)."),
+    config: Path = ConfigOption,
+    rules_store: Path | None = RulesStoreOption,
+    db: Path | None = DbOption,
+) -> None:
+    """Send a fraction of traffic to a version."""
+    from aperture.policies import ruleset_validator
+    from router.rollout import actions
+
+    cfg, store = _store(config, rules_store)
+    p = actions.start_canary(store, version, fraction, db_path=default_db_path(db), actor=os.environ.get("USER", "operator"),
+                             validate=ruleset_validator(cfg))
+    console.print(f"{p.canary} is canary at {p.canary_fraction:.0%} (active {p.active})")
+
+
+@rules_app.command("promote")
+def rules_promote(config: Path = ConfigOption, rules_store: Path | None = RulesStoreOption, db: Path | None = DbOption) -> None:
+    """Make the canary the active version."""
+    from router.rollout import actions
+
+    _, store = _store(config, rules_store)
+    p = actions.manual_promote(store, db_path=default_db_path(db), actor=os.environ.get("USER", "operator"))
+    console.print(f"active is now {p.active}")
+
+
+@rules_app.command("rollback")
+def rules_rollback(
+    to: str | None = typer.Option(None, "--to", help="Version to make active (default: drop the canary, or the previous active)."),
+    config: Path = ConfigOption,
+    rules_store: Path | None = RulesStoreOption,
+    db: Path | None = DbOption,
+) -> None:
+    """Abort the canary, or go back to an earlier version."""
+    from router.rollout import actions
+
+    _, store = _store(config, rules_store)
+    p = actions.manual_rollback(store, to, db_path=default_db_path(db), actor=os.environ.get("USER", "operator"))
+    console.print(f"active is now {p.active}; canary {p.canary or '-'}")
 
 
 # ----------------------------------------------------------------------------- entry

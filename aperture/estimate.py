@@ -23,7 +23,7 @@ def image_size(image: str) -> tuple[int, int, str | None]:
     from router.images.sniff import sniff
 
     with path.open("rb") as fh:
-        header = sniff(fh.read(1 << 20))
+        header = sniff(fh.read())
     return header.width, header.height, header.format
 
 

@@ -1,0 +1,290 @@
+"""``aperture demo``: the whole loop, offline, on embedded defaults.
+
+1. Generate two workloads (a training seed and a fresh seed for the traffic that follows).
+2. Start the emulator (real OCR) and the gateway on free loopback ports, with a versioned rule
+   store whose first version sends everything to the strongest model at high detail.
+3. Send the training workload through the ``openai`` SDK (baseline traffic).
+4. Replay a stratified sample to every candidate route; score everything (``evals``).
+5. Group failures into clusters; optimise a ruleset with Optuna; propose it as a new version.
+6. Canary it on the fresh workload; the guard promotes or rolls back with its sequential test.
+7. Send the rest of the fresh workload; summarise before/after from the DuckDB store and write
+   an HTML report with plots.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from aperture.policies import open_rule_store, ruleset_validator
+from aperture.servers import running_app
+from aperture.summary import by_bucket, phase_requests, route_mix, totals
+from aperture.traffic import send_workload
+from aperture.wiring import build_gateway_app
+from router.config import AppConfig, load_config
+
+EXAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "examples" / "emulated.yaml"
+
+
+@dataclass
+class DemoOptions:
+    out: Path = Path("demo-out")
+    n: int = 240
+    seed: int = 7
+    replay_sample: int = 48
+    trials: int = 200
+    tolerance: float = 0.01
+    canary_fraction: float = 0.5
+    canary_batch: int = 40
+    concurrency: int = 4
+    mode: str = "vision"
+    config: Path = EXAMPLE_CONFIG
+    replay_models: tuple[str, ...] = ("gpt-4o", "gpt-4o-mini", "gpt-4.1-mini", "claude-haiku-4-5", "gemini-2.5-flash")
+    keep: bool = False
+
+
+@dataclass
+class DemoResult:
+    before: dict[str, float]
+    after: dict[str, float]
+    decision: str
+    candidate: str | None
+    report: Path
+    db: Path
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Stage:
+    """A titled progress bar that the stages share."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress = Progress(TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console)
+
+    def __enter__(self) -> Stage:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)  # type: ignore[arg-type]
+
+    def bar(self, title: str, total: int) -> Callable[[int], None]:
+        task = self.progress.add_task(title, total=total)
+        return lambda n=1: self.progress.advance(task, n)
+
+    def done(self, title: str, detail: str = "") -> None:
+        task = self.progress.add_task(title, total=1)
+        self.progress.update(task, completed=1, description=f"{title} {detail}".strip()[:60])
+
+
+def demo_config(opts: DemoOptions, emulator_url: str) -> AppConfig:
+    os.environ["APERTURE_EMULATOR_URL"] = emulator_url
+    cfg = load_config(opts.config)
+    cfg.telemetry.capture_content = True
+    cfg.telemetry.blob_dir = str((opts.out / "blobs").resolve())
+    cfg.telemetry.db_path = str((opts.out / "aperture.duckdb").resolve())
+    cfg.routing.rules_store = str((opts.out / "rules").resolve())
+    cfg.routing.poll_interval_s = 0.2
+    return cfg
+
+
+def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
+    from collector.store import load_references, open_store
+    from emulator.testing import running_emulator
+    from emulator.workload import generate_workload
+    from evals.clusters import find_failure_clusters, write_clusters
+    from evals.runner import run_evals
+    from optimizer.replay import load_items, replay
+    from optimizer.routes import candidate_routes
+    from optimizer.run import OptimizerError, optimize, predicted_cost_on
+    from router.rollout import actions
+    from router.rollout.guard import Guard, GuardConfig
+    from router.rules import Target
+
+    console = console or Console()
+    started = time.perf_counter()
+    out = opts.out.resolve()
+    if not opts.keep:
+        for name in ("aperture.duckdb", "aperture.duckdb.wal", "rules", "blobs", "optuna.db", "report.html", "pareto.png"):
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    opts.out = out
+    db = out / "aperture.duckdb"
+    train_dir, fresh_dir = out / f"workload-s{opts.seed}", out / f"workload-s{opts.seed + 1}"
+    extra: dict[str, Any] = {}
+
+    with Stage(console) as stage:
+        tick = stage.bar("generate workloads", 2 * opts.n)
+        train = _workload(generate_workload, opts.n, opts.seed, train_dir, tick)
+        fresh = _workload(generate_workload, opts.n, opts.seed + 1, fresh_dir, tick)
+
+        with running_emulator(mode=opts.mode, catalog=str(opts.config), ocr_workers=2) as emulator_url:
+            cfg = demo_config(opts, emulator_url)
+            store = open_rule_store(cfg)
+            baseline_version = store.pointer().active
+            with open_store(db) as conn:
+                load_references(conn, train + fresh)
+            app = build_gateway_app(cfg, db_path=db)
+            telemetry = app.state.telemetry
+            with running_app(app, name="gateway") as gateway_url:
+                # 3. Baseline traffic.
+                tick = stage.bar("baseline traffic (gpt-4o, high)", len(train))
+                base = send_workload(gateway_url, train, train_dir, concurrency=opts.concurrency, progress=tick)
+                extra["baseline_errors"] = base.errors
+                telemetry.provider.force_flush()
+
+                # 4. Replay a stratified sample to every candidate route, then score everything.
+                routes = candidate_routes(cfg.models, list(opts.replay_models))
+                items = load_items(db, Path(cfg.telemetry.blob_dir), opts.replay_sample, seed=opts.seed)
+                tick = stage.bar(f"replay {len(items)} images × {len(routes)} routes", len(items) * len(routes))
+                rep = replay(gateway_url, items, routes, concurrency=opts.concurrency, progress=lambda d, t: tick(1))
+                extra["replay"] = {"sent": rep.sent, "failed": rep.failed, "errors": rep.errors}
+                telemetry.provider.force_flush()
+                tick = stage.bar("evaluate", 1)
+                scored = run_evals(db, workers=2, progress=False)
+                tick(1)
+                extra["evaluated"] = scored.cases
+
+                # 5. Failure clusters, then the optimizer.
+                clusters = find_failure_clusters(db)
+                write_clusters(db, clusters)
+                extra["clusters"] = [c.printable() for c in clusters[:5]]
+                stage.done("failure clusters", f"({len(clusters)})")
+                tick = stage.bar("optimize (Optuna)", opts.trials)
+                try:
+                    proposal = optimize(
+                        db, cfg.models, tolerance=opts.tolerance, trials=opts.trials, seed=opts.seed,
+                        storage=f"sqlite:///{out / 'optuna.db'}", study_name=f"demo-s{opts.seed}",
+                        models=list(opts.replay_models), fallback=Target(model="gpt-4o", detail="high"),
+                        plot_path=out / "pareto.png", progress=lambda d, t: tick(1),
+                    )
+                except OptimizerError as exc:
+                    console.print(f"[red]optimizer refused:[/red] {exc}")
+                    raise
+                version = store.propose(proposal.text, author="optimizer", note="demo proposal",
+                                        provenance=proposal.provenance, validate=ruleset_validator(cfg))
+                extra["proposal"] = proposal
+
+                # 6. Canary on the fresh workload, guarded.
+                actions.start_canary(store, version.id, opts.canary_fraction, db_path=db, actor="demo")
+                _wait_for(lambda: app.state.gateway._snapshot().canary is not None)
+                guard = Guard(db, store, GuardConfig(evaluators=tuple(sorted(set(_quality_evaluators())))))
+                decision = "extend"
+                sent = 0
+                tick = stage.bar(f"canary {version.id} at {opts.canary_fraction:.0%}", len(fresh))
+                while sent < len(fresh) and decision not in ("promote", "rollback"):
+                    batch = fresh[sent : sent + opts.canary_batch]
+                    send_workload(gateway_url, batch, fresh_dir, concurrency=opts.concurrency, progress=tick)
+                    sent += len(batch)
+                    telemetry.provider.force_flush()
+                    run_evals(db, workers=2, progress=False)
+                    decision = guard.step().action
+                extra["canary_requests"] = sent
+                # 7. The rest of the fresh traffic on whatever the guard left active.
+                _wait_for(lambda: app.state.gateway._snapshot().canary is None, timeout_s=5)
+                rest = fresh[sent:]
+                if rest:
+                    tick = stage.bar("traffic after the decision", len(rest))
+                    send_workload(gateway_url, rest, fresh_dir, concurrency=opts.concurrency, progress=tick)
+                telemetry.provider.force_flush()
+                run_evals(db, workers=2, progress=False)
+            extra["gateway_url"] = gateway_url
+
+    before_df = phase_requests(db, f"wl-s{opts.seed}-", baseline_version)
+    after_df = phase_requests(db, f"wl-s{opts.seed + 1}-", version.id)
+    result = DemoResult(totals(before_df), totals(after_df), decision, version.id, out / "report.html", db, extra)
+    extra["buckets_before"] = by_bucket(before_df)
+    extra["buckets_after"] = by_bucket(after_df)
+    extra["routes_after"] = route_mix(after_df)
+    extra["predicted_cost_on_after"] = (
+        predicted_cost_on(proposal.ruleset, cfg.models, _traffic_frame(after_df, db)) if after_df.height else None
+    )
+    extra["elapsed_s"] = time.perf_counter() - started
+    from aperture.report import write_report
+
+    write_report(result, proposal)
+    print_summary(console, result, proposal)
+    return result
+
+
+def _quality_evaluators() -> list[str]:
+    from optimizer.data import QUALITY_EVALUATORS
+
+    return list(QUALITY_EVALUATORS.values())
+
+
+def _traffic_frame(after_df: Any, db: Path) -> Any:
+    """The after-phase requests with the columns ``predicted_cost_on`` re-prices."""
+    from optimizer.data import load_observations
+
+    requests = load_observations(db).requests
+    return requests.filter(requests["span_id"].is_in(after_df["span_id"].to_list()))
+
+
+def _workload(generate: Any, n: int, seed: int, out_dir: Path, tick: Callable[[int], None]) -> list[dict[str, Any]]:
+    from emulator.workload import load_ground_truth
+
+    truth = out_dir / "ground_truth.jsonl"
+    if truth.exists():
+        records = load_ground_truth(truth)
+        if len(records) == n:
+            tick(n)
+            return records
+    records = generate(n, seed, out_dir)
+    tick(n)
+    return records
+
+
+def _wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def print_summary(console: Console, result: DemoResult, proposal: Any) -> None:
+    b, a = result.before, result.after
+    table = Table(title="Aperture demo: before and after the loop", show_lines=False)
+    for col in ("", "requests", "images", "spend (USD)", "USD / image", "quality"):
+        table.add_column(col, justify="right" if col else "left")
+    table.add_row("before (baseline ruleset)", str(b["requests"]), str(b["images"]), f"{b['spend_usd']:.4f}", f"{b['cost_per_image_usd']:.6f}", f"{b['quality']:.3f}")
+    table.add_row(f"after ({result.candidate}, {result.decision})", str(a["requests"]), str(a["images"]), f"{a['spend_usd']:.4f}", f"{a['cost_per_image_usd']:.6f}", f"{a['quality']:.3f}")
+    console.print(table)
+    buckets = Table(title="per size bucket (USD / image, quality)")
+    for col in ("size", "before USD/img", "before q", "after USD/img", "after q"):
+        buckets.add_column(col)
+    after_rows = {r["size_bucket"]: r for r in result.extra["buckets_after"].iter_rows(named=True)}
+    for row in result.extra["buckets_before"].iter_rows(named=True):
+        other = after_rows.get(row["size_bucket"], {})
+        buckets.add_row(row["size_bucket"], f"{row['cost_per_image_usd']:.6f}", _fmt(row["quality"]),
+                        _fmt(other.get("cost_per_image_usd"), 6), _fmt(other.get("quality")))
+    console.print(buckets)
+    cut = 1 - a["cost_per_image_usd"] / b["cost_per_image_usd"] if b["cost_per_image_usd"] else float("nan")
+    console.print(
+        f"cost per image cut by [bold]{cut:.1%}[/bold]; quality {b['quality']:.3f} → {a['quality']:.3f} "
+        f"({(a['quality'] - b['quality']) * 100:+.1f} points). Guard decision: [bold]{result.decision}[/bold] "
+        f"after {result.extra.get('canary_requests')} fresh requests."
+    )
+    predicted = result.extra.get("predicted_cost_on_after")
+    if predicted:
+        console.print(f"predicted cost of the after-traffic {predicted:.4f} USD vs billed {a['spend_usd']:.4f} USD "
+                      f"({(predicted / a['spend_usd'] - 1) * 100 if a['spend_usd'] else 0:+.2f} %).")
+    console.print(f"proposal predicted quality {proposal.predicted_quality:.3f} "
+                  f"[{proposal.quality_interval[0]:.3f}, {proposal.quality_interval[1]:.3f}], savings {proposal.savings:.1%}")
+    console.print(f"store: {result.db}\nreport: {result.report}\nelapsed: {result.extra['elapsed_s']:.0f} s")
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"

@@ -1,0 +1,57 @@
+"""Dry run of a ruleset over the last logged images: where traffic would go, what it would cost."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from rich.table import Table
+
+from collector.store import fetch_df, open_store
+from optimizer.routes import Route, image_tokens_matrix
+from router.config import AppConfig
+from router.rules import ImageFeatures, RequestFeatures, Ruleset, choose_route
+
+_LAST_SQL = """
+SELECT r.span_id, r.route, r.task, r.team, r.requested_model, r.billed_cost_usd, r.input_tokens, r.output_tokens,
+       i.width, i.height, i.bytes, i.format, i.text_height_px, i.tokens_billed
+FROM request_spans r JOIN image_spans i ON i.request_span_id = r.span_id AND i.trace_id = r.trace_id
+WHERE r.status = 'ok' AND NOT coalesce(r.replay, false) AND i.image_index = 0
+ORDER BY r.ts DESC LIMIT $last
+"""
+
+
+def dry_run(db: Path, ruleset: Ruleset, config: AppConfig, *, last: int = 1000) -> Table:
+    with open_store(db, read_only=True) as conn:
+        df = fetch_df(conn, _LAST_SQL, {"last": last})
+    table = Table(title=f"dry run over the last {df.height} logged images")
+    for col in ("route now", "route under this ruleset", "images", "cost now (USD)", "estimated (USD)"):
+        table.add_column(col)
+    if df.height == 0:
+        return table
+    targets = []
+    for row in df.iter_rows(named=True):
+        image = ImageFeatures(row["width"], row["height"], row["bytes"] or 0, row["format"] or "png", row["text_height_px"])
+        features = RequestFeatures(images=(image,), task=row["task"], team=row["team"], model=row["requested_model"])
+        t = choose_route(ruleset, features).target
+        targets.append(Route(t.model, t.detail))
+    routes = sorted(set(targets), key=lambda r: r.key)
+    tokens = image_tokens_matrix(config.models, routes, df["width"].to_numpy(), df["height"].to_numpy())
+    text_tokens = np.maximum(df["input_tokens"].fill_null(0).to_numpy() - df["tokens_billed"].fill_null(0).to_numpy(), 0)
+    outputs = df["output_tokens"].fill_null(0).to_numpy()
+    groups: dict[tuple[str, str], list[float]] = {}
+    for i, (row, target) in enumerate(zip(df.iter_rows(named=True), targets, strict=True)):
+        price = config.models[target.model].price
+        new_cost = ((tokens[routes.index(target), i] + text_tokens[i]) * price.input_per_mtok + outputs[i] * price.output_per_mtok) / 1e6
+        key = (row["route"] or "-", target.key)
+        acc = groups.setdefault(key, [0, 0.0, 0.0])
+        acc[0] += 1
+        acc[1] += row["billed_cost_usd"] or 0.0
+        acc[2] += new_cost
+    for (now, new), (n, old_cost, new_cost) in sorted(groups.items(), key=lambda kv: -kv[1][0]):
+        table.add_row(now, new, str(int(n)), f"{old_cost:.4f}", f"{new_cost:.4f}")
+    total_old = sum(v[1] for v in groups.values())
+    total_new = sum(v[2] for v in groups.values())
+    change = (total_new / total_old - 1) * 100 if total_old else 0.0
+    table.caption = f"estimated cost change: {total_old:.4f} → {total_new:.4f} USD ({change:+.1f} %)"
+    return table
