@@ -51,9 +51,15 @@ def _finite(value: Any) -> Any:
     return value
 
 
+# Built once: json.dumps with options would build a new encoder on every call (hot path).
+_ENCODER = json.JSONEncoder(
+    allow_nan=False, default=str, separators=(",", ":"), check_circular=False
+)
+
+
 def to_json(value: Any) -> str:
     """Strict JSON text for a JSON column (NaN/inf become strings, unknown objects str())."""
     try:
-        return json.dumps(value, allow_nan=False, default=str, separators=(",", ":"))
+        return _ENCODER.encode(value)
     except ValueError:
-        return json.dumps(_finite(value), allow_nan=False, default=str, separators=(",", ":"))
+        return _ENCODER.encode(_finite(value))

@@ -62,6 +62,8 @@ def _int_within(limit: int) -> Callable[[Any], int | None]:
     def coerce(value: Any) -> int | None:
         if type(value) is int:
             return value if -limit <= value <= limit else None
+        if value is None:
+            return None
         number = _number(value)
         if number is None or (isinstance(number, float) and not math.isfinite(number)):
             return None
@@ -76,14 +78,14 @@ as_int64 = _int_within(_INT64)
 
 
 def as_float(value: Any) -> float | None:
-    if type(value) is float:
+    if type(value) is float or value is None:
         return value
     number = _number(value)
     return None if number is None else float(number)
 
 
 def as_str(value: Any) -> str | None:
-    if value is None or type(value) is str:
+    if type(value) is str or value is None:
         return value
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -176,12 +178,25 @@ REQUEST_COLUMNS: tuple[tuple[str, str, Coerce], ...] = (
 )
 
 
-def ns_to_datetime(ns: int | None) -> datetime | None:
-    """Unix nanoseconds → naive UTC datetime (µs); None for a missing/absurd time."""
+def ns_to_us(ns: int | None) -> int | None:
+    """Unix ns → Unix µs, the store's TIMESTAMP precision; None for a missing time.
+
+    Rows carry TIMESTAMP values as integer µs since the epoch (UTC): building
+    datetime objects costs more than the rest of the row (see benchmarks/ingest).
+    ``insert_rows`` takes ints and datetimes alike.
+    """
     if not ns or ns < 0:
         return None
+    return ns // 1000
+
+
+def ns_to_datetime(ns: int | None) -> datetime | None:
+    """Unix nanoseconds → naive UTC datetime (µs); None for a missing/absurd time."""
+    us = ns_to_us(ns)
+    if us is None:
+        return None
     try:
-        return _EPOCH + timedelta(microseconds=ns // 1000)
+        return _EPOCH + timedelta(microseconds=us)
     except OverflowError:
         return None
 
@@ -194,12 +209,26 @@ def is_request_span(span: SpanRecord) -> bool:
     return span.attributes.get("gen_ai.operation.name") == "chat"
 
 
-def span_to_rows(span: SpanRecord) -> dict[str, list[dict[str, Any]]]:
-    """Rows for one span: always ``spans``; ``image_spans``/``request_spans`` when they apply."""
+def span_to_rows(
+    span: SpanRecord, _resource_json: dict[int, str | None] | None = None
+) -> dict[str, list[dict[str, Any]]]:
+    """Rows for one span: always ``spans``; ``image_spans``/``request_spans`` when they apply.
+
+    ``_resource_json`` is a per-batch memo (resource dict id → JSON text): the
+    spans of one export share one resource object, so it is encoded once.
+    """
     attrs = span.attributes
-    start = ns_to_datetime(span.start_ns)
-    duration_ms = (span.end_ns - span.start_ns) / 1e6 if span.end_ns and span.start_ns else None
-    service = span.resource.get("service.name")
+    start = ns_to_us(span.start_ns)
+    end = ns_to_us(span.end_ns)
+    duration_ms = (span.end_ns - span.start_ns) / 1e6 if start and end else None
+    resource = span.resource
+    if _resource_json is None:
+        resource_json = to_json(resource) if resource else None
+    else:
+        key = id(resource)
+        if key not in _resource_json:
+            _resource_json[key] = to_json(resource) if resource else None
+        resource_json = _resource_json[key]
     rows: dict[str, list[dict[str, Any]]] = {
         "spans": [
             {
@@ -209,37 +238,31 @@ def span_to_rows(span: SpanRecord) -> dict[str, list[dict[str, Any]]]:
                 "name": span.name,
                 "kind": span.kind,
                 "start_ts": start,
-                "end_ts": ns_to_datetime(span.end_ns),
+                "end_ts": end,
                 "duration_ms": duration_ms,
                 "status_code": span.status_code,
                 "status_message": span.status_message or None,
-                "service_name": as_str(service),
+                "service_name": as_str(resource.get("service.name")),
                 "attributes": to_json(attrs),
                 "events": to_json(span.events) if span.events else None,
-                "resource": to_json(span.resource) if span.resource else None,
+                "resource": resource_json,
             }
         ]
     }
     get = attrs.get
-    if is_image_span(span):
-        image = {
-            "trace_id": span.trace_id,
-            "span_id": span.span_id,
-            "request_span_id": span.parent_span_id,
-            "ts": start,
-        }
-        for column, key, coerce in IMAGE_COLUMNS:
-            image[column] = coerce(get(key))
+    if span.name == "image":
+        image = {column: coerce(get(key)) for column, key, coerce in IMAGE_COLUMNS}
+        image["trace_id"] = span.trace_id
+        image["span_id"] = span.span_id
+        image["request_span_id"] = span.parent_span_id
+        image["ts"] = start
         rows["image_spans"] = [image]
-    if is_request_span(span):
-        request = {
-            "trace_id": span.trace_id,
-            "span_id": span.span_id,
-            "ts": start,
-            "duration_ms": duration_ms,
-        }
-        for column, key, coerce in REQUEST_COLUMNS:
-            request[column] = coerce(get(key))
+    if get("gen_ai.operation.name") == "chat":
+        request = {column: coerce(get(key)) for column, key, coerce in REQUEST_COLUMNS}
+        request["trace_id"] = span.trace_id
+        request["span_id"] = span.span_id
+        request["ts"] = start
+        request["duration_ms"] = duration_ms
         failed = span.status_code == "ERROR" or request["error_type"] is not None
         request["status"] = "error" if failed else "ok"
         rows["request_spans"] = [request]
@@ -249,7 +272,8 @@ def span_to_rows(span: SpanRecord) -> dict[str, list[dict[str, Any]]]:
 def spans_to_rows(spans: Iterable[SpanRecord]) -> dict[str, list[dict[str, Any]]]:
     """``span_to_rows`` over many spans, merged per table (for one bulk insert each)."""
     merged: dict[str, list[dict[str, Any]]] = {"spans": [], "image_spans": [], "request_spans": []}
+    memo: dict[int, str | None] = {}
     for span in spans:
-        for table, table_rows in span_to_rows(span).items():
+        for table, table_rows in span_to_rows(span, memo).items():
             merged[table].extend(table_rows)
     return merged

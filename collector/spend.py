@@ -36,8 +36,8 @@ SIZE_BUCKET = (
 GROUPINGS: dict[str, str] = {
     "model": "coalesce(model, 'unknown')",
     "team": "coalesce(team, 'unknown')",
-    "day": "coalesce(strftime(ts, '%Y-%m-%d'), 'unknown')",
-    "detail": "coalesce(lower(detail), 'unknown')",
+    "day": "coalesce(CAST(ts::DATE AS VARCHAR), 'unknown')",
+    "detail": "coalesce(detail, 'unknown')",
     "size": SIZE_BUCKET,
 }
 _TOKENS = "coalesce(tokens_billed, tokens_estimated)"
@@ -53,6 +53,8 @@ class SpendGroup:
     images: int
     tokens_estimated: int
     tokens_billed: int
+    unneeded_detail_images: int = 0
+    savings_usd: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -136,46 +138,58 @@ def spend_report(
     text_height_px: float = 20.0,
     small_long_side_px: int = 512,
 ) -> SpendReport:
-    """Aggregate ``image_spans`` (see module docstring)."""
+    """Aggregate ``image_spans`` (see module docstring).
+
+    One grouped scan gives spend and the detail-not-needed totals per group;
+    two top-N queries give the costliest images and the largest savings.
+    Ties are broken by insertion order (``rowid``), which keeps top-N cheap.
+    """
     if by not in GROUPINGS:
         raise ValueError(f"by must be one of {', '.join(GROUPINGS)}; got {by!r}")
     if top < 0:
         raise ValueError("top must be >= 0")
     start = parse_since(since)
     where, params = ("WHERE ts >= ?", [start]) if start else ("", [])
+    large_text = "text_height_px >= ?"
+    small = "greatest(width, height) <= ?"
+    unneeded = f"detail IN ('high', 'auto') AND ({large_text} OR {small})"
+    unneeded_params = [text_height_px, small_long_side_px]
+    grouped = conn.execute(
+        f"SELECT {GROUPINGS[by]} AS k, sum(cost_usd) AS spend, count(*), "
+        "sum(tokens_estimated), sum(tokens_billed), "
+        f"count(*) FILTER (WHERE {unneeded}), sum({_SAVINGS}) FILTER (WHERE {unneeded}), "
+        f"count(*) FILTER (WHERE {unneeded} AND {large_text}), "
+        f"count(*) FILTER (WHERE {unneeded} AND {small}) "
+        f"FROM image_spans {where} GROUP BY k ORDER BY spend DESC NULLS LAST, k",
+        [
+            *unneeded_params,
+            *unneeded_params,
+            *unneeded_params,
+            text_height_px,
+            *unneeded_params,
+            small_long_side_px,
+            *params,
+        ],
+    ).fetchall()
     groups = [
-        SpendGroup(str(k), float(s or 0.0), int(n), int(te or 0), int(tb or 0))
-        for k, s, n, te, tb in conn.execute(
-            f"SELECT {GROUPINGS[by]} AS k, sum(cost_usd), count(*), sum(tokens_estimated), "
-            f"sum(tokens_billed) FROM image_spans {where} GROUP BY k "
-            "ORDER BY sum(cost_usd) DESC NULLS LAST, k",
-            params,
-        ).fetchall()
+        SpendGroup(
+            str(k), float(s or 0.0), int(n), int(te or 0), int(tb or 0), int(un), float(sv or 0.0)
+        )
+        for k, s, n, te, tb, un, sv, _, _ in grouped
     ]
+    and_where = f"{where} {'AND' if where else 'WHERE'}"
     top_images = _images(
         conn.execute(
             f"SELECT {_IMAGE_COLUMNS} FROM image_spans {where} "
-            "ORDER BY cost_usd DESC NULLS LAST, span_id LIMIT ?",
+            "ORDER BY cost_usd DESC NULLS LAST, rowid LIMIT ?",
             [*params, top],
         ).fetchall()
     )
-    unneeded_filter = (
-        "lower(detail) IN ('high', 'auto') AND (text_height_px >= ? "
-        "OR greatest(width, height) <= ?)"
-    )
-    filter_params = [text_height_px, small_long_side_px]
-    unneeded_where = f"{where} {'AND' if where else 'WHERE'} {unneeded_filter}"
-    ((n, savings, large_text, small),) = conn.execute(
-        f"SELECT count(*), sum({_SAVINGS}), count(*) FILTER (WHERE text_height_px >= ?), "
-        f"count(*) FILTER (WHERE greatest(width, height) <= ?) "
-        f"FROM image_spans {unneeded_where}",
-        [*filter_params, *params, *filter_params],
-    ).fetchall()
     examples = _images(
         conn.execute(
-            f"SELECT {_IMAGE_COLUMNS}, {_SAVINGS} AS savings FROM image_spans {unneeded_where} "
-            "ORDER BY savings DESC NULLS LAST, span_id LIMIT ?",
-            [*params, *filter_params, top],
+            f"SELECT {_IMAGE_COLUMNS}, {_SAVINGS} AS savings FROM image_spans "
+            f"{and_where} {unneeded} ORDER BY savings DESC NULLS LAST, rowid LIMIT ?",
+            [*params, *unneeded_params, top],
         ).fetchall()
     )
     return SpendReport(
@@ -188,7 +202,11 @@ def spend_report(
         groups=groups,
         top_images=top_images,
         unneeded_detail=UnneededDetail(
-            int(n), float(savings or 0.0), int(large_text), int(small), examples
+            images=sum(g.unneeded_detail_images for g in groups),
+            savings_usd=sum(g.savings_usd for g in groups),
+            large_text=sum(int(row[7]) for row in grouped),
+            small_image=sum(int(row[8]) for row in grouped),
+            examples=examples,
         ),
         text_height_threshold_px=text_height_px,
         small_long_side_px=small_long_side_px,
@@ -215,6 +233,8 @@ def to_table(report: SpendReport) -> Table:
         ("images", "right"),
         ("tokens est.", "right"),
         ("tokens billed", "right"),
+        ("detail not needed", "right"),
+        ("saveable", "right"),
     ):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for g in report.groups:
@@ -226,6 +246,8 @@ def to_table(report: SpendReport) -> Table:
             f"{g.images:,}",
             f"{g.tokens_estimated:,}",
             f"{g.tokens_billed:,}",
+            f"{g.unneeded_detail_images:,}",
+            _usd(g.savings_usd),
         )
     u = report.unneeded_detail
     table.caption = (
@@ -269,10 +291,28 @@ def to_csv(report: SpendReport) -> str:
     """The grouped spend as CSV (one row per group)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([report.by, "spend_usd", "images", "tokens_estimated", "tokens_billed"])
+    writer.writerow(
+        [
+            report.by,
+            "spend_usd",
+            "images",
+            "tokens_estimated",
+            "tokens_billed",
+            "unneeded_detail_images",
+            "savings_usd",
+        ]
+    )
     for g in report.groups:
         writer.writerow(
-            [g.key, f"{g.spend_usd:.6f}", g.images, g.tokens_estimated, g.tokens_billed]
+            [
+                g.key,
+                f"{g.spend_usd:.6f}",
+                g.images,
+                g.tokens_estimated,
+                g.tokens_billed,
+                g.unneeded_detail_images,
+                f"{g.savings_usd:.6f}",
+            ]
         )
     return out.getvalue()
 

@@ -18,6 +18,7 @@ import random
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -150,7 +151,7 @@ def primary_key(conn: duckdb.DuckDBPyConnection, table: str) -> list[str]:
 
 
 def _dedupe(rows: list[dict[str, Any]], key: list[str], keep_last: bool) -> list[dict[str, Any]]:
-    # DuckDB refuses to upsert one key twice in a single statement; the batch decides.
+    # Which of two rows with one key an upsert keeps is up to DuckDB; decide it here.
     seen: dict[tuple[Any, ...], dict[str, Any]] = {}
     for row in rows:
         k = tuple(row.get(c) for c in key)
@@ -159,26 +160,37 @@ def _dedupe(rows: list[dict[str, Any]], key: list[str], keep_last: bool) -> list
     return list(seen.values()) if len(seen) != len(rows) else rows
 
 
-def _arrow_table(rows: list[dict[str, Any]], columns: dict[str, str], table: str) -> pa.Table:
-    present: dict[str, None] = {}
+def _columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """Rows → column lists. Fast path when every row has the first row's keys."""
+    first = rows[0]
+    width = len(first)
+    if all(len(row) == width for row in rows):
+        try:
+            return {name: list(map(itemgetter(name), rows)) for name in first}
+        except KeyError:
+            pass  # same sizes, different keys: take the general path
+    names: dict[str, None] = {}
     for row in rows:
-        for name in row:
-            present[name] = None
-    unknown = [c for c in present if c not in columns]
+        names.update(dict.fromkeys(row))
+    return {name: [row.get(name) for row in rows] for name in names}
+
+
+def _arrow_table(rows: list[dict[str, Any]], columns: dict[str, str], table: str) -> pa.Table:
+    data = _columns(rows)
+    unknown = [c for c in data if c not in columns]
     if unknown:
         raise ValueError(f"unknown column(s) for {table}: {', '.join(sorted(unknown))}")
-    arrays, names = [], []
-    for name in present:
+    arrays = []
+    for name, values in data.items():
         dtype = columns[name]
-        values = [row.get(name) for row in rows]
         if dtype == "JSON":
-            values = [v if v is None or isinstance(v, str) else to_json(v) for v in values]
+            values = [v if v is None or type(v) is str else to_json(v) for v in values]
         try:
+            # TIMESTAMP columns take datetimes or integer µs since the epoch (UTC)
             arrays.append(pa.array(values, type=_ARROW_TYPES.get(dtype)))
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
             raise ValueError(f"{table}.{name} ({dtype}): {exc}") from exc
-        names.append(name)
-    return pa.Table.from_arrays(arrays, names=names)
+    return pa.Table.from_arrays(arrays, names=list(data))
 
 
 def insert_rows(
@@ -192,8 +204,11 @@ def insert_rows(
 
     Keys missing from a row become NULL; unknown keys raise ``ValueError``.
     JSON columns accept dicts/lists (serialized here) or ready JSON text.
+    TIMESTAMP columns take naive-UTC datetimes or integer µs since the epoch.
     ``on_conflict``: ``"ignore"`` keeps the stored row (idempotent re-export),
-    ``"replace"`` overwrites it; tables without a primary key simply append.
+    ``"replace"`` overwrites it (the batch's last row per key wins); tables
+    without a primary key simply append. Returns the number of rows sent
+    (after collapsing duplicate keys for ``"replace"``).
     """
     if not rows:
         return 0
@@ -203,7 +218,8 @@ def insert_rows(
     key = primary_key(conn, table)
     verb = "INSERT INTO"
     if key:
-        rows = _dedupe(rows, key, keep_last=on_conflict == "replace")
+        if on_conflict == "replace":  # the batch's last row for a key wins, as in a dict
+            rows = _dedupe(rows, key, keep_last=True)
         verb = _ON_CONFLICT[on_conflict]
     batch = _arrow_table(rows, columns, table)
     view = f"_aperture_batch_{next(_batch_names)}"

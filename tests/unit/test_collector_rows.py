@@ -7,7 +7,14 @@ from datetime import datetime
 
 import pytest
 
-from collector.rows import IMAGE_COLUMNS, REQUEST_COLUMNS, SpanRecord, span_to_rows, spans_to_rows
+from collector.rows import (
+    IMAGE_COLUMNS,
+    REQUEST_COLUMNS,
+    SpanRecord,
+    ns_to_datetime,
+    span_to_rows,
+    spans_to_rows,
+)
 
 T0 = 1_700_000_000_123_456_789  # 2023-11-14T22:13:20.123456789Z
 
@@ -63,7 +70,8 @@ def test_image_span_maps_every_attribute_to_its_column() -> None:
     for column, attribute, _ in IMAGE_COLUMNS:
         assert image[column] == IMAGE_ATTRS[attribute], column
     assert image["request_span_id"] == "00f067aa0ba902b7"
-    assert image["ts"] == datetime(2023, 11, 14, 22, 13, 20, 123456)
+    assert image["ts"] == 1_700_000_000_123_456  # µs since the epoch
+    assert ns_to_datetime(T0) == datetime(2023, 11, 14, 22, 13, 20, 123456)
     span = rows["spans"][0]
     assert span["duration_ms"] == pytest.approx(2.5)
     assert span["service_name"] == "gateway"

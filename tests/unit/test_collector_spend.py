@@ -123,6 +123,8 @@ def test_renderers(conn: duckdb.DuckDBPyConnection) -> None:
     report = spend_report(conn, by="team")
     rows = list(csv.DictReader(io.StringIO(to_csv(report))))
     assert [r["team"] for r in rows] == ["ops", "docs"] and rows[1]["images"] == "2"
+    assert rows[1]["unneeded_detail_images"] == "2"
+    assert float(rows[1]["savings_usd"]) == pytest.approx(1190 * 2.5e-6)
     parsed = json.loads(to_json(report))
     assert parsed["by"] == "team" and parsed["unneeded_detail"]["images"] == 3
     assert parsed["top_images"][0]["ts"] == "2025-03-03T12:00:00"

@@ -64,7 +64,7 @@ def test_insert_rows_is_idempotent_and_dedupes_a_batch(conn: duckdb.DuckDBPyConn
         {"trace_id": "t", "span_id": str(i), "ts": datetime(2025, 1, 1), "cost_usd": 0.1}
         for i in range(5)
     ]
-    assert insert_rows(conn, "image_spans", rows + rows[:2]) == 5
+    assert insert_rows(conn, "image_spans", rows + rows[:2]) == 7  # sent; stored once each
     insert_rows(conn, "image_spans", rows)
     assert conn.execute("SELECT count(*) FROM image_spans").fetchall() == [(5,)]
     changed = [{**rows[0], "cost_usd": 9.0}]
@@ -72,6 +72,9 @@ def test_insert_rows_is_idempotent_and_dedupes_a_batch(conn: duckdb.DuckDBPyConn
     assert conn.execute("SELECT cost_usd FROM image_spans WHERE span_id='0'").fetchall() == [(0.1,)]
     insert_rows(conn, "image_spans", changed, on_conflict="replace")
     assert conn.execute("SELECT cost_usd FROM image_spans WHERE span_id='0'").fetchall() == [(9.0,)]
+    twice = [{**rows[1], "cost_usd": 1.0}, {**rows[1], "cost_usd": 2.0}]
+    assert insert_rows(conn, "image_spans", twice, on_conflict="replace") == 1
+    assert conn.execute("SELECT cost_usd FROM image_spans WHERE span_id='1'").fetchall() == [(2.0,)]
 
 
 def test_insert_rows_encodes_json_and_appends_without_a_key(

@@ -1,0 +1,120 @@
+"""Ingest throughput: image spans per second through span_to_rows + insert_rows into DuckDB.
+
+Goal: >= 100k image spans/s. Run: ``python -m benchmarks.ingest [--spans N] [--batch B]``.
+The spans are built up front (decoding is not what this measures); the clock
+covers row mapping, Arrow batch building and the DuckDB insert, per batch, in
+one short-lived connection per batch as the exporter does it. Wall-clock and
+CPU-time rates are both printed: on a shared machine the first understates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import tempfile
+import time
+from pathlib import Path
+
+from collector.rows import SpanRecord, span_to_rows
+from collector.store import insert_rows, open_store
+
+GOAL_SPANS_PER_S = 100_000
+MODELS = ("gpt-4o", "gpt-4.1-mini", "claude-sonnet-4", "gemini-2.5-flash")
+DETAILS = ("low", "high", "auto")
+
+
+def make_spans(n: int, seed: int = 7) -> list[SpanRecord]:
+    rng = random.Random(seed)
+    t0 = 1_760_000_000_000_000_000
+    resource = {"service.name": "aperture-gateway"}
+    spans = []
+    for i in range(n):
+        w, h = rng.randint(200, 4000), rng.randint(200, 4000)
+        billed = rng.randint(85, 1600)
+        spans.append(
+            SpanRecord(
+                trace_id=f"{i // 4:032x}",
+                span_id=f"{i + 1:016x}",
+                parent_span_id=f"{(i // 4) + 10**12:016x}",
+                name="image",
+                start_ns=t0 + i * 1_000_000,
+                end_ns=t0 + i * 1_000_000 + 2_000_000,
+                attributes={
+                    "image.index": i % 4,
+                    "image.sha256": f"{rng.getrandbits(256):064x}",
+                    "image.bytes": w * h // 3,
+                    "image.width": w,
+                    "image.height": h,
+                    "image.format": "png",
+                    "image.source": "base64",
+                    "image.detail": rng.choice(DETAILS),
+                    "image.tokens_estimated": billed,
+                    "image.tokens_billed": billed,
+                    "image.cost_usd": billed * 2.5e-6,
+                    "gen_ai.provider.name": "openai",
+                    "gen_ai.request.model": rng.choice(MODELS),
+                    "aperture.team": f"team-{i % 7}",
+                    "aperture.ruleset.version": "v3",
+                    "aperture.rule.id": "default",
+                    "aperture.ruleset.arm": "active",
+                    "aperture.requested_model": "aperture/auto",
+                    "aperture.task": "ocr",
+                    "aperture.request_id": f"req-{i // 4}",
+                    "aperture.image.text_height_px": rng.uniform(6, 60),
+                    "aperture.image.tokens_low_estimate": 85,
+                    "aperture.route.propensity": 0.9,
+                },
+                resource=resource,
+            )
+        )
+    return spans
+
+
+def run(n_spans: int, batch: int, db: Path) -> dict[str, float]:
+    spans = make_spans(n_spans)
+    map_s = insert_s = 0.0
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    for lo in range(0, n_spans, batch):
+        t = time.perf_counter()
+        tables: dict[str, list[dict[str, object]]] = {"spans": [], "image_spans": []}
+        for span in spans[lo : lo + batch]:
+            for table, rows in span_to_rows(span).items():
+                tables[table].extend(rows)
+        t2 = time.perf_counter()
+        with open_store(db) as conn:
+            for table, rows in tables.items():
+                insert_rows(conn, table, rows)
+        insert_s += time.perf_counter() - t2
+        map_s += t2 - t
+    cpu_s, wall_s = time.process_time() - cpu0, time.perf_counter() - wall0
+    with open_store(db, read_only=True) as conn:
+        stored = conn.execute("SELECT count(*) FROM image_spans").fetchall()[0][0]
+    assert stored == n_spans, (stored, n_spans)
+    return {
+        "spans": n_spans,
+        "spans_per_s": n_spans / wall_s,
+        "spans_per_cpu_s": n_spans / cpu_s,
+        "span_to_rows_s": map_s,
+        "insert_rows_s": insert_s,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spans", type=int, default=200_000)
+    parser.add_argument("--batch", type=int, default=20_000)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        result = run(args.spans, args.batch, Path(tmp) / "ingest.duckdb")
+    verdict = "meets" if result["spans_per_s"] >= GOAL_SPANS_PER_S else "MISSES"
+    print(
+        f"ingest: {result['spans']:,} image spans, {result['spans_per_s']:,.0f} spans/s wall, "
+        f"{result['spans_per_cpu_s']:,.0f} per CPU-second (all threads) "
+        f"(span_to_rows {result['span_to_rows_s']:.2f}s, insert_rows {result['insert_rows_s']:.2f}s); "
+        f"{verdict} the goal of {GOAL_SPANS_PER_S:,}/s"
+    )
+    return result
+
+
+if __name__ == "__main__":
+    main()
