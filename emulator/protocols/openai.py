@@ -51,12 +51,8 @@ def bad_request(message: str) -> ProtocolError:
 
 
 def check_auth(headers: Mapping[str, str], query: Mapping[str, str]) -> None:
-    """Any bearer token is accepted; a malformed Authorization header is refused like OpenAI does.
-    A missing one is tolerated so that a gateway without a configured key still works."""
-    auth = headers.get("authorization")
-    if auth is None:
-        return
-    scheme, _, token = auth.partition(" ")
+    """Any bearer token is accepted; a missing or malformed one is refused like OpenAI does."""
+    scheme, _, token = (headers.get("authorization") or "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise error(401, "You didn't provide an API key. You need to provide your API key in an "
                     "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).")

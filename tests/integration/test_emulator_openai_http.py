@@ -168,3 +168,11 @@ def test_loopback_url_is_fetched(client: openai.OpenAI, base_url: str) -> None:
 def test_models_list(client: openai.OpenAI) -> None:
     ids = {m.id for m in client.models.list()}
     assert {"gpt-4o", "gpt-4.1-mini", "o4-mini"} <= ids and "claude-sonnet-4-5" not in ids
+
+
+@pytest.mark.parametrize("headers", [{}, {"authorization": "Basic abc"}, {"authorization": "Bearer"}])
+def test_missing_or_malformed_key_is_401(base_url: str, headers: dict) -> None:
+    r = httpx.post(f"{base_url}/v1/chat/completions", headers=headers,
+                   json={"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 401
+    assert r.json()["error"]["message"].startswith("You didn't provide an API key")
