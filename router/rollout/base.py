@@ -14,6 +14,7 @@ leaves a line in the history::
 
 from __future__ import annotations
 
+import builtins
 import difflib
 import hashlib
 from abc import ABC, abstractmethod
@@ -226,7 +227,7 @@ class RuleStore(ABC):
         """Apply ``change`` to the latest pointer under the lock; store it and log the event."""
 
     @abstractmethod
-    def history(self) -> list[PointerEvent]:
+    def history(self) -> builtins.list[PointerEvent]:
         """Pointer changes, oldest first."""
 
     # -- shared behaviour ------------------------------------------------------------------

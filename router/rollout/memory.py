@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import threading
 from collections.abc import Callable
 from dataclasses import replace
@@ -69,7 +70,7 @@ class InMemoryRuleStore(RuleStore):
             self._history.append(PointerEvent(utc_now(), action, actor, reason, before, after))
         return after
 
-    def history(self) -> list[PointerEvent]:
+    def history(self) -> builtins.list[PointerEvent]:
         with self._lock:
             return list(self._history)
 

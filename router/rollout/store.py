@@ -15,6 +15,7 @@ The contract (and its concurrency rules) is :class:`router.rollout.base.RuleStor
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import fcntl
 import hashlib
@@ -198,7 +199,7 @@ class DirectoryRuleStore(RuleStore):
                 os.fsync(fh.fileno())
         return after
 
-    def history(self) -> list[PointerEvent]:
+    def history(self) -> builtins.list[PointerEvent]:
         try:
             lines = self.history_path.read_text(encoding="utf-8").splitlines()
         except FileNotFoundError:

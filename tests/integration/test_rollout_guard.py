@@ -1,0 +1,173 @@
+"""Guard end to end on a real DuckDB file: synthetic spans and scores → decision → pointer + row."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from collector.store import insert_rows, open_store
+from router.rollout.actions import manual_promote, manual_rollback, start_canary
+from router.rollout.guard import Guard, GuardConfig
+from router.rollout.store import DirectoryRuleStore
+
+EVALUATOR = "ocr_faithfulness"
+
+
+def setup_rollout(tmp_path: Path) -> tuple[DirectoryRuleStore, Path]:
+    store = DirectoryRuleStore(tmp_path / "rules")
+    a = store.propose("name: a\n", author="ana")
+    b = store.propose("name: b\n", author="optimizer")
+    store.activate(a.id)
+    db = tmp_path / "aperture.duckdb"
+    start_canary(store, b.id, 0.2, db_path=db, actor="optimizer")
+    return store, db
+
+
+def write_traffic(db: Path, store: DirectoryRuleStore, n: int, p_active: float, p_canary: float,
+                  seed: int, *, errors_canary: float = 0.0, cost_canary: float = 0.001,
+                  offset: int = 0) -> None:
+    p = store.pointer()
+    assert p.canary_started_at is not None
+    rng = np.random.default_rng(seed)
+    requests, scores, images = [], [], []
+    for i in range(offset, offset + n):
+        canary = bool(rng.random() < p.canary_fraction)
+        ts = p.canary_started_at + timedelta(milliseconds=10 * (i + 1))
+        span = f"s{i:06d}"
+        failed = canary and rng.random() < errors_canary
+        requests.append({"trace_id": f"t{i:06d}", "span_id": span, "ts": ts, "request_id": f"r{i}",
+                         "ruleset_version": p.canary if canary else p.active,
+                         "arm": "canary" if canary else "active",
+                         "status": "error" if failed else "ok"})
+        if not failed:
+            score = float(np.clip(rng.normal(p_canary if canary else p_active, 0.08), 0, 1))
+            scores.append({"trace_id": f"t{i:06d}", "span_id": span, "evaluator": EVALUATOR,
+                           "evaluator_version": "1", "status": "scored", "score": score,
+                           "passed": score > 0.8, "ts": ts})
+        images.append({"trace_id": f"t{i:06d}", "span_id": f"i{i:06d}", "request_span_id": span,
+                       "ts": ts, "cost_usd": cost_canary if canary else 0.001})
+    # Traffic from before the canary and from an unrelated version must be ignored.
+    requests.append({"trace_id": "old", "span_id": "old", "ts": p.canary_started_at - timedelta(hours=1),
+                     "ruleset_version": p.active, "arm": "active", "status": "error"})
+    with open_store(db) as conn:
+        insert_rows(conn, "request_spans", requests)
+        insert_rows(conn, "eval_scores", scores)
+        insert_rows(conn, "image_spans", images)
+
+
+def rollouts(db: Path) -> list[tuple]:
+    with open_store(db, read_only=True) as conn:
+        return conn.execute(
+            "SELECT decision, candidate_version, active_version, n_canary, n_active, statistics, reason"
+            " FROM rollouts ORDER BY ts").fetchall()
+
+
+def test_clearly_worse_canary_is_rolled_back_and_recorded(tmp_path: Path) -> None:
+    store, db = setup_rollout(tmp_path)
+    write_traffic(db, store, 3000, 0.92, 0.80, seed=1)
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    guard = Guard(db, store, GuardConfig(evaluators=(EVALUATOR,)), tracer_provider=provider)
+    decision = guard.step()
+    assert decision.action == "rollback", decision.reason
+    assert EVALUATOR in decision.reason
+    p = store.pointer()
+    assert (p.active, p.canary) == ("v0001", None)
+    assert store.history()[-1].actor == "guard" and store.history()[-1].reason == decision.reason
+    rows = rollouts(db)
+    assert [r[0] for r in rows] == ["start", "rollback"]
+    _, cand, active, n_canary, n_active, stats, reason = rows[-1]
+    assert (cand, active) == ("v0002", "v0001") and n_canary + n_active == 3000
+    stats = json.loads(stats)
+    m = stats["metrics"][EVALUATOR]
+    assert m["e_rollback"] >= m["threshold_rollback"] and m["mean_canary"] < m["mean_active"]
+    events = [e for s in exporter.get_finished_spans() for e in s.events]
+    assert [e.name for e in events] == ["aperture.rollout.decision"]
+    assert events[0].attributes["aperture.rollout.action"] == "rollback"
+    # Nothing left to guard.
+    assert guard.step().action == "idle" and len(rollouts(db)) == 2
+
+
+def test_equal_canary_is_never_rolled_back(tmp_path: Path) -> None:
+    store, db = setup_rollout(tmp_path)
+    guard = Guard(db, store, GuardConfig(evaluators=(EVALUATOR,)))
+    seen = []
+    for chunk in range(4):
+        write_traffic(db, store, 1500, 0.9, 0.9, seed=10 + chunk, offset=1500 * chunk)
+        decision = guard.step()
+        seen.append(decision.action)
+        assert decision.action in ("extend", "promote"), decision.reason
+        if decision.action == "promote":
+            break
+    assert "promote" in seen
+    assert store.pointer().active == "v0002"
+    assert [r[0] for r in rollouts(db)] == ["start", *seen]
+
+
+def test_step_is_idempotent_when_nothing_is_new(tmp_path: Path) -> None:
+    store, db = setup_rollout(tmp_path)
+    write_traffic(db, store, 40, 0.9, 0.9, seed=3)
+    guard = Guard(db, store, GuardConfig(evaluators=(EVALUATOR,)))
+    first = guard.step()
+    assert first.action == "extend"
+    again = Guard(db, store, GuardConfig(evaluators=(EVALUATOR,))).step()  # another process
+    assert again.action == "extend" and again.statistics["fingerprint"] == first.statistics["fingerprint"]
+    assert [r[0] for r in rollouts(db)] == ["start", "extend"]
+    write_traffic(db, store, 40, 0.9, 0.9, seed=4, offset=40)
+    guard.step()
+    assert [r[0] for r in rollouts(db)] == ["start", "extend", "extend"]
+
+
+def test_error_rate_and_cost_rails_roll_back(tmp_path: Path) -> None:
+    store, db = setup_rollout(tmp_path)
+    write_traffic(db, store, 3000, 0.9, 0.9, seed=5, errors_canary=0.3)
+    decision = Guard(db, store, GuardConfig(evaluators=(EVALUATOR,))).step()
+    assert decision.action == "rollback" and "success_rate" in decision.reason
+
+    store2, db2 = setup_rollout(tmp_path / "second")
+    write_traffic(db2, store2, 1000, 0.9, 0.9, seed=6, cost_canary=0.003)
+    decision = Guard(db2, store2, GuardConfig(evaluators=(EVALUATOR,))).step()
+    assert decision.action == "rollback" and "cost per image" in decision.reason
+
+
+def test_dry_run_records_without_acting(tmp_path: Path) -> None:
+    store, db = setup_rollout(tmp_path)
+    write_traffic(db, store, 3000, 0.92, 0.80, seed=7)
+    decision = Guard(db, store, GuardConfig(evaluators=(EVALUATOR,), act=False)).step()
+    assert decision.action == "rollback"
+    assert store.pointer().canary == "v0002"
+
+
+def test_manual_actions_are_recorded(tmp_path: Path) -> None:
+    store, db = setup_rollout(tmp_path)
+    manual_promote(store, db_path=db, actor="ana", reason="looks fine")
+    assert store.pointer().active == "v0002"
+    manual_rollback(store, db_path=db, actor="ana")
+    assert store.pointer().active == "v0001"
+    rows = rollouts(db)
+    assert [r[0] for r in rows] == ["start", "manual_promote", "manual_rollback"]
+    assert rows[1][6] == "looks fine"
+
+
+def test_no_canary_is_idle(tmp_path: Path) -> None:
+    store = DirectoryRuleStore(tmp_path / "rules")
+    decision = Guard(tmp_path / "x.duckdb", store).step()
+    assert decision.action == "idle"
+    assert not (tmp_path / "x.duckdb").exists()
+
+
+@pytest.mark.parametrize("bad", [1.7, -0.2])
+def test_out_of_range_scores_are_clipped_not_fatal(tmp_path: Path, bad: float) -> None:
+    store, db = setup_rollout(tmp_path)
+    write_traffic(db, store, 50, 0.9, 0.9, seed=8)
+    with open_store(db) as conn:
+        conn.execute("UPDATE eval_scores SET score = ? WHERE span_id = 's000001'", [bad])
+    assert Guard(db, store, GuardConfig(evaluators=(EVALUATOR,))).step().action == "extend"

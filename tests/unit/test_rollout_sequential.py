@@ -1,0 +1,118 @@
+"""Sequential test: grouping, validity of the e-processes and lean error-rate simulations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from router.rollout.sequential import (
+    SequentialConfig,
+    cost_check,
+    decide,
+    evaluate_metric,
+    group_differences,
+    log_wealth,
+    outcomes,
+)
+
+
+def simulate(p_active: float, p_canary: float, runs: int, seed: int, cfg: SequentialConfig,
+             fraction: float = 0.1, n: int = 15_000) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    arm = rng.random((runs, n)) < fraction
+    values = (rng.random((runs, n)) < np.where(arm, p_canary, p_active)).astype(float)
+    d, counts = group_differences(arm, values)
+    code, _, _, _ = outcomes(d, counts, cfg)
+    return code
+
+
+def test_groups_pair_each_canary_run_with_the_active_run_after_it() -> None:
+    arm = [0, 1, 0, 0, 1, 1, 0, 1, 0]
+    val = [0.9, 1.0, 0.5, 0.7, 0.0, 1.0, 0.2, 0.3, 0.3]
+    d, counts = group_differences(np.array(arm, bool), np.array(val))
+    # leading active dropped; groups [1.0 | .5 .7], [0 1 | .2]; the last group is still open
+    assert d[:2] == pytest.approx([1.0 - 0.6, 0.5 - 0.2])
+    assert np.isnan(d[2:]).all()
+    assert list(counts[:2]) == [1, 3]
+
+
+def test_out_of_range_values_are_refused() -> None:
+    with pytest.raises(ValueError):
+        group_differences(np.array([True, False]), np.array([0.5, 1.5]))
+    with pytest.raises(ValueError):
+        group_differences(np.array([True, False]), np.array([0.5, np.nan]))
+    with pytest.raises(ValueError):
+        SequentialConfig(margin=0.05, delta=0.05)
+    with pytest.raises(ValueError):
+        SequentialConfig(alpha=0.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(-1, 1), min_size=1, max_size=60), st.floats(0.01, 0.5), st.floats(0, 0.009))
+def test_wealth_stays_positive_for_any_bounded_data(d: list[float], delta: float, margin: float) -> None:
+    cfg = SequentialConfig(delta=delta, margin=margin)
+    log_r, log_p = log_wealth(np.array(d), cfg)
+    assert np.isfinite(log_r).all() and np.isfinite(log_p).all()
+
+
+def test_empty_stream_extends() -> None:
+    result = evaluate_metric("s", np.array([], bool), np.array([]), SequentialConfig())
+    assert result.action == "extend" and result.statistics["groups"] == 0
+    assert decide({}, SequentialConfig()).action == "extend"
+
+
+def test_aa_rarely_rolls_back_and_mostly_promotes() -> None:
+    cfg = SequentialConfig()
+    code = simulate(0.9, 0.9, runs=200, seed=11, cfg=cfg)
+    assert np.mean(code == 1) <= 0.03  # α = 0.01, plus room for 200 runs
+    assert np.mean(code == 2) >= 0.9
+
+
+def test_five_point_drop_is_caught() -> None:
+    cfg = SequentialConfig()
+    code = simulate(0.9, 0.85, runs=200, seed=12, cfg=cfg)
+    assert np.mean(code == 1) >= 0.9  # 1 − β = 0.95, minus room for 200 runs
+
+
+def test_clear_improvement_promotes() -> None:
+    code = simulate(0.8, 0.9, runs=50, seed=13, cfg=SequentialConfig(), n=10_000)
+    assert np.mean(code == 2) >= 0.95
+
+
+def test_cap_rolls_back_when_undecided() -> None:
+    cfg = SequentialConfig(max_canary=30)
+    code = simulate(0.9, 0.88, runs=20, seed=14, cfg=cfg, n=2_000)
+    assert (code == 1).all()
+
+
+def test_metric_statistics_and_reasons() -> None:
+    rng = np.random.default_rng(3)
+    arm = rng.random(20_000) < 0.2
+    good = rng.random(20_000) < np.where(arm, 0.6, 0.9)
+    cfg = SequentialConfig()
+    result = evaluate_metric("ocr", arm, good.astype(float), cfg)
+    assert result.action == "rollback"
+    s = result.statistics
+    assert s["e_rollback"] >= s["threshold_rollback"] == 100
+    assert s["mean_canary"] < s["mean_active"] and s["decided_at_group"] is not None
+    decision = decide({"ocr": result}, cfg)
+    assert decision.action == "rollback" and "ocr" in decision.reason
+    assert decision.statistics["metrics"]["ocr"]["action"] == "rollback"
+
+
+def test_cost_guard_rail() -> None:
+    cfg = SequentialConfig(max_cost_increase=0.25, min_cost_samples=10)
+    high, stats = cost_check(np.full(20, 0.002), np.full(100, 0.001), cfg)
+    assert high and stats["ratio"] == pytest.approx(2.0)
+    few, _ = cost_check(np.full(5, 0.002), np.full(100, 0.001), cfg)
+    assert not few
+    cheaper, _ = cost_check(np.full(50, 0.0005), np.full(100, 0.001), cfg)
+    assert not cheaper
+    rng = np.random.default_rng(4)
+    arm = rng.random(20_000) < 0.5
+    same = evaluate_metric("ocr", arm, np.full(20_000, 0.9), cfg)
+    assert same.action == "promote"
+    assert decide({"ocr": same}, cfg, (True, stats)).action == "rollback"
+    assert decide({"ocr": same}, cfg, (False, {})).action == "promote"
