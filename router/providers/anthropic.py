@@ -19,6 +19,7 @@ from typing import Any
 from router.providers.anthropic_request import build_request
 from router.providers.base import (
     JSON,
+    NO_USAGE,
     Adapter,
     ChatResult,
     Headers,
@@ -138,12 +139,12 @@ def parse_response(
         "model": request_model,
         "choices": [{
             "index": 0, "message": message,
-            "finish_reason": FINISH_REASONS.get(doc.get("stop_reason") or "", "stop"),
+            "finish_reason": FINISH_REASONS.get(str(doc.get("stop_reason")), "stop"),
         }],
     }
     if usage is not None:
         completion["usage"] = usage.to_openai()
-    return ChatResult(completion, usage, upstream_model=doc.get("model"))
+    return ChatResult(completion, usage or NO_USAGE, upstream_model=doc.get("model"))
 
 
 def classify_error(spec: ProviderSpec, status: int, headers: Headers, body: bytes) -> UpstreamError:

@@ -102,7 +102,11 @@ class UpstreamRequest:
 
 @dataclass(frozen=True)
 class Usage:
-    """Billed usage. ``input_tokens`` is the whole prompt (cached and cache-written included)."""
+    """Billed usage. ``input_tokens`` is the whole prompt (cached and cache-written included).
+
+    ``reported`` is ``False`` for :data:`NO_USAGE`, when the upstream said nothing about usage
+    (the gateway should estimate rather than bill zero).
+    """
 
     input_tokens: int
     output_tokens: int
@@ -111,6 +115,7 @@ class Usage:
     raw: Mapping[str, Any] = field(default_factory=dict)
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
+    reported: bool = True
 
     @property
     def total_tokens(self) -> int:
@@ -129,16 +134,19 @@ class Usage:
         return out
 
 
+NO_USAGE = Usage(0, 0, reported=False)
+
+
 @dataclass(frozen=True)
 class ChatResult:
     """An upstream answer in OpenAI's ``chat.completion`` shape, plus billing facts for spans.
 
-    ``usage`` is ``None`` only when the upstream reported none (the gateway estimates then);
+    ``usage`` is :data:`NO_USAGE` (``reported=False``) when the upstream reported none;
     ``upstream_model`` is the model the upstream says answered (``gen_ai.response.model``).
     """
 
     completion: JSON
-    usage: Usage | None
+    usage: Usage
     upstream_model: str | None = None
 
     @property

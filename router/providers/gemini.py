@@ -20,6 +20,7 @@ from typing import Any
 
 from router.providers.base import (
     JSON,
+    NO_USAGE,
     Adapter,
     ChatResult,
     Headers,
@@ -185,7 +186,7 @@ def parse_response(
     }
     if usage is not None:
         completion["usage"] = usage.to_openai()
-    return ChatResult(completion, usage, upstream_model=doc.get("modelVersion"))
+    return ChatResult(completion, usage or NO_USAGE, upstream_model=doc.get("modelVersion"))
 
 
 def classify_error(spec: ProviderSpec, status: int, headers: Headers, body: bytes) -> UpstreamError:

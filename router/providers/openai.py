@@ -14,6 +14,7 @@ from typing import Any
 
 from router.providers.base import (
     JSON,
+    NO_USAGE,
     Adapter,
     AdapterOptions,
     ChatResult,
@@ -103,7 +104,7 @@ def parse_response(
             provider_code="invalid_response", provider="openai",
         )
     completion = {**doc, "model": request_model, "object": "chat.completion"}
-    return ChatResult(completion, usage_from(doc.get("usage")), upstream_model=doc.get("model"))
+    return ChatResult(completion, usage_from(doc.get("usage")) or NO_USAGE, upstream_model=doc.get("model"))
 
 
 def classify_error(spec: ProviderSpec, status: int, headers: Headers, body: bytes) -> UpstreamError:
@@ -197,7 +198,9 @@ class OpenAIStreamTranslator(StreamTranslator):
         chunk = self._chunk({})
         chunk["choices"] = out_choices
         if usage is not None and self.include_usage:
-            chunk["usage"] = dict(usage.raw)
+            # Upstream details pass through; the three counts are the ones we parsed and bill.
+            counts = {k: v for k, v in usage.to_openai().items() if k.endswith("_tokens")}
+            chunk["usage"] = {**usage.raw, **counts}
             self._usage_sent = True
         elif not out_choices:
             return []  # the usage chunk we asked for on the gateway's behalf, not the client's
