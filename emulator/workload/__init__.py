@@ -14,7 +14,7 @@ from emulator.workload.generate import (
     load_ground_truth,
     plan,
 )
-from emulator.workload.spec import DEFAULT_MIX, KINDS, PROMPTS, TASK_MIX
+from emulator.workload.spec import DEFAULT_MIX, KINDS, PROMPTS, TASK_MIX, parse_mix
 
 __all__ = [
     "DEFAULT_MIX",
@@ -26,5 +26,6 @@ __all__ = [
     "generate_workload",
     "item_id",
     "load_ground_truth",
+    "parse_mix",
     "plan",
 ]

@@ -86,6 +86,20 @@ def check_mix(mix: dict[str, float]) -> dict[str, float]:
     return {k: w / total for k, w in mix.items() if w > 0}
 
 
+def parse_mix(text: str) -> dict[str, float]:
+    """Read a CLI mix such as "invoice=2,receipt=1" (weights are normalised)."""
+    mix: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, weight = part.partition("=")
+        try:
+            mix[name.strip()] = float(weight) if sep else 1.0
+        except ValueError:
+            raise ValueError(f"bad weight in mix entry {part!r}; expected kind=number") from None
+    if not mix:
+        raise ValueError("empty mix")
+    return check_mix(mix)
+
+
 def allocate(n: int, mix: dict[str, float]) -> list[str]:
     """Exact counts per kind by largest remainder, so small workloads still follow the mix."""
     raw = {k: n * w for k, w in mix.items()}

@@ -13,7 +13,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from emulator.workload import DEFAULT_MIX, KINDS, generate_item, generate_workload, plan
+from emulator.workload import (
+    DEFAULT_MIX,
+    KINDS,
+    generate_item,
+    generate_workload,
+    parse_mix,
+    plan,
+)
 from emulator.workload.fields import FIELDS
 from emulator.workload.spec import allocate, check_mix
 
@@ -172,3 +179,11 @@ def test_bad_arguments_are_refused(tmp_path: Path) -> None:
 def test_empty_workload_writes_an_empty_ground_truth(tmp_path: Path) -> None:
     assert generate_workload(0, seed=1, out_dir=tmp_path) == []
     assert (tmp_path / "ground_truth.jsonl").read_text() == ""
+
+
+def test_parse_mix_from_the_command_line() -> None:
+    assert parse_mix("invoice=3, receipt=1") == {"invoice": 0.75, "receipt": 0.25}
+    assert parse_mix("slide") == {"slide": 1.0}
+    for bad, message in (("invoice=lots", "bad weight"), ("", "empty mix"), ("poster=1", "unknown")):
+        with pytest.raises(ValueError, match=message):
+            parse_mix(bad)
