@@ -174,6 +174,9 @@ def generate_workload(n: int, seed: int, out_dir: Path,
     return records
 
 
-def load_ground_truth(out_dir: Path) -> list[dict[str, Any]]:
-    path = Path(out_dir) / "ground_truth.jsonl"
+def load_ground_truth(path: Path) -> list[dict[str, Any]]:
+    """Records from a workload directory or from its ground_truth.jsonl file."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "ground_truth.jsonl"
     return [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]

@@ -18,6 +18,7 @@ from emulator.workload import (
     KINDS,
     generate_item,
     generate_workload,
+    load_ground_truth,
     parse_mix,
     plan,
 )
@@ -67,6 +68,7 @@ def test_records_match_schema_and_files(workload: tuple[Path, list[dict]]) -> No
     out, records = workload
     lines = (out / "ground_truth.jsonl").read_text().splitlines()
     assert [json.loads(x) for x in lines] == records
+    assert load_ground_truth(out) == load_ground_truth(out / "ground_truth.jsonl") == records
     for i, r in enumerate(records, start=1):
         assert set(r) == RECORD_KEYS
         assert r["id"] == f"wl-s7-{i:05d}" and r["seed"] == 7

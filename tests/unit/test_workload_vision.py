@@ -40,6 +40,8 @@ def png(size: tuple[int, int] = (40, 20), mode: str = "RGB") -> bytes:
     ("gpt-4o-2024-08-06", "gpt-4o"),
     ("gpt-4o-mini-2024-07-18", "gpt-4o-mini"),
     ("claude-haiku-4-5-20251001", "claude-haiku-4-5"),
+    ("claude-opus-4-7", "claude-opus-4"),
+    ("o4-mini-2025-04-16", "o4-mini"),
     ("gemini-2.5-flash-lite", "gemini-2.5-flash-lite"),
     ("llava-13b", "default"),
 ])
