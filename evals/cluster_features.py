@@ -67,11 +67,31 @@ def clean_explanation(text: str | None) -> str:
     return _NONWORD.sub(" ", _QUOTED.sub(" ", text.lower())).strip()
 
 
-def explanation_terms(explanations: list[str], failing: np.ndarray, k: int = 2) -> list[tuple[str | None, ...]]:
-    """Top-``k`` TF-IDF terms per explanation (terms learnt on failing explanations).
+def _term_groups(docs: list[str], vocab: np.ndarray, binary: np.ndarray) -> dict[int, str]:
+    """Column -> display term; terms that occur in exactly the same explanations are one
+    phrase ("misread" + "characters" -> "misread characters"), in their order of appearance."""
+    groups: dict[bytes, list[int]] = {}
+    for j in range(binary.shape[1]):
+        groups.setdefault(binary[:, j].tobytes(), []).append(j)
+    names: dict[int, str] = {}
+    for cols in groups.values():
+        doc = docs[int(np.argmax(binary[:, cols[0]]))]
+        words = doc.split()
+        terms = [str(vocab[j]) for j in cols]
+        terms.sort(key=lambda t: words.index(t) if t in words else len(words))
+        name = " ".join(terms)
+        names.update({j: name for j in cols})
+    return names
 
-    Terms in nearly every failing explanation ("cer", "claims") and in almost none are
-    dropped, so the remaining ones separate kinds of failure ("missed" vs "invented").
+
+def explanation_terms(
+    explanations: list[str], failing: np.ndarray, k: int = 2, keep: float = 0.8
+) -> list[tuple[str | None, ...]]:
+    """Up to ``k`` characteristic terms per explanation (TF-IDF learnt on failing ones).
+
+    Terms in nearly every failing explanation ("cer", "claims") carry nothing and are
+    dropped; a further term is kept only when its weight is within ``keep`` of the best one,
+    so "missed" does not drag along the "text" it shares with "invented text".
     """
     from sklearn.feature_extraction.text import TfidfVectorizer
 
@@ -80,20 +100,25 @@ def explanation_terms(explanations: list[str], failing: np.ndarray, k: int = 2) 
     empty: tuple[str | None, ...] = (None,) * k
     if len(uniq) < 2:
         return [empty] * len(explanations)
-    vec = TfidfVectorizer(token_pattern=r"\b[a-z]{3,}\b", stop_words="english", max_df=0.9, min_df=1)
+    vec = TfidfVectorizer(token_pattern=r"\b[a-z]{3,}\b", stop_words="english", max_df=0.9)
     try:
-        vec.fit(uniq)
+        fitted = vec.fit_transform(uniq)
     except ValueError:  # every term pruned
         return [empty] * len(explanations)
     vocab = np.array(vec.get_feature_names_out())
+    names = _term_groups(uniq, vocab, (fitted.toarray() > 0))
     all_uniq = sorted(set(cleaned))
     weights = vec.transform(all_uniq).toarray()
     terms: dict[str, tuple[str | None, ...]] = {}
     for text, w in zip(all_uniq, weights, strict=True):
-        order = np.argsort(-w, kind="stable")[:k]
-        picked = [f"term={vocab[i]}" if w[i] > 0 else None for i in order]
-        picked.sort(key=lambda t: (t is None, t))
-        terms[text] = tuple(picked) + (None,) * (k - len(picked))
+        picked: list[str] = []
+        for j in np.argsort(-w, kind="stable"):
+            if w[j] <= 0 or len(picked) == k or (picked and w[j] < keep * w[np.argmax(w)]):
+                break
+            name = f"term={names[int(j)]}"
+            if name not in picked:
+                picked.append(name)
+        terms[text] = tuple(sorted(picked)) + (None,) * (k - len(picked))
     return [terms[c] for c in cleaned]
 
 

@@ -30,7 +30,7 @@ import scipy.sparse as sp
 
 from collector.schema import utc_now
 from collector.store import insert_rows, open_store
-from evals.cluster_features import BUCKET_FEATURES, FEATURES, add_features, load_scored
+from evals.cluster_features import FEATURES, add_features, load_scored
 from evals.cluster_fix import RouteFix, suggest_fix
 
 
@@ -64,48 +64,91 @@ class Cluster:
         }
 
 
+# Routing-relevant features weigh more than incidental ones, so that a pattern like
+# "this route fails on small text" is not split up by the formats and sizes it happens to hit.
+TOKEN_WEIGHTS = (("model=", 2.0), ("detail=", 2.0), ("text", 2.0), ("size", 1.5), ("term=", 1.5),
+                 ("task=", 1.0), ("format=", 1.0), ("aspect", 0.5))
+
+
+def token_weight(token: str) -> float:
+    return next((w for prefix, w in TOKEN_WEIGHTS if token.startswith(prefix)), 1.0)
+
+
 def jaccard_distances(a: sp.csr_matrix, b: sp.csr_matrix) -> np.ndarray:
-    """Dense Jaccard distance matrix between the binary rows of ``a`` and ``b``."""
+    """Dense weighted-Jaccard distance matrix between the rows of ``a`` and ``b``.
+
+    Rows hold sqrt(weight) per present token, so ``a @ b.T`` is the weight of the
+    intersection and the squared row norms are the weights of each set.
+    """
     inter = (a @ b.T).toarray().astype(np.float64)
-    na = np.asarray(a.sum(axis=1)).ravel()[:, None]
-    nb = np.asarray(b.sum(axis=1)).ravel()[None, :]
+    na = np.asarray(a.multiply(a).sum(axis=1)).ravel()[:, None]
+    nb = np.asarray(b.multiply(b).sum(axis=1)).ravel()[None, :]
     union = na + nb - inter
     with np.errstate(divide="ignore", invalid="ignore"):
         sim = np.where(union > 0, inter / union, 1.0)
-    return 1.0 - sim
+    return np.clip(1.0 - sim, 0.0, 1.0)
+
+
+def _agglomerate(x: sp.csr_matrix, threshold: float) -> np.ndarray:
+    if x.shape[0] == 1:
+        return np.zeros(1, dtype=int)
+    from sklearn.cluster import AgglomerativeClustering
+
+    model = AgglomerativeClustering(
+        n_clusters=None, distance_threshold=threshold, metric="precomputed", linkage="average"
+    )
+    return np.asarray(model.fit_predict(jaccard_distances(x, x)), dtype=int)
+
+
+def _nearest(x: sp.csr_matrix, fit: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+    idx = np.empty(x.shape[0], dtype=int)
+    dist = np.empty(x.shape[0])
+    for start in range(0, x.shape[0], 4096):  # bounded memory: 4096 x |fit| at a time
+        d = jaccard_distances(x[start : start + 4096], fit)
+        idx[start : start + 4096] = d.argmin(axis=1)
+        dist[start : start + 4096] = d.min(axis=1)
+    return idx, dist
 
 
 def cluster_token_sets(
-    sets: list[frozenset[str]], *, threshold: float = 0.5, max_fit: int = 1500
+    sets: list[frozenset[str]],
+    counts: list[int] | None = None,
+    *,
+    threshold: float = 0.5,
+    max_fit: int = 1500,
+    min_count: int | None = None,
 ) -> np.ndarray:
-    """Cluster label per token set (sets are distinct combinations, most frequent first)."""
+    """Cluster label per token set (distinct combinations, most frequent first); -1 = noise.
+
+    Combinations seen at least ``min_count`` times (default: 0.1 % of all failures, at
+    least 2) are clustered (at most ``max_fit``);
+    rarer ones join the nearest cluster when within ``threshold``, otherwise they are
+    clustered among themselves, so that one-off combinations neither blur the frequent
+    patterns (average linkage counts every combination once) nor vanish.
+    """
     n = len(sets)
-    if n == 0:
-        return np.zeros(0, dtype=int)
-    if n == 1:
-        return np.zeros(1, dtype=int)
+    if n <= 1:
+        return np.zeros(n, dtype=int)
+    counts = counts if counts is not None else [2] * n
+    if min_count is None:
+        min_count = max(2, -(-sum(counts) // 1000))
     vocab = {t: i for i, t in enumerate(sorted({t for s in sets for t in s}))}
     rows = [i for i, s in enumerate(sets) for _ in s]
     cols = [vocab[t] for s in sets for t in s]
-    x = sp.csr_matrix((np.ones(len(cols)), (rows, cols)), shape=(n, len(vocab)))
-    fit = x[: min(n, max_fit)]
-    if fit.shape[0] == 1:
-        labels_fit = np.zeros(1, dtype=int)
-    else:
-        from sklearn.cluster import AgglomerativeClustering
-
-        model = AgglomerativeClustering(
-            n_clusters=None, distance_threshold=threshold, metric="precomputed", linkage="average"
-        )
-        labels_fit = model.fit_predict(jaccard_distances(fit, fit))
-    if n <= max_fit:
-        return labels_fit
-    rest = np.empty(n - max_fit, dtype=int)
-    for start in range(max_fit, n, 4096):  # bounded memory: 4096 x max_fit at a time
-        stop = min(n, start + 4096)
-        nearest = jaccard_distances(x[start:stop], fit).argmin(axis=1)
-        rest[start - max_fit : stop - max_fit] = labels_fit[nearest]
-    return np.concatenate([labels_fit, rest])
+    vals = [token_weight(t) ** 0.5 for s in sets for t in s]
+    x = sp.csr_matrix((np.asarray(vals), (rows, cols)), shape=(n, len(vocab)))
+    frequent = [i for i in range(n) if counts[i] >= min_count][:max_fit] or list(range(min(n, max_fit)))
+    labels = np.full(n, -1, dtype=int)
+    labels[frequent] = _agglomerate(x[frequent], threshold)
+    rest = np.setdiff1d(np.arange(n), frequent)
+    if len(rest):
+        idx, dist = _nearest(x[rest], x[frequent])
+        near = dist <= threshold
+        labels[rest[near]] = labels[np.asarray(frequent)[idx[near]]]
+        orphans = rest[~near][:max_fit]
+        if len(orphans):
+            labels[orphans] = _agglomerate(x[orphans], threshold) + labels.max() + 1
+    return labels
 
 
 def _token_sets(combos: pl.DataFrame) -> list[frozenset[str]]:
@@ -193,17 +236,18 @@ def _clusters_for(
     if len(failing) < min_size:
         return []
     combos = failing.group_by(FEATURES).agg(pl.len().alias("n")).sort(["n", *FEATURES], descending=[True] + [False] * len(FEATURES), nulls_last=True)
-    labels = cluster_token_sets(_token_sets(combos), threshold=threshold, max_fit=max_fit)
+    labels = cluster_token_sets(
+        _token_sets(combos), combos["n"].to_list(), threshold=threshold, max_fit=max_fit
+    )
     combos = combos.with_columns(pl.Series("cluster", labels))
     failing = failing.join(combos.select([*FEATURES, "cluster"]), on=list(FEATURES), how="left", nulls_equal=True)
     out = []
     for (cid,), members in failing.partition_by("cluster", as_dict=True).items():
-        if len(members) < min_size:
+        if cid < 0 or len(members) < min_size:
             continue
         label, feats = _label(members, scored)
         route = _mode(members["route"])
-        buckets = {col: _mode(members[col]) for col in BUCKET_FEATURES}
-        fix = suggest_fix(scored, route, buckets)
+        fix = suggest_fix(scored, members, route)
         recent = members.sort("ts", descending=True)["span_id"].head(examples).to_list()
         out.append(
             Cluster(
