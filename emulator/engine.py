@@ -21,12 +21,18 @@ import asyncio
 import hashlib
 import io
 import json
+import threading
 from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from PIL import Image, UnidentifiedImageError
+
+from emulator import answers
+from emulator.ocr import OcrEngine
 from emulator.protocols.common import DecodedImage, ImageRef, sniff_format
+from emulator.vision import profile_for, see
 
 
 @dataclass(frozen=True)
@@ -67,9 +73,7 @@ class Answerer(ABC):
 
 def detect_task(prompt: str, tag: str | None) -> str:
     """The task (``transcribe`` | ``extract`` | ``describe``) from the tag header or the prompt."""
-    from emulator.answers import detect_task as detect
-
-    return detect(prompt, tag)
+    return answers.detect_task(prompt, tag)
 
 
 class InstantAnswerer(Answerer):
@@ -84,28 +88,34 @@ class InstantAnswerer(Answerer):
         if request.task == "extract":
             return json.dumps({"question": prompt_id, "images": seen}, separators=(",", ":"))
         if request.task == "transcribe":
-            return "\n".join(f"[text of image {s}]" for s in seen) or "I cannot read any text in this image."
+            return "\n".join(f"[text of image {s}]" for s in seen) or answers.NO_TEXT
         return f"{len(seen)} image(s) for prompt {prompt_id}: " + "; ".join(seen)
 
 
 class VisionAnswerer(Answerer):
-    """Real OCR at the effective size, through the model's vision profile. One ``OcrEngine``
-    per answerer (it serializes model runs with its own lock and caches results on disk)."""
+    """Real OCR at the effective size, through the model's vision profile.
+
+    One ``OcrEngine`` per worker thread: an engine runs its model one call at a time, so
+    ``ocr_workers`` threads with their own engines read that many images in parallel. They
+    share the disk cache, which is safe across threads and processes."""
 
     mode = "vision"
 
     def __init__(self, cache_dir: str | Path | None = None) -> None:
-        from emulator.ocr import OcrEngine
+        self._cache_dir = cache_dir
+        self._local = threading.local()
 
-        self._ocr = OcrEngine(cache_dir=cache_dir)
+    def _engine(self) -> OcrEngine:
+        engine = getattr(self._local, "engine", None)
+        if engine is None:
+            engine = self._local.engine = OcrEngine(cache_dir=self._cache_dir)
+        return engine
 
     def answer(self, request: AnswerRequest) -> str:
-        from emulator.answers import answer
-        from emulator.vision import profile_for, see
-
         profile = profile_for(request.profile)
-        lines = [line for img in request.images for line in see(img.data, img.effective, profile, self._ocr)]
-        return answer(request.task, request.prompt, lines)
+        engine = self._engine()
+        lines = [line for img in request.images for line in see(img.data, img.effective, profile, engine)]
+        return answers.answer(request.task, request.prompt, lines)
 
 
 def make_answerer(mode: str, cache_dir: str | Path | None = None) -> Answerer:
@@ -122,8 +132,6 @@ def decode_image(ref: ImageRef, data: bytes) -> DecodedImage:
     fmt = sniff_format(data)
     if fmt is None:
         return DecodedImage(ref, data, None)
-    from PIL import Image, UnidentifiedImageError
-
     if fmt in ("heic", "heif"):
         import pillow_heif
 
