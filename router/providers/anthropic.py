@@ -1,10 +1,7 @@
 """Anthropic Messages API <-> OpenAI Chat Completions (providers.md §2.5–2.7, §5).
 
-Up: system/developer messages become top-level ``system``; tool results ride in user turns;
-consecutive same-role turns are merged (the API wants user/assistant alternation); image parts
-become base64 or URL sources; ``max_tokens`` is required, so a default is filled in.
-Down: text blocks are joined, ``tool_use`` blocks become ``tool_calls``, stop reasons are mapped,
-and the prompt total is ``input_tokens + cache_creation_input_tokens + cache_read_input_tokens``
+Up: see :mod:`router.providers.anthropic_request`. Down: text blocks are joined, ``tool_use``
+blocks become ``tool_calls``, stop reasons are mapped, and the prompt total is ``input_tokens + cache_creation_input_tokens + cache_read_input_tokens``
 (``input_tokens`` alone is only the uncached part). In a stream, ``message_delta.usage`` is
 cumulative, so the last value wins; it is never summed.
 """
@@ -31,12 +28,12 @@ from router.providers.base import (
 )
 from router.providers.classify import (
     IMAGE_REJECT_STATUSES,
+    body_excerpt,
     load_error_body,
     lower_headers,
     mentions_image,
     parse_retry_after,
     status_is_retryable,
-    text_of,
 )
 from router.providers.messages import (
     count,
@@ -150,7 +147,7 @@ def parse_response(
 def classify_error(spec: ProviderSpec, status: int, headers: Headers, body: bytes) -> UpstreamError:
     doc = load_error_body(body)
     err = obj(doc.get("error"))
-    return _classify(status, headers, err, text_of(body))
+    return _classify(status, headers, err, body_excerpt(body))
 
 
 def _classify(status: int, headers: Headers, err: Mapping[str, Any], raw: str) -> UpstreamError:

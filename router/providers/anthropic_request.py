@@ -19,9 +19,9 @@ from router.providers.messages import (
     image_ref,
     map_params,
     refuse_n,
+    text_content,
     tool_arguments,
 )
-from router.providers.messages import text_of as text_content
 
 _PARAMS: ParamTable = {
     "max_completion_tokens": ("max_tokens", int),

@@ -82,7 +82,7 @@ def load_error_body(body: bytes) -> dict[str, Any]:
     return doc if isinstance(doc, dict) else {}
 
 
-def text_of(body: bytes, limit: int = 300) -> str:
+def body_excerpt(body: bytes, limit: int = 300) -> str:
     return body[:limit].decode("utf-8", errors="replace").strip()
 
 

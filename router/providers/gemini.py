@@ -1,10 +1,7 @@
 """Gemini generateContent <-> OpenAI Chat Completions (providers.md §3.4–3.6, §5).
 
-Up: ``contents[].parts[]`` with roles user/model, ``inline_data`` for inlined images and
-``file_data`` for URLs, ``systemInstruction``, ``generationConfig`` from a parameter table, our
-``detail`` as ``mediaResolution`` when the model takes it, tools as ``functionDeclarations``.
-Down: text parts joined (thought parts skipped), ``functionCall`` parts become ``tool_calls``
-(ids derived from the response id, since Gemini often sends none), ``thoughtsTokenCount`` is
+Up: see :mod:`router.providers.gemini_request`. Down: text parts joined (thought parts
+skipped), ``functionCall`` parts become ``tool_calls`` (ids derived from the response id, since Gemini often sends none), ``thoughtsTokenCount`` is
 billed as output and ``promptTokensDetails`` IMAGE entries give ``image_tokens``.
 Streams (``?alt=sse``) carry a whole GenerateContentResponse per event and have **no**
 ``[DONE]``: the stream ends when the connection closes, so the caller must call ``finish()``.
@@ -32,12 +29,12 @@ from router.providers.base import (
 )
 from router.providers.classify import (
     IMAGE_REJECT_STATUSES,
+    body_excerpt,
     load_error_body,
     mentions_image,
     parse_duration,
     parse_retry_after,
     status_is_retryable,
-    text_of,
 )
 from router.providers.gemini_request import build_request
 from router.providers.messages import (
@@ -192,7 +189,7 @@ def parse_response(
 def classify_error(spec: ProviderSpec, status: int, headers: Headers, body: bytes) -> UpstreamError:
     doc = load_error_body(body)
     err = obj(doc.get("error"))
-    return _classify(status, headers, err, text_of(body))
+    return _classify(status, headers, err, body_excerpt(body))
 
 
 def _classify(status: int, headers: Headers, err: Mapping[str, Any], raw: str) -> UpstreamError:

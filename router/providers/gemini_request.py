@@ -20,9 +20,9 @@ from router.providers.messages import (
     content_parts,
     image_ref,
     map_params,
+    text_content,
     tool_arguments,
 )
-from router.providers.messages import text_of as text_content
 
 _GENERATION: ParamTable = {
     "max_completion_tokens": ("maxOutputTokens", int),

@@ -50,7 +50,7 @@ def content_parts(content: Any) -> list[JSON]:
     raise InvalidRequest("message content must be a string or a list of parts", param="messages")
 
 
-def text_of(content: Any) -> str:
+def text_content(content: Any) -> str:
     return "".join(p.get("text", "") for p in content_parts(content) if p.get("type") == "text")
 
 

@@ -28,13 +28,13 @@ from router.providers.base import (
 )
 from router.providers.classify import (
     IMAGE_REJECT_STATUSES,
+    body_excerpt,
     load_error_body,
     lower_headers,
     mentions_image,
     parse_retry_after,
     retry_hint_in_message,
     status_is_retryable,
-    text_of,
 )
 from router.providers.messages import count, load_json_body, load_json_event, obj
 
@@ -110,7 +110,7 @@ def parse_response(
 def classify_error(spec: ProviderSpec, status: int, headers: Headers, body: bytes) -> UpstreamError:
     doc = load_error_body(body)
     err = obj(doc.get("error"))
-    return _classify(status, headers, err, text_of(body))
+    return _classify(status, headers, err, body_excerpt(body))
 
 
 def _classify(status: int, headers: Headers, err: Mapping[str, Any], fallback: str) -> UpstreamError:
