@@ -15,7 +15,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -27,7 +27,7 @@ import polars as pl
 from collector.schema import TABLES
 from collector.spend import _SAVINGS as SAVINGS_SQL
 from collector.spend import GROUPINGS, parse_since
-from collector.store import fetch_df, open_store
+from collector.store import StoreNotFoundError, connect, fetch_df, open_store
 
 Source = duckdb.DuckDBPyConnection | str | Path
 Since = str | datetime | date | timedelta | None
@@ -37,6 +37,8 @@ __all__ = [
     "eval_scores_by_route",
     "failure_clusters_latest",
     "image_costs",
+    "notebook_paths",
+    "open_read_only",
     "optimizer_trials",
     "pareto_front",
     "rollout_timeline",
@@ -47,6 +49,37 @@ __all__ = [
     "traffic_by_ruleset",
     "unneeded_detail",
 ]
+
+
+DEFAULT_STORE = Path("demo-out/aperture.duckdb")
+DEFAULT_STUDY_STORAGE = Path("demo-out/optuna.db")
+
+
+def notebook_paths(environ: Mapping[str, str], cwd: Path) -> tuple[Path, str]:
+    """(store, optimizer study storage) for a notebook: ``APERTURE_DB`` / ``APERTURE_OPTUNA_DB``
+    when set, else what ``make demo`` writes, looked up from ``cwd`` and, since Jupyter starts
+    notebooks inside ``notebooks/``, from its parent too."""
+
+    def pick(var: str, default: Path) -> str:
+        if environ.get(var):
+            return environ[var]  # a path or an Optuna storage URL: kept as given
+        for base in (cwd, cwd.parent):
+            if (base / default).exists():
+                return str(base / default)
+        return str(cwd / default)
+
+    return Path(pick("APERTURE_DB", DEFAULT_STORE)), pick("APERTURE_OPTUNA_DB", DEFAULT_STUDY_STORAGE)
+
+
+def open_read_only(path: str | Path) -> tuple[duckdb.DuckDBPyConnection, str | None]:
+    """A read-only connection to the store, or, when the file is missing, an empty in-memory
+    store with the same tables plus a message saying so: notebooks then print "no data"
+    for every section instead of failing on the first cell."""
+    try:
+        return connect(path, read_only=True), None
+    except StoreNotFoundError:
+        message = f"No store at {str(path)!r}: run `make demo` or set APERTURE_DB. Showing an empty store."
+        return connect(":memory:"), message
 
 
 @contextmanager

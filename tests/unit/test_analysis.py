@@ -247,3 +247,33 @@ def test_pareto_front_is_exactly_the_non_dominated_set(points: list[tuple[int, i
         if any(c2 <= c and q2 >= q and (c2, q2) != (c, q) for c2, q2 in points)
     }
     assert front == {(float(c), float(q)) for c, q in points} - dominated
+
+
+def test_notebook_paths_env_then_demo_output_here_or_one_level_up(tmp_path: Path) -> None:
+    nb_dir = tmp_path / "notebooks"
+    nb_dir.mkdir()
+    assert analysis.notebook_paths({}, nb_dir) == (nb_dir / "demo-out/aperture.duckdb", str(nb_dir / "demo-out/optuna.db"))
+    (tmp_path / "demo-out").mkdir()
+    (tmp_path / "demo-out/aperture.duckdb").touch()
+    store, study = analysis.notebook_paths({}, nb_dir)
+    assert store == tmp_path / "demo-out/aperture.duckdb" and study == str(nb_dir / "demo-out/optuna.db")
+    env = {"APERTURE_DB": "/x/a.duckdb", "APERTURE_OPTUNA_DB": "sqlite:////x/o.db"}
+    assert analysis.notebook_paths(env, nb_dir) == (Path("/x/a.duckdb"), "sqlite:////x/o.db")
+
+
+def test_open_read_only_refuses_writes_and_falls_back_to_an_empty_store(store: Path, tmp_path: Path) -> None:
+    conn, message = analysis.open_read_only(store)
+    try:
+        assert message is None
+        assert analysis.table_counts(conn).filter(pl.col("table") == "request_spans")["rows"][0] == 120
+        with pytest.raises(duckdb.Error):
+            conn.execute("DELETE FROM rollouts")
+    finally:
+        conn.close()
+    conn, message = analysis.open_read_only(tmp_path / "absent.duckdb")
+    try:
+        assert message is not None and "absent.duckdb" in message
+        assert analysis.spend_by(conn).height == 0
+    finally:
+        conn.close()
+    assert not (tmp_path / "absent.duckdb").exists()
