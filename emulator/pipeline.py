@@ -120,20 +120,27 @@ def error_response(err: ProtocolError) -> JSONResponse:
 
 
 async def handle(request: Request, proto: ModuleType, path_model: str | None = None,
-                 force_stream: bool | None = None) -> Response:
+                 force_stream: bool | None = None, count: bool = False) -> Response:
     """Answer one provider call on ``proto``'s wire format and log it. ``force_stream`` is set by
-    Gemini's two endpoints (streaming is in the URL there, not in the body)."""
+    Gemini's two endpoints (streaming is in the URL there, not in the body). ``count`` answers a
+    token-count call (Anthropic ``count_tokens``, Gemini ``countTokens``): no faults, no answer."""
     state: EmulatorState = request.app.state.emulator
     entry = LogEntry(state.log.next_seq(), proto.NAME, request.url.path, path_model, False, 0, [], [], [], [], 0,
                      None, request.headers.get("x-aperture-task"))
+    response: Response
     try:
         raw = await request.body()
-        parsed, model = _read(request, proto, raw, path_model, force_stream, entry)
-        fault = await _apply_fault(request, proto, parsed, entry)
-        if fault.kind == "reset":
+        parsed, model = _read(request, proto, raw, path_model, force_stream, entry, count)
+        fault = Fault() if count else await _apply_fault(request, proto, parsed, entry)
+        if count:
+            seen = await _see(state, proto, parsed, model, entry)
+            image_tokens = sum(s.tokens for s in seen)
+            entry.input_tokens = parsed.text_tokens + image_tokens
+            response = JSONResponse(proto.render_count(parsed.text_tokens, image_tokens))
+        elif fault.kind == "reset":
             await _drop_connection(request, abort=True)
             entry.status = 499
-            response: Response = Response(status_code=499)
+            response = Response(status_code=499)
         else:
             seen = await _see(state, proto, parsed, model, entry)
             reply = await _reply(request, parsed, model, seen, raw, entry)
@@ -153,7 +160,7 @@ async def handle(request: Request, proto: ModuleType, path_model: str | None = N
 
 
 def _read(request: Request, proto: ModuleType, raw: bytes, path_model: str | None, force_stream: bool | None,
-          log: LogEntry) -> tuple[ParsedRequest, ModelEntry]:
+          log: LogEntry, count: bool = False) -> tuple[ParsedRequest, ModelEntry]:
     state: EmulatorState = request.app.state.emulator
     if len(raw) > proto.MAX_BODY_BYTES:
         raise proto.too_large()
@@ -162,7 +169,7 @@ def _read(request: Request, proto: ModuleType, raw: bytes, path_model: str | Non
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise proto.invalid_json() from exc
-    parsed: ParsedRequest = proto.parse(body, path_model)
+    parsed: ParsedRequest = proto.parse(proto.count_body(body) if count else body, path_model)
     if force_stream is not None:
         parsed.stream = force_stream
     log.model, log.stream, log.images = parsed.model, parsed.stream, len(parsed.images)

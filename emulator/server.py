@@ -79,11 +79,17 @@ def _protocol_routes(app: FastAPI) -> None:
     async def messages(request: Request) -> Response:
         return await handle(request, anthropic)
 
+    @app.post("/v1/messages/count_tokens")
+    async def count_tokens(request: Request) -> Response:
+        return await handle(request, anthropic, count=True)
+
     @app.post("/v1beta/models/{model_action}")
     async def generate(request: Request, model_action: str) -> Response:
         model, _, action = model_action.rpartition(":")
         if action == "generateContent":
             return await handle(request, gemini, model)
+        if action == "countTokens":
+            return await handle(request, gemini, model, count=True)
         if action == "streamGenerateContent":
             return await handle(request, gemini, model, request.query_params.get("alt") == "sse")
         return error_response(gemini.error(404, f"Method not found: {action}"))

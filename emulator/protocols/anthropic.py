@@ -164,6 +164,15 @@ def parse(body: Any, path_model: str | None = None) -> ParsedRequest:
                          True, max_tokens)
 
 
+def count_body(body: Any) -> Any:
+    """``count_tokens`` takes the Messages body without ``max_tokens``."""
+    return {**body, "max_tokens": body.get("max_tokens", 1)} if isinstance(body, Mapping) else body
+
+
+def render_count(text_tokens: int, image_tokens: int) -> JSON:
+    return {"input_tokens": text_tokens + image_tokens}
+
+
 def check_images(parsed: ParsedRequest, images: list[DecodedImage], entry: ModelEntry) -> None:
     many = len(images) > MANY_IMAGES
     for img in images:

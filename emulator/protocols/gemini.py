@@ -151,6 +151,22 @@ def parse(body: Any, path_model: str | None = None) -> ParsedRequest:
     return ParsedRequest(NAME, path_model or "", prompt, text_tokens(texts), images, False, True, max_out)
 
 
+def count_body(body: Any) -> Any:
+    """``countTokens`` takes ``{"contents": ...}`` or ``{"generateContentRequest": {...}}``."""
+    if isinstance(body, Mapping):
+        inner = get_any(body, "generateContentRequest", "generate_content_request")
+        if isinstance(inner, Mapping):
+            return inner
+    return body
+
+
+def render_count(text_tokens: int, image_tokens: int) -> JSON:
+    details = [{"modality": "TEXT", "tokenCount": text_tokens}]
+    if image_tokens:
+        details.append({"modality": "IMAGE", "tokenCount": image_tokens})
+    return {"totalTokens": text_tokens + image_tokens, "promptTokensDetails": details}
+
+
 def check_images(parsed: ParsedRequest, images: list[DecodedImage], entry: ModelEntry) -> None:
     for img in images:
         declared = MIME_TYPES[img.ref.declared_type or ""]

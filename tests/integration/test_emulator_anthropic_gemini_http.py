@@ -226,3 +226,18 @@ def test_model_lists(http: httpx.Client) -> None:
     assert {m["id"] for m in an["data"]} == {"claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-7"}
     gm = http.get("/v1beta/models", headers=GM_HEADERS).json()
     assert "models/gemini-3-flash" in {m["name"] for m in gm["models"]}
+
+
+def test_count_endpoints_agree_with_billed_usage(http: httpx.Client) -> None:
+    blocks = (an_image(image((1920, 1080))), {"type": "text", "text": "What is the total?"})
+    billed = http.post("/v1/messages", headers=AN_HEADERS, json=an_body(*blocks)).json()["usage"]["input_tokens"]
+    counted = http.post("/v1/messages/count_tokens", headers=AN_HEADERS,
+                        json={"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": list(blocks)}]})
+    assert counted.json() == {"input_tokens": billed}
+    body = gm_body(gm_image(image((1920, 1080))), {"text": "What is the total?"}, mediaResolution="MEDIA_RESOLUTION_LOW")
+    usage = http.post("/v1beta/models/gemini-3-flash:generateContent", headers=GM_HEADERS, json=body).json()["usageMetadata"]
+    gm_count = http.post("/v1beta/models/gemini-3-flash:countTokens", headers=GM_HEADERS,
+                         json={"generateContentRequest": {"model": "models/gemini-3-flash", **body}}).json()
+    assert gm_count == {"totalTokens": usage["promptTokenCount"], "promptTokensDetails": usage["promptTokensDetails"]}
+    assert http.post("/v1/messages/count_tokens", headers={"anthropic-version": "2023-06-01"},
+                     json={"model": "claude-sonnet-4-5", "messages": []}).status_code == 401
