@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.model_selection import KFold
+from threadpoolctl import threadpool_limits
 
 from optimizer.routes import Route
 
@@ -74,9 +75,10 @@ class QualityModel:
         """q[r, i] for every candidate route and image, clipped to [0, 1]."""
         n = len(images)
         out = np.zeros((len(self.routes), n))
-        for r in range(len(self.routes)):
-            X = design_matrix(images, np.full(n, r), self.routes, scale)
-            out[r] = np.clip(self.model.predict(X), 0.0, 1.0)
+        with threadpool_limits(limits=1, user_api="openmp"):
+            for r in range(len(self.routes)):
+                X = design_matrix(images, np.full(n, r), self.routes, scale)
+                out[r] = np.clip(self.model.predict(X), 0.0, 1.0)
         return out
 
 
@@ -92,8 +94,10 @@ def fit_quality_model(
 
     residuals = np.zeros_like(y)
     folds = min(5, max(2, len(y) // 20))
-    for train, test in KFold(folds, shuffle=True, random_state=seed).split(X):
-        m = make().fit(X[train], y[train])
-        residuals[test] = np.clip(m.predict(X[test]), 0, 1) - y[test]
-    final = make().fit(X, y)
+    # One OpenMP thread: on a busy 2-core machine the pool's spin-waits cost more than they save.
+    with threadpool_limits(limits=1, user_api="openmp"):
+        for train, test in KFold(folds, shuffle=True, random_state=seed).split(X):
+            m = make().fit(X[train], y[train])
+            residuals[test] = np.clip(m.predict(X[test]), 0, 1) - y[test]
+        final = make().fit(X, y)
     return QualityModel(list(routes), final, float(np.mean(np.abs(residuals))), float(np.mean(residuals)), len(y))

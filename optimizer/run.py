@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,13 @@ from optimizer import ope
 from optimizer.data import Observations, load_observations
 from optimizer.quality import ImageTable, QualityModel, fit_quality_model
 from optimizer.report import TradeOff, plot_front, trade_off
-from optimizer.routes import Route, candidate_routes, effective_scale_matrix, image_tokens_matrix, route_costs
+from optimizer.routes import (
+    Route,
+    candidate_routes,
+    effective_scale_matrix,
+    image_tokens_matrix,
+    route_costs,
+)
 from optimizer.search import Matrices, SearchResult, evaluate, run_search
 from optimizer.space import Policy, SearchSpace, assign, build_params, to_ruleset
 from router.rules import Ruleset, Target, dump_ruleset
@@ -146,7 +152,7 @@ def optimize(
     space = SearchSpace.from_data(routes, images.text_height, long_side, fallback=fallback)
     strong = int(np.bincount(taken[taken_ok]).argmax()) if taken_ok.any() else int(quality.mean(axis=1).argmax())
     seeds = [{"n_text_cuts": 0, "n_side_cuts": 0, "route_0": routes[strong].key, "route_unknown_text": routes[strong].key}]
-    name = study_name or f"aperture-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"
+    name = study_name or f"aperture-{datetime.now(UTC):%Y%m%dT%H%M%S}"
     result = run_search(
         space, m, baseline_quality=baseline_quality, baseline_cost=float(cost[strong].mean()), tolerance=tolerance,
         trials=trials, seed=seed, storage=storage, study_name=name, seeds=seeds, progress=progress,

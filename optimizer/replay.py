@@ -1,0 +1,163 @@
+"""``aperture replay``: fill the image × route quality matrix by resending stored images.
+
+A stratified sample of logged requests (by size bucket, text-height bucket and task) is sent
+again through the gateway to every candidate route, naming the model and detail explicitly
+and tagged ``x-aperture-replay: 1`` so it never counts as user traffic. Prompts come from the
+captured request content and image bytes from the content-addressed blob store, so replay
+needs both to have been enabled (``telemetry.capture_content`` and ``telemetry.blob_dir``).
+The replayed requests are traced like any other and scored by ``aperture eval``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import polars as pl
+
+from collector.store import fetch_df, open_store
+from optimizer.routes import Route
+from router.images.sniff import sniff
+
+_SAMPLE_SQL = """
+SELECT r.span_id, r.trace_id, r.task, r.reference_id, r.input_text, r.route,
+       i.sha256, i.width, i.height, i.text_height_px, i.format
+FROM request_spans r
+JOIN image_spans i ON i.request_span_id = r.span_id AND i.trace_id = r.trace_id
+WHERE r.status = 'ok' AND NOT coalesce(r.replay, false) AND r.input_text IS NOT NULL AND r.n_images = 1
+"""
+
+
+class ReplayError(Exception):
+    """Replay cannot run: the message says what is missing."""
+
+
+@dataclass(frozen=True)
+class ReplayItem:
+    span_id: str
+    sha256: str
+    task: str | None
+    reference_id: str | None
+    messages: list[dict[str, Any]]
+
+
+@dataclass
+class ReplaySummary:
+    sampled: int
+    routes: list[str]
+    sent: int
+    failed: int
+    errors: dict[str, int]
+
+
+def stratified_sample(df: pl.DataFrame, n: int, seed: int = 0) -> pl.DataFrame:
+    """Up to ``n`` rows spread evenly over (size bucket, text-height bucket, task) strata."""
+    if df.height <= n:
+        return df
+    long_side = pl.max_horizontal("width", "height")
+    strata = df.with_columns(
+        pl.when(long_side <= 512).then(pl.lit("s")).when(long_side <= 1024).then(pl.lit("m")).when(long_side <= 2048).then(pl.lit("l")).otherwise(pl.lit("xl")).alias("_size"),
+        pl.when(pl.col("text_height_px").is_null()).then(pl.lit("none"))
+        .when(pl.col("text_height_px") < 10).then(pl.lit("<10"))
+        .when(pl.col("text_height_px") < 16).then(pl.lit("10-16"))
+        .when(pl.col("text_height_px") < 24).then(pl.lit("16-24")).otherwise(pl.lit(">=24")).alias("_text"),
+    ).sample(fraction=1.0, shuffle=True, seed=seed)
+    strata = strata.with_columns(pl.int_range(pl.len()).over("_size", "_text", "task").alias("_rank"))
+    return strata.sort("_rank", "span_id").head(n).drop("_size", "_text", "_rank")
+
+
+def load_items(db: str | Path, blob_dir: Path, n: int, seed: int = 0) -> list[ReplayItem]:
+    with open_store(db, read_only=True) as conn:
+        df = fetch_df(conn, _SAMPLE_SQL)
+    if df.height == 0:
+        raise ReplayError(
+            "no replayable requests: enable telemetry.capture_content and telemetry.blob_dir, then send traffic"
+        )
+    df = df.unique(subset=["sha256", "task"], keep="first", maintain_order=True)
+    items = []
+    for row in stratified_sample(df, n, seed).iter_rows(named=True):
+        path = blob_dir / row["sha256"][:2] / row["sha256"]
+        if not path.is_file():
+            continue
+        data = path.read_bytes()
+        mime = sniff(data[:65536]).mime
+        messages = json.loads(row["input_text"])
+        url = f"data:{mime};base64,{base64.b64encode(data).decode()}"
+        for message in messages:
+            content = message.get("content")
+            if isinstance(content, list):
+                for k, part in enumerate(content):
+                    if isinstance(part, dict) and part.get("type") == "image" and part.get("sha256") == row["sha256"]:
+                        content[k] = {"type": "image_url", "image_url": {"url": url}}
+        items.append(ReplayItem(row["span_id"], row["sha256"], row["task"], row["reference_id"], messages))
+    if not items:
+        raise ReplayError(f"the sampled images are missing from the blob store {blob_dir}")
+    return items
+
+
+def _with_detail(messages: list[dict[str, Any]], detail: str) -> list[dict[str, Any]]:
+    out = json.loads(json.dumps(messages))
+    for message in out:
+        content = message.get("content")
+        if isinstance(content, list):
+            for part in content:
+                if isinstance(part, dict) and part.get("type") == "image_url":
+                    part["image_url"]["detail"] = detail
+    return out
+
+
+def replay(
+    gateway_url: str,
+    items: Sequence[ReplayItem],
+    routes: Sequence[Route],
+    *,
+    api_key: str = "replay",
+    concurrency: int = 4,
+    timeout_s: float = 300.0,
+    progress: Callable[[int, int], None] | None = None,
+    transport: httpx.BaseTransport | None = None,
+) -> ReplaySummary:
+    """Send every item to every route through the gateway (explicit model and detail)."""
+    jobs = [(item, route) for item in items for route in routes]
+    errors: dict[str, int] = {}
+    done = 0
+    client = httpx.Client(base_url=gateway_url, timeout=timeout_s, transport=transport,
+                          headers={"authorization": f"Bearer {api_key}", "x-aperture-replay": "1"})
+
+    def send(job: tuple[ReplayItem, Route]) -> str | None:
+        item, route = job
+        headers = {}
+        if item.task:
+            headers["x-aperture-task"] = item.task
+        if item.reference_id:
+            headers["x-aperture-reference-id"] = item.reference_id
+        body = {"model": route.model, "messages": _with_detail(item.messages, route.detail)}
+        try:
+            r = client.post("/v1/chat/completions", json=body, headers=headers)
+        except httpx.HTTPError as exc:
+            return type(exc).__name__
+        if r.status_code >= 400:
+            try:
+                return str(r.json()["error"]["code"])
+            except (ValueError, KeyError, TypeError):
+                return f"http_{r.status_code}"
+        return None
+
+    try:
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            for outcome in pool.map(send, jobs):
+                done += 1
+                if outcome is not None:
+                    errors[outcome] = errors.get(outcome, 0) + 1
+                if progress is not None:
+                    progress(done, len(jobs))
+    finally:
+        client.close()
+    failed = sum(errors.values())
+    return ReplaySummary(len(items), [r.key for r in routes], len(jobs) - failed, failed, errors)
