@@ -134,3 +134,11 @@ def test_renderers(conn: duckdb.DuckDBPyConnection) -> None:
     text = console.export_text()
     assert "Image spend by team" in text and "saveable at low detail" in text
     assert "Costliest images" in text and to_table(report).row_count == 2
+
+
+def test_missing_values_group_as_unknown(conn: duckdb.DuckDBPyConnection) -> None:
+    insert_rows(conn, "image_spans", [{"trace_id": "t", "span_id": "z", "cost_usd": 0.5}])
+    for by in ("model", "team", "day", "detail", "size"):
+        report = spend_report(conn, by=by)
+        assert report.groups[0].key == "unknown" and report.groups[0].spend_usd == 0.5, by
+    assert spend_report(conn).unneeded_detail.images == 3  # the bare row is not counted
