@@ -51,6 +51,8 @@ _ID_PREFIX = {"openai": ("chatcmpl-", 29), "anthropic": ("msg_", 24), "gemini": 
 
 @dataclass
 class EmulatorState:
+    """Everything one emulator app holds: its model table, answer engine, faults and log."""
+
     models: dict[str, ModelEntry]
     engine: Engine
     mode: str
@@ -66,7 +68,10 @@ async def _drop_connection(request: Request, *, abort: bool) -> None:
     transport = getattr(getattr(request.scope.get("emulator.send"), "__self__", None), "transport", None)
     if transport is None:
         raise RuntimeError("this server does not expose its transport; cannot drop the connection")
-    transport.abort() if abort else transport.close()
+    if abort:
+        transport.abort()
+    else:
+        transport.close()
     for _ in range(3):  # let connection_lost run so the server stops writing to the socket
         await asyncio.sleep(0)
 
