@@ -8,9 +8,10 @@ evaluator's version re-scores everything and re-runs are free.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ import duckdb
 import pyarrow as pa
 
 from evals.base import EvalCase, Evaluator, ImageInfo, Reference
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -28,8 +31,8 @@ class BlobLoader:
     sha256: str
 
     def __call__(self) -> bytes | None:
-        if len(self.sha256) < 3 or "/" in self.sha256 or "\\" in self.sha256:
-            return None
+        if not _SHA256.fullmatch(self.sha256):
+            return None  # never let a stored value walk out of the blob root
         try:
             return (self.root / self.sha256[:2] / self.sha256).read_bytes()
         except FileNotFoundError:
@@ -81,8 +84,13 @@ def prompt_text(input_text: str | None) -> str | None:
     return text or None
 
 
+def naive_utc(ts: datetime) -> datetime:
+    """Store timestamps are naive UTC; an aware bound is converted, a naive one taken as UTC."""
+    return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo is not None else ts
+
+
 def _since_clause(since: datetime | None) -> tuple[str, list[Any]]:
-    return ("AND rs.ts >= ?", [since]) if since is not None else ("", [])
+    return ("AND rs.ts >= ?", [naive_utc(since)]) if since is not None else ("", [])
 
 
 def select_pending(

@@ -30,6 +30,7 @@ import scipy.sparse as sp
 
 from collector.schema import utc_now
 from collector.store import insert_rows, open_store
+from evals.cases import naive_utc
 from evals.cluster_features import FEATURES, add_features, load_scored
 from evals.cluster_fix import RouteFix, suggest_fix
 
@@ -217,6 +218,8 @@ def find_failure_clusters(
     """Clusters of failing scores (largest first), per evaluator."""
     if isinstance(since, timedelta):
         since = utc_now() - since
+    elif since is not None:
+        since = naive_utc(since)
     with open_store(db_path, read_only=True) as conn:
         df = load_scored(conn, since=since)
     if evaluators is not None:
