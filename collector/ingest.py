@@ -153,7 +153,8 @@ class SpanWriter(_Worker):
                 return
             except Exception as exc:
                 last = exc
-                time.sleep(0.1 * 2**attempt)
+                if attempt + 1 < self.max_attempts:
+                    time.sleep(0.1 * 2**attempt)
         log.error("dropping %d received spans: %s", n_spans, last)
         self.counters.add("spans_dropped", n_spans)
         try:

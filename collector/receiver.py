@@ -31,6 +31,7 @@ from fastapi import FastAPI, Request, Response
 from google.rpc import status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from collector.ingest import Counters, Forwarder, SpanWriter
 from collector.otlp import OtlpDecodeError, decode_protobuf, from_otlp_json
@@ -69,14 +70,15 @@ def decode_body(
 ) -> tuple[dict[str, list[dict[str, Any]]], int, bytes]:
     """Body → (rows per table, span count, inflated body for forwarding). Runs off the loop."""
     raw = inflate(body, encoding, limit)
-    if content_type == PROTOBUF:
-        spans = decode_protobuf(raw)
-    else:
-        try:
-            parsed = json.loads(raw)
-        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-            raise OtlpDecodeError(f"undecodable JSON: {exc}") from exc
-        spans = from_otlp_json(parsed)
+    try:
+        if content_type == PROTOBUF:
+            spans = decode_protobuf(raw)
+        else:
+            spans = from_otlp_json(json.loads(raw))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        if isinstance(exc, OtlpDecodeError):
+            raise
+        raise OtlpDecodeError(f"undecodable body: {type(exc).__name__}") from exc
     return spans_to_rows(spans), len(spans), raw
 
 
@@ -171,10 +173,13 @@ class Receiver:
             if int(declared) > self.max_body_bytes:
                 return self._refuse(413, "body too large", reply_type)
         body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > self.max_body_bytes:
-                return self._refuse(413, "body too large", reply_type)
+        try:
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > self.max_body_bytes:
+                    return self._refuse(413, "body too large", reply_type)
+        except ClientDisconnect:
+            return self._refuse(400, "client disconnected before the body ended", reply_type)
         try:
             rows, n_spans, raw = await run_in_threadpool(
                 decode_body, bytes(body), content_type, encoding, self.max_body_bytes

@@ -108,7 +108,9 @@ def db(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("compression", [Compression.NoCompression, Compression.Gzip])
+@pytest.mark.parametrize(
+    "compression", [Compression.NoCompression, Compression.Gzip, Compression.Deflate]
+)
 def test_official_otlp_exporter_rows_arrive_intact(db: Path, compression: Compression) -> None:
     app = create_receiver_app(db)
     with serving(app) as url:
@@ -145,7 +147,11 @@ def test_json_body_with_hex_and_base64_ids(db: Path) -> None:
     app = create_receiver_app(db)
     with serving(app) as url:
         first = httpx.post(f"{url}/v1/traces", json=message)
-        second = httpx.post(f"{url}/v1/traces", json=hex_body)
+        second = httpx.post(
+            f"{url}/v1/traces",
+            content=gzip.compress(json.dumps(hex_body).encode()),
+            headers={"Content-Type": "application/json; charset=utf-8", "Content-Encoding": "gzip"},
+        )
         assert app.state.receiver.flush(20)
     assert first.status_code == 200 and first.json() == {}
     assert second.status_code == 200 and second.headers["content-type"].startswith(
@@ -315,3 +321,39 @@ def test_empty_request_is_accepted(db: Path) -> None:
         empty = ExportTraceServiceRequest().SerializeToString()
         assert httpx.post(f"{url}/v1/traces", content=empty, headers=PROTOBUF).status_code == 200
         assert httpx.get(f"{url}/healthz").status_code == 200
+
+
+SERVE = """
+import sys
+from collector.receiver import serve_receiver
+serve_receiver(sys.argv[1], host="127.0.0.1", port=int(sys.argv[2]))
+"""
+
+
+def test_serve_receiver_runs_uvicorn(tmp_path: Path) -> None:
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    db = tmp_path / "served.duckdb"
+    server = subprocess.Popen(
+        [sys.executable, "-c", SERVE, str(db), str(port)],
+        cwd=Path(__file__).resolve().parents[2],
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and server.poll() is None
+                time.sleep(0.1)
+        body = encode_spans(image_spans(3)).SerializeToString()
+        assert httpx.post(f"{url}/v1/traces", content=body, headers=PROTOBUF).status_code == 200
+    finally:
+        server.terminate()  # uvicorn drains the writer queue on shutdown
+        server.wait(30)
+    assert count(db) == 3
