@@ -55,7 +55,8 @@ def serve(
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = load_config(config)
-    gateway_app = build_gateway_app(cfg, db_path=default_db_path(db) if db or cfg.telemetry.db_path else None, rules_store=rules_store)
+    db_path = db or cfg.resolve_path(cfg.telemetry.db_path)
+    gateway_app = build_gateway_app(cfg, db_path=db_path, rules_store=rules_store)
     uvicorn.run(gateway_app, host=host, port=port, log_level="warning", access_log=False)
 
 
