@@ -109,7 +109,7 @@ def extract_field(question: str, lines: list[OcrLine]) -> str | None:
     return tidy(spec.key, value) if value else None
 
 
-def _find(spec: FieldSpec, lines: list[OcrLine]) -> str | None:
+def _find(spec: FieldSpec, lines: list[OcrLine], labelled_only: bool = False) -> str | None:
     texts = [ln.text for ln in lines]
     if spec.heading:
         return texts[0]
@@ -125,7 +125,7 @@ def _find(spec: FieldSpec, lines: list[OcrLine]) -> str | None:
             if value:
                 return value
     rx = spec.regex()
-    if rx is not None:  # no label seen: the first value of the right shape
+    if rx is not None and not labelled_only:  # no label seen: the first value of that shape
         for text in texts:
             m = rx.search(text)
             if m:
@@ -133,19 +133,24 @@ def _find(spec: FieldSpec, lines: list[OcrLine]) -> str | None:
     return None
 
 
-KIND_HINTS = (("invoice", ("invoice",)), ("contract", ("agreement", "hereinafter", "party")),
-              ("receipt", ("subtotal", "visa", "thank you for shopping", "tel ")),
-              ("form", (" form", "please print", "signature")),
-              ("report", ("report", "summary", "quarterly")),
-              ("app screenshot", ("dashboard", "settings", "orders", "save", "cancel")),
-              ("slide", ("- ",)))
+KIND_HINTS: dict[str, tuple[str, ...]] = {
+    "invoice": ("invoice", "bill to", "due date", "unit price"),
+    "contract": ("agreement", "parties", "party", "shall", "governing law", "liability"),
+    "receipt": ("subtotal", "visa", "thank you for shopping", "tel ", "cash", "change due"),
+    "form": (" form", "please print", "signature", "date of birth", "full name"),
+    "report": ("report", "quarterly", "variance", "inventory", "budget"),
+    "app screenshot": ("dashboard", "settings", "orders", "save", "cancel", "customers"),
+}
 
 
 def guess_kind(texts: list[str]) -> str:
+    """The kind whose keywords occur most often; bullets make a slide, a few lines a sign."""
     blob = " ".join(texts).lower()
-    for kind, words in KIND_HINTS:
-        if any(w in blob for w in words):
-            return kind
+    scores = {k: sum(blob.count(w) for w in words) for k, words in KIND_HINTS.items()}
+    scores["slide"] = 2 * sum(t.startswith(("- ", "• ")) for t in texts)
+    best = max(scores, key=lambda k: scores[k])
+    if scores[best] > 0:
+        return best
     return "sign" if len(texts) <= 3 else "document"
 
 
@@ -158,9 +163,11 @@ def describe(lines: list[OcrLine]) -> str:
     parts = [f'{article} {kind} with {len(texts)} line{"s" if len(texts) != 1 else ""} of text, '
              f'headed "{texts[0]}".']
     facts = []
-    for key in ("total", "date", "invoice_number", "order_number", "email", "phone"):
-        value = extract_field(FIELDS[key].question, lines)
-        if value and value != texts[0]:
+    for key in ("total", "date", "invoice_number", "order_number", "agreement_number",
+                "effective_date", "email", "phone"):
+        found = _find(FIELDS[key], lines, labelled_only=True)
+        value = tidy(key, found) if found else None
+        if value and value not in texts[0]:
             facts.append(f"{key.replace('_', ' ')} {value}")
         if len(facts) == 3:
             break

@@ -84,7 +84,7 @@ def generate_item(kind: str, seed: int, index: int, **overrides: Any) -> Generat
     }
 
     if spec.effect == "sign":
-        budget = 3 if rng.random() < 0.7 else 2
+        budget = rng.choice((1, 2, 2, 3, 3, 3))
         doc = builder(rng, budget)
         plate = render(doc, font_px, (0, 0))
         size = (max(target[0], round(plate.image.width / 0.8)),

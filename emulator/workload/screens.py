@@ -104,9 +104,10 @@ def dashboard(rng: random.Random, budget: int) -> Doc:
 
 
 SIGN_NAMES = ("Corner Cafe", "Main Street Bakery", "City Hardware", "Blue Door Books",
-              "Sunrise Diner", "Harbor Fish Market", "Green Leaf Pharmacy", "Oak Street Tailor")
+              "Sunrise Diner", "Harbor Fish Market", "Green Leaf Pharmacy", "Oak Street Tailor",
+              "Deli 21", "Tacos", "Pizza", "Bakery", "Books", "Florist")
 SIGN_TAGLINES = ("OPEN 7 DAYS", "FRESH COFFEE", "SINCE 1987", "WALK-INS WELCOME", "NOW HIRING",
-                 "FREE WIFI", "OPEN 24 HOURS")
+                 "FREE WIFI", "OPEN 24 HOURS", "OPEN", "EXIT", "SALE")
 
 
 def sign(rng: random.Random, budget: int) -> Doc:
@@ -115,8 +116,9 @@ def sign(rng: random.Random, budget: int) -> Doc:
     plate = rng.choice(((250, 245, 230), (30, 60, 40), (120, 20, 30), (20, 30, 70)))
     light = sum(plate) > 400
     ink = (25, 25, 25) if light else (250, 250, 240)
-    blocks = [row(Seg(name, align="center", bold=True, scale=1.2)),
-              row(Seg(rng.choice(SIGN_TAGLINES), align="center", scale=0.8))]
+    blocks = [row(Seg(name, align="center", bold=True, scale=1.2))]
+    if budget >= 2:
+        blocks.append(row(Seg(rng.choice(SIGN_TAGLINES), align="center", scale=0.8)))
     if budget >= 3:
         blocks.append(row(Seg(f"Call {fields['phone']}", align="center", scale=0.7)))
     return Doc(blocks, fields, Theme(background=plate, ink=ink, muted=ink), line_spacing=1.5)

@@ -120,3 +120,15 @@ def test_answers_are_deterministic_for_any_input(texts: list[str], prompt: str) 
     lines = lines_of(*texts)
     for task in ("transcribe", "extract", "describe"):
         assert answer(task, prompt, lines) == answer(task, prompt, lines)
+
+
+@pytest.mark.parametrize("kind, guess", [
+    ("invoice", "invoice"), ("receipt", "receipt"), ("form", "form"), ("table", "report"),
+    ("slide", "slide"), ("ui_screenshot", "app screenshot"), ("screenshot_4k", "app screenshot"),
+    ("sign_photo", "sign"), ("contract", "contract"),
+])
+def test_describe_guesses_the_kind_of_generated_pages(kind: str, guess: str) -> None:
+    rec = generate_item(kind, seed=4, index=2, format="png").record
+    text = answer("describe", "Describe this image briefly.", lines_of(*rec["lines"]))
+    assert text.split(" with ")[0].split(" ", 1)[1] == guess
+    assert f'headed "{rec["lines"][0]}"' in text
