@@ -53,7 +53,9 @@ def _loader(data: bytes) -> Callable[[], bytes]:
     return lambda: data
 
 
-def build_cases(items: int, answers: int, seed: int, all_kinds: bool) -> tuple[list[EvalCase], list[EvalCase]]:
+def build_cases(
+    items: int, answers: int, seed: int, all_kinds: bool
+) -> tuple[list[EvalCase], list[EvalCase]]:
     """(reference cases, reference-free cases) over the same answers."""
     rng = random.Random(seed)
     kinds = [k for k in plan(items * 3, seed) if all_kinds or k not in SKIP_KINDS][:items]
@@ -61,8 +63,20 @@ def build_cases(items: int, answers: int, seed: int, all_kinds: bool) -> tuple[l
     for i, kind in enumerate(kinds):
         item = generate_item(kind, seed, i)
         rec = item.record
-        ref = Reference(rec["id"], text=rec["text"], lines=rec["lines"], fields=rec["fields"], qa=rec["qa"], task=rec["task"])
-        image = ImageInfo(sha256=rec["sha256"], width=rec["width"], height=rec["height"], loader=_loader(item.data))
+        ref = Reference(
+            rec["id"],
+            text=rec["text"],
+            lines=rec["lines"],
+            fields=rec["fields"],
+            qa=rec["qa"],
+            task=rec["task"],
+        )
+        image = ImageInfo(
+            sha256=rec["sha256"],
+            width=rec["width"],
+            height=rec["height"],
+            loader=_loader(item.data),
+        )
         for j in range(answers):
             level = LEVELS[j % len(LEVELS)]
             if rec["task"] == "extract" and rec["qa"]:
@@ -70,21 +84,38 @@ def build_cases(items: int, answers: int, seed: int, all_kinds: bool) -> tuple[l
             else:
                 answer = corrupt(rec["text"], level, rng)
             span = f"{i * answers + j + 1:016x}"
-            common = dict(trace_id="0" * 32, span_id=span, task=rec["task"], prompt=rec["prompt"], answer=answer, images=(image,))
+            common = dict(
+                trace_id="0" * 32,
+                span_id=span,
+                task=rec["task"],
+                prompt=rec["prompt"],
+                answer=answer,
+                images=(image,),
+            )
             with_ref.append(EvalCase(**common, reference_id=rec["id"], reference=ref))  # type: ignore[arg-type]
             without.append(EvalCase(**common))  # type: ignore[arg-type]
     return with_ref, without
 
 
 def rate(cases: list[EvalCase], cache_dir: Path) -> dict[str, float]:
-    evaluators = [OcrFaithfulness(cache_dir=cache_dir), FieldAccuracy(), Grounding(cache_dir=cache_dir)]
+    evaluators = [
+        OcrFaithfulness(cache_dir=cache_dir),
+        FieldAccuracy(),
+        Grounding(cache_dir=cache_dir),
+    ]
     wall, cpu = time.perf_counter(), time.process_time()
     n = 0
     for case in cases:
         for ev in evaluators:
             n += len(safe_evaluate(ev, case))
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    return {"evaluations": n, "wall_s": wall, "cpu_s": cpu, "per_s_wall": n / wall, "per_s_cpu": n / max(cpu, 1e-9)}
+    return {
+        "evaluations": n,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "per_s_wall": n / wall,
+        "per_s_cpu": n / max(cpu, 1e-9),
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
@@ -101,7 +132,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         results["reference"] = rate(with_ref, cache)
         results["reference_free_cold"] = rate(without, cache)
         results["reference_free_warm"] = rate(without, cache)
-    print(f"{len(with_ref)} cases over {args.items} images, 3 evaluators each, one process (per core)")
+    print(
+        f"{len(with_ref)} cases over {args.items} images, 3 evaluators each, one process (per core)"
+    )
     for mode, r in results.items():
         print(
             f"{mode:22s} {r['evaluations']:5.0f} evaluations  {r['per_s_wall']:9.1f}/s wall"

@@ -105,7 +105,10 @@ def select_pending(
     if not evaluators:
         return []
     ev_rows = pa.table(
-        {"evaluator": [e.name for e in evaluators], "evaluator_version": [e.version for e in evaluators]}
+        {
+            "evaluator": [e.name for e in evaluators],
+            "evaluator_version": [e.version for e in evaluators],
+        }
     )
     conn.register("_aperture_evs", ev_rows)
     since_sql, params = _since_clause(since)
@@ -132,22 +135,54 @@ def select_pending(
         conn.unregister("_aperture_evs")
     images = _images(conn, [(r[1], r[2]) for r in rows], blob_dir)
     out = []
-    for (evs, trace_id, span_id, task, model, route, status, error_type, ref_id, input_text,
-         output_text, r_id, r_kind, r_task, r_text, r_lines, r_fields, r_qa, r_sha) in rows:
+    for (
+        evs,
+        trace_id,
+        span_id,
+        task,
+        model,
+        route,
+        status,
+        error_type,
+        ref_id,
+        input_text,
+        output_text,
+        r_id,
+        r_kind,
+        r_task,
+        r_text,
+        r_lines,
+        r_fields,
+        r_qa,
+        r_sha,
+    ) in rows:
         imgs = images.get((trace_id, span_id), ())
         reference = None
         if r_id is not None:
             lines = _json(r_lines)
             reference = Reference(
-                reference_id=r_id, text=r_text, lines=lines if isinstance(lines, list) else None,
-                fields=_json(r_fields), qa=_json(r_qa), kind=r_kind, task=r_task, image_sha256=r_sha,
+                reference_id=r_id,
+                text=r_text,
+                lines=lines if isinstance(lines, list) else None,
+                fields=_json(r_fields),
+                qa=_json(r_qa),
+                kind=r_kind,
+                task=r_task,
+                image_sha256=r_sha,
             )
         case = EvalCase(
-            trace_id=trace_id, span_id=span_id,
+            trace_id=trace_id,
+            span_id=span_id,
             task=task or next((t for t in (i[1] for i in imgs) if t), None) or r_task,
-            prompt=prompt_text(input_text), answer=output_text, reference_id=ref_id,
-            reference=reference, images=tuple(i[0] for i in imgs), model=model, route=route,
-            status=status, error_type=error_type,
+            prompt=prompt_text(input_text),
+            answer=output_text,
+            reference_id=ref_id,
+            reference=reference,
+            images=tuple(i[0] for i in imgs),
+            model=model,
+            route=route,
+            status=status,
+            error_type=error_type,
         )
         out.append(PendingCase(case, tuple(evs)))
     return out
@@ -158,7 +193,10 @@ def _images(
 ) -> dict[tuple[str, str], tuple[tuple[ImageInfo, str | None], ...]]:
     if not keys:
         return {}
-    conn.register("_aperture_keys", pa.table({"trace_id": [k[0] for k in keys], "span_id": [k[1] for k in keys]}))
+    conn.register(
+        "_aperture_keys",
+        pa.table({"trace_id": [k[0] for k in keys], "span_id": [k[1] for k in keys]}),
+    )
     try:
         rows = conn.execute(
             """SELECT i.trace_id, i.request_span_id, i.sha256, i.width, i.height, i.format,

@@ -55,7 +55,9 @@ _PATTERNS: list[tuple[Kind, re.Pattern[str]]] = [
     ),
     (
         "number",
-        re.compile(r"(?<![\w.,])[-\u2212]?[$\u20ac\u00a3\u00a5]?\s?\d[\d,.\u00a0']*\d%?|(?<![\w.,])\d\d%?"),
+        re.compile(
+            r"(?<![\w.,])[-\u2212]?[$\u20ac\u00a3\u00a5]?\s?\d[\d,.\u00a0']*\d%?|(?<![\w.,])\d\d%?"
+        ),
     ),
 ]
 _NAME = re.compile(
@@ -173,7 +175,11 @@ DATE_ANY = re.compile(
 
 def date_candidates(raw: str) -> set[str]:
     """ISO dates ``raw`` may denote (both readings when day/month order is ambiguous)."""
-    s = raw.lower().replace(",", " ").replace(".", " ") if not re.match(r"^\d+\.\d+\.\d+$", raw) else raw
+    s = (
+        raw.lower().replace(",", " ").replace(".", " ")
+        if not re.match(r"^\d+\.\d+\.\d+$", raw)
+        else raw
+    )
     found = re.findall(r"\d+", s)
     if any(len(x) > 4 for x in found):
         return set()

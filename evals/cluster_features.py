@@ -15,16 +15,30 @@ import duckdb
 import numpy as np
 import polars as pl
 
-FEATURES = ("f_model", "f_detail", "f_size", "f_aspect", "f_format", "f_task", "f_text", "f_term1", "f_term2")
+FEATURES = (
+    "f_model",
+    "f_detail",
+    "f_size",
+    "f_aspect",
+    "f_format",
+    "f_task",
+    "f_text",
+    "f_term1",
+    "f_term2",
+)
 BUCKET_FEATURES = ("f_size", "f_text")  # what a suggested fix must match
 
 
 def size_bucket(long_side: pl.Expr) -> pl.Expr:
     return (
-        pl.when(long_side.is_null()).then(None)
-        .when(long_side < 512).then(pl.lit("size<512px"))
-        .when(long_side < 1024).then(pl.lit("size 512-1024px"))
-        .when(long_side < 2048).then(pl.lit("size 1024-2048px"))
+        pl.when(long_side.is_null())
+        .then(None)
+        .when(long_side < 512)
+        .then(pl.lit("size<512px"))
+        .when(long_side < 1024)
+        .then(pl.lit("size 512-1024px"))
+        .when(long_side < 2048)
+        .then(pl.lit("size 1024-2048px"))
         .otherwise(pl.lit("size>=2048px"))
     )
 
@@ -32,11 +46,16 @@ def size_bucket(long_side: pl.Expr) -> pl.Expr:
 def aspect_bucket(w: pl.Expr, h: pl.Expr) -> pl.Expr:
     r = w.cast(pl.Float64) / h.cast(pl.Float64)
     return (
-        pl.when(w.is_null() | h.is_null() | (h <= 0)).then(None)
-        .when(r < 0.6).then(pl.lit("aspect tall"))
-        .when(r < 0.9).then(pl.lit("aspect portrait"))
-        .when(r <= 1.1).then(pl.lit("aspect square"))
-        .when(r <= 2.0).then(pl.lit("aspect landscape"))
+        pl.when(w.is_null() | h.is_null() | (h <= 0))
+        .then(None)
+        .when(r < 0.6)
+        .then(pl.lit("aspect tall"))
+        .when(r < 0.9)
+        .then(pl.lit("aspect portrait"))
+        .when(r <= 1.1)
+        .then(pl.lit("aspect square"))
+        .when(r <= 2.0)
+        .then(pl.lit("aspect landscape"))
         .otherwise(pl.lit("aspect wide"))
     )
 
@@ -44,16 +63,24 @@ def aspect_bucket(w: pl.Expr, h: pl.Expr) -> pl.Expr:
 def text_bucket(px: pl.Expr) -> pl.Expr:
     """The text-height buckets of the brief: <10, 10-16, 16-24, >=24 px."""
     return (
-        pl.when(px.is_null() | px.is_nan()).then(None)
-        .when(px < 10).then(pl.lit("text<10px"))
-        .when(px < 16).then(pl.lit("text 10-16px"))
-        .when(px < 24).then(pl.lit("text 16-24px"))
+        pl.when(px.is_null() | px.is_nan())
+        .then(None)
+        .when(px < 10)
+        .then(pl.lit("text<10px"))
+        .when(px < 16)
+        .then(pl.lit("text 10-16px"))
+        .when(px < 24)
+        .then(pl.lit("text 16-24px"))
         .otherwise(pl.lit("text>=24px"))
     )
 
 
 def _prefixed(prefix: str, col: str) -> pl.Expr:
-    return pl.when(pl.col(col).is_null()).then(None).otherwise(pl.lit(prefix) + pl.col(col).cast(pl.Utf8))
+    return (
+        pl.when(pl.col(col).is_null())
+        .then(None)
+        .otherwise(pl.lit(prefix) + pl.col(col).cast(pl.Utf8))
+    )
 
 
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")

@@ -52,7 +52,10 @@ def route_stats(scored: pl.DataFrame, members: pl.DataFrame) -> pl.DataFrame:
         pl.col("w").sum().alias("coverage"),
         pl.col("n").sum().alias("support"),
         ((pl.col("pass_rate") * pl.col("w")).sum() / pl.col("w").sum()).alias("pass_rate"),
-        ((pl.col("cost") * pl.col("w")).sum() / pl.col("w").filter(pl.col("cost").is_not_null()).sum()).alias("cost"),
+        (
+            (pl.col("cost") * pl.col("w")).sum()
+            / pl.col("w").filter(pl.col("cost").is_not_null()).sum()
+        ).alias("cost"),
     )
 
 

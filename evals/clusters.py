@@ -67,8 +67,16 @@ class Cluster:
 
 # Routing-relevant features weigh more than incidental ones, so that a pattern like
 # "this route fails on small text" is not split up by the formats and sizes it happens to hit.
-TOKEN_WEIGHTS = (("model=", 2.0), ("detail=", 2.0), ("text", 2.0), ("size", 1.5), ("term=", 1.5),
-                 ("task=", 1.0), ("format=", 1.0), ("aspect", 0.5))
+TOKEN_WEIGHTS = (
+    ("model=", 2.0),
+    ("detail=", 2.0),
+    ("text", 2.0),
+    ("size", 1.5),
+    ("term=", 1.5),
+    ("task=", 1.0),
+    ("format=", 1.0),
+    ("aspect", 0.5),
+)
 
 
 def token_weight(token: str) -> float:
@@ -138,7 +146,9 @@ def cluster_token_sets(
     cols = [vocab[t] for s in sets for t in s]
     vals = [token_weight(t) ** 0.5 for s in sets for t in s]
     x = sp.csr_matrix((np.asarray(vals), (rows, cols)), shape=(n, len(vocab)))
-    frequent = [i for i in range(n) if counts[i] >= min_count][:max_fit] or list(range(min(n, max_fit)))
+    frequent = [i for i in range(n) if counts[i] >= min_count][:max_fit] or list(
+        range(min(n, max_fit))
+    )
     labels = np.full(n, -1, dtype=int)
     labels[frequent] = _agglomerate(x[frequent], threshold)
     rest = np.setdiff1d(np.arange(n), frequent)
@@ -153,7 +163,9 @@ def cluster_token_sets(
 
 
 def _token_sets(combos: pl.DataFrame) -> list[frozenset[str]]:
-    return [frozenset(v for v in row if v is not None) for row in combos.select(FEATURES).iter_rows()]
+    return [
+        frozenset(v for v in row if v is not None) for row in combos.select(FEATURES).iter_rows()
+    ]
 
 
 def _display(token: str) -> str:
@@ -179,20 +191,26 @@ def trend(times: pl.Series, all_times: pl.Series) -> str:
     return "steady"
 
 
-def _label(members: pl.DataFrame, all_rows: pl.DataFrame, top: int = 4) -> tuple[str, dict[str, dict[str, float]]]:
-    stats: dict[str, dict[str, float]] = {}
-    n_all, n = len(all_rows), len(members)
+def _token_counts(df: pl.DataFrame) -> dict[str, int]:
+    """Rows holding each token (a term may sit in either term column, never in both)."""
+    counts: dict[str, int] = {}
     for col in FEATURES:
-        counts = members[col].drop_nulls().value_counts()
-        base = all_rows[col].drop_nulls().value_counts()
-        base_map = dict(zip(base[col].to_list(), base["count"].to_list(), strict=True))
-        for tok, cnt in zip(counts[col].to_list(), counts["count"].to_list(), strict=True):
-            share = cnt / n
-            if share < 0.6:
-                continue
-            if col in ("f_term1", "f_term2") and tok in stats:
-                share = max(share, stats[tok]["share"])
-            lift = share / max(base_map.get(tok, cnt) / n_all, 1e-9)
+        vc = df[col].drop_nulls().value_counts()
+        for tok, cnt in zip(vc[col].to_list(), vc["count"].to_list(), strict=True):
+            counts[tok] = counts.get(tok, 0) + int(cnt)
+    return counts
+
+
+def _label(
+    members: pl.DataFrame, all_rows: pl.DataFrame, top: int = 4
+) -> tuple[str, dict[str, dict[str, float]]]:
+    n_all, n = len(all_rows), len(members)
+    base = _token_counts(all_rows)
+    stats: dict[str, dict[str, float]] = {}
+    for tok, cnt in _token_counts(members).items():
+        share = cnt / n
+        if share >= 0.6:
+            lift = share / max(base.get(tok, cnt) / n_all, 1e-9)
             stats[tok] = {"share": round(share, 4), "lift": round(lift, 3)}
     ranked = sorted(stats, key=lambda t: (-stats[t]["lift"], -stats[t]["share"], t))
     chosen = [t for t in ranked if stats[t]["lift"] >= 1.25][:top] or ranked[:1]
@@ -232,18 +250,29 @@ def find_failure_clusters(
 
 
 def _clusters_for(
-    evaluator: str, scored: pl.DataFrame, min_size: int, threshold: float, max_fit: int, examples: int
+    evaluator: str,
+    scored: pl.DataFrame,
+    min_size: int,
+    threshold: float,
+    max_fit: int,
+    examples: int,
 ) -> list[Cluster]:
     scored = add_features(scored)
     failing = scored.filter(~pl.col("passed"))
     if len(failing) < min_size:
         return []
-    combos = failing.group_by(FEATURES).agg(pl.len().alias("n")).sort(["n", *FEATURES], descending=[True] + [False] * len(FEATURES), nulls_last=True)
+    combos = (
+        failing.group_by(FEATURES)
+        .agg(pl.len().alias("n"))
+        .sort(["n", *FEATURES], descending=[True] + [False] * len(FEATURES), nulls_last=True)
+    )
     labels = cluster_token_sets(
         _token_sets(combos), combos["n"].to_list(), threshold=threshold, max_fit=max_fit
     )
     combos = combos.with_columns(pl.Series("cluster", labels))
-    failing = failing.join(combos.select([*FEATURES, "cluster"]), on=list(FEATURES), how="left", nulls_equal=True)
+    failing = failing.join(
+        combos.select([*FEATURES, "cluster"]), on=list(FEATURES), how="left", nulls_equal=True
+    )
     out = []
     for (cid,), members in failing.partition_by("cluster", as_dict=True).items():
         if cid < 0 or len(members) < min_size:
@@ -270,7 +299,9 @@ def _clusters_for(
     return out
 
 
-def cluster_rows(clusters: list[Cluster], run_id: str, created_at: datetime) -> list[dict[str, Any]]:
+def cluster_rows(
+    clusters: list[Cluster], run_id: str, created_at: datetime
+) -> list[dict[str, Any]]:
     return [
         {
             "run_id": run_id,
@@ -292,7 +323,9 @@ def cluster_rows(clusters: list[Cluster], run_id: str, created_at: datetime) -> 
     ]
 
 
-def write_clusters(db_path: str | Path, clusters: list[Cluster], *, run_id: str | None = None) -> str:
+def write_clusters(
+    db_path: str | Path, clusters: list[Cluster], *, run_id: str | None = None
+) -> str:
     """Append one clustering run to ``failure_clusters``; returns its run id."""
     run_id = run_id or uuid.uuid4().hex[:12]
     with open_store(db_path) as conn:

@@ -76,9 +76,7 @@ def ocr_evidence(case: EvalCase, ocr: ReferenceOcr) -> Evidence:
     return Evidence("\n".join(texts), "reference_ocr")
 
 
-def text_evidence(
-    case: EvalCase, ocr: ReferenceOcr, *, with_facts: bool = False
-) -> Evidence:
+def text_evidence(case: EvalCase, ocr: ReferenceOcr, *, with_facts: bool = False) -> Evidence:
     """Ground truth text when a reference is loaded, else reference OCR; raises NotEvaluable."""
     ref = case.reference
     if ref is not None:

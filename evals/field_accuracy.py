@@ -54,7 +54,9 @@ def asked_item(qa: list[dict[str, Any]], prompt: str | None) -> dict[str, Any] |
     if not prompt:
         return items[0]
     p = normalize_text(prompt)
-    best = max(items, key=lambda q: fuzz.token_set_ratio(p, normalize_text(str(q.get("question", "")))))
+    best = max(
+        items, key=lambda q: fuzz.token_set_ratio(p, normalize_text(str(q.get("question", ""))))
+    )
     if fuzz.token_set_ratio(p, normalize_text(str(best.get("question", "")))) < 60:
         return None
     return best
@@ -145,7 +147,9 @@ class FieldAccuracy(Evaluator):
             k = normalize_text(str(key)).replace(" ", "_")
             if k not in got:
                 continue
-            results[str(key)] = match_value(str(want), str(got[k]), fuzzy_threshold=self.fuzzy_threshold)
+            results[str(key)] = match_value(
+                str(want), str(got[k]), fuzzy_threshold=self.fuzzy_threshold
+            )
         if not results:
             raise NotEvaluable("JSON answer names none of the reference's fields")
         value = sum(s for s, _ in results.values()) / len(results)
@@ -154,4 +158,6 @@ class FieldAccuracy(Evaluator):
         if wrong:
             explanation += f"; wrong: {', '.join(wrong[:8])}"
         details = {"fields": {k: {"score": s, "match": h} for k, (s, h) in results.items()}}
-        return Score.scored(self.name, self.version, value, value >= self.threshold, explanation, details)
+        return Score.scored(
+            self.name, self.version, value, value >= self.threshold, explanation, details
+        )

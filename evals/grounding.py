@@ -27,6 +27,8 @@ from evals.reference_ocr import ReferenceOcr
 
 _CONFUSABLE = str.maketrans({"o": "0", "i": "1", "l": "1", "s": "5", "b": "8", "z": "2"})
 _EVIDENCE_NUMBER = re.compile(r"\d{1,3}(?: \d{3})+(?:[.,]\d+)?|\d[\d,.\u00a0']*\d|\d")
+
+
 @dataclass(frozen=True)
 class EvidenceIndex:
     """Evidence text pre-digested for claim lookups."""
@@ -51,7 +53,9 @@ class EvidenceIndex:
         for m in DATE_ANY.finditer(evidence):
             dates |= date_candidates(m.group(0))
         compact = re.sub(r"[^0-9a-z]", "", text).translate(_CONFUSABLE)
-        lines = tuple(x for x in (normalize_text(x, markdown=False) for x in evidence.splitlines()) if x)
+        lines = tuple(
+            x for x in (normalize_text(x, markdown=False) for x in evidence.splitlines()) if x
+        )
         return cls(text, compact, frozenset(numbers), frozenset(dates), lines)
 
 
@@ -131,7 +135,9 @@ class Grounding(Evaluator):
             raise NotEvaluable("no checkable claims")
         evidence = text_evidence(case, self.ocr, with_facts=True)
         index = EvidenceIndex.build(evidence.text)
-        unsupported = [c for c in claims if not is_supported(c, index, fuzzy_threshold=self.fuzzy_threshold)]
+        unsupported = [
+            c for c in claims if not is_supported(c, index, fuzzy_threshold=self.fuzzy_threshold)
+        ]
         n = len(claims)
         value = (n - len(unsupported)) / n
         source = evidence.source.replace("_", " ")
@@ -147,4 +153,8 @@ class Grounding(Evaluator):
             "kinds": sorted({c.kind for c in claims}),
             "threshold": self.threshold,
         }
-        return [Score.scored(self.name, self.version, value, value >= self.threshold, explanation, details)]
+        return [
+            Score.scored(
+                self.name, self.version, value, value >= self.threshold, explanation, details
+            )
+        ]

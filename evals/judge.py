@@ -133,8 +133,16 @@ class RubricJudge(Evaluator):
             resp = self.client().chat.completions.create(
                 model=self.model, messages=self.messages(case, answer), temperature=0
             )
-        except (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError) as exc:
-            return [Score.not_evaluable(self.name, self.version, f"judge unavailable: {exc}", {"retryable": True})]
+        except (
+            openai.APIConnectionError,
+            openai.RateLimitError,
+            openai.InternalServerError,
+        ) as exc:
+            return [
+                Score.not_evaluable(
+                    self.name, self.version, f"judge unavailable: {exc}", {"retryable": True}
+                )
+            ]
         except openai.APIStatusError as exc:
             raise NotEvaluable(f"judge refused the request: HTTP {exc.status_code}") from exc
         content = resp.choices[0].message.content if resp.choices else None
@@ -145,4 +153,8 @@ class RubricJudge(Evaluator):
         value = to_unit(score)
         details = {"judge_model": self.model, "rubric_score": score, "threshold": self.threshold}
         explanation = f"judge {score}/5: {reason}" if reason else f"judge {score}/5"
-        return [Score.scored(self.name, self.version, value, value >= self.threshold, explanation, details)]
+        return [
+            Score.scored(
+                self.name, self.version, value, value >= self.threshold, explanation, details
+            )
+        ]

@@ -39,7 +39,9 @@ def read_reference_file(path: Path) -> list[dict[str, Any]]:
         if record.get("id") in (None, ""):
             raise ReferenceFileError(f"{path}:{n}: record without an 'id'")
         if not any(record.get(k) for k in ("text", "lines", "fields", "qa")):
-            raise ReferenceFileError(f"{path}:{n}: record {record['id']!r} has no text, lines, fields or qa")
+            raise ReferenceFileError(
+                f"{path}:{n}: record {record['id']!r} has no text, lines, fields or qa"
+            )
         records.append(record)
     return records
 

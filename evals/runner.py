@@ -142,7 +142,9 @@ def _results(
     # fork keeps evaluators registered at run time (decorated functions) visible to workers.
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(evs,)) as pool:
+    with ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=_init_worker, initargs=(evs,)
+    ) as pool:
         futures = {pool.submit(_work, c): len(c) for c in _chunks(pending, chunk_size)}
         for fut in as_completed(futures):
             yield futures[fut], fut.result()

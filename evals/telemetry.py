@@ -50,9 +50,7 @@ def _link(trace_id: str, span_id: str) -> Link | None:
     return Link(ctx) if ctx.is_valid else None
 
 
-def emit_scores(
-    provider: TracerProvider, results: Iterable[tuple[str, str, Score]]
-) -> int:
+def emit_scores(provider: TracerProvider, results: Iterable[tuple[str, str, Score]]) -> int:
     """Emit one evaluation span per ``(trace_id, span_id, score)``; returns how many."""
     tracer = provider.get_tracer("aperture.evals")
     root = otel_context.Context()  # a fresh root: evaluation spans are not children of the run

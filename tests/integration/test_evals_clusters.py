@@ -35,18 +35,52 @@ def build_store(path: Path, n: int = 240, seed: int = 3, *, only_late: bool = Fa
         trace, span = f"{i:032x}", f"{i + 1:016x}"
         ts = t0 + timedelta(minutes=i)
         fails = route == "gpt-4o-mini:low" and text_px < 10 and (not only_late or i >= n // 2)
-        req.append({"trace_id": trace, "span_id": span, "ts": ts, "model": model, "route": route,
-                    "task": "transcribe", "status": "ok"})
-        img.append({"trace_id": trace, "span_id": f"{i + 10_000:016x}", "request_span_id": span,
-                    "ts": ts, "image_index": 0, "width": w, "height": h, "format": rng.choice(["png", "jpeg"]),
-                    "detail": detail, "model": model, "text_height_px": text_px,
-                    "cost_usd": cost * rng.uniform(0.9, 1.1)})
+        req.append(
+            {
+                "trace_id": trace,
+                "span_id": span,
+                "ts": ts,
+                "model": model,
+                "route": route,
+                "task": "transcribe",
+                "status": "ok",
+            }
+        )
+        img.append(
+            {
+                "trace_id": trace,
+                "span_id": f"{i + 10_000:016x}",
+                "request_span_id": span,
+                "ts": ts,
+                "image_index": 0,
+                "width": w,
+                "height": h,
+                "format": rng.choice(["png", "jpeg"]),
+                "detail": detail,
+                "model": model,
+                "text_height_px": text_px,
+                "cost_usd": cost * rng.uniform(0.9, 1.1),
+            }
+        )
         score = rng.uniform(0.3, 0.7) if fails else rng.uniform(0.93, 1.0)
-        expl = ("CER 0.4 WER 0.6 (below 0.90) vs reference; mostly missed text (coverage 50%)"
-                if fails else "CER 0.02 WER 0.05 (ok) vs reference")
-        scores.append({"trace_id": trace, "span_id": span, "evaluator": "ocr_faithfulness",
-                       "evaluator_version": "1", "status": "scored", "score": score,
-                       "passed": not fails, "explanation": expl, "ts": ts})
+        expl = (
+            "CER 0.4 WER 0.6 (below 0.90) vs reference; mostly missed text (coverage 50%)"
+            if fails
+            else "CER 0.02 WER 0.05 (ok) vs reference"
+        )
+        scores.append(
+            {
+                "trace_id": trace,
+                "span_id": span,
+                "evaluator": "ocr_faithfulness",
+                "evaluator_version": "1",
+                "status": "scored",
+                "score": score,
+                "passed": not fails,
+                "explanation": expl,
+                "ts": ts,
+            }
+        )
     with open_store(path) as conn:
         insert_rows(conn, "request_spans", req)
         insert_rows(conn, "image_spans", img)

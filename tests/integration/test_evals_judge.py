@@ -34,18 +34,33 @@ def fake_openai(seen: list[dict[str, Any]]) -> FastAPI:
         text = body["messages"][1]["content"][0]["text"]
         answer = text.rsplit("Answer to grade:\n", 1)[1]
         if answer == "BUSY":
-            return JSONResponse({"error": {"message": "slow down", "type": "rate_limit", "code": "rate_limited"}},
-                                status_code=429, headers={"retry-after": "0"})
+            return JSONResponse(
+                {"error": {"message": "slow down", "type": "rate_limit", "code": "rate_limited"}},
+                status_code=429,
+                headers={"retry-after": "0"},
+            )
         if answer == "BAD":
-            return JSONResponse({"error": {"message": "nope", "type": "invalid_request_error", "code": "bad"}},
-                                status_code=400)
+            return JSONResponse(
+                {"error": {"message": "nope", "type": "invalid_request_error", "code": "bad"}},
+                status_code=400,
+            )
         content = REPLIES[answer]
-        return JSONResponse({
-            "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": content}}],
-            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
-        })
+        return JSONResponse(
+            {
+                "id": "chatcmpl-1",
+                "object": "chat.completion",
+                "created": 0,
+                "model": body["model"],
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": content},
+                    }
+                ],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+            }
+        )
 
     return app
 
@@ -68,7 +83,9 @@ def server() -> Iterator[tuple[str, list[dict[str, Any]]]]:
 
 
 def case(answer: str, **kw: Any) -> EvalCase:
-    return EvalCase("a" * 32, "b" * 16, task="transcribe", prompt="Transcribe it.", answer=answer, **kw)
+    return EvalCase(
+        "a" * 32, "b" * 16, task="transcribe", prompt="Transcribe it.", answer=answer, **kw
+    )
 
 
 def test_judge_scores_parses_fences_and_sends_image_and_reference(server: tuple[str, list]) -> None:
@@ -87,7 +104,9 @@ def test_judge_scores_parses_fences_and_sends_image_and_reference(server: tuple[
     assert parts[1]["image_url"]["url"].startswith("data:image/png;base64,")
 
 
-def test_judge_failures_are_not_evaluable_and_transient_ones_retryable(server: tuple[str, list]) -> None:
+def test_judge_failures_are_not_evaluable_and_transient_ones_retryable(
+    server: tuple[str, list],
+) -> None:
     url, _ = server
     judge = RubricJudge(base_url=url, model="m")
     [garbage] = safe_evaluate(judge, case("GARBAGE"))
@@ -107,19 +126,27 @@ def test_unreachable_judge_is_retryable() -> None:
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()  # nothing listens there now
-    [s] = safe_evaluate(RubricJudge(base_url=f"http://127.0.0.1:{port}/v1", model="m", timeout_s=2), case("GOOD"))
+    [s] = safe_evaluate(
+        RubricJudge(base_url=f"http://127.0.0.1:{port}/v1", model="m", timeout_s=2), case("GOOD")
+    )
     assert s.retryable and "judge unavailable" in s.explanation
 
 
 @pytest.mark.parametrize(
     ("content", "want"),
-    [('{"score": 4, "reason": "ok"}', (4, "ok")), ('x {"score": "3"} y', (3, "")), ('{"score": 1.0}', (1, ""))],
+    [
+        ('{"score": 4, "reason": "ok"}', (4, "ok")),
+        ('x {"score": "3"} y', (3, "")),
+        ('{"score": 1.0}', (1, "")),
+    ],
 )
 def test_parse_verdict(content: str, want: tuple[int, str]) -> None:
     assert parse_verdict(content) == want
 
 
-@pytest.mark.parametrize("content", [None, "", "{}", '{"score": 0}', '{"score": 2.5}', '{"score": "high"}', "{bad json}"])
+@pytest.mark.parametrize(
+    "content", [None, "", "{}", '{"score": 0}', '{"score": 2.5}', '{"score": "high"}', "{bad json}"]
+)
 def test_parse_verdict_refuses(content: str | None) -> None:
     with pytest.raises(ValueError):
         parse_verdict(content)

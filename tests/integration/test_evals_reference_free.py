@@ -35,7 +35,10 @@ def corrupt(text: str, rate: float, rng: random.Random) -> tuple[str, int]:
 
 @pytest.mark.slow
 def test_reference_free_scores_rank_true_errors(tmp_path: Path) -> None:
-    items = [generate_item(kind, 21, i, long_side=side, format="png") for i, (kind, side) in enumerate(ITEMS)]
+    items = [
+        generate_item(kind, 21, i, long_side=side, format="png")
+        for i, (kind, side) in enumerate(ITEMS)
+    ]
     ocr_eval = OcrFaithfulness(cache_dir=tmp_path)
     rng = random.Random(2)
     scores, truth = [], []
@@ -55,7 +58,19 @@ def test_reference_free_scores_rank_true_errors(tmp_path: Path) -> None:
     ground = Grounding(cache_dir=tmp_path)
     receipt = items[2]
     image = ImageInfo(sha256=receipt.record["sha256"], loader=lambda: receipt.data)
-    [ok] = ground.evaluate(EvalCase("a" * 32, "b" * 16, task="describe", answer=receipt.record["lines"][0], images=(image,)))
-    [bad] = ground.evaluate(EvalCase("a" * 32, "b" * 16, task="describe", answer="Paid $98,765.43 to Quentin Abernathy.", images=(image,)))
+    [ok] = ground.evaluate(
+        EvalCase(
+            "a" * 32, "b" * 16, task="describe", answer=receipt.record["lines"][0], images=(image,)
+        )
+    )
+    [bad] = ground.evaluate(
+        EvalCase(
+            "a" * 32,
+            "b" * 16,
+            task="describe",
+            answer="Paid $98,765.43 to Quentin Abernathy.",
+            images=(image,),
+        )
+    )
     assert ok.value == 1.0
     assert bad.value == 0.0 and len(bad.details["unsupported"]) == 2

@@ -20,7 +20,9 @@ def test_workload_ground_truth_loads_and_reloads(tmp_path: Path) -> None:
     assert load_reference_file(db, path) == 2
     assert load_reference_file(db, path) == 2
     with open_store(db, read_only=True) as conn:
-        df = fetch_df(conn, 'SELECT reference_id, text, lines, image_sha256 FROM "references" ORDER BY 1')
+        df = fetch_df(
+            conn, 'SELECT reference_id, text, lines, image_sha256 FROM "references" ORDER BY 1'
+        )
     assert df["reference_id"].to_list() == [recs[0]["id"], recs[1]["id"]]
     assert df["text"][0] == recs[0]["text"] and json.loads(df["lines"][0]) == recs[0]["lines"]
     assert df["image_sha256"][0] == recs[0]["sha256"]
@@ -36,7 +38,9 @@ def test_workload_ground_truth_loads_and_reloads(tmp_path: Path) -> None:
         (b'{"id": "a", "text": "caf\xe9"}\n', "not UTF-8"),
     ],
 )
-def test_broken_files_are_refused_before_anything_is_written(tmp_path: Path, body: bytes, message: str) -> None:
+def test_broken_files_are_refused_before_anything_is_written(
+    tmp_path: Path, body: bytes, message: str
+) -> None:
     path = tmp_path / "gt.jsonl"
     path.write_bytes(body)
     with pytest.raises(ReferenceFileError, match=message):

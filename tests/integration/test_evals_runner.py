@@ -40,22 +40,52 @@ def put_blob(root: Path, data: bytes) -> str:
     return sha
 
 
-def add_request(rows: dict[str, list], i: int, *, answer: str | None, task: str = "transcribe",
-                ref: str | None = None, sha: str | None = "0" * 64, status: str = "ok") -> None:
+def add_request(
+    rows: dict[str, list],
+    i: int,
+    *,
+    answer: str | None,
+    task: str = "transcribe",
+    ref: str | None = None,
+    sha: str | None = "0" * 64,
+    status: str = "ok",
+) -> None:
     trace, span = f"{i + 1:032x}", f"{i + 1:016x}"
     ts = T0 + timedelta(minutes=i)
-    rows["request_spans"].append({
-        "trace_id": trace, "span_id": span, "ts": ts, "model": "gpt-4o-mini", "route": "gpt-4o-mini:high",
-        "task": task, "status": status, "reference_id": ref, "output_text": answer,
-        "error_type": "upstream_5xx" if status == "error" else None,
-        "input_text": json.dumps([{"role": "user", "parts": [{"type": "text", "content": "What is the total?"}]}]),
-    })
+    rows["request_spans"].append(
+        {
+            "trace_id": trace,
+            "span_id": span,
+            "ts": ts,
+            "model": "gpt-4o-mini",
+            "route": "gpt-4o-mini:high",
+            "task": task,
+            "status": status,
+            "reference_id": ref,
+            "output_text": answer,
+            "error_type": "upstream_5xx" if status == "error" else None,
+            "input_text": json.dumps(
+                [{"role": "user", "parts": [{"type": "text", "content": "What is the total?"}]}]
+            ),
+        }
+    )
     if sha is not None:
-        rows["image_spans"].append({
-            "trace_id": trace, "span_id": f"{i + 500:016x}", "request_span_id": span, "ts": ts,
-            "image_index": 0, "sha256": sha, "width": 420, "height": 110, "format": "png",
-            "detail": "high", "model": "gpt-4o-mini", "cost_usd": 0.001,
-        })
+        rows["image_spans"].append(
+            {
+                "trace_id": trace,
+                "span_id": f"{i + 500:016x}",
+                "request_span_id": span,
+                "ts": ts,
+                "image_index": 0,
+                "sha256": sha,
+                "width": 420,
+                "height": 110,
+                "format": "png",
+                "detail": "high",
+                "model": "gpt-4o-mini",
+                "cost_usd": 0.001,
+            }
+        )
 
 
 @pytest.fixture()
@@ -75,16 +105,33 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
     with open_store(db) as conn:
         for table, r in rows.items():
             insert_rows(conn, table, r)
-        load_references(conn, [{"id": "doc-1", "task": "transcribe", "text": TEXT, "lines": TEXT.splitlines(),
-                                "fields": {"total": "$1,234.56"},
-                                "qa": [{"question": "What is the total?", "answer": "$1,234.56", "field": "total"}]}])
+        load_references(
+            conn,
+            [
+                {
+                    "id": "doc-1",
+                    "task": "transcribe",
+                    "text": TEXT,
+                    "lines": TEXT.splitlines(),
+                    "fields": {"total": "$1,234.56"},
+                    "qa": [
+                        {"question": "What is the total?", "answer": "$1,234.56", "field": "total"}
+                    ],
+                }
+            ],
+        )
     return db, blobs
 
 
 def scores(db: Path) -> dict[tuple[str, str], tuple]:
     with open_store(db, read_only=True) as conn:
-        df = fetch_df(conn, "SELECT span_id, evaluator, status, score, passed, explanation FROM eval_scores")
-    return {(r["span_id"], r["evaluator"]): (r["status"], r["score"], r["passed"], r["explanation"]) for r in df.iter_rows(named=True)}
+        df = fetch_df(
+            conn, "SELECT span_id, evaluator, status, score, passed, explanation FROM eval_scores"
+        )
+    return {
+        (r["span_id"], r["evaluator"]): (r["status"], r["score"], r["passed"], r["explanation"])
+        for r in df.iter_rows(named=True)
+    }
 
 
 @pytest.mark.slow  # runs the OCR model for the reference-free cases
@@ -102,7 +149,10 @@ def test_run_scores_everything_once_and_is_idempotent(store: tuple[Path, Path]) 
     assert "no answer captured" in got[(f"{4:016x}", "ocr_faithfulness")][3]
     assert "request failed (upstream_5xx)" in got[(f"{5:016x}", "grounding")][3]
     assert "bytes not stored" in got[(f"{6:016x}", "ocr_faithfulness")][3]
-    free_ok, free_bad = got[(f"{8:016x}", "ocr_faithfulness")], got[(f"{7:016x}", "ocr_faithfulness")]
+    free_ok, free_bad = (
+        got[(f"{8:016x}", "ocr_faithfulness")],
+        got[(f"{7:016x}", "ocr_faithfulness")],
+    )
     assert free_ok[0] == free_bad[0] == "scored"
     assert free_ok[1] > 0.9 and free_bad[1] < free_ok[1]
     assert "reference ocr" in free_ok[3]
@@ -115,7 +165,13 @@ def test_run_scores_everything_once_and_is_idempotent(store: tuple[Path, Path]) 
 
 def test_since_limits_the_window_and_new_versions_rescore(store: tuple[Path, Path]) -> None:
     db, blobs = store
-    s = run_evals(db, since=T0 + timedelta(minutes=10), evaluators=["field_accuracy"], workers=1, progress=False)
+    s = run_evals(
+        db,
+        since=T0 + timedelta(minutes=10),
+        evaluators=["field_accuracy"],
+        workers=1,
+        progress=False,
+    )
     assert (s.cases, s.written) == (2, 2)
 
     @evaluator("field_accuracy_probe", "1", register=False)
@@ -151,7 +207,9 @@ def test_scores_are_emitted_as_linked_otel_events(store: tuple[Path, Path]) -> N
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    s = run_evals(db, evaluators=["field_accuracy"], workers=1, progress=False, tracer_provider=provider)
+    s = run_evals(
+        db, evaluators=["field_accuracy"], workers=1, progress=False, tracer_provider=provider
+    )
     spans = exporter.get_finished_spans()
     assert s.emitted == len(spans) == 12
     by_link = {f"{sp.links[0].context.span_id:016x}": sp for sp in spans}

@@ -80,10 +80,16 @@ def test_register_refuses_nameless_and_duplicates_when_asked() -> None:
         (b"\xff\xfe caf\xe9", {}, "not valid UTF-8"),
         ("abc \udcff def", {}, "not valid UTF-8"),
         ("\ufffd" * 40, {}, "undecodable"),
-        ("fine", {"status": "error", "error_type": "upstream_timeout"}, "request failed (upstream_timeout)"),
+        (
+            "fine",
+            {"status": "error", "error_type": "upstream_timeout"},
+            "request failed (upstream_timeout)",
+        ),
     ],
 )
-def test_bad_answers_are_not_evaluable_with_a_reason(answer: object, extra: dict, reason: str) -> None:
+def test_bad_answers_are_not_evaluable_with_a_reason(
+    answer: object, extra: dict, reason: str
+) -> None:
     [s] = safe_evaluate(length_eval, case(answer, **extra))
     assert s.status == "not_evaluable" and s.value is None and s.passed is None
     assert reason in s.explanation

@@ -22,27 +22,40 @@ def test_weighted_jaccard_distances() -> None:
 
 
 def pattern(model: str, text: str, fmt: str, size: str = "size 512-1024px") -> frozenset[str]:
-    return frozenset({f"model={model}", "detail=low", text, f"format={fmt}", size, "task=transcribe"})
+    return frozenset(
+        {f"model={model}", "detail=low", text, f"format={fmt}", size, "task=transcribe"}
+    )
 
 
 def test_one_pattern_over_incidental_features_is_one_cluster() -> None:
-    sets = [pattern("mini", "text<10px", f, s) for f in ("png", "jpeg", "webp") for s in ("size<512px", "size 512-1024px")]
+    sets = [
+        pattern("mini", "text<10px", f, s)
+        for f in ("png", "jpeg", "webp")
+        for s in ("size<512px", "size 512-1024px")
+    ]
     labels = cluster_token_sets(sets, [50] * len(sets))
     assert len(set(labels)) == 1
 
 
 def test_different_routes_on_different_text_are_separate() -> None:
-    sets = [pattern("mini", "text<10px", "png"), pattern("mini", "text<10px", "jpeg"),
-            pattern("gpt-4o", "text>=24px", "png"), pattern("gpt-4o", "text>=24px", "jpeg")]
+    sets = [
+        pattern("mini", "text<10px", "png"),
+        pattern("mini", "text<10px", "jpeg"),
+        pattern("gpt-4o", "text>=24px", "png"),
+        pattern("gpt-4o", "text>=24px", "jpeg"),
+    ]
     labels = cluster_token_sets(sets, [40, 40, 40, 40])
     assert labels[0] == labels[1] != labels[2] == labels[3]
 
 
 def test_rare_combinations_join_a_near_cluster_or_group_among_themselves() -> None:
-    sets = [pattern("mini", "text<10px", "png"), pattern("mini", "text<10px", "jpeg"),
-            pattern("mini", "text<10px", "heic"),  # rare, close to the pattern
-            frozenset({"model=claude", "detail=auto", "text>=24px", "aspect wide"}),  # rare, alone
-            frozenset({"model=claude", "detail=auto", "text>=24px", "aspect tall"})]
+    sets = [
+        pattern("mini", "text<10px", "png"),
+        pattern("mini", "text<10px", "jpeg"),
+        pattern("mini", "text<10px", "heic"),  # rare, close to the pattern
+        frozenset({"model=claude", "detail=auto", "text>=24px", "aspect wide"}),  # rare, alone
+        frozenset({"model=claude", "detail=auto", "text>=24px", "aspect tall"}),
+    ]
     labels = cluster_token_sets(sets, [500, 480, 1, 1, 1])
     assert labels[2] == labels[0] == labels[1]
     assert labels[3] == labels[4] != labels[0]
@@ -50,7 +63,10 @@ def test_rare_combinations_join_a_near_cluster_or_group_among_themselves() -> No
 
 
 def test_explanations_lose_numbers_and_quoted_values() -> None:
-    assert clean_explanation("CER 0.41; unsupported: name 'Bob Marley', number \"12\"") == "cer unsupported name number"
+    assert (
+        clean_explanation("CER 0.41; unsupported: name 'Bob Marley', number \"12\"")
+        == "cer unsupported name number"
+    )
     assert clean_explanation(None) == ""
 
 

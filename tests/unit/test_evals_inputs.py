@@ -17,15 +17,33 @@ from evals.ocr_faithfulness import OcrFaithfulness
 
 
 def test_prompt_from_otel_and_openai_message_shapes() -> None:
-    otel = [{"role": "system", "parts": [{"type": "text", "content": "be brief"}]},
-            {"role": "user", "parts": [{"type": "text", "content": "What is the total?"}, {"type": "uri", "uri": "x"}]}]
-    openai = [{"role": "user", "content": [{"type": "text", "text": "Transcribe."},
-                                           {"type": "image_url", "image_url": {"url": "data:..."}}]}]
+    otel = [
+        {"role": "system", "parts": [{"type": "text", "content": "be brief"}]},
+        {
+            "role": "user",
+            "parts": [
+                {"type": "text", "content": "What is the total?"},
+                {"type": "uri", "uri": "x"},
+            ],
+        },
+    ]
+    openai = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "Transcribe."},
+                {"type": "image_url", "image_url": {"url": "data:..."}},
+            ],
+        }
+    ]
     assert prompt_text(json.dumps(otel)) == "What is the total?"
     assert prompt_text(json.dumps(openai)) == "Transcribe."
     assert prompt_text(json.dumps([{"role": "user", "content": "plain"}])) == "plain"
     assert prompt_text("not json at all") == "not json at all"
-    assert prompt_text(None) is None and prompt_text(json.dumps([{"role": "user", "content": []}])) is None
+    assert (
+        prompt_text(None) is None
+        and prompt_text(json.dumps([{"role": "user", "content": []}])) is None
+    )
 
 
 def test_blob_loader_reads_content_addressed_files_only(tmp_path: Path) -> None:
@@ -46,15 +64,25 @@ def test_naive_utc() -> None:
     assert naive_utc(datetime(2026, 1, 1, tzinfo=UTC)).tzinfo is None
 
 
-REF = Reference("r", text="Invoice INV-2024-0311\nTotal: $1,234.50\nBrightline Systems",
-                fields={"total": "$1,234.50"}, qa=[{"question": "What is the total?", "answer": "$1,234.50"}])
+REF = Reference(
+    "r",
+    text="Invoice INV-2024-0311\nTotal: $1,234.50\nBrightline Systems",
+    fields={"total": "$1,234.50"},
+    qa=[{"question": "What is the total?", "answer": "$1,234.50"}],
+)
 
 
 @settings(max_examples=150, deadline=None)
 @given(answer=st.text(), task=st.sampled_from(["transcribe", "extract", "describe", None]))
 def test_evaluators_only_ever_decline_with_not_evaluable(answer: str, task: str | None) -> None:
-    case = EvalCase("a" * 32, "b" * 16, task=task, prompt="What is the total?", answer=answer, reference=REF)
-    for ev in (OcrFaithfulness(cache_dir=Path("/nonexistent-cache")), FieldAccuracy(), Grounding(cache_dir=Path("/nonexistent-cache"))):
+    case = EvalCase(
+        "a" * 32, "b" * 16, task=task, prompt="What is the total?", answer=answer, reference=REF
+    )
+    for ev in (
+        OcrFaithfulness(cache_dir=Path("/nonexistent-cache")),
+        FieldAccuracy(),
+        Grounding(cache_dir=Path("/nonexistent-cache")),
+    ):
         try:
             scores = ev.evaluate(case)
         except NotEvaluable:

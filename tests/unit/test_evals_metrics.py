@@ -22,7 +22,11 @@ def case(answer: str | None, task: str = "transcribe", **kw: object) -> EvalCase
         fields={"vendor": "Brightline Systems", "total": "$1,234.50"},
         qa=[
             {"question": "What is the total?", "answer": "$1,234.50", "field": "total"},
-            {"question": "What is the company name?", "answer": "Brightline Systems", "field": "vendor"},
+            {
+                "question": "What is the company name?",
+                "answer": "Brightline Systems",
+                "field": "vendor",
+            },
         ],
         task=task,
     )
@@ -62,7 +66,9 @@ def test_ocr_faithfulness_declines_other_tasks_and_missing_evidence(tmp_path: Pa
     ev = OcrFaithfulness(cache_dir=tmp_path)
     [s] = safe_evaluate(ev, case("x", task="extract"))
     assert s.status == "not_evaluable" and "scored by field_accuracy" in s.explanation
-    no_ref = EvalCase("a" * 32, "b" * 16, task="transcribe", answer="hello", images=(ImageInfo(sha256="ab" * 32),))
+    no_ref = EvalCase(
+        "a" * 32, "b" * 16, task="transcribe", answer="hello", images=(ImageInfo(sha256="ab" * 32),)
+    )
     [m] = safe_evaluate(ev, no_ref)
     assert m.status == "not_evaluable" and "bytes not stored" in m.explanation
     [n] = safe_evaluate(ev, EvalCase("a" * 32, "b" * 16, task="transcribe", answer="hello"))
@@ -73,23 +79,31 @@ def test_ocr_faithfulness_declines_other_tasks_and_missing_evidence(tmp_path: Pa
 
 def test_grounding_finds_wrong_numbers_and_invented_names(tmp_path: Path) -> None:
     ev = Grounding(cache_dir=tmp_path)
-    [ok] = ev.evaluate(case("Brightline Systems billed $1234.50 on invoice INV-2024-0311.", task="describe"))
+    [ok] = ev.evaluate(
+        case("Brightline Systems billed $1234.50 on invoice INV-2024-0311.", task="describe")
+    )
     assert ok.value == 1.0 and ok.passed
-    [bad] = ev.evaluate(case("Brightline Systems billed $1,243.50, signed by Karen Oduya.", task="describe"))
+    [bad] = ev.evaluate(
+        case("Brightline Systems billed $1,243.50, signed by Karen Oduya.", task="describe")
+    )
     assert bad.value == pytest.approx(1 / 3) and not bad.passed
     assert "number '$1,243.50'" in bad.explanation and "name 'Karen Oduya'" in bad.explanation
     assert [u["kind"] for u in bad.details["unsupported"]] == ["number", "name"]
 
 
 def test_grounding_without_claims_is_not_evaluable_not_free_marks(tmp_path: Path) -> None:
-    [s] = safe_evaluate(Grounding(cache_dir=tmp_path), case("it looks like a business document", task="describe"))
+    [s] = safe_evaluate(
+        Grounding(cache_dir=tmp_path), case("it looks like a business document", task="describe")
+    )
     assert s.status == "not_evaluable" and s.explanation == "no checkable claims"
 
 
 def test_evidence_lookup_rules() -> None:
     ev = EvidenceIndex.build("Ref A-10O2 | 1.234,56 EUR | 12 345 | Paid 2024-03-01 | Jane Doe")
+
     def ok(text: str) -> list[bool]:
         return [is_supported(c, ev) for c in extract_claims(text)]
+
     assert ok("A-1002") == [True]  # OCR O/0 confusion tolerated for codes
     assert ok("A-1003") == [False]
     assert ok("paid 1234.56 and 12345") == [True, True]
@@ -100,13 +114,17 @@ def test_evidence_lookup_rules() -> None:
 
 def test_field_accuracy_matches_the_asked_field(tmp_path: Path) -> None:
     ev = FieldAccuracy()
-    [s] = ev.evaluate(case("The total is 1234.50 dollars.", task="extract", prompt="What is the total?"))
+    [s] = ev.evaluate(
+        case("The total is 1234.50 dollars.", task="extract", prompt="What is the total?")
+    )
     assert s.value == 1.0 and s.passed and s.details["field"] == "total"
     [w] = ev.evaluate(case("$1,234.55", task="extract", prompt="What is the total?"))
     assert w.value == 0.0 and not w.passed
     [v] = ev.evaluate(case("Brightline Systm", task="extract", prompt="What is the company name?"))
     assert v.details["field"] == "vendor" and 0.8 < (v.value or 0) < 1.0
-    [j] = ev.evaluate(case('{"vendor": "Brightline Systems", "total": "$1,234.00"}', task="extract"))
+    [j] = ev.evaluate(
+        case('{"vendor": "Brightline Systems", "total": "$1,234.00"}', task="extract")
+    )
     assert j.value == pytest.approx(0.5) and "wrong: total" in j.explanation
 
 
@@ -127,7 +145,10 @@ def test_match_value_and_asked_item() -> None:
     assert match_value("March 3, 2024", "due 2024-03-03")[0] == 1.0
     assert match_value("(555) 123-4567", "call 555.123.4567")[0] == 1.0
     assert match_value("INV-2024-001", "INV-2024-002")[0] == 0.0
-    qa = [{"question": "What is the date?", "answer": "2024-01-01"}, {"question": "What is the tax amount?", "answer": "$4"}]
+    qa = [
+        {"question": "What is the date?", "answer": "2024-01-01"},
+        {"question": "What is the tax amount?", "answer": "$4"},
+    ]
     assert asked_item(qa, "what's the TAX amount")["answer"] == "$4"  # type: ignore[index]
     assert asked_item(qa, None)["answer"] == "2024-01-01"  # type: ignore[index]
     assert asked_item([], "x") is None
@@ -135,8 +156,10 @@ def test_match_value_and_asked_item() -> None:
 
 def test_names_may_span_flattened_lines_but_not_be_stitched_freely() -> None:
     ev = EvidenceIndex.build("Ironwood Logistics\n1043 Oak Avenue\nReno, NV 89501")
+
     def ok(text: str) -> list[bool]:
         return [is_supported(c, ev) for c in extract_claims(text) if c.kind == "name"]
+
     assert ok("ship to Oak Avenue Reno") == [True]
     assert ok("ship to Ironwood Logistics 1043 Oak Avenue Reno") == [True, True]
     assert ok("ship to Oak Reno") == [False]

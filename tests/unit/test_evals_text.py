@@ -63,7 +63,7 @@ def kinds(text: str) -> list[tuple[str, str]]:
 
 def test_claims_of_a_typical_answer() -> None:
     got = kinds(
-        'The total is $1,234.50. Invoice INV-2024-001 from Bob Jones (bob@acme.com), '
+        "The total is $1,234.50. Invoice INV-2024-001 from Bob Jones (bob@acme.com), "
         'dated March 3, 2024. Note: "pay within thirty days".'
     )
     assert got == [

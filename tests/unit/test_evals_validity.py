@@ -22,7 +22,13 @@ from evals.ocr_faithfulness import OcrFaithfulness
 KINDS = ["invoice", "receipt", "form", "slide", "ui_screenshot", "sign_photo", "table"]
 LEVELS = [0.0, 0.02, 0.05, 0.1, 0.2, 0.35]
 ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-INVENTED = ["Marguerite Okonkwo", "Tobias Lindqvist", "Priya Ramaswamy", "Eduardo Falcone", "Hannelore Brandt"]
+INVENTED = [
+    "Marguerite Okonkwo",
+    "Tobias Lindqvist",
+    "Priya Ramaswamy",
+    "Eduardo Falcone",
+    "Hannelore Brandt",
+]
 
 
 @pytest.fixture(scope="module")
@@ -51,11 +57,22 @@ def corrupt(text: str, rate: float, rng: random.Random) -> tuple[str, int]:
 
 
 def as_case(rec: dict, answer: str, task: str = "transcribe") -> EvalCase:
-    ref = Reference(rec["id"], text=rec["text"], lines=rec["lines"], fields=rec["fields"], qa=rec["qa"], task=task)
-    return EvalCase("a" * 32, "b" * 16, task=task, answer=answer, reference_id=rec["id"], reference=ref)
+    ref = Reference(
+        rec["id"],
+        text=rec["text"],
+        lines=rec["lines"],
+        fields=rec["fields"],
+        qa=rec["qa"],
+        task=task,
+    )
+    return EvalCase(
+        "a" * 32, "b" * 16, task=task, answer=answer, reference_id=rec["id"], reference=ref
+    )
 
 
-def test_ocr_score_rank_correlates_with_true_error_rate(records: list[dict], tmp_path: Path) -> None:
+def test_ocr_score_rank_correlates_with_true_error_rate(
+    records: list[dict], tmp_path: Path
+) -> None:
     rng = random.Random(5)
     ev = OcrFaithfulness(cache_dir=tmp_path)
     scores, true_cer = [], []
@@ -75,7 +92,9 @@ def inject(rec: dict, rng: random.Random) -> tuple[str, list[tuple[int, int]]]:
     lines = list(rec["lines"])
     answer = " ".join(lines)
     spans: list[tuple[int, int]] = []
-    numbers = [m for m in re.finditer(r"(?<![\w.,])\d[\d,]*\.\d\d|(?<![\w.,-])\d{3,}(?![\w-])", answer)]
+    numbers = [
+        m for m in re.finditer(r"(?<![\w.,])\d[\d,]*\.\d\d|(?<![\w.,-])\d{3,}(?![\w-])", answer)
+    ]
     if numbers:
         m = rng.choice(numbers)
         digits = [i for i, c in enumerate(m.group(0)) if c.isdigit()]
@@ -92,7 +111,9 @@ def inject(rec: dict, rng: random.Random) -> tuple[str, list[tuple[int, int]]]:
     return answer, spans
 
 
-def test_grounding_finds_injected_errors_with_precision_and_recall(records: list[dict], tmp_path: Path) -> None:
+def test_grounding_finds_injected_errors_with_precision_and_recall(
+    records: list[dict], tmp_path: Path
+) -> None:
     rng = random.Random(9)
     ev = Grounding(cache_dir=tmp_path)
     tp = fp = fn = 0
