@@ -45,8 +45,8 @@ class SequentialConfig:
     """``alpha``: rollback error for a canary no worse than ``margin`` (shared by all quality
     metrics); ``beta``: promote error for a canary worse by ``delta`` or more (each metric)."""
 
-    alpha: float = 0.01
-    beta: float = 0.05
+    alpha: float = 0.005
+    beta: float = 0.04
     delta: float = 0.05
     margin: float = 0.0
     max_canary: int = 3000

@@ -66,14 +66,14 @@ def test_empty_stream_extends() -> None:
 def test_aa_rarely_rolls_back_and_mostly_promotes() -> None:
     cfg = SequentialConfig()
     code = simulate(0.9, 0.9, runs=200, seed=11, cfg=cfg)
-    assert np.mean(code == 1) <= 0.03  # α = 0.01, plus room for 200 runs
+    assert np.mean(code == 1) <= 0.02  # α = 0.005, plus room for 200 runs
     assert np.mean(code == 2) >= 0.9
 
 
 def test_five_point_drop_is_caught() -> None:
     cfg = SequentialConfig()
     code = simulate(0.9, 0.85, runs=200, seed=12, cfg=cfg)
-    assert np.mean(code == 1) >= 0.9  # 1 − β = 0.95, minus room for 200 runs
+    assert np.mean(code == 1) >= 0.9  # 1 − β = 0.96, minus room for 200 runs
 
 
 def test_clear_improvement_promotes() -> None:
@@ -95,7 +95,7 @@ def test_metric_statistics_and_reasons() -> None:
     result = evaluate_metric("ocr", arm, good.astype(float), cfg)
     assert result.action == "rollback"
     s = result.statistics
-    assert s["e_rollback"] >= s["threshold_rollback"] == 100
+    assert s["e_rollback"] >= s["threshold_rollback"] == 200
     assert s["mean_canary"] < s["mean_active"] and s["decided_at_group"] is not None
     decision = decide({"ocr": result}, cfg)
     assert decision.action == "rollback" and "ocr" in decision.reason

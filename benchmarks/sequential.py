@@ -1,0 +1,147 @@
+"""Error rates and speed of the guard's sequential test, by simulation.
+
+Goals: an A/A rollout is rolled back in <= 1 % of runs; a 5-point regression is caught
+(rolled back) in >= 95 %; at a 10 % canary fraction the median number of canary requests
+to a decision is reported against the goal of <= 300. Run:
+``python -m benchmarks.sequential [--runs 1000] [--fraction 0.1] [--seed 7]``.
+
+Each run is a stream of requests split by a Bernoulli(fraction) arm, with outcomes drawn from
+one of three models: pass/fail (Bernoulli), a continuous score with Beta noise (sd 0.1),
+and a realistic mixture (mostly near-perfect OCR scores, some failures around 0.3). The
+streams go through the same functions the guard uses (``group_differences``, ``outcomes``),
+many runs at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from router.rollout.sequential import SequentialConfig, group_differences, outcomes
+
+Draw = Callable[[np.random.Generator, np.ndarray], np.ndarray]
+
+
+def bernoulli(rng: np.random.Generator, p: np.ndarray) -> np.ndarray:
+    return (rng.random(p.shape) < p).astype(np.float64)
+
+
+def beta_noise(sd: float) -> Draw:
+    def draw(rng: np.random.Generator, mean: np.ndarray) -> np.ndarray:
+        k = mean * (1 - mean) / sd**2 - 1
+        return rng.beta(mean * k, (1 - mean) * k)
+
+    return draw
+
+
+def ocr_mixture(rng: np.random.Generator, mean: np.ndarray) -> np.ndarray:
+    """Good answers score ~0.96 (Beta(48, 2)); failures ~0.3 (Beta(3, 7)); mean sets the mix."""
+    fail = rng.random(mean.shape) < (0.96 - mean) / 0.66
+    return np.where(fail, rng.beta(3, 7, mean.shape), rng.beta(48, 2, mean.shape))
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    active: float
+    canary: float
+    draw: Draw
+
+
+SCENARIOS = (
+    Scenario("A/A pass/fail 0.90", 0.90, 0.90, bernoulli),
+    Scenario("-5pt pass/fail 0.90→0.85", 0.90, 0.85, bernoulli),
+    Scenario("A/A score 0.92 (sd .1)", 0.92, 0.92, beta_noise(0.1)),
+    Scenario("-5pt score 0.92→0.87 (sd .1)", 0.92, 0.87, beta_noise(0.1)),
+    Scenario("A/A OCR mixture 0.92", 0.92, 0.92, ocr_mixture),
+    Scenario("-5pt OCR mixture 0.92→0.87", 0.92, 0.87, ocr_mixture),
+)
+
+
+def _decide(arm: np.ndarray, values: np.ndarray, cfg: SequentialConfig) -> tuple[np.ndarray, ...]:
+    d, counts = group_differences(arm, values)
+    code, stop, _, _ = outcomes(d, counts, cfg)
+    used = np.take_along_axis(counts, np.maximum(stop, 0)[:, None], axis=1)[:, 0]
+    # The deciding group closed when the next canary request arrived.
+    seen = np.sum(np.cumsum(arm, axis=1) < used[:, None] + 1, axis=1)
+    return code, stop, used, seen
+
+
+def simulate(
+    scenario: Scenario, runs: int, fraction: float, cfg: SequentialConfig, seed: int
+) -> dict[str, float]:
+    """Streams grow by doubling only for runs still undecided: a decision on a prefix uses
+    closed groups only, which the longer stream keeps unchanged, so results are exact."""
+    rng = np.random.default_rng(seed)
+    horizon = int(math.ceil(cfg.max_canary / fraction * 1.15))
+    code = np.zeros(runs, dtype=np.int64)
+    canary_n = np.full(runs, -1)
+    total_n = np.full(runs, -1)
+    live = np.arange(runs)
+    arm = np.zeros((runs, 0), dtype=bool)
+    values = np.zeros((runs, 0))
+    n = int(500 / fraction)
+    while live.size:
+        add = n - arm.shape[1]
+        more = rng.random((live.size, add)) < fraction
+        arm = np.concatenate([arm, more], axis=1)
+        values = np.concatenate(
+            [values, scenario.draw(rng, np.where(more, scenario.canary, scenario.active))], axis=1
+        )
+        c, stop, used, seen = _decide(arm, values, cfg)
+        done = (stop >= 0) | (n >= horizon)
+        code[live[done]] = c[done]
+        canary_n[live[done]] = np.where(stop[done] >= 0, used[done], -1)
+        total_n[live[done]] = np.where(stop[done] >= 0, seen[done], -1)
+        live, arm, values = live[~done], arm[~done], values[~done]
+        n = min(2 * n, horizon)
+    decided = canary_n >= 0
+    can, tot = canary_n[decided], total_n[decided]
+    return {
+        "rollback": float(np.mean(code == 1)),
+        "promote": float(np.mean(code == 2)),
+        "undecided": float(np.mean(code == 0)),
+        "median_requests": float(np.median(tot)) if decided.any() else math.nan,
+        "median_canary": float(np.median(can)) if decided.any() else math.nan,
+        "p90_canary": float(np.percentile(can, 90)) if decided.any() else math.nan,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--runs", type=int, default=1000)
+    p.add_argument("--fraction", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--alpha", type=float, default=SequentialConfig.alpha)
+    p.add_argument("--beta", type=float, default=SequentialConfig.beta)
+    p.add_argument("--delta", type=float, default=SequentialConfig.delta)
+    args = p.parse_args(argv)
+    cfg = SequentialConfig(alpha=args.alpha, beta=args.beta, delta=args.delta)
+    print(f"alpha={cfg.alpha} beta={cfg.beta} delta={cfg.delta} margin={cfg.margin} "
+          f"max_canary={cfg.max_canary} canary fraction={args.fraction} runs={args.runs}")
+    print(f"{'scenario':32s} {'rollback':>8s} {'promote':>8s} {'undec.':>7s} "
+          f"{'med req':>8s} {'med can':>8s} {'p90 can':>8s} {'secs':>5s}")
+    results = {}
+    for i, sc in enumerate(SCENARIOS):
+        t0 = time.perf_counter()
+        r = simulate(sc, args.runs, args.fraction, cfg, seed=args.seed + i)
+        secs = time.perf_counter() - t0
+        results[sc.name] = {**r, "seconds": secs}
+        print(f"{sc.name:32s} {r['rollback']:8.3f} {r['promote']:8.3f} {r['undecided']:7.3f} "
+              f"{r['median_requests']:8.0f} {r['median_canary']:8.0f} {r['p90_canary']:8.0f} {secs:5.1f}")
+    aa = max(v["rollback"] for k, v in results.items() if k.startswith("A/A"))
+    caught = min(v["rollback"] for k, v in results.items() if k.startswith("-5pt"))
+    med = max(v["median_canary"] for k, v in results.items() if k.startswith("-5pt"))
+    print(f"goal A/A rollback <= 1 %: {aa:.1%} {'ok' if aa <= 0.01 else 'MISSED'}; "
+          f"goal -5pt caught >= 95 %: {caught:.1%} {'ok' if caught >= 0.95 else 'MISSED'}; "
+          f"goal median canary requests <= 300: {med:.0f} {'ok' if med <= 300 else 'MISSED'}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
