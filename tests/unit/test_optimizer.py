@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import optuna
-import polars as pl
 import pytest
 
-from optimizer.data import Observations
-from optimizer.routes import Route, candidate_routes, effective_scale_matrix
+from optimizer.synthetic import DEFAULT_REPLAY, synthetic_observations
+from optimizer.routes import Route, candidate_routes
 from optimizer.run import OptimizerError, optimize
 from optimizer.space import SearchSpace, assign, build_params, to_ruleset
 from router.config import load_config
@@ -21,38 +20,12 @@ def catalog():
     return load_config("examples/emulated.yaml").models
 
 
-def synthetic(catalog, n=400, seed=0, routes=None, replay_routes=None):
-    rng = np.random.default_rng(seed)
-    width = rng.choice([400, 800, 1600, 2400], n)
-    height = (width * rng.choice([0.75, 1.3], n)).astype(int)
-    text = rng.choice([8.0, 12.0, 20.0, 32.0], n)
-    rows = []
-    all_routes = candidate_routes(catalog)
-    scale = effective_scale_matrix(catalog, all_routes, width, height)
-
-    def q(route: Route, i: int) -> float:
-        r = all_routes.index(route)
-        seen = text[i] * scale[r, i] * (0.85 if "mini" in route.model or "haiku" in route.model or "flash" in route.model else 1.0)
-        return float(np.clip((seen - 4.0) / 4.0, 0, 1) * 0.97 + rng.normal(0, 0.01))
-
-    strong = Route("gpt-4o", "high")
-    for i in range(n):
-        rows.append(dict(span_id=f"s{i}", trace_id=f"t{i}", route=strong.key, replay=False, width=int(width[i]), height=int(height[i]),
-                         text_height_px=float(text[i]), task="transcribe", quality=q(strong, i), propensity=1.0,
-                         input_tokens=800, image_tokens=700, output_tokens=120, billed_cost_usd=0.003))
-        for j, route in enumerate(replay_routes or []):
-            if (i + j) % 3 == 0:
-                rows.append(dict(span_id=f"r{i}-{j}", trace_id=f"tr{i}", route=route.key, replay=True, width=int(width[i]), height=int(height[i]),
-                                 text_height_px=float(text[i]), task="transcribe", quality=q(route, i), propensity=1.0,
-                                 input_tokens=300, image_tokens=200, output_tokens=120, billed_cost_usd=0.0003))
-    df = pl.DataFrame(rows).with_columns(pl.lit("2026-11-25").alias("ts"), pl.lit("gpt-4o").alias("model"), pl.lit("active").alias("arm"))
-    return Observations(df)
+def synthetic(catalog, n=400, seed=0, replay_routes=()):
+    return synthetic_observations(catalog, n, seed=seed, replay_routes=replay_routes)
 
 
 def test_finds_cheaper_rules_within_tolerance(catalog, tmp_path):
-    replay = [Route("gpt-4o", "low"), Route("gpt-4o-mini", "low"), Route("gpt-4.1-mini", "high"), Route("gpt-4.1-mini", "low"),
-              Route("gemini-2.5-flash", "auto"), Route("claude-haiku-4-5", "auto")]
-    obs = synthetic(catalog, replay_routes=replay)
+    obs = synthetic(catalog, replay_routes=DEFAULT_REPLAY)
     p = optimize("unused.duckdb", catalog, tolerance=0.01, trials=80, seed=3, observations=obs,
                  storage=f"sqlite:///{tmp_path}/study.db", study_name="t", plot_path=tmp_path / "front.png")
     assert p.savings >= 0.5
