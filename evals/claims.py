@@ -145,6 +145,8 @@ def extract_claims(answer: str) -> list[Claim]:
             canonical = _canonical(kind, raw)
             if canonical is None or (kind == "number" and len(re.sub(r"\D", "", raw)) < 2):
                 continue
+            if kind == "number" and _COUNT_AFTER.match(text, m.end()):
+                continue  # "12 lines of text": a count of what is seen, not text on the image
             claims.append(Claim(kind, raw, canonical, m.start(), m.end()))
             if kind != "quote":
                 # A quoted string is one claim, but names/numbers inside it still count.
@@ -157,6 +159,12 @@ def extract_claims(answer: str) -> list[Claim]:
 
 
 _KEY_AFTER = re.compile(r"\s*:")
+_COUNT_AFTER = re.compile(
+    r"\s+(?:lines?|items?|rows?|columns?|words?|characters?|pages?|fields?|entries|people|"
+    r"persons?|images?|paragraphs?|sections?|bullets?|points?|icons?|buttons?|tabs?|cells?|"
+    r"digits?|letters?|times)\b",
+    re.IGNORECASE,
+)
 
 
 def _looks_structured(answer: str) -> bool:

@@ -14,7 +14,7 @@ import pytest
 from scipy.stats import spearmanr
 
 from emulator.workload import generate_item
-from evals.base import EvalCase, Reference
+from evals.base import EvalCase, NotEvaluable, Reference
 from evals.claims import extract_claims
 from evals.grounding import Grounding
 from evals.ocr_faithfulness import OcrFaithfulness
@@ -132,3 +132,32 @@ def test_grounding_finds_injected_errors_with_precision_and_recall(
     precision, recall = tp / max(tp + fp, 1), tp / max(tp + fn, 1)
     assert tp >= 20
     assert precision >= 0.9 and recall >= 0.9, (precision, recall, tp, fp, fn)
+
+
+def test_faithful_emulator_style_answers_are_fully_grounded(
+    records: list[dict], tmp_path: Path
+) -> None:
+    """Answers built by the emulator's answerer from perfectly read lines invent nothing, so
+    grounding must support every claim (no false alarms on real answer phrasing)."""
+    from emulator.answers import answer
+    from emulator.ocr import OcrLine
+
+    ev = Grounding(cache_dir=tmp_path)
+    scored = 0
+    for rec in records:
+        lines = [
+            OcrLine(t, (0.0, 20.0 * i, 100.0, 20.0 * i + 10), 0.99)
+            for i, t in enumerate(rec["lines"])
+        ]
+        for task, prompt in (
+            ("describe", "Describe this image briefly."),
+            ("extract", rec["prompt"]),
+        ):
+            text = answer(task, prompt, lines)
+            try:
+                [s] = ev.evaluate(as_case(rec, text, task=task))
+            except NotEvaluable:
+                continue
+            scored += 1
+            assert s.value == 1.0, (task, text, s.explanation)
+    assert scored >= len(records)
