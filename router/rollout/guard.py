@@ -48,10 +48,14 @@ _ROWS = """
 
 @dataclass(frozen=True)
 class GuardConfig:
-    """``evaluators``: eval_scores.evaluator names to guard on; ``score_field``: ``score``
-    (0–1) or ``passed`` (pass/fail); errors use their own tolerated drop ``error_delta``."""
+    """``evaluators``: eval_scores.evaluator names to guard on. By default they are pooled into
+    one ``quality`` metric (a request's score is the mean of its configured evaluators'
+    scores; each task usually has one evaluator); ``per_evaluator`` tests each one on its own
+    (α is split among them, evaluators without any observation are skipped). ``score_field``:
+    ``score`` (0–1) or ``passed`` (pass/fail); errors use their own tolerated drop."""
 
     evaluators: tuple[str, ...] = ()
+    per_evaluator: bool = False
     score_field: Literal["score", "passed"] = "score"
     include_errors: bool = True
     error_delta: float = 0.03
@@ -115,16 +119,20 @@ class Guard:
         data: dict[str, Any] = {"requests": base, "scores": {}}
         value = ("greatest(0.0, least(1.0, e.score))" if self.config.score_field == "score"
                  else "CAST(e.passed AS DOUBLE)")
-        for name in self.config.evaluators:
+        groups = ([(name, (name,)) for name in self.config.evaluators] if self.config.per_evaluator
+                  else [("quality", self.config.evaluators)] if self.config.evaluators else [])
+        for metric, names in groups:
+            marks = ", ".join("?" for _ in names)
             sql = f"""
                 WITH r AS ({_ROWS}),
-                e AS (SELECT * FROM eval_scores WHERE evaluator = ? AND status = 'scored'
-                      QUALIFY row_number() OVER (PARTITION BY span_id
+                e AS (SELECT * FROM eval_scores WHERE evaluator IN ({marks}) AND status = 'scored'
+                      QUALIFY row_number() OVER (PARTITION BY span_id, evaluator
                                                  ORDER BY ts DESC, evaluator_version DESC) = 1)
-                SELECT r.is_canary, {value} AS v, e.ts AS ets FROM r JOIN e USING (span_id)
+                SELECT any_value(r.is_canary) AS is_canary, avg({value}) AS v
+                FROM r JOIN e USING (span_id)
                 WHERE {value} IS NOT NULL AND isfinite({value})
-                ORDER BY r.ts, r.span_id"""
-            data["scores"][name] = conn.execute(sql, [*params, name]).fetchnumpy()
+                GROUP BY r.ts, r.span_id ORDER BY r.ts, r.span_id"""
+            data["scores"][metric] = conn.execute(sql, [*params, *names]).fetchnumpy()
         if self.config.include_cost:
             sql = f"""WITH r AS ({_ROWS})
                 SELECT r.is_canary, i.cost_usd FROM image_spans i JOIN r ON i.request_span_id = r.span_id
@@ -147,10 +155,15 @@ class Guard:
     def evaluate(self, data: dict[str, Any]) -> Decision:
         """The decision for loaded data (pure apart from logging)."""
         cfg = self.config.sequential
-        k = len(self.config.evaluators) + int(self.config.include_errors)
+        scores = dict(data["scores"])
+        if self.config.per_evaluator and any(len(s["v"]) for s in scores.values()):
+            # An evaluator that sees none of this traffic (another task) must not block promotion.
+            scores = {name: s for name, s in scores.items() if len(s["v"])}
+        # Configured evaluators without any score yet stay in: quality is never waived.
+        k = len(scores) + int(self.config.include_errors)
         alpha = cfg.alpha / max(k, 1)
         results: dict[str, MetricResult] = {}
-        for name, s in data["scores"].items():
+        for name, s in scores.items():
             results[name] = evaluate_metric(name, s["is_canary"], s["v"], cfg, alpha)
         if self.config.include_errors:
             req = data["requests"]

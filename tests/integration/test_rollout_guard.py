@@ -32,7 +32,7 @@ def setup_rollout(tmp_path: Path) -> tuple[DirectoryRuleStore, Path]:
 
 def write_traffic(db: Path, store: DirectoryRuleStore, n: int, p_active: float, p_canary: float,
                   seed: int, *, errors_canary: float = 0.0, cost_canary: float = 0.001,
-                  offset: int = 0) -> None:
+                  offset: int = 0, evaluator: str | None = EVALUATOR) -> None:
     p = store.pointer()
     assert p.canary_started_at is not None
     rng = np.random.default_rng(seed)
@@ -46,9 +46,9 @@ def write_traffic(db: Path, store: DirectoryRuleStore, n: int, p_active: float, 
                          "ruleset_version": p.canary if canary else p.active,
                          "arm": "canary" if canary else "active",
                          "status": "error" if failed else "ok"})
-        if not failed:
+        if not failed and evaluator is not None:
             score = float(np.clip(rng.normal(p_canary if canary else p_active, 0.08), 0, 1))
-            scores.append({"trace_id": f"t{i:06d}", "span_id": span, "evaluator": EVALUATOR,
+            scores.append({"trace_id": f"t{i:06d}", "span_id": span, "evaluator": evaluator,
                            "evaluator_version": "1", "status": "scored", "score": score,
                            "passed": score > 0.8, "ts": ts})
         images.append({"trace_id": f"t{i:06d}", "span_id": f"i{i:06d}", "request_span_id": span,
@@ -78,7 +78,7 @@ def test_clearly_worse_canary_is_rolled_back_and_recorded(tmp_path: Path) -> Non
     guard = Guard(db, store, GuardConfig(evaluators=(EVALUATOR,)), tracer_provider=provider)
     decision = guard.step()
     assert decision.action == "rollback", decision.reason
-    assert EVALUATOR in decision.reason
+    assert "quality" in decision.reason
     p = store.pointer()
     assert (p.active, p.canary) == ("v0001", None)
     assert store.history()[-1].actor == "guard" and store.history()[-1].reason == decision.reason
@@ -87,7 +87,7 @@ def test_clearly_worse_canary_is_rolled_back_and_recorded(tmp_path: Path) -> Non
     _, cand, active, n_canary, n_active, stats, reason = rows[-1]
     assert (cand, active) == ("v0002", "v0001") and n_canary + n_active == 3000
     stats = json.loads(stats)
-    m = stats["metrics"][EVALUATOR]
+    m = stats["metrics"]["quality"]
     assert m["e_rollback"] >= m["threshold_rollback"] and m["mean_canary"] < m["mean_active"]
     events = [e for s in exporter.get_finished_spans() for e in s.events]
     assert [e.name for e in events] == ["aperture.rollout.decision"]
@@ -171,3 +171,28 @@ def test_out_of_range_scores_are_clipped_not_fatal(tmp_path: Path, bad: float) -
     with open_store(db) as conn:
         conn.execute("UPDATE eval_scores SET score = ? WHERE span_id = 's000001'", [bad])
     assert Guard(db, store, GuardConfig(evaluators=(EVALUATOR,))).step().action == "extend"
+
+
+def test_configured_evaluators_without_scores_block_promotion(tmp_path: Path) -> None:
+    store, db = setup_rollout(tmp_path)
+    write_traffic(db, store, 6000, 0.9, 0.9, seed=21, evaluator=None)
+    decision = Guard(db, store, GuardConfig(evaluators=(EVALUATOR, "grounding"))).step()
+    assert decision.action == "extend" and "quality" in decision.reason
+    assert decision.statistics["metrics"]["success_rate"]["action"] == "promote"
+    assert store.pointer().canary == "v0002"
+
+
+def test_per_evaluator_mode_skips_absent_evaluators_and_names_the_regressed_one(tmp_path: Path) -> None:
+    store, db = setup_rollout(tmp_path)
+    write_traffic(db, store, 6000, 0.9, 0.9, seed=22)
+    config = GuardConfig(evaluators=(EVALUATOR, "grounding"), per_evaluator=True)
+    decision = Guard(db, store, config).step()
+    assert decision.action == "promote", decision.reason
+    assert set(decision.statistics["metrics"]) == {EVALUATOR, "success_rate"}
+
+    store2, db2 = setup_rollout(tmp_path / "second")
+    write_traffic(db2, store2, 2000, 0.9, 0.9, seed=23)
+    write_traffic(db2, store2, 2000, 0.9, 0.7, seed=24, offset=2000, evaluator="grounding")
+    decision = Guard(db2, store2, config).step()
+    assert decision.action == "rollback" and "grounding" in decision.reason
+    assert EVALUATOR not in decision.reason
