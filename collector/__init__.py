@@ -1,1 +1,14 @@
-"""collector."""
+"""collector: spans into the shared DuckDB store.
+
+- ``collector.schema``: tables and ordered migrations (the store contract);
+- ``collector.store``: ``open_store`` (short-lived, lock-retrying connections),
+  ``fetch_df``, ``insert_rows``, ``load_references``;
+- ``collector.rows``: ``SpanRecord`` and the pure ``span_to_rows`` mapping,
+  with decoders from SDK spans, OTLP protobuf and OTLP/JSON (``collector.otlp``);
+- ``collector.exporter``: ``DuckDBSpanExporter`` for the OTel SDK;
+- ``collector.receiver``: the OTLP/HTTP receiver (``create_receiver_app``,
+  ``serve_receiver``), with optional forwarding;
+- ``collector.spend`` and ``collector.parquet``: reports and exports.
+
+Nothing is imported here, so ``import collector`` stays cheap.
+"""

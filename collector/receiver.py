@@ -10,6 +10,9 @@ here. Answers, per the OTLP/HTTP spec:
   counted while streaming and while inflating, so nothing big is buffered);
 - 503 + Retry-After when the writer's queue is full.
 
+``GET /healthz`` (JSON counters) and ``GET /metrics`` (Prometheus text) report
+spans received/written/dropped, refusals per status code and forward failures.
+
 Decoding runs in a worker thread; storing runs on the ``SpanWriter`` thread.
 
 Example::
@@ -157,6 +160,17 @@ class Receiver:
             **self.counters.snapshot(),
         }
 
+    def prometheus_text(self) -> str:
+        """Counters in the Prometheus text format (no global registry involved)."""
+        lines = [
+            "# TYPE aperture_collector_queue_depth gauge",
+            f"aperture_collector_queue_depth {self.writer.queue.qsize()}",
+        ]
+        for name, value in sorted(self.counters.snapshot().items()):
+            metric = f"aperture_collector_{name}_total"
+            lines += [f"# TYPE {metric} counter", f"{metric} {value}"]
+        return "\n".join(lines) + "\n"
+
     async def handle(self, request: Request) -> Response:
         media = request.headers.get("content-type", "").split(";")[0].strip().lower()
         content_type = _CONTENT_TYPES.get(media)
@@ -246,6 +260,10 @@ def create_receiver_app(
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
         return receiver.health()
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(receiver.prometheus_text(), media_type="text/plain; version=0.0.4")
 
     return app
 
