@@ -11,6 +11,7 @@ chosen to order tiers plausibly, not measurements of the real models.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 from dataclasses import dataclass
@@ -82,12 +83,17 @@ def profile_for(model: str, profiles: dict[str, VisionProfile] | None = None) ->
     return table[max(prefixes, key=len)] if prefixes else FALLBACK_PROFILE
 
 
-def decode(image_bytes: bytes) -> Image.Image:
-    """Decode PNG/JPEG/WebP/GIF/HEIC bytes to an RGB image, honouring EXIF orientation and
-    flattening transparency onto white."""
+@functools.cache
+def _register_heif() -> None:
     import pillow_heif
 
     pillow_heif.register_heif_opener()
+
+
+def decode(image_bytes: bytes) -> Image.Image:
+    """Decode PNG/JPEG/WebP/GIF/HEIC bytes to an RGB image, honouring EXIF orientation and
+    flattening transparency onto white."""
+    _register_heif()
     if not image_bytes:
         raise ImageDecodeError("empty image data")
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 
 from PIL import Image
@@ -10,6 +11,7 @@ FORMATS = ("png", "jpeg", "webp", "heic")
 EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp", "heic": "heic"}
 
 
+@functools.cache
 def _register_heif() -> None:
     import pillow_heif
 

@@ -7,6 +7,7 @@ This test uses small pages of five of them with body text >= 12 px, so that it s
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import jiwer
@@ -73,10 +74,21 @@ def test_same_input_same_answer_and_cache_survives_restart(engine: OcrEngine, pa
 
 def test_uncached_engine_reruns_the_model_with_the_same_result(pages: list) -> None:
     item = pages[3]
-    img = item.image.crop((0, 0, item.image.width, item.image.height // 3))  # title band only
+    img = item.image.crop((0, 0, 320, 240))  # the title corner; kept small for speed
     engine = OcrEngine(use_cache=False)
     assert engine.read(img) == engine.read(img)
     assert engine.model_calls == 2
+
+
+def test_one_engine_shared_by_threads_gives_each_caller_its_own_answer(pages: list) -> None:
+    # small, not too wide crops: the detector scales the short side up to 736 px
+    top = pages[3].image.crop((0, 0, 320, 240))
+    other = pages[0].image.crop((0, 0, 320, 240))
+    engine = OcrEngine(use_cache=False)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(engine.read, [top, other, top, other]))
+    assert results[0] == results[2] and results[1] == results[3] and results[0] != results[1]
+    assert engine.model_calls == 4
 
 
 def test_undecodable_bytes_raise_before_the_model(engine: OcrEngine) -> None:
