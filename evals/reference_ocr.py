@@ -54,13 +54,19 @@ class ReferenceOcr:
     """
 
     def __init__(self, cache_dir: Path | None = None, *, max_side: int = 2000) -> None:
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self._cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.max_side = max_side
         self._engine: Any = None
         self._lock = threading.Lock()
 
+    @property
+    def cache_dir(self) -> Path:
+        # Resolved per use when not given, so APERTURE_CACHE_DIR set after construction
+        # (a long-lived registry instance) is honoured.
+        return self._cache_dir if self._cache_dir is not None else default_cache_dir()
+
     def __getstate__(self) -> dict[str, Any]:
-        return {"cache_dir": self.cache_dir, "max_side": self.max_side}
+        return {"cache_dir": self._cache_dir, "max_side": self.max_side}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["cache_dir"], max_side=state["max_side"])  # type: ignore[misc]

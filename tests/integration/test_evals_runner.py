@@ -235,3 +235,20 @@ def test_missing_store_and_unknown_evaluator_are_refused(tmp_path: Path) -> None
         run_evals(tmp_path / "none.duckdb", progress=False)
     with pytest.raises(KeyError, match="unknown evaluator"):
         run_evals(tmp_path / "none.duckdb", evaluators=["nope"], progress=False)
+
+
+def test_retryable_scores_are_left_for_the_next_run(store: tuple[Path, Path]) -> None:
+    db, _ = store
+    calls: list[str] = []
+
+    @evaluator("flaky_probe", "1", register=False)
+    def flaky(case: EvalCase) -> Score:
+        calls.append(case.span_id)
+        if len(calls) <= 12:
+            return Score.not_evaluable("flaky_probe", "1", "judge unavailable", {"retryable": True})
+        return Score.scored("flaky_probe", "1", 0.5, False, "judged")
+
+    first = run_evals(db, evaluators=[flaky], workers=1, progress=False)
+    assert (first.retry_later, first.written) == (12, 0)
+    second = run_evals(db, evaluators=[flaky], workers=1, progress=False)
+    assert (second.cases, second.written, second.retry_later) == (12, 12, 0)
