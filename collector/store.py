@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -99,11 +100,21 @@ def connect(
             delay = min(delay * 2, 0.5)
     if not read_only:
         try:
-            migrate(conn)
+            _migrate_once(conn)
         except BaseException:
             conn.close()
             raise
     return conn
+
+
+_migrate_lock = threading.Lock()
+
+
+def _migrate_once(conn: duckdb.DuckDBPyConnection) -> None:
+    # Threads of one process share the file without DuckDB's file lock between
+    # them; two first-time migrations at once would both insert version 1.
+    with _migrate_lock:
+        migrate(conn)
 
 
 @contextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from datetime import datetime
 from pathlib import Path
 
@@ -139,3 +140,26 @@ def test_open_store_files(tmp_path: Path) -> None:
     with open_store(path) as writer, open_store(path, read_only=True) as reader:
         insert_rows(writer, "dropped_spans", [{"reason": "y", "count": 2}])
         assert reader.execute("SELECT sum(count) FROM dropped_spans").fetchall() == [(3,)]
+
+
+def test_threads_opening_a_fresh_file_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "fresh.duckdb"
+    errors: list[BaseException] = []
+
+    def open_and_write(i: int) -> None:
+        try:
+            with open_store(path) as c:
+                insert_rows(c, "dropped_spans", [{"reason": f"t{i}", "count": i}])
+        except BaseException as exc:  # collected for the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_and_write, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+    with open_store(path, read_only=True) as c:
+        assert c.execute(
+            "SELECT count(*), max(version) FROM dropped_spans, schema_version"
+        ).fetchall() == [(6, 1)]
