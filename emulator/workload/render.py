@@ -141,7 +141,8 @@ def layout(doc: Doc, font_px: int, width: int) -> tuple[list[PlacedRow], int]:
     """Place every block for a canvas `width` px wide; return rows and the height used."""
     m = margin(font_px, width)
     left, right = float(m), float(width - m)
-    y = m
+    # a top bar (app header, slide title band) starts at the canvas edge, not below a margin
+    y = font_px // 2 if doc.blocks and doc.blocks[0].band is not None else m
     rows: list[PlacedRow] = []
 
     def line(size: int) -> tuple[int, int]:

@@ -69,6 +69,12 @@ def ui_screenshot(rng: random.Random, budget: int) -> Doc:
         kv("Total:", f["total"]),
     ]
     blocks = blocks[: max(5, budget - 2)]
+    room = budget - len(blocks) - 4
+    if room >= 3:  # the order's items, as an admin page shows them under the details
+        picks = rng.sample(fake.PRODUCTS, k=min(4, room - 1))
+        items = [(name, str(rng.randint(1, 5)), fake.money(fake.amount_cents(rng, lo, hi)))
+                 for name, lo, hi in picks]
+        blocks.append(table(("Item", "Qty", "Price"), items, (False, True, True), gap=0.5))
     blocks.append(row(Seg("Save", box="button"), Seg("Cancel", box="pill"), gap=0.6))
     return Doc(blocks, f, theme)
 
