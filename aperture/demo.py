@@ -154,7 +154,7 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
                 extra["replay"] = {"sent": rep.sent, "failed": rep.failed, "errors": rep.errors}
                 telemetry.provider.force_flush()
                 tick = stage.bar("evaluate", 1)
-                scored = run_evals(db, workers=2, progress=False)
+                scored = run_evals(db, workers=2, progress=False, blob_dir=Path(cfg.telemetry.blob_dir))
                 tick(1)
                 extra["evaluated"] = scored.cases
 
@@ -190,7 +190,7 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
                     send_workload(gateway_url, batch, fresh_dir, concurrency=opts.concurrency, progress=tick)
                     sent += len(batch)
                     telemetry.provider.force_flush()
-                    run_evals(db, workers=2, progress=False)
+                    run_evals(db, workers=2, progress=False, blob_dir=Path(cfg.telemetry.blob_dir))
                     decision = guard.step().action
                 extra["canary_requests"] = sent
                 # 7. The rest of the fresh traffic on whatever the guard left active.
@@ -200,7 +200,7 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
                     tick = stage.bar("traffic after the decision", len(rest))
                     send_workload(gateway_url, rest, fresh_dir, concurrency=opts.concurrency, progress=tick)
                 telemetry.provider.force_flush()
-                run_evals(db, workers=2, progress=False)
+                run_evals(db, workers=2, progress=False, blob_dir=Path(cfg.telemetry.blob_dir))
             extra["gateway_url"] = gateway_url
 
     before_df = phase_requests(db, f"wl-s{opts.seed}-", baseline_version)
