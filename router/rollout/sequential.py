@@ -14,10 +14,12 @@ probability at most ``level``, however often it is looked at):
 * rollback: H0 ``Δ ≥ −margin``; wealth ``∏ (1 + λ_t (−margin − D_t))``; crossing ``1/α``.
 * promote: H0 ``Δ ≤ −delta``; wealth ``∏ (1 + λ_t (D_t + delta))``; crossing ``1/β``.
 
-The bet ``λ_t = g / (σ̂²_{t−1} + g²)`` with ``g = delta − margin`` is the growth-optimal bet
-against the other hypothesis's boundary (for pass/fail data it is Wald's SPRT with p0/p1),
-with a variance estimate from earlier groups only, so any data-driven choice stays valid. It
-is capped so that no single group can ruin the wealth. Hence
+The bet ``λ_t = g / (σ̂²_{t−1} s_t + g²)`` with ``g = delta − margin`` and the group's
+``s_t = 1/n_canary + 1/n_active`` is the growth-optimal bet against the other hypothesis's
+boundary (for pass/fail data close to Wald's SPRT with p0/p1). The variance estimate uses
+earlier groups only and the group sizes depend on the arms only, so the bet is predictable
+and any data-driven choice stays valid. It is capped so that no single group can ruin the
+wealth. Hence
 
     P(rollback | Δ ≥ −margin) ≤ α        P(promote | Δ ≤ −delta) ≤ β
 
@@ -31,7 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -46,7 +48,7 @@ class SequentialConfig:
     metrics); ``beta``: promote error for a canary worse by ``delta`` or more (each metric)."""
 
     alpha: float = 0.005
-    beta: float = 0.04
+    beta: float = 0.03
     delta: float = 0.05
     margin: float = 0.0
     max_canary: int = 3000
@@ -71,8 +73,17 @@ class Decision:
     reason: str = ""
 
 
-def group_differences(is_canary: ArrayLike, values: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
-    """Per closed group: ``D`` and the cumulative number of canary observations.
+class Groups(NamedTuple):
+    """Per closed group: the difference ``d``, the cumulative canary count ``counts`` and
+    ``scale = 1/n_canary + 1/n_active`` (Var(d) = σ² · scale for per-observation variance σ²)."""
+
+    d: NDArray[np.float64]
+    counts: NDArray[np.int64]
+    scale: NDArray[np.float64]
+
+
+def group_differences(is_canary: ArrayLike, values: ArrayLike) -> Groups:
+    """Per closed group: ``D``, the cumulative number of canary observations and the scale.
 
     Works on one stream (shape ``(n,)``) or on many at once (``(runs, n)``); groups are
     left-aligned and padded with NaN (and the last count). The still-open last group and
@@ -101,24 +112,30 @@ def group_differences(is_canary: ArrayLike, values: ArrayLike) -> tuple[NDArray[
     with np.errstate(invalid="ignore", divide="ignore"):
         d = np.where(valid, s_c / np.maximum(n_c, 1) - s_a / np.maximum(n_a, 1), np.nan)
     counts = np.cumsum(n_c, axis=1).astype(np.int64)
+    scale = np.where(valid, 1.0 / np.maximum(n_c, 1) + 1.0 / np.maximum(n_a, 1), 1.0)
     if np.ndim(is_canary) == 1:
-        return d[0], counts[0]
-    return d, counts
+        return Groups(d[0], counts[0], scale[0])
+    return Groups(d, counts, scale)
 
 
 def log_wealth(
-    d: NDArray[np.float64], config: SequentialConfig
+    d: NDArray[np.float64], config: SequentialConfig, scale: NDArray[np.float64] | None = None
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Log-wealth paths of the rollback and the promote e-process along the last axis."""
+    """Log-wealth paths of the rollback and the promote e-process along the last axis.
+
+    ``scale`` (from :class:`Groups`) lets a group with more observations carry a larger bet;
+    the group sizes depend only on the arms, never on outcomes, so the bet stays predictable.
+    """
     valid = ~np.isnan(d)
     x = np.where(valid, d, 0.0)
+    w = np.ones_like(x) if scale is None else np.where(valid, scale, 1.0)
     t = np.arange(x.shape[-1], dtype=np.float64)
     before = np.cumsum(x, axis=-1) - x
     mean_before = before / (t + 1.0)  # shrunk towards "no difference" by one pseudo-group
-    sq = np.where(valid, (x - mean_before) ** 2, 0.0)
-    var = (config.prior_var + np.cumsum(sq, axis=-1) - sq) / (t + 1.0)
+    sq = np.where(valid, (x - mean_before) ** 2 / w, 0.0)  # per-observation variance estimates
+    sigma2 = (config.prior_var + np.cumsum(sq, axis=-1) - sq) / (t + 1.0)
     gap = config.delta - config.margin
-    lam = gap / (var + gap * gap)
+    lam = gap / (sigma2 * w + gap * gap)
     lam_r = np.minimum(lam, config.bet_cap / (1.0 + config.margin))
     lam_p = np.minimum(lam, config.bet_cap / (1.0 - config.delta))
     step_r = np.where(valid, np.log1p(lam_r * (-config.margin - x)), 0.0)
@@ -133,11 +150,12 @@ def _first(mask: NDArray[np.bool_]) -> NDArray[np.int64]:
 
 
 def outcomes(
-    d: NDArray[np.float64], counts: NDArray[np.int64], config: SequentialConfig, alpha: float | None = None
+    groups: Groups, config: SequentialConfig, alpha: float | None = None
 ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]:
     """Per stream: action code (0 extend, 1 rollback, 2 promote), the deciding group index
     (-1 if none), and the largest log-wealth of the rollback and promote tests."""
-    log_r, log_p = log_wealth(d, config)
+    d, counts, scale = groups
+    log_r, log_p = log_wealth(d, config, scale)
     big = np.iinfo(np.int64).max
     t_r = _first(log_r >= math.log(1.0 / (alpha or config.alpha)))
     t_p = _first(log_p >= math.log(1.0 / config.beta))
@@ -164,10 +182,10 @@ def evaluate_metric(
     """The sequential decision for one quality metric on one time-ordered stream."""
     arm = np.asarray(is_canary, dtype=bool).reshape(-1)
     val = np.asarray(values, dtype=np.float64).reshape(-1)
-    d, counts = group_differences(arm, val)
-    code, stop, max_r, max_p = outcomes(d[None, :], counts[None, :], config, alpha)
+    d, counts, scale = group_differences(arm, val)
+    code, stop, max_r, max_p = outcomes(Groups(d[None, :], counts[None, :], scale[None, :]), config, alpha)
     groups = int(np.count_nonzero(~np.isnan(d)))
-    log_r, log_p = log_wealth(d, config)
+    log_r, log_p = log_wealth(d, config, scale)
     stats: dict[str, Any] = {
         "n_canary": int(arm.sum()),
         "n_active": int((~arm).sum()),
@@ -247,6 +265,7 @@ def decide(
 __all__ = [
     "Action",
     "Decision",
+    "Groups",
     "MetricResult",
     "SequentialConfig",
     "cost_check",
