@@ -259,6 +259,14 @@ def _kv_json(items: Any) -> dict[str, Any]:
     return out
 
 
+def _text(value: Any, what: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise OtlpDecodeError(f"{what} must be a string")
+    return value
+
+
 def _enum(value: Any, names: tuple[str, ...], prefix: str) -> str:
     if value is None:
         return names[0]
@@ -290,11 +298,11 @@ def _json_span(span: Any, resource: dict[str, Any], scope: str | None) -> SpanRe
         start_ns=_json_int(_field(span, "startTimeUnixNano", "start_time_unix_nano"), "start"),
         end_ns=_json_int(_field(span, "endTimeUnixNano", "end_time_unix_nano"), "end"),
         status_code=_enum(status.get("code"), _STATUS, "STATUS_CODE_"),
-        status_message=status.get("message") or None,
+        status_message=_text(status.get("message"), "status.message") or None,
         attributes=_kv_json(span.get("attributes")),
         events=[
             {
-                "name": e.get("name", ""),
+                "name": _text(e.get("name"), "event name"),
                 "time_unix_nano": _json_int(_field(e, "timeUnixNano", "time_unix_nano"), "event"),
                 "attributes": _kv_json(e.get("attributes")),
             }
@@ -322,7 +330,7 @@ def from_otlp_json(body: Mapping[str, Any]) -> list[SpanRecord]:
             if not isinstance(ss, Mapping):
                 raise OtlpDecodeError("scopeSpans entries must be objects")
             scope_obj = ss.get("scope") or ss.get("instrumentationLibrary") or {}
-            scope = scope_obj.get("name") or None
+            scope = _text(scope_obj.get("name"), "scope name") or None
             for span in _list(ss.get("spans"), "spans"):
                 out.append(_json_span(span, resource, scope))
     return out

@@ -185,7 +185,7 @@ def ns_to_us(ns: int | None) -> int | None:
     datetime objects costs more than the rest of the row (see benchmarks/ingest).
     ``insert_rows`` takes ints and datetimes alike.
     """
-    if not ns or ns < 0:
+    if not ns or ns < 0 or ns > _INT64:  # JSON clients can send any integer
         return None
     return ns // 1000
 

@@ -158,6 +158,21 @@ def test_url_safe_base64_ids() -> None:
     assert record.trace_id == raw.hex()
 
 
+def test_wrong_types_never_reach_the_store() -> None:
+    span = {"traceId": "a" * 32, "spanId": "a" * 16}
+    for bad in (
+        {**span, "status": {"message": 5}},
+        {**span, "events": [{"name": ["x"]}]},
+        {**span, "name": 3},
+    ):
+        with pytest.raises(OtlpDecodeError):
+            from_otlp_json({"resourceSpans": [{"scopeSpans": [{"spans": [bad]}]}]})
+    with pytest.raises(OtlpDecodeError):
+        from_otlp_json(
+            {"resourceSpans": [{"scopeSpans": [{"scope": {"name": 1}, "spans": [span]}]}]}
+        )
+
+
 @pytest.mark.parametrize(
     "body",
     [

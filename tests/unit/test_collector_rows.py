@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
+import duckdb
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from collector.rows import (
     IMAGE_COLUMNS,
@@ -15,6 +18,8 @@ from collector.rows import (
     span_to_rows,
     spans_to_rows,
 )
+from collector.schema import migrate
+from collector.store import insert_rows
 
 T0 = 1_700_000_000_123_456_789  # 2023-11-14T22:13:20.123456789Z
 
@@ -173,9 +178,10 @@ def test_sloppy_values_are_coerced_or_nulled() -> None:
     )
 
 
-def test_missing_or_zero_times() -> None:
-    rows = span_to_rows(record("x", {}, start_ns=0, end_ns=0))["spans"][0]
-    assert rows["start_ts"] is None and rows["end_ts"] is None and rows["duration_ms"] is None
+@pytest.mark.parametrize(("start", "end"), [(0, 0), (-5, 10), (2**70, 2**70 + 1)])
+def test_missing_or_absurd_times(start: int, end: int) -> None:
+    rows = span_to_rows(record("x", {}, start_ns=start, end_ns=end))["spans"][0]
+    assert rows["start_ts"] is None and rows["duration_ms"] is None
 
 
 def test_spans_to_rows_merges_per_table() -> None:
@@ -191,3 +197,39 @@ def test_spans_to_rows_merges_per_table() -> None:
         "image_spans": 2,
         "request_spans": 1,
     }
+
+
+anything = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**80), max_value=2**80)
+    | st.floats()
+    | st.text(max_size=10),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+attribute_keys = st.sampled_from(
+    [key for _, key, _ in IMAGE_COLUMNS + REQUEST_COLUMNS] + ["gen_ai.operation.name", "x"]
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    attrs=st.dictionaries(attribute_keys, anything, max_size=12),
+    name=st.sampled_from(["image", "chat", "other"]),
+    start=st.integers(min_value=-(2**65), max_value=2**65),
+)
+def test_any_attribute_values_insert_cleanly(
+    attrs: dict[str, object], name: str, start: int
+) -> None:
+    """Whatever a client sends, the rows fit the store's column types (no failed batch)."""
+    if name == "chat":
+        attrs = {**attrs, "gen_ai.operation.name": "chat"}
+    conn = duckdb.connect()
+    migrate(conn)
+    rows = span_to_rows(record(name, attrs, start_ns=start, end_ns=start + 7))
+    for table, table_rows in rows.items():
+        insert_rows(conn, table, table_rows)
+    assert conn.execute("SELECT count(*) FROM spans").fetchall() == [(1,)]
