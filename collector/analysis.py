@@ -2,9 +2,9 @@
 
 Each function takes an open DuckDB connection or a store path (opened read-only for the
 call) and returns a polars DataFrame, empty (with its columns) when the table is, so a
-notebook can print a clear message instead of crashing. Grouping and savings arithmetic are
-the same SQL expressions ``aperture spend`` uses (``collector.spend``), so notebook and CLI
-agree to the cent.
+notebook can print a clear message instead of crashing. Grouping and savings arithmetic follow
+``aperture spend`` (``collector.spend``: same size buckets, same saving rule), so notebook and CLI
+agree to the cent (the unit tests compare the two).
 
 Example::
 
@@ -25,9 +25,20 @@ import duckdb
 import polars as pl
 
 from collector.schema import TABLES
-from collector.spend import _SAVINGS as SAVINGS_SQL
-from collector.spend import GROUPINGS, parse_since
+from collector.spend import SIZE_BUCKET, parse_since
 from collector.store import StoreNotFoundError, connect, fetch_df, open_store
+
+#: Group key per ``by``: text, "unknown" for a missing value (like ``aperture spend``).
+GROUPINGS: dict[str, str] = {
+    "model": "coalesce(model, 'unknown')",
+    "team": "coalesce(team, 'unknown')",
+    "day": "coalesce(strftime(ts, '%Y-%m-%d'), 'unknown')",
+    "detail": "coalesce(detail, 'unknown')",
+    "size": SIZE_BUCKET,
+}
+_TOKENS = "coalesce(tokens_billed, tokens_estimated)"
+#: What low detail would have saved on one image row, at that row's cost per token.
+SAVINGS_SQL = f"greatest({_TOKENS} - tokens_low_estimate, 0) * (cost_usd / nullif({_TOKENS}, 0))"
 
 Source = duckdb.DuckDBPyConnection | str | Path
 Since = str | datetime | date | timedelta | None
@@ -68,7 +79,9 @@ def notebook_paths(environ: Mapping[str, str], cwd: Path) -> tuple[Path, str]:
                 return str(base / default)
         return str(cwd / default)
 
-    return Path(pick("APERTURE_DB", DEFAULT_STORE)), pick("APERTURE_OPTUNA_DB", DEFAULT_STUDY_STORAGE)
+    return Path(pick("APERTURE_DB", DEFAULT_STORE)), pick(
+        "APERTURE_OPTUNA_DB", DEFAULT_STUDY_STORAGE
+    )
 
 
 def open_read_only(path: str | Path) -> tuple[duckdb.DuckDBPyConnection, str | None]:
@@ -216,7 +229,9 @@ def tokens_estimated_vs_billed(source: Source, since: Since = None) -> pl.DataFr
     )
 
 
-def eval_scores_by_route(source: Source, evaluator: str | None = None, since: Since = None) -> pl.DataFrame:
+def eval_scores_by_route(
+    source: Source, evaluator: str | None = None, since: Since = None
+) -> pl.DataFrame:
     """Evaluation results per route (``request_spans.route``, e.g. ``gpt-4o:high``) and evaluator.
 
     Columns: route, evaluator, requests, scored, not_evaluable, mean_score, pass_rate,
@@ -283,8 +298,12 @@ def _storage_url(storage: str | Path) -> str:
 
 
 _TRIAL_SCHEMA = {
-    "number": pl.Int64, "cost": pl.Float64, "quality": pl.Float64, "feasible": pl.Boolean,
-    "violation": pl.Float64, "params": pl.String,
+    "number": pl.Int64,
+    "cost": pl.Float64,
+    "quality": pl.Float64,
+    "feasible": pl.Boolean,
+    "violation": pl.Float64,
+    "params": pl.String,
 }
 
 
@@ -326,7 +345,9 @@ def pareto_front(trials: pl.DataFrame) -> pl.DataFrame:
     Same rule as ``optimizer.search.SearchResult.pareto``: sort by (cost, −quality) and keep
     each trial that raises the best quality seen so far.
     """
-    ordered = trials.filter(pl.col("quality").is_not_nan()).sort(["cost", "quality"], descending=[False, True])
+    ordered = trials.filter(pl.col("quality").is_not_nan()).sort(
+        ["cost", "quality"], descending=[False, True]
+    )
     best = ordered["quality"].cum_max().shift(1)
     keep = best.is_null() | (ordered["quality"] > best + 1e-12)
     return ordered.filter(keep)

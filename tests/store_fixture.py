@@ -187,12 +187,13 @@ def _emit_request(tracer: Any, rng: random.Random, ts: datetime, n: int) -> None
         last = attempt == retries
         ok = last and not failed
         status = 200 if ok else rng.choice((429, 503, 504))
-        up_attrs = {"aperture.attempt": attempt + 1, "http.response.status_code": status, "gen_ai.provider.name": model.provider}
-        if not ok:
-            up_attrs["error.type"] = {429: "upstream_rate_limited", 503: "upstream_overloaded", 504: "upstream_timeout"}[status]
+        up_attrs: dict[str, Any] = {"aperture.attempt": attempt + 1, "http.response.status_code": status, "gen_ai.provider.name": model.provider}
+        error_type = None if ok else {429: "upstream_rate_limited", 503: "upstream_overloaded", 504: "upstream_timeout"}[status]
+        if error_type:
+            up_attrs["error.type"] = error_type
         up = tracer.start_span(f"upstream {model.provider}", context=ctx, start_time=start + attempt * step + 6_000_000, attributes=up_attrs)
-        if not ok:
-            up.set_status(Status(StatusCode.ERROR, up_attrs["error.type"]))
+        if error_type:
+            up.set_status(Status(StatusCode.ERROR, error_type))
         up.end(end_time=start + (attempt + 1) * step)
     if failed:
         span.set_status(Status(StatusCode.ERROR, request_attrs["error.type"]))

@@ -8,7 +8,6 @@ from pathlib import Path
 import nbformat
 import optuna
 import pytest
-from jupyter_client.kernelspec import KernelSpecManager
 from nbclient import NotebookClient
 
 from collector.store import open_store
@@ -55,10 +54,11 @@ def _study(path: Path) -> None:
         ))
 
 
-def test_the_kernel_is_this_interpreter() -> None:
-    spec = KernelSpecManager().get_kernel_spec("python3")
-    # jupyter_client swaps a bare "python" argv for sys.executable; anything else must be ours.
-    assert spec.argv[0] in ("python", "python3", sys.executable)
+def test_the_kernel_runs_this_interpreter(tmp_path: Path) -> None:
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import sys, collector; print(sys.executable)")])
+    NotebookClient(nb, kernel_name="python3", timeout=60, resources={"metadata": {"path": str(tmp_path)}}).execute()
+    printed = nb.cells[0].outputs[0]["text"].strip()
+    assert Path(printed).resolve() == Path(sys.executable).resolve()
 
 
 def test_spend_notebook_draws_every_chart(demo_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
