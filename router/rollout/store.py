@@ -188,7 +188,7 @@ class DirectoryRuleStore(RuleStore):
         self, change: Callable[[Pointer], Pointer], *, action: str, actor: str, reason: str
     ) -> Pointer:
         with self.lock():
-            before = self.pointer()
+            before = self._pointer_for_update()
             after = replace(change(before), generation=before.generation + 1, updated_at=utc_now())
             data = json.dumps(after.to_json(), indent=2, sort_keys=True).encode("utf-8")
             replace_atomically(self.pointer_path, data)
@@ -198,6 +198,16 @@ class DirectoryRuleStore(RuleStore):
                 fh.flush()
                 os.fsync(fh.fileno())
         return after
+
+    def _pointer_for_update(self) -> Pointer:
+        """The pointer, or, if its file was damaged, the last state the history recorded, so
+        that an explicit ``activate`` / ``rollback(to=…)`` repairs the store."""
+        try:
+            return self.pointer()
+        except CorruptPointer as exc:
+            events = self.history()
+            log.warning("%s; rebuilding from the history (%d events)", exc.message, len(events))
+            return events[-1].after if events else Pointer()
 
     def history(self) -> builtins.list[PointerEvent]:
         try:

@@ -163,11 +163,19 @@ def test_versions_are_never_rewritten(tmp_path: Path) -> None:
     assert [v.id for v in store.list()] == ["v0001", "v0002", "v0004"]
 
 
-def test_corrupt_pointer_is_refused(tmp_path: Path) -> None:
+def test_corrupt_pointer_is_refused_and_repaired_by_an_explicit_change(tmp_path: Path) -> None:
     store = DirectoryRuleStore(tmp_path)
+    a = store.propose(TEXT_A, author="ana")
+    b = store.propose(TEXT_B, author="ana")
+    store.activate(a.id)
+    store.start_canary(b.id, 0.1)
     (tmp_path / "pointer.json").write_text('{"active": "v00')
-    with pytest.raises(CorruptPointer):
+    with pytest.raises(CorruptPointer) as info:
         store.pointer()
+    assert info.value.code == "rollout_pointer_corrupt"
+    p = store.rollback(to=a.id, actor="ana", reason="repair")
+    assert (p.active, p.canary, p.generation) == (a.id, None, 3)
+    assert store.pointer() == p
 
 
 def test_reader_never_sees_partial_pointer(tmp_path: Path) -> None:
