@@ -116,3 +116,32 @@ def test_cost_guard_rail() -> None:
     assert same.action == "promote"
     assert decide({"ocr": same}, cfg, (True, stats)).action == "rollback"
     assert decide({"ocr": same}, cfg, (False, {})).action == "promote"
+
+
+def reference_groups(arm: list[bool], val: list[float]) -> list[float]:
+    """Plain-Python grouping: a canary run plus the active run after it; the open one dropped."""
+    groups: list[tuple[list[float], list[float]]] = []
+    for a, v in zip(arm, val, strict=True):
+        if a and (not groups or groups[-1][1]):
+            groups.append(([], []))
+        if groups:
+            (groups[-1][0] if a else groups[-1][1]).append(v)
+    closed = groups[:-1]
+    return [sum(c) / len(c) - sum(x) / len(x) for c, x in closed]
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.floats(0, 1)), max_size=60))
+def test_grouping_matches_a_plain_reference(stream: list[tuple[bool, float]]) -> None:
+    arm = [a for a, _ in stream]
+    val = [v for _, v in stream]
+    d, counts, _ = group_differences(np.array(arm, dtype=bool), np.array(val))
+    expected = reference_groups(arm, val)
+    got = d[~np.isnan(d)]
+    assert got == pytest.approx(expected, abs=1e-12)
+    # Many streams at once give the same groups as one at a time.
+    batch = group_differences(np.array([arm, arm[::-1]], dtype=bool), np.array([val, val[::-1]]))
+    row0 = batch.d[0][~np.isnan(batch.d[0])]
+    row1 = batch.d[1][~np.isnan(batch.d[1])]
+    assert row0 == pytest.approx(expected, abs=1e-12)
+    assert row1 == pytest.approx(reference_groups(arm[::-1], val[::-1]), abs=1e-12)
