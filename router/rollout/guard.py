@@ -179,6 +179,15 @@ class Guard:
             cost = cost_check(cost_usd[arm], cost_usd[~arm], cfg)
         return decide(results, cfg, cost)
 
+    def preview(self) -> Decision:
+        """What the guard would decide now, without acting or recording (read-only open)."""
+        p = self.store.pointer()
+        if p.canary is None or p.active is None:
+            return Decision("idle", {}, "no canary running")
+        with open_store(self.db_path, read_only=True) as conn:
+            data = self._load(conn, p)
+        return self.evaluate(data)
+
     # -- acting ----------------------------------------------------------------------------
     def step(self) -> Decision:
         """One evaluation; acts on promote/rollback and records the decision once."""

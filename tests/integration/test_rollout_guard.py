@@ -76,6 +76,9 @@ def test_clearly_worse_canary_is_rolled_back_and_recorded(tmp_path: Path) -> Non
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     guard = Guard(db, store, GuardConfig(evaluators=(EVALUATOR,)), tracer_provider=provider)
+    preview = guard.preview()
+    assert preview.action == "rollback" and store.pointer().canary == "v0002"
+    assert [r[0] for r in rollouts(db)] == ["start"]
     decision = guard.step()
     assert decision.action == "rollback", decision.reason
     assert "quality" in decision.reason
