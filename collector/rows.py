@@ -201,14 +201,6 @@ def ns_to_datetime(ns: int | None) -> datetime | None:
         return None
 
 
-def is_image_span(span: SpanRecord) -> bool:
-    return span.name == "image"
-
-
-def is_request_span(span: SpanRecord) -> bool:
-    return span.attributes.get("gen_ai.operation.name") == "chat"
-
-
 def span_to_rows(
     span: SpanRecord, _resource_json: dict[int, str | None] | None = None
 ) -> dict[str, list[dict[str, Any]]]:
