@@ -145,7 +145,7 @@ def admin_router(config: AppConfig, store: RuleStore, holder: PolicyHolder[Any],
         return store.propose(text, author=author, note=note).to_json()
 
     @router.post("/rules/{version_id}/canary")
-    def canary(version_id: str, fraction: float = Query(..., gt=0, le=1)) -> dict[str, Any]:
+    def canary(version_id: str, fraction: float = Query(..., gt=0, lt=1)) -> dict[str, Any]:
         pointer = actions.start_canary(store, version_id, fraction, db_path=db_path, actor="admin-api")
         holder.refresh()
         return pointer.to_json()

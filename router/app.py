@@ -113,7 +113,10 @@ def create_app(
         try:
             body = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InvalidRequest("the request body is not valid JSON", code="invalid_json") from exc
+            error = InvalidRequest("the request body is not valid JSON", code="invalid_json")
+            metrics.errors.labels(code=error.code).inc()
+            metrics.requests.labels(code=str(error.status), model="").inc()
+            raise error from exc
         result = await gateway.chat(body, request.headers)
         if result.stream is not None:
             return StreamingResponse(result.stream, media_type="text/event-stream", headers=result.headers)

@@ -17,7 +17,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from router.rules import AUTO_MODEL, RequestFeatures, RouteChoice, Ruleset, Target, applies_to, choose_route
+from router.rules import (
+    AUTO_MODEL,
+    RequestFeatures,
+    RouteChoice,
+    Ruleset,
+    Target,
+    applies_to,
+    choose_route,
+)
 
 
 @dataclass(frozen=True)
