@@ -65,25 +65,34 @@ def design_matrix(images: ImageTable, route_index: np.ndarray, routes: Sequence[
 
 @dataclass
 class QualityModel:
+    """``route_penalty[r]``: how much to take off route r's predictions to get a lower
+    confidence bound: its cross-validated over-prediction (if any) plus ``z`` standard errors
+    of its residual mean. Routes with few observations get a large penalty, so the search
+    does not bet on a route the data barely covers."""
+
     routes: list[Route]
     model: HistGradientBoostingRegressor
     cv_mae: float
     cv_bias: float
     n_train: int
+    route_penalty: np.ndarray
+    route_observations: np.ndarray
 
-    def predict_matrix(self, images: ImageTable, scale: np.ndarray) -> np.ndarray:
+    def predict_matrix(self, images: ImageTable, scale: np.ndarray, *, conservative: bool = True) -> np.ndarray:
         """q[r, i] for every candidate route and image, clipped to [0, 1]."""
         n = len(images)
         out = np.zeros((len(self.routes), n))
         with threadpool_limits(limits=1, user_api="openmp"):
             for r in range(len(self.routes)):
                 X = design_matrix(images, np.full(n, r), self.routes, scale)
-                out[r] = np.clip(self.model.predict(X), 0.0, 1.0)
+                penalty = self.route_penalty[r] if conservative else 0.0
+                out[r] = np.clip(self.model.predict(X) - penalty, 0.0, 1.0)
         return out
 
 
 def fit_quality_model(
-    images: ImageTable, route_index: np.ndarray, scores: np.ndarray, routes: Sequence[Route], scale: np.ndarray, *, seed: int = 0
+    images: ImageTable, route_index: np.ndarray, scores: np.ndarray, routes: Sequence[Route], scale: np.ndarray, *,
+    seed: int = 0, z: float = 1.0, unobserved_penalty: float = 1.0,
 ) -> QualityModel:
     """Fit on observed (image, route, score) rows; report cross-validated error for intervals."""
     X = design_matrix(images, route_index, routes, scale)
@@ -100,4 +109,10 @@ def fit_quality_model(
             m = make().fit(X[train], y[train])
             residuals[test] = np.clip(m.predict(X[test]), 0, 1) - y[test]
         final = make().fit(X, y)
-    return QualityModel(list(routes), final, float(np.mean(np.abs(residuals))), float(np.mean(residuals)), len(y))
+    penalty = np.full(len(routes), unobserved_penalty)
+    counts = np.bincount(route_index, minlength=len(routes))
+    for r in range(len(routes)):
+        res = residuals[route_index == r]
+        if len(res) >= 2:
+            penalty[r] = max(float(res.mean()), 0.0) + z * float(res.std(ddof=1)) / np.sqrt(len(res))
+    return QualityModel(list(routes), final, float(np.mean(np.abs(residuals))), float(np.mean(residuals)), len(y), penalty, counts)

@@ -45,6 +45,7 @@ class ReplayItem:
     task: str | None
     reference_id: str | None
     messages: list[dict[str, Any]]
+    route: str | None = None  # the route the original request took (already observed)
 
 
 @dataclass
@@ -95,7 +96,7 @@ def load_items(db: str | Path, blob_dir: Path, n: int, seed: int = 0) -> list[Re
                 for k, part in enumerate(content):
                     if isinstance(part, dict) and part.get("type") == "image" and part.get("sha256") == row["sha256"]:
                         content[k] = {"type": "image_url", "image_url": {"url": url}}
-        items.append(ReplayItem(row["span_id"], row["sha256"], row["task"], row["reference_id"], messages))
+        items.append(ReplayItem(row["span_id"], row["sha256"], row["task"], row["reference_id"], messages, row["route"]))
     if not items:
         raise ReplayError(f"the sampled images are missing from the blob store {blob_dir}")
     return items
@@ -123,8 +124,9 @@ def replay(
     progress: Callable[[int, int], None] | None = None,
     transport: httpx.BaseTransport | None = None,
 ) -> ReplaySummary:
-    """Send every item to every route through the gateway (explicit model and detail)."""
-    jobs = [(item, route) for item in items for route in routes]
+    """Send every item to every route through the gateway (explicit model and detail), except
+    the route the original request already took: its answer is observed."""
+    jobs = [(item, route) for item in items for route in routes if route.key != item.route]
     errors: dict[str, int] = {}
     done = 0
     client = httpx.Client(base_url=gateway_url, timeout=timeout_s, transport=transport,

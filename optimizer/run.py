@@ -168,7 +168,10 @@ def optimize(
     per_image = quality[chosen, cols]
     boots = [per_image[rng.integers(0, len(per_image), len(per_image))].mean() for _ in range(200)]
     half = 1.96 * float(np.sqrt(np.var(boots) + qmodel.cv_mae**2 / max(qmodel.n_train, 1))) + abs(qmodel.cv_bias)
-    interval = (max(0.0, pred_quality - half), min(1.0, pred_quality + half))
+    # The point prediction is the conservative one (each route's lower bound); the interval spans
+    # from below it to above the model's unpenalised prediction for the same routes.
+    optimistic = float(qmodel.predict_matrix(images, scale, conservative=False)[chosen, cols].mean())
+    interval = (max(0.0, pred_quality - half), min(1.0, max(optimistic, pred_quality) + half))
 
     off_policy = None
     rewards = traffic["quality"].to_numpy()
