@@ -8,6 +8,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import pytest
 from aperture.policies import ruleset_validator
 from collector.store import open_store
 from router.rollout import actions
+from router.rollout.base import CorruptVersion, InvalidRuleset
 from router.rollout.store import DirectoryRuleStore
 from tests.integration.gateway_harness import (
     Stack,
@@ -178,3 +180,169 @@ def test_100_switches_under_load_fail_nothing_and_each_request_sees_one_version(
             wanted[(model, (detail,) if with_image else ())] += 1
         assert seen_upstream == wanted
         print(f"\nhot reload: {len(results)} requests over 100 switches, 0 failed; per version {dict(seen)}; arms {dict(arms)}")
+
+
+# ------------------------------------------------------------------ 2. invalid versions
+GOOD = route_only("good", "gpt-4o-mini", "low")
+LONGER = """name: longer
+claims: []
+rules:
+  - id: big-text
+    when: {text_height_px: {gte: 20}}
+    route: {model: gpt-4.1-mini, detail: low}
+default:
+  route: {model: gpt-4.1, detail: high}
+  fallbacks:
+    - {model: claude-sonnet-4-5, detail: auto}
+"""
+INVALID = {
+    "unknown model": (route_only("x", "gpt-9-ultra", "high"), "'gpt-9-ultra' is not in the catalog"),
+    "bad schema": ("name: x\nrules: [{id: a, route: {model: gpt-4o}, colour: red}]\n", "default"),
+    "cut in half": (LONGER[: len(LONGER) // 2], "not valid YAML"),
+    "cut at a line end": ("\n".join(LONGER.splitlines()[:6]) + "\n", "default: Field required"),
+    "not a mapping": ("- just\n- a list\n", "mapping"),
+    "empty": ("   \n", "empty"),
+}
+
+
+def ask(client: openai.OpenAI) -> tuple[str, str]:
+    raw = client.chat.completions.with_raw_response.create(
+        model="aperture/auto", messages=image_message(data_url(page_png(64, 40, "OK")))
+    )
+    raw.parse()
+    return raw.headers["x-aperture-ruleset"], raw.headers["x-aperture-route"]
+
+
+def test_invalid_versions_are_never_activated(tmp_path: Path) -> None:
+    with running_stack(tmp_path, overrides=FAST_POLL, rules_store=tmp_path / "rules") as stack:
+        validate = ruleset_validator(stack.app.state.gateway.config)
+        store = DirectoryRuleStore(tmp_path / "rules", validate=validate)
+        good = store.propose(GOOD, author="test")
+        store.activate(good.id, actor="test")
+        wait_served(stack, store)
+        client = client_for(stack)
+        assert ask(client) == (good.id, "gpt-4o-mini:low")
+
+        # Refused at the door: nothing is written, the pointer does not move.
+        for name, (text, hint) in INVALID.items():
+            before = (len(store.list()), store.pointer())
+            with pytest.raises(InvalidRuleset) as info:
+                store.propose(text, author="test", validate=validate)
+            assert info.value.code == "invalid_ruleset" and info.value.problems, name
+            assert hint in " ".join(info.value.problems), (name, info.value.problems)
+            assert (len(store.list()), store.pointer()) == before, name
+
+        # Stored intact, then cut in half on disk: the store refuses to switch to it …
+        damaged = store.propose(LONGER, author="test")
+        path = tmp_path / "rules" / "versions" / f"{damaged.id}.yaml"
+        path.write_bytes(path.read_bytes()[: len(LONGER) // 2])
+        for switch in (lambda: store.activate(damaged.id), lambda: store.start_canary(damaged.id, 0.5)):
+            with pytest.raises(CorruptVersion) as corrupt:
+                switch()
+            assert corrupt.value.code == "ruleset_version_corrupt"
+        assert store.pointer().active == good.id
+
+        # … and when the pointer names it anyway (damaged after the switch was written), the
+        # gateway refuses to load it, counts the failure and keeps routing with the old version.
+        assert metric(stack, "aperture_ruleset_load_failures") == 0
+        generation = served_generation(stack)
+        store.update_pointer(lambda p: replace(p, active=damaged.id), action="activate", actor="disk",
+                             reason="pointer written before the text was damaged")
+        wait_for(lambda: metric(stack, "aperture_ruleset_load_failures") > 0, what="a counted load failure")
+        assert served_generation(stack) == generation
+        health = httpx.get(f"{stack.gateway}/healthz", timeout=10).json()
+        assert health["ruleset"]["active"] == good.id
+        for _ in range(5):
+            assert ask(client) == (good.id, "gpt-4o-mini:low")
+        time.sleep(0.1)  # several polls: the failed generation is not retried or counted again
+        failures = metric(stack, "aperture_ruleset_load_failures")
+        assert failures == 1
+
+        # The operator's way out: roll back to the good version; the gateway follows again.
+        store.rollback(to=good.id, actor="test")
+        wait_served(stack, store)
+        assert ask(client) == (good.id, "gpt-4o-mini:low")
+        stack.flush()
+        with duckdb.connect(str(stack.db), read_only=True) as conn:
+            versions = {v for (v,) in conn.execute("SELECT DISTINCT ruleset_version FROM request_spans").fetchall()}
+            image_versions = {v for (v,) in conn.execute("SELECT DISTINCT ruleset_version FROM image_spans").fetchall()}
+        assert versions == image_versions == {good.id}
+
+
+# ------------------------------------------------------------------ 3. the admin API
+ADMIN_KEY = "adm-test-key"
+
+
+def test_admin_api_needs_the_key_and_drives_the_rollout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APERTURE_ADMIN_KEY", ADMIN_KEY)
+    with running_stack(tmp_path, rules_store=tmp_path / "rules") as stack:
+        admin = httpx.Client(base_url=f"{stack.gateway}/admin", timeout=30,
+                             headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+        anon = httpx.Client(base_url=f"{stack.gateway}/admin", timeout=30)
+        wrong = httpx.Client(base_url=f"{stack.gateway}/admin", timeout=30,
+                             headers={"Authorization": "Bearer not-the-key"})
+        client = client_for(stack)
+        text_headers = {"content-type": "text/plain"}
+        calls: list[tuple[str, str, dict[str, Any]]] = [
+            ("GET", "/rules", {}),
+            ("GET", "/rules/v0001", {}),
+            ("GET", "/rules/diff", {"params": {"a": "v0001", "b": "v0001"}}),
+            ("POST", "/rules/validate", {"content": GOOD, "headers": text_headers}),
+            ("POST", "/rules", {"content": GOOD, "headers": text_headers}),
+            ("POST", "/rules/v0001/canary", {"params": {"fraction": 0.5}}),
+            ("POST", "/promote", {}),
+            ("POST", "/rollback", {}),
+        ]
+        for method, url, kw in calls:
+            for c in (anon, wrong):
+                r = c.request(method, url, **kw)
+                assert r.status_code == 401, (method, url, r.text)
+                assert r.json()["error"]["code"] == "invalid_admin_key"
+        assert [v.id for v in DirectoryRuleStore(tmp_path / "rules").list()] == ["v0001"]  # nothing proposed
+
+        listed = admin.get("/rules").json()
+        assert [v["id"] for v in listed["versions"]] == ["v0001"] and listed["pointer"]["active"] == "v0001"
+        assert "gpt-4o" in admin.get("/rules/v0001").json()["text"]
+
+        checked = admin.post("/rules/validate", content=INVALID["unknown model"][0], headers=text_headers).json()
+        assert checked["valid"] is False and "gpt-9-ultra" in checked["problems"][0]
+        assert admin.post("/rules/validate", content=GOOD, headers=text_headers).json()["valid"] is True
+        refused = admin.post("/rules", content=INVALID["cut in half"][0], headers=text_headers)
+        assert refused.status_code == 422 and refused.json()["error"]["code"] == "invalid_ruleset"
+
+        proposed = admin.post("/rules", content=GOOD, headers=text_headers, params={"note": "cheap"})
+        assert proposed.status_code == 200, proposed.text
+        v2 = proposed.json()["id"]
+        assert v2 == "v0002" and proposed.json()["note"] == "cheap"
+        shown = admin.get(f"/rules/{v2}").json()
+        assert shown["text"] == GOOD and shown["version"]["parent"] == "v0001"
+        diff = admin.get("/rules/diff", params={"a": "v0001", "b": v2}).json()["diff"]
+        assert "+  route: {model: gpt-4o-mini, detail: low}" in diff
+        missing = admin.get("/rules/v0099")
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "ruleset_version_not_found"
+        assert admin.post("/promote").status_code == 409  # no canary yet
+
+        for bad in (0, 1, 1.5):
+            r = admin.post(f"/rules/{v2}/canary", params={"fraction": bad})
+            assert r.status_code == 422, r.text
+            print(r.text)
+        canary = admin.post(f"/rules/{v2}/canary", params={"fraction": 0.5})
+        assert canary.status_code == 200 and canary.json()["canary"] == v2
+        # The endpoint reloads the gateway's policy itself: no waiting for the poller.
+        routes = Counter(ask(client) for _ in range(24))
+        assert set(routes) == {("v0001", "gpt-4o:high"), (v2, "gpt-4o-mini:low")}, routes
+
+        promoted = admin.post("/promote").json()
+        assert (promoted["active"], promoted["canary"]) == (v2, None)
+        assert ask(client) == (v2, "gpt-4o-mini:low")
+        back = admin.post("/rollback").json()
+        assert back["active"] == "v0001"
+        assert ask(client) == ("v0001", "gpt-4o:high")
+        to = admin.post("/rollback", params={"to": v2}).json()
+        assert to["active"] == v2
+        assert ask(client) == (v2, "gpt-4o-mini:low")
+        assert admin.post("/rollback", params={"to": "v0099"}).status_code == 404
+
+        decisions = [row[0] for row in rollout_rows(stack.db)]
+        assert decisions == ["start", "manual_promote", "manual_rollback", "manual_rollback"]
+        assert [e.actor for e in DirectoryRuleStore(tmp_path / "rules").history()][1:] == ["admin-api"] * 4

@@ -7,10 +7,10 @@ import numpy as np
 import optuna
 import pytest
 
-from optimizer.synthetic import DEFAULT_REPLAY, synthetic_observations
 from optimizer.routes import Route, candidate_routes
 from optimizer.run import OptimizerError, optimize
 from optimizer.space import SearchSpace, assign, build_params, to_ruleset
+from optimizer.synthetic import DEFAULT_REPLAY, synthetic_observations
 from router.config import load_config
 from router.rules import ImageFeatures, RequestFeatures, choose_route
 
