@@ -81,7 +81,11 @@ class Stage:
 
     def bar(self, title: str, total: int) -> Callable[[int], None]:
         task = self.progress.add_task(title, total=total)
-        return lambda n=1: self.progress.advance(task, n)
+
+        def advance(n: int = 1) -> None:
+            self.progress.advance(task, n)
+
+        return advance
 
     def done(self, title: str, detail: str = "") -> None:
         task = self.progress.add_task(title, total=1)
@@ -136,6 +140,7 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
 
         with running_emulator(mode=opts.mode, catalog=str(opts.config), ocr_workers=2) as emulator_url:
             cfg = demo_config(opts, emulator_url)
+            blob_dir = out / "blobs"
             store = open_rule_store(cfg)
             baseline_version = store.pointer().active
             with open_store(db) as conn:
@@ -151,14 +156,14 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
 
                 # 4. Replay a stratified sample to every candidate route, then score everything.
                 routes = candidate_routes(cfg.models, list(opts.replay_models))
-                items = load_items(db, Path(cfg.telemetry.blob_dir), opts.replay_sample, seed=opts.seed)
+                items = load_items(db, blob_dir, opts.replay_sample, seed=opts.seed)
                 total = sum(1 for i in items for r in routes if r.key != i.route)
                 tick = stage.bar(f"replay {len(items)} images × {len(routes) - 1} routes", total)
                 rep = replay(gateway_url, items, routes, concurrency=opts.concurrency, progress=lambda d, t: tick(1))
                 extra["replay"] = {"sent": rep.sent, "failed": rep.failed, "errors": rep.errors}
                 telemetry.provider.force_flush()
                 tick = stage.bar("evaluate", 1)
-                scored = run_evals(db, workers=2, progress=False, blob_dir=Path(cfg.telemetry.blob_dir))
+                scored = run_evals(db, workers=2, progress=False, blob_dir=blob_dir)
                 tick(1)
                 extra["evaluated"] = scored.cases
 
@@ -200,7 +205,7 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
                     send_workload(gateway_url, batch, fresh_dir, concurrency=opts.concurrency, progress=tick)
                     sent += len(batch)
                     telemetry.provider.force_flush()
-                    run_evals(db, workers=2, progress=False, blob_dir=Path(cfg.telemetry.blob_dir))
+                    run_evals(db, workers=2, progress=False, blob_dir=blob_dir)
                     decision = guard.step().action
                 extra["canary_requests"] = sent
                 # 7. The rest of the fresh traffic on whatever the guard left active.
@@ -210,7 +215,7 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
                     tick = stage.bar("traffic after the decision", len(rest))
                     send_workload(gateway_url, rest, fresh_dir, concurrency=opts.concurrency, progress=tick)
                 telemetry.provider.force_flush()
-                run_evals(db, workers=2, progress=False, blob_dir=Path(cfg.telemetry.blob_dir))
+                run_evals(db, workers=2, progress=False, blob_dir=blob_dir)
             extra["gateway_url"] = gateway_url
 
     before_df = phase_requests(db, f"wl-s{opts.seed}-", baseline_version)

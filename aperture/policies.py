@@ -91,7 +91,7 @@ def policy_source(
     )
     holder.start()
     metrics.ruleset_load_failures.set_function(lambda: float(holder.load_failures))
-    seen = {"generation": None}
+    seen: dict[str, int | None] = {"generation": None}
 
     def snapshot() -> PolicySnapshot:
         snap: PolicySnapshot = holder.snapshot()

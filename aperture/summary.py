@@ -72,7 +72,7 @@ def totals(df: pl.DataFrame) -> dict[str, float]:
         "images": images,
         "spend_usd": spend,
         "cost_per_image_usd": spend / images if images else 0.0,
-        "quality": float(q.mean()) if q.len() else float("nan"),
+        "quality": float(q.to_numpy().mean()) if q.len() else float("nan"),
         "scored": int(q.len()),
     }
 

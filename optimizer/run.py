@@ -134,7 +134,7 @@ def optimize(
         traffic["input_tokens"].fill_null(0).to_numpy() - traffic["image_tokens"].fill_null(0).to_numpy(), 0
     ).astype(float)
     out_by_route = scored.group_by("route").agg(pl.col("output_tokens").mean()).rows()
-    overall_out = float(scored["output_tokens"].mean() or 0.0)
+    overall_out = float(np.nan_to_num(scored["output_tokens"].cast(pl.Float64).to_numpy().mean()))
     output_tokens = {Route.parse(k).key: float(v or overall_out) for k, v in out_by_route}
     for r in routes:
         output_tokens.setdefault(r.key, overall_out)
@@ -144,10 +144,10 @@ def optimize(
     taken = _route_index(traffic["route"].to_list(), routes)
     cols = np.arange(len(traffic))
     taken_ok = taken >= 0
-    baseline_cost = float(traffic["billed_cost_usd"].fill_null(0).mean() or 0.0)
+    baseline_cost = float(traffic["billed_cost_usd"].fill_null(0).cast(pl.Float64).to_numpy().mean())
     baseline_quality = float(quality[taken[taken_ok], cols[taken_ok]].mean()) if taken_ok.any() else float(quality.max(axis=0).mean())
     observed = traffic["quality"].drop_nulls()
-    observed_baseline = float(observed.mean()) if observed.len() else float("nan")
+    observed_baseline = float(observed.cast(pl.Float64).to_numpy().mean()) if observed.len() else float("nan")
 
     space = SearchSpace.from_data(routes, images.text_height, long_side, fallback=fallback)
     strong = int(np.bincount(taken[taken_ok]).argmax()) if taken_ok.any() else int(quality.mean(axis=1).argmax())

@@ -163,7 +163,8 @@ class Gateway:
         claimed = set(snapshot.active.ruleset.claims) | set(snapshot.canary.ruleset.claims if snapshot.canary else ())
         if model != AUTO_MODEL and model not in self.config.models and model not in claimed:
             raise UnknownModel(f"the model '{model}' does not exist in this gateway's catalog", param="model")
-        metadata = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+        raw_metadata = body.get("metadata")
+        metadata: dict[str, Any] = raw_metadata if isinstance(raw_metadata, dict) else {}
         task = headers.get("x-aperture-task") or metadata.get("task")
         reference_id = headers.get("x-aperture-reference-id") or metadata.get("reference_id")
         replay = (headers.get("x-aperture-replay") or str(metadata.get("replay", ""))).lower() in ("1", "true", "yes")
@@ -471,7 +472,7 @@ class Gateway:
             self._finish_span(span, ok=True)
 
     def _set_route_attributes(self, state: _RequestState, span: Span, target: Target) -> None:
-        path = []
+        path: list[str] = []
         for record in state.attempts:
             key = record.target.key if hasattr(record.target, "key") else str(record.target)
             if not path or path[-1] != key:

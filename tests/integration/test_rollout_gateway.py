@@ -4,10 +4,12 @@ the guard."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -18,9 +20,12 @@ import openai
 import pytest
 
 from aperture.policies import ruleset_validator
-from collector.store import open_store
+from collector.store import load_references, open_store
+from emulator.workload.generate import generate_item
+from evals.runner import run_evals
 from router.rollout import actions
 from router.rollout.base import CorruptVersion, InvalidRuleset
+from router.rollout.guard import Guard, GuardConfig
 from router.rollout.store import DirectoryRuleStore
 from tests.integration.gateway_harness import (
     Stack,
@@ -345,3 +350,89 @@ def test_admin_api_needs_the_key_and_drives_the_rollout(tmp_path: Path, monkeypa
         decisions = [row[0] for row in rollout_rows(stack.db)]
         assert decisions == ["start", "manual_promote", "manual_rollback", "manual_rollback"]
         assert [e.actor for e in DirectoryRuleStore(tmp_path / "rules").history()][1:] == ["admin-api"] * 4
+
+
+# ------------------------------------------------------------------ 4. automatic rollback, end to end
+SMALL_TEXT_CANARY = """name: small-text-cheap
+claims: []
+rules:
+  - id: small-text-low
+    when: {text_height_px: {lte: 14}}
+    route: {model: gpt-4o-mini, detail: low}
+default:
+  route: {model: gpt-4o, detail: high}
+"""
+PAGES = [("invoice", 2), ("form", 3), ("table", 4), ("receipt", 5)]  # fine print, ≤ 800 px
+BATCH = 8
+MAX_BATCHES = 30
+
+
+def fine_print_pages() -> list[tuple[bytes, dict[str, Any]]]:
+    items = [generate_item(kind, 7, index, font_px=8, long_side=800, format="png", task="transcribe")
+             for kind, index in PAGES]
+    return [(item.data, item.record) for item in items]
+
+
+def transcribe(client: openai.OpenAI, page: tuple[bytes, dict[str, Any]]) -> tuple[str, str]:
+    data, record = page
+    raw = client.chat.completions.with_raw_response.create(
+        model="aperture/auto", messages=image_message(data_url(data), text=record["prompt"]),
+        extra_headers={"x-aperture-task": "transcribe", "x-aperture-reference-id": record["id"]},
+    )
+    assert raw.parse().choices[0].message.content
+    return raw.headers["x-aperture-ruleset"], raw.headers["x-aperture-route"]
+
+
+def test_canary_with_a_worse_route_is_rolled_back_by_evals_and_guard(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("APERTURE_CACHE_DIR", str(tmp_path / "cache"))
+    pages = fine_print_pages()
+    overrides = {**FAST_POLL, "telemetry.capture_content": True}
+    with running_stack(tmp_path, mode="vision", overrides=overrides, rules_store=tmp_path / "rules") as stack:
+        store = DirectoryRuleStore(tmp_path / "rules", validate=ruleset_validator(stack.app.state.gateway.config))
+        with open_store(stack.db) as conn:
+            assert load_references(conn, [record for _, record in pages]) == len(pages)
+        client = client_for(stack)
+        assert transcribe(client, pages[0]) == ("v0001", "gpt-4o:high")  # the baseline
+
+        candidate = store.propose(SMALL_TEXT_CANARY, author="optimizer", note="fine print at low detail")
+        actions.start_canary(store, candidate.id, 0.5, db_path=stack.db, actor="optimizer")
+        wait_served(stack, store)
+        guard = Guard(stack.db, store, GuardConfig(evaluators=("ocr_faithfulness",)))
+        sent: Counter[tuple[str, str]] = Counter()
+        decision = None
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            for batch in range(MAX_BATCHES):
+                order = [pages[(batch * BATCH + i) % len(pages)] for i in range(BATCH)]
+                sent.update(pool.map(lambda page: transcribe(client, page), order))
+                stack.app.state.telemetry.provider.force_flush()
+                run_evals(stack.db, evaluators=["ocr_faithfulness"], workers=1, progress=False)
+                decision = guard.step()
+                if decision.action != "extend":
+                    break
+        assert decision is not None and decision.action == "rollback", decision
+        assert set(sent) == {("v0001", "gpt-4o:high"), (candidate.id, "gpt-4o-mini:low")}, sent
+
+        pointer = store.pointer()
+        assert (pointer.active, pointer.canary) == ("v0001", None)
+        assert store.history()[-1].actor == "guard"
+        wait_served(stack, store)
+        assert stack.app.state.gateway._snapshot().canary is None
+        assert transcribe(client, pages[1]) == ("v0001", "gpt-4o:high")
+
+        rows = rollout_rows(stack.db)
+        assert [r[0] for r in rows][0] == "start" and [r[0] for r in rows][-1] == "rollback"
+        _, cand, active, n_canary, reason, stats = rows[-1]
+        assert (cand, active) == (candidate.id, "v0001") and "quality" in reason
+        quality = json.loads(stats)["metrics"]["quality"]
+        assert quality["mean_canary"] < quality["mean_active"] - 0.05
+        assert n_canary == sent[(candidate.id, "gpt-4o-mini:low")]
+        with open_store(stack.db, read_only=True) as conn:
+            scored = conn.execute(
+                "SELECT count(DISTINCT span_id) FROM eval_scores WHERE evaluator = 'ocr_faithfulness'"
+                " AND status = 'scored'").fetchone()[0]
+        assert scored >= sum(sent.values())
+        print(f"\nrollback after {n_canary} canary requests ({sum(sent.values())} in all, "
+              f"{len(pages)} distinct pages); quality canary {quality['mean_canary']:.3f} "
+              f"vs active {quality['mean_active']:.3f}; reason: {reason}")
