@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from opentelemetry import trace
 
@@ -106,6 +107,14 @@ def create_app(
     @app.exception_handler(GatewayError)
     async def _gateway_error(request: Request, exc: GatewayError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _parameter_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own checks (e.g. /admin query parameters) answer in OpenAI's shape too.
+        first = exc.errors()[0] if exc.errors() else {}
+        param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
+        error = InvalidRequest(f"{param or 'request'}: {first.get('msg', 'invalid value')}", param=param)
+        return JSONResponse(error.body(), status_code=422)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
