@@ -330,6 +330,9 @@ def test_admin_api_needs_the_key_and_drives_the_rollout(tmp_path: Path, monkeypa
         for bad in (0, 1, 1.5):
             r = admin.post(f"/rules/{v2}/canary", params={"fraction": bad})
             assert r.status_code == 422, r.text
+            assert (r.json()["error"]["code"], r.json()["error"]["param"]) == ("invalid_request", "fraction")
+        r = admin.get("/rules/diff", params={"a": "v0001"})
+        assert r.status_code == 422 and r.json()["error"]["param"] == "b"
         canary = admin.post(f"/rules/{v2}/canary", params={"fraction": 0.5})
         assert canary.status_code == 200 and canary.json()["canary"] == v2
         # The endpoint reloads the gateway's policy itself: no waiting for the poller.
