@@ -93,8 +93,7 @@ class Stage:
 
 
 def demo_config(opts: DemoOptions, emulator_url: str) -> AppConfig:
-    os.environ["APERTURE_EMULATOR_URL"] = emulator_url
-    cfg = load_config(opts.config)
+    cfg = load_config(opts.config, environ={**os.environ, "APERTURE_EMULATOR_URL": emulator_url})
     cfg.telemetry.capture_content = True
     cfg.telemetry.blob_dir = str((opts.out / "blobs").resolve())
     cfg.telemetry.db_path = str((opts.out / "aperture.duckdb").resolve())

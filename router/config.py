@@ -242,14 +242,15 @@ def expand_env(text: str, environ: dict[str, str] | None = None) -> str:
     return _ENV_REF.sub(sub, text)
 
 
-def parse_config(text: str, base_dir: str | Path = ".") -> AppConfig:
-    data: Any = yaml.safe_load(expand_env(text))
+def parse_config(text: str, base_dir: str | Path = ".", environ: dict[str, str] | None = None) -> AppConfig:
+    data: Any = yaml.safe_load(expand_env(text, environ))
     if not isinstance(data, dict):
         raise ValueError("the configuration file must hold a mapping")
     data.setdefault("base_dir", str(base_dir))
     return AppConfig(**data)
 
 
-def load_config(path: str | Path) -> AppConfig:
+def load_config(path: str | Path, environ: dict[str, str] | None = None) -> AppConfig:
+    """``environ`` (default ``os.environ``) is what ``${VAR}`` in the file expands from."""
     p = Path(path)
-    return parse_config(p.read_text(encoding="utf-8"), base_dir=p.resolve().parent)
+    return parse_config(p.read_text(encoding="utf-8"), base_dir=p.resolve().parent, environ=environ)
