@@ -74,6 +74,16 @@ def client_for(stack: Stack) -> openai.OpenAI:
     return openai.OpenAI(base_url=stack.gateway + "/v1", api_key="x", max_retries=0, timeout=60)
 
 
+def post(client: openai.OpenAI, messages: Any, **kw: Any) -> Any:
+    """One aperture/auto request; the raw response (headers included)."""
+    return client.chat.completions.with_raw_response.create(model="aperture/auto", messages=messages, **kw)
+
+
+def answered(results: list[Any], more: int) -> Callable[[], bool]:
+    target = len(results) + more
+    return lambda: len(results) >= target
+
+
 def rollout_rows(db: Path) -> list[tuple[Any, ...]]:
     with open_store(db, read_only=True) as conn:
         return conn.execute("SELECT decision, candidate_version, active_version, n_canary, reason, statistics"
@@ -108,7 +118,7 @@ def test_100_switches_under_load_fail_nothing_and_each_request_sees_one_version(
                 with_image = n % 2 == 0
                 messages = image_message(image) if with_image else [{"role": "user", "content": f"hello {n}"}]
                 try:
-                    raw = client.chat.completions.with_raw_response.create(model="aperture/auto", messages=messages)
+                    raw = post(client, messages)
                     raw.parse()
                     results.append((raw.headers["x-aperture-request-id"], raw.headers["x-aperture-ruleset"],
                                     raw.headers["x-aperture-route"], with_image))
@@ -141,8 +151,7 @@ def test_100_switches_under_load_fail_nothing_and_each_request_sees_one_version(
                 else:
                     actions.manual_rollback(store, db_path=stack.db, actor="test")
                 wait_served(stack, store)
-                before = len(results)
-                wait_for(lambda b=before: len(results) >= b + 2, what="requests answered after the swap")
+                wait_for(answered(results, 2), what="requests answered after the swap")
         finally:
             stop.set()
             for t in threads:
@@ -161,18 +170,19 @@ def test_100_switches_under_load_fail_nothing_and_each_request_sees_one_version(
         with duckdb.connect(str(stack.db), read_only=True) as conn:
             rows = conn.execute("""
                 SELECT r.request_id, r.ruleset_version, r.route, r.arm, r.status, count(i.span_id),
-                       count(DISTINCT i.ruleset_version), min(i.ruleset_version), max(i.ruleset_version)
+                       count(DISTINCT i.ruleset_version), min(i.ruleset_version), max(i.ruleset_version),
+                       count(i.span_id) FILTER (WHERE i.arm IS DISTINCT FROM r.arm)
                 FROM request_spans r LEFT JOIN image_spans i ON i.request_span_id = r.span_id
                 GROUP BY ALL""").fetchall()
             decisions = Counter(d for (d,) in conn.execute("SELECT decision FROM rollouts").fetchall())
         assert len(rows) == len(results)
         arms: Counter[str] = Counter()
-        for rid, version, route, arm, status, n_images, n_versions, lo, hi in rows:
+        for rid, version, route, arm, status, n_images, n_versions, lo, hi, other_arm in rows:
             header_version, with_image = by_id[rid]
             assert (version, route, status) == (header_version, expected[header_version], "ok"), rid
             assert n_images == int(with_image)
             if with_image:
-                assert n_versions == 1 and lo == hi == version, rid
+                assert n_versions == 1 and lo == hi == version and other_arm == 0, rid
             arms[arm] += 1
         assert set(arms) == {"active", "canary"}, arms
         assert decisions == {"start": 40, "manual_promote": 20, "manual_rollback": 20}
@@ -202,7 +212,8 @@ default:
 """
 INVALID = {
     "unknown model": (route_only("x", "gpt-9-ultra", "high"), "'gpt-9-ultra' is not in the catalog"),
-    "bad schema": ("name: x\nrules: [{id: a, route: {model: gpt-4o}, colour: red}]\n", "default"),
+    "bad schema": ("name: x\nrules: [{id: a, route: {model: gpt-4o}, colour: red}]\n", "colour: Extra inputs"),
+    "detail the model lacks": (route_only("x", "claude-haiku-4-5", "high"), "does not take detail"),
     "cut in half": (LONGER[: len(LONGER) // 2], "not valid YAML"),
     "cut at a line end": ("\n".join(LONGER.splitlines()[:6]) + "\n", "default: Field required"),
     "not a mapping": ("- just\n- a list\n", "mapping"),
@@ -211,9 +222,7 @@ INVALID = {
 
 
 def ask(client: openai.OpenAI) -> tuple[str, str]:
-    raw = client.chat.completions.with_raw_response.create(
-        model="aperture/auto", messages=image_message(data_url(page_png(64, 40, "OK")))
-    )
+    raw = post(client, image_message(data_url(page_png(64, 40, "OK"))))
     raw.parse()
     return raw.headers["x-aperture-ruleset"], raw.headers["x-aperture-route"]
 
@@ -378,8 +387,8 @@ def fine_print_pages() -> list[tuple[bytes, dict[str, Any]]]:
 
 def transcribe(client: openai.OpenAI, page: tuple[bytes, dict[str, Any]]) -> tuple[str, str]:
     data, record = page
-    raw = client.chat.completions.with_raw_response.create(
-        model="aperture/auto", messages=image_message(data_url(data), text=record["prompt"]),
+    raw = post(
+        client, image_message(data_url(data), text=record["prompt"]),
         extra_headers={"x-aperture-task": "transcribe", "x-aperture-reference-id": record["id"]},
     )
     assert raw.parse().choices[0].message.content
@@ -405,6 +414,7 @@ def test_canary_with_a_worse_route_is_rolled_back_by_evals_and_guard(
         guard = Guard(stack.db, store, GuardConfig(evaluators=("ocr_faithfulness",)))
         sent: Counter[tuple[str, str]] = Counter()
         decision = None
+        started = time.monotonic()
         with ThreadPoolExecutor(max_workers=2) as pool:
             for batch in range(MAX_BATCHES):
                 order = [pages[(batch * BATCH + i) % len(pages)] for i in range(BATCH)]
@@ -414,6 +424,7 @@ def test_canary_with_a_worse_route_is_rolled_back_by_evals_and_guard(
                 decision = guard.step()
                 if decision.action != "extend":
                     break
+        elapsed = time.monotonic() - started
         assert decision is not None and decision.action == "rollback", decision
         assert set(sent) == {("v0001", "gpt-4o:high"), (candidate.id, "gpt-4o-mini:low")}, sent
 
@@ -434,8 +445,8 @@ def test_canary_with_a_worse_route_is_rolled_back_by_evals_and_guard(
         with open_store(stack.db, read_only=True) as conn:
             scored = conn.execute(
                 "SELECT count(DISTINCT span_id) FROM eval_scores WHERE evaluator = 'ocr_faithfulness'"
-                " AND status = 'scored'").fetchone()[0]
+                " AND status = 'scored'").fetchall()[0][0]
         assert scored >= sum(sent.values())
         print(f"\nrollback after {n_canary} canary requests ({sum(sent.values())} in all, "
-              f"{len(pages)} distinct pages); quality canary {quality['mean_canary']:.3f} "
+              f"{len(pages)} distinct pages, {elapsed:.0f} s); quality canary {quality['mean_canary']:.3f} "
               f"vs active {quality['mean_active']:.3f}; reason: {reason}")
