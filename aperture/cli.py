@@ -153,11 +153,19 @@ def eval_(
     blob_dir: Path | None = typer.Option(None, help="Blob store root, for reference-free OCR."),
 ) -> None:
     """Score the spans not yet scored by each evaluator version."""
+    from aperture.wiring import otlp_from_env, telemetry_for
     from collector.spend import parse_since
     from evals.runner import run_evals
 
-    summary = run_evals(default_db_path(db), since=parse_since(since) if since else None, workers=workers, blob_dir=blob_dir)
-    console.print(summary.rows() if hasattr(summary, "rows") else summary)
+    path = default_db_path(db)
+    # Scores also go out as gen_ai.evaluation.result events linked to the evaluated spans.
+    telemetry = telemetry_for("aperture-evals", path, otlp_from_env())
+    try:
+        summary = run_evals(path, since=parse_since(since) if since else None, workers=workers, blob_dir=blob_dir,
+                            tracer_provider=telemetry.provider)
+    finally:
+        telemetry.shutdown()
+    console.print(summary.rows())
 
 
 @app.command()

@@ -28,10 +28,15 @@ def default_db_path(db: str | os.PathLike[str] | None = None) -> Path:
     return Path(db or os.environ.get("APERTURE_DB") or "aperture.duckdb")
 
 
+def otlp_from_env() -> bool:
+    """The standard OTLP variables say where to export: their presence turns export on."""
+    return bool(os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
+
+
 def otlp_wanted(config: AppConfig) -> bool:
     if config.telemetry.otlp is not None:
         return config.telemetry.otlp
-    return bool(os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
+    return otlp_from_env()
 
 
 @dataclass
@@ -55,14 +60,28 @@ def build_telemetry(
     schedule_delay_ms: int = 500,
 ) -> Telemetry:
     """A tracer provider exporting to DuckDB (embedded default) and/or OTLP (standard env vars)."""
-    provider = TracerProvider(resource=Resource.create({"service.name": config.telemetry.service_name}))
+    return telemetry_for(
+        config.telemetry.service_name, db_path or config.resolve_path(config.telemetry.db_path), otlp_wanted(config),
+        extra_exporters=extra_exporters, schedule_delay_ms=schedule_delay_ms,
+    )
+
+
+def telemetry_for(
+    service_name: str,
+    db_path: Path | None,
+    otlp: bool,
+    *,
+    extra_exporters: list[SpanExporter] | None = None,
+    schedule_delay_ms: int = 500,
+) -> Telemetry:
+    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
     exporters: list[SpanExporter] = []
-    path = db_path or config.resolve_path(config.telemetry.db_path)
+    path = db_path
     if path is not None:
         from collector.exporter import DuckDBSpanExporter
 
         exporters.append(DuckDBSpanExporter(path))
-    if otlp_wanted(config):
+    if otlp:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         exporters.append(OTLPSpanExporter())  # endpoint, headers, compression from OTEL_EXPORTER_OTLP_*
