@@ -19,6 +19,7 @@ import base64
 import io
 import math
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -155,6 +156,10 @@ def main(argv: list[str] | None = None) -> None:
                                    emulator_url=emulator_url, tmp=tmp))
     finally:
         stop(emulator, 10)
+    if all(m.status == 200 for m in results):
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        print(f"a request failed; logs kept in {tmp}")
     print(f"gateway process RSS around one request ({args.model}, detail {args.detail}, "
           f"text features {'off' if args.no_text_features else 'on'}); goal peak − baseline ≤ {GOAL:.0f}× payload")
     print(f"{'payload MB':>10} {'body MB':>8} {'status':>6} {'base MB':>8} {'peak MB':>8} {'Δ MB':>7} {'Δ/payload':>9} "

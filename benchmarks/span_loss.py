@@ -19,6 +19,7 @@ import base64
 import io
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -187,7 +188,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"gateway stopped by SIGTERM in {shutdown_s:.1f} s, exit {gw_exit} ({how}); aperture_spans_dropped = {dropped}")
     print(f"sent {load.sent}  ok {load.ok}  image rows {rows}  request rows {request_rows}  lost {lost}")
     # Rows above ``ok`` (never above ``sent``) are requests the gateway finished after the client gave up.
-    print("PASS: 0 spans lost" if load.ok <= rows <= load.sent else f"FAIL: {lost} image spans lost; logs in {tmp}")
+    if load.ok <= rows <= load.sent:
+        print("PASS: 0 spans lost")
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        print(f"FAIL: {lost} image spans lost; store and logs kept in {tmp}")
 
 
 if __name__ == "__main__":
