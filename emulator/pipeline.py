@@ -42,11 +42,13 @@ from emulator.protocols.common import (
     output_tokens,
     truncate_to_tokens,
 )
+from emulator.protocols.tools import make_call
 from router.tokens import effective_size, estimate_image_tokens
 
 logger = logging.getLogger(__name__)
 MAX_FETCH_BYTES = 20 * 1024 * 1024
 _ID_PREFIX = {"openai": ("chatcmpl-", 29), "anthropic": ("msg_", 24), "gemini": ("", 22)}
+_CALL_PREFIX = {"openai": "call_", "anthropic": "toolu_01", "gemini": ""}  # Gemini calls carry no id
 
 
 @dataclass
@@ -231,8 +233,14 @@ async def _reply(request: Request, parsed: ParsedRequest, model: ModelEntry, see
     log.task = task = detect_task(parsed.prompt, tag)
     text = await state.engine.answer(AnswerRequest(parsed.model, model.profile, task, parsed.prompt, tuple(seen)))
     text, truncated = truncate_to_tokens(text, parsed.max_output_tokens)
-    reply = Reply(_reply_id(parsed.protocol, request.url.path, raw, tag), parsed.model, text, int(time.time()),
-                  parsed.text_tokens, sum(s.tokens for s in seen), output_tokens(text), truncated)
+    reply_id = _reply_id(parsed.protocol, request.url.path, raw, tag)
+    call = None
+    if parsed.tool is not None and not parsed.tool_answered:  # a forced call; after its result, text
+        call = make_call(parsed.tool, text, reply_id, _CALL_PREFIX[parsed.protocol])
+        truncated = False
+    spent = output_tokens(call.arguments_json if call else text)
+    reply = Reply(reply_id, parsed.model, text, int(time.time()), parsed.text_tokens, sum(s.tokens for s in seen),
+                  spent, truncated, call)
     log.input_tokens, log.output_tokens = reply.input_tokens, reply.output_tokens
     return reply
 

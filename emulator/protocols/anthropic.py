@@ -25,6 +25,7 @@ from emulator.protocols.common import (
     sse,
     text_tokens,
 )
+from emulator.protocols.tools import ToolSpec, required_params, split_json
 
 NAME = "anthropic"
 MAX_BODY_BYTES = 32 * 1024 * 1024
@@ -145,23 +146,91 @@ def parse(body: Any, path_model: str | None = None) -> ParsedRequest:
         if isinstance(content, str):
             parts.append(content)
         elif isinstance(content, list):
+            called = _tool_use_ids(messages[i - 1]) if i > 0 else set()
             for j, block in enumerate(content):
-                path = f"messages.{i}.content.{j}"
-                kind = block.get("type") if isinstance(block, Mapping) else None
-                if kind == "text":
-                    parts.append(str(block.get("text", "")))
-                elif kind == "image":
-                    images.append(_parse_image(block, f"{path}.image", len(images)))
-                elif not isinstance(kind, str):
-                    raise invalid(f"{path}.type: Field required")
+                _read_block(block, f"messages.{i}.content.{j}", parts, images, called)
         else:
             raise invalid(f"messages.{i}.content: Input should be a valid string or list")
         texts.append(parts)
     if len(images) > MAX_IMAGES:
         raise invalid(f"messages: Too many images in request: {len(images)} > {MAX_IMAGES}")
     prompt = "\n".join(t for parts in texts for t in parts)
+    last = messages[-1].get("content")
+    answered = isinstance(last, list) and any(isinstance(b, Mapping) and b.get("type") == "tool_result" for b in last)
     return ParsedRequest(NAME, model, prompt, text_tokens(texts), images, body.get("stream") is True,
-                         True, max_tokens)
+                         True, max_tokens, _forced_tool(body), answered)
+
+
+def _read_block(block: Any, path: str, parts: list[str], images: list[ImageRef], called: set[str]) -> None:
+    """One content block: text and images are collected; a ``tool_result`` must answer a
+    ``tool_use`` of the previous (assistant) message, and its own blocks are read too."""
+    kind = block.get("type") if isinstance(block, Mapping) else None
+    if kind == "text":
+        parts.append(str(block.get("text", "")))
+    elif kind == "image":
+        images.append(_parse_image(block, f"{path}.image", len(images)))
+    elif kind == "tool_result":
+        if block.get("tool_use_id") not in called:
+            raise invalid(f"{path}: unexpected `tool_use_id` found in `tool_result` blocks: "
+                          f"{block.get('tool_use_id')}. Each `tool_result` block must have a corresponding "
+                          "`tool_use` block in the previous message.")
+        inner = block.get("content")
+        if isinstance(inner, str):
+            parts.append(inner)
+        elif isinstance(inner, list):
+            for k, sub in enumerate(inner):
+                _read_block(sub, f"{path}.tool_result.content.{k}", parts, images, set())
+    elif not isinstance(kind, str):
+        raise invalid(f"{path}.type: Field required")
+
+
+def _tool_use_ids(message: Any) -> set[str]:
+    content = message.get("content") if isinstance(message, Mapping) else None
+    if message.get("role") != "assistant" or not isinstance(content, list):
+        return set()
+    return {str(b.get("id")) for b in content if isinstance(b, Mapping) and b.get("type") == "tool_use"}
+
+
+def _tools(body: Mapping[str, Any]) -> list[ToolSpec]:
+    tools = body.get("tools")
+    if tools is None:
+        return []
+    if not isinstance(tools, list):
+        raise invalid("tools: Input should be a valid list")
+    specs = []
+    for k, tool in enumerate(tools):
+        if not isinstance(tool, Mapping):
+            raise invalid(f"tools.{k}: Input should be a valid dictionary")
+        if tool.get("type") not in (None, "custom"):  # server tools (web search, ...) are not called here
+            continue
+        for name in ("name", "input_schema"):
+            if name not in tool:
+                raise invalid(f"tools.{k}.custom.{name}: Field required")
+        if not isinstance(tool["name"], str) or not tool["name"]:
+            raise invalid(f"tools.{k}.custom.name: String should match pattern '^[a-zA-Z0-9_-]{{1,128}}$'")
+        specs.append(ToolSpec(tool["name"], required_params(tool["input_schema"])))
+    return specs
+
+
+def _forced_tool(body: Mapping[str, Any]) -> ToolSpec | None:
+    """The tool ``tool_choice`` forces: ``{"type": "tool", "name"}``, or the first for ``any``."""
+    specs, choice = _tools(body), body.get("tool_choice")
+    if choice is None:
+        return None
+    kind = choice.get("type") if isinstance(choice, Mapping) else None
+    if kind not in ("auto", "any", "tool", "none"):
+        raise invalid("tool_choice: Input tag found using 'type' does not match any of the expected tags: "
+                      "'auto', 'any', 'tool', 'none'")
+    if kind in ("auto", "none"):
+        return None
+    if not specs:
+        raise invalid("tool_choice: tool_choice may only be specified while providing tools.")
+    if kind == "any":
+        return specs[0]
+    for spec in specs:
+        if spec.name == choice.get("name"):
+            return spec
+    raise invalid(f"tool_choice.tool.name: Tool '{choice.get('name')}' not found in provided tools")
 
 
 def count_body(body: Any) -> Any:
@@ -224,25 +293,35 @@ def _message(reply: Reply, content: list[JSON], stop: str | None, output_tokens:
             "stop_reason": stop, "stop_sequence": None, "usage": _usage(reply, output_tokens)}
 
 
+def _stop(reply: Reply) -> str:
+    return "tool_use" if reply.tool_call else "max_tokens" if reply.truncated else "end_turn"
+
+
 def render(reply: Reply, parsed: ParsedRequest) -> JSON:
-    stop = "max_tokens" if reply.truncated else "end_turn"
-    return _message(reply, [{"type": "text", "text": reply.text}], stop, reply.output_tokens)
+    call = reply.tool_call
+    block = ({"type": "tool_use", "id": call.id, "name": call.name, "input": call.arguments} if call
+             else {"type": "text", "text": reply.text})
+    return _message(reply, [block], _stop(reply), reply.output_tokens)
 
 
 def render_stream(reply: Reply, parsed: ParsedRequest) -> list[bytes]:
     """Named events; the ``message_delta`` usage is cumulative (providers.md §2.6)."""
+    call = reply.tool_call
+    if call:  # tool_use block opens with an empty input; the JSON follows as input_json_delta pieces
+        start: JSON = {"type": "tool_use", "id": call.id, "name": call.name, "input": {}}
+        deltas = [{"type": "input_json_delta", "partial_json": p} for p in ["", *split_json(call.arguments_json)]]
+    else:
+        start = {"type": "text", "text": ""}
+        deltas = [{"type": "text_delta", "text": p} for p in split_chunks(reply.text)]
     frames = [
         sse({"type": "message_start", "message": _message(reply, [], None, 1)}, "message_start"),
-        sse({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
-            "content_block_start"),
+        sse({"type": "content_block_start", "index": 0, "content_block": start}, "content_block_start"),
         sse({"type": "ping"}, "ping"),
     ]
-    for piece in split_chunks(reply.text):
-        frames.append(sse({"type": "content_block_delta", "index": 0,
-                           "delta": {"type": "text_delta", "text": piece}}, "content_block_delta"))
+    for delta in deltas:
+        frames.append(sse({"type": "content_block_delta", "index": 0, "delta": delta}, "content_block_delta"))
     frames.append(sse({"type": "content_block_stop", "index": 0}, "content_block_stop"))
-    stop = "max_tokens" if reply.truncated else "end_turn"
-    frames.append(sse({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None},
+    frames.append(sse({"type": "message_delta", "delta": {"stop_reason": _stop(reply), "stop_sequence": None},
                        "usage": _usage(reply, reply.output_tokens)}, "message_delta"))
     frames.append(sse({"type": "message_stop"}, "message_stop"))
     return frames

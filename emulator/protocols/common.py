@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from emulator.protocols.tools import ToolCall, ToolSpec
 from router.tokens import MESSAGE_OVERHEAD_TOKENS, estimate_text_tokens
 
 JSON = dict[str, Any]
@@ -67,6 +68,8 @@ class ParsedRequest:
     stream: bool = False
     include_usage: bool = False
     max_output_tokens: int | None = None
+    tool: ToolSpec | None = None  # the function the request forces, if any
+    tool_answered: bool = False  # the last turn carries a tool result: answer with text
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,7 @@ class Reply:
     image_tokens: int
     output_tokens: int
     truncated: bool
+    tool_call: ToolCall | None = None  # set: the answer is this call instead of text
 
     @property
     def input_tokens(self) -> int:

@@ -8,6 +8,7 @@ the image tokens. Errors are ``{"error": {"code", "message", "status", "details"
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,6 +26,7 @@ from emulator.protocols.common import (
     sse,
     text_tokens,
 )
+from emulator.protocols.tools import ToolSpec, required_params
 
 NAME = "gemini"
 MAX_BODY_BYTES = 20 * 1024 * 1024
@@ -143,12 +145,70 @@ def parse(body: Any, path_model: str | None = None) -> ParsedRequest:
             if isinstance(part.get("text"), str):
                 parts.append(part["text"])
                 continue
+            answer = get_any(part, "functionResponse", "function_response")
+            if isinstance(answer, Mapping):
+                parts.append(json.dumps(answer.get("response"), separators=(",", ":")))
+                continue
             ref = _parse_part(part, f"contents[{i}].parts[{j}]", len(images), default)
             if ref is not None:
                 images.append(ref)
         texts.append(parts)
     prompt = "\n".join(t for parts in texts for t in parts)
-    return ParsedRequest(NAME, path_model or "", prompt, text_tokens(texts), images, False, True, max_out)
+    last = contents[-1]["parts"]
+    answered = any(isinstance(p, Mapping) and get_any(p, "functionResponse", "function_response") for p in last)
+    return ParsedRequest(NAME, path_model or "", prompt, text_tokens(texts), images, False, True, max_out,
+                         _forced_tool(body), answered)
+
+
+def _declarations(body: Mapping[str, Any]) -> list[ToolSpec]:
+    tools = body.get("tools")
+    if tools is None:
+        return []
+    if not isinstance(tools, list):
+        raise invalid("Invalid value at 'tools': expected a list of Tool objects")
+    specs = []
+    for k, tool in enumerate(tools):
+        decls = get_any(tool, "functionDeclarations", "function_declarations") if isinstance(tool, Mapping) else None
+        for d, decl in enumerate(decls if isinstance(decls, list) else []):
+            name = decl.get("name") if isinstance(decl, Mapping) else None
+            if not isinstance(name, str) or not name:
+                raise invalid(f"* GenerateContentRequest.tools[{k}].function_declarations[{d}].name: "
+                              "[FIELD_INVALID] Invalid function name.")
+            schema = get_any(decl, "parameters", "parametersJsonSchema", "parameters_json_schema")
+            specs.append(ToolSpec(name, required_params(schema)))
+    return specs
+
+
+def _forced_tool(body: Mapping[str, Any]) -> ToolSpec | None:
+    """The function ``functionCallingConfig.mode: ANY`` forces: the first allowed name, or the
+    first declaration when no names are given."""
+    specs = _declarations(body)
+    config = get_any(body, "toolConfig", "tool_config")
+    calling = get_any(config, "functionCallingConfig", "function_calling_config") if isinstance(config, Mapping) else None
+    if not isinstance(calling, Mapping):
+        return None
+    mode = calling.get("mode", "MODE_UNSPECIFIED")
+    if mode not in ("MODE_UNSPECIFIED", "AUTO", "ANY", "NONE", "VALIDATED"):
+        raise invalid(f"Invalid value at 'tool_config.function_calling_config.mode' "
+                      f"(type.googleapis.com/google.ai.generativelanguage.v1beta.FunctionCallingConfig.Mode), "
+                      f"\"{mode}\"")
+    allowed = get_any(calling, "allowedFunctionNames", "allowed_function_names") or []
+    if allowed and mode != "ANY":
+        raise invalid("* GenerateContentRequest.tool_config.function_calling_config.allowed_function_names: "
+                      "allowed_function_names is only allowed when mode is ANY.")
+    if mode != "ANY":
+        return None
+    if not specs:
+        raise invalid("* GenerateContentRequest.tool_config.function_calling_config: function calling config "
+                      "is set without function_declarations.")
+    if not allowed:
+        return specs[0]
+    by_name = {spec.name: spec for spec in specs}
+    for name in allowed:
+        if name not in by_name:
+            raise invalid("* GenerateContentRequest.tool_config.function_calling_config.allowed_function_names: "
+                          f"function name {name} is not found in function_declarations.")
+    return by_name[allowed[0]]
 
 
 def count_body(body: Any) -> Any:
@@ -210,7 +270,9 @@ def _usage(reply: Reply, final: bool) -> JSON:
 
 
 def _response(reply: Reply, text: str, finish: str | None, final: bool) -> JSON:
-    candidate: JSON = {"content": {"parts": [{"text": text}], "role": "model"}, "index": 0}
+    call = reply.tool_call
+    part = {"functionCall": {"name": call.name, "args": call.arguments}} if call else {"text": text}
+    candidate: JSON = {"content": {"parts": [part], "role": "model"}, "index": 0}
     if finish:
         candidate["finishReason"] = finish
     return {"candidates": [candidate], "usageMetadata": _usage(reply, final), "modelVersion": reply.model,
@@ -223,7 +285,7 @@ def render(reply: Reply, parsed: ParsedRequest) -> JSON:
 
 def render_chunks(reply: Reply, parsed: ParsedRequest) -> list[JSON]:
     """Each chunk a full GenerateContentResponse; ``finishReason`` and full usage on the last."""
-    pieces = split_chunks(reply.text)
+    pieces = [""] if reply.tool_call else split_chunks(reply.text)  # a functionCall part comes whole
     last = len(pieces) - 1
     finish = "MAX_TOKENS" if reply.truncated else "STOP"
     return [_response(reply, p, finish if i == last else None, i == last) for i, p in enumerate(pieces)]

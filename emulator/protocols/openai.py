@@ -24,6 +24,7 @@ from emulator.protocols.common import (
     sse,
     text_tokens,
 )
+from emulator.protocols.tools import ToolSpec, required_params, split_json
 
 NAME = "openai"
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
@@ -33,6 +34,7 @@ FORMATS = ("png", "jpeg", "gif", "webp")
 DETAILS = ("low", "high", "auto")
 _ROLES = ("system", "developer", "user", "assistant", "tool")
 _PART_TYPES = ("text", "image_url", "input_audio", "refusal", "audio", "file")
+_TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 _DATA_URL = re.compile(r"^data:([^;,]*)(;[^,]*)?,(.*)$", re.S)
 _UNSUPPORTED_IMAGE = (
     "You uploaded an unsupported image. Please make sure your image is below 20 MB in size and "
@@ -132,6 +134,7 @@ def parse(body: Any, path_model: str | None = None) -> ParsedRequest:
             role = message.get("role") if isinstance(message, Mapping) else None
             raise error(400, f"Invalid value: '{role}'. Supported values are: 'system', 'assistant', 'user', "
                         "'function', 'tool', and 'developer'.", param=f"messages[{i}].role", code="invalid_value")
+        _check_tool_turn(messages, i)
         content = message.get("content")
         parts: list[str] = []
         if isinstance(content, str):
@@ -171,7 +174,75 @@ def parse(body: Any, path_model: str | None = None) -> ParsedRequest:
         raise error(400, f"Invalid 'max_tokens': integer below minimum value. Expected a value >= 1, but got "
                     f"{max_out} instead.", param="max_tokens", code="integer_below_min_value")
     prompt = "\n".join(t for parts in texts for t in parts)
-    return ParsedRequest(NAME, model, prompt, text_tokens(texts), images, stream, include_usage, max_out)
+    return ParsedRequest(NAME, model, prompt, text_tokens(texts), images, stream, include_usage, max_out,
+                         _forced_tool(body), messages[-1].get("role") == "tool")
+
+
+def _check_tool_turn(messages: list[Any], i: int) -> None:
+    """A ``tool`` message answers a call of the nearest earlier assistant turn with ``tool_calls``."""
+    message = messages[i]
+    if message.get("role") != "tool":
+        return
+    if not isinstance(message.get("tool_call_id"), str):
+        raise error(400, f"Missing required parameter: 'messages[{i}].tool_call_id'.",
+                    param=f"messages[{i}].tool_call_id", code="missing_required_parameter")
+    j = i - 1
+    while j >= 0 and isinstance(messages[j], Mapping) and messages[j].get("role") == "tool":
+        j -= 1
+    calls = messages[j].get("tool_calls") if j >= 0 and messages[j].get("role") == "assistant" else None
+    ids = {c.get("id") for c in calls if isinstance(c, Mapping)} if isinstance(calls, list) else set()
+    if message["tool_call_id"] not in ids:
+        raise error(400, "Invalid parameter: messages with role 'tool' must be a response to a preceeding "
+                    "message with 'tool_calls'.", param=f"messages.[{i}].role")
+
+
+def _tools(body: Mapping[str, Any]) -> list[ToolSpec]:
+    tools = body.get("tools")
+    if tools is None:
+        return []
+    if not isinstance(tools, list):
+        raise error(400, "Invalid type for 'tools': expected an array of objects.", param="tools",
+                    code="invalid_type")
+    specs = []
+    for k, tool in enumerate(tools):
+        fn = tool.get("function") if isinstance(tool, Mapping) else None
+        if not isinstance(tool, Mapping) or tool.get("type") != "function" or not isinstance(fn, Mapping):
+            raise error(400, f"Missing required parameter: 'tools[{k}].function'.", param=f"tools[{k}].function",
+                        code="missing_required_parameter")
+        name = fn.get("name")
+        if not isinstance(name, str) or not _TOOL_NAME.match(name):
+            raise error(400, f"Invalid 'tools[{k}].function.name': string does not match pattern. Expected a "
+                        "string that matches the pattern '^[a-zA-Z0-9_-]+$'.", param=f"tools[{k}].function.name",
+                        code="invalid_value")
+        specs.append(ToolSpec(name, required_params(fn.get("parameters"))))
+    return specs
+
+
+def _forced_tool(body: Mapping[str, Any]) -> ToolSpec | None:
+    """The function ``tool_choice`` forces: a named function, or the first tool for "required"."""
+    specs, choice = _tools(body), body.get("tool_choice")
+    if choice is None or choice in ("auto", "none"):
+        if choice is not None and not specs:
+            raise _choice_without_tools()
+        return None
+    if not specs:
+        raise _choice_without_tools()
+    if choice == "required":
+        return specs[0]
+    name = (choice.get("function") or {}).get("name") if isinstance(choice, Mapping) else None
+    if not isinstance(choice, Mapping) or choice.get("type") != "function" or not isinstance(name, str):
+        raise error(400, "Invalid value for 'tool_choice': expected 'none', 'auto', 'required' or an object "
+                    "naming a function.", param="tool_choice", code="invalid_value")
+    for spec in specs:
+        if spec.name == name:
+            return spec
+    raise error(400, f"Invalid value for 'tool_choice': function '{name}' is not among the 'tools'.",
+                param="tool_choice", code="invalid_value")
+
+
+def _choice_without_tools() -> ProtocolError:
+    return error(400, "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are specified.",
+                 param="tool_choice")
 
 
 def check_images(parsed: ParsedRequest, images: list[DecodedImage], entry: ModelEntry) -> None:
@@ -214,15 +285,20 @@ def _usage(reply: Reply) -> JSON:
     }
 
 
+def _finish(reply: Reply) -> str:
+    return "tool_calls" if reply.tool_call else "length" if reply.truncated else "stop"
+
+
 def render(reply: Reply, parsed: ParsedRequest) -> JSON:
+    message: JSON = {"role": "assistant", "content": reply.text, "refusal": None, "annotations": []}
+    if reply.tool_call:
+        call = reply.tool_call
+        message["content"] = None
+        message["tool_calls"] = [{"id": call.id, "type": "function",
+                                  "function": {"name": call.name, "arguments": call.arguments_json}}]
     return {
         "id": reply.id, "object": "chat.completion", "created": reply.created, "model": reply.model,
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": reply.text, "refusal": None, "annotations": []},
-            "logprobs": None,
-            "finish_reason": "length" if reply.truncated else "stop",
-        }],
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": _finish(reply)}],
         "usage": _usage(reply), "service_tier": "default", "system_fingerprint": "fp_emulator",
     }
 
@@ -237,9 +313,16 @@ def render_stream(reply: Reply, parsed: ParsedRequest) -> list[bytes]:
             out["usage"] = None
         return out
 
-    frames = [sse(chunk({"role": "assistant", "content": "", "refusal": None}))]
-    frames += [sse(chunk({"content": piece})) for piece in split_chunks(reply.text)]
-    frames.append(sse(chunk({}, "length" if reply.truncated else "stop")))
+    call = reply.tool_call
+    if call:  # the call's id and name first, then its arguments in pieces
+        head = {"index": 0, "id": call.id, "type": "function", "function": {"name": call.name, "arguments": ""}}
+        frames = [sse(chunk({"role": "assistant", "content": None, "tool_calls": [head], "refusal": None}))]
+        frames += [sse(chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}))
+                   for piece in split_json(call.arguments_json)]
+    else:
+        frames = [sse(chunk({"role": "assistant", "content": "", "refusal": None}))]
+        frames += [sse(chunk({"content": piece})) for piece in split_chunks(reply.text)]
+    frames.append(sse(chunk({}, _finish(reply))))
     if parsed.include_usage:
         frames.append(sse({"id": reply.id, "object": "chat.completion.chunk", "created": reply.created,
                            "model": reply.model, "service_tier": "default", "system_fingerprint": "fp_emulator",
