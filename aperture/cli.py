@@ -54,6 +54,7 @@ def serve(
     from router.config import load_config
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per upstream call otherwise
     cfg = load_config(config)
     db_path = db or cfg.resolve_path(cfg.telemetry.db_path)
     gateway_app = build_gateway_app(cfg, db_path=db_path, rules_store=rules_store)

@@ -176,6 +176,10 @@ class Gateway:
             span.set_attribute("aperture.replay", True)
 
         images = await intake(body, self.fetcher, self.limits)
+        for image in images:
+            # The decoded bytes are kept; the client's base64 string (1.33× the image) is not
+            # needed again, and every later copy of the body would otherwise carry it.
+            body["messages"][image.message_index]["content"][image.part_index]["image_url"]["url"] = f"sha256:{image.sha256}"
         heights: list[float | None] = [None] * len(images)
         if self.config.images.text_features and images:
             heights = list(await asyncio.gather(*(asyncio.to_thread(estimate_text_height, i.data, i.header) for i in images)))
