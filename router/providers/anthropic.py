@@ -8,15 +8,12 @@ cumulative, so the last value wins; it is never summed.
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Mapping
 from typing import Any
 
 from router.providers.anthropic_request import build_request
 from router.providers.base import (
     JSON,
-    NO_USAGE,
     Adapter,
     ChatResult,
     Headers,
@@ -28,18 +25,19 @@ from router.providers.base import (
 )
 from router.providers.classify import (
     IMAGE_REJECT_STATUSES,
-    body_excerpt,
-    load_error_body,
-    lower_headers,
+    error_parts,
     mentions_image,
     parse_retry_after,
-    status_is_retryable,
+    retryable_by_header,
 )
 from router.providers.messages import (
+    completion_result,
     count,
     load_json_body,
     load_json_event,
+    malformed,
     obj,
+    tool_call,
 )
 
 SPEC = ProviderSpec(
@@ -97,10 +95,6 @@ def usage_from(raw: Mapping[str, Any] | None) -> Usage | None:
     )
 
 
-def _arguments(value: Any) -> str:
-    return json.dumps(value if value is not None else {}, separators=(",", ":"), ensure_ascii=False)
-
-
 def parse_response(
     spec: ProviderSpec, status: int, headers: Headers, body: bytes, *, request_model: str,
     created: int | None = None,
@@ -109,10 +103,7 @@ def parse_response(
         raise classify_error(spec, status, headers, body)
     doc = load_json_body(body, "anthropic")
     if not isinstance(doc.get("content"), list):
-        raise UpstreamError(
-            "anthropic response has no content", status=502, retryable=True,
-            provider_code="invalid_response", provider="anthropic",
-        )
+        raise malformed("anthropic response has no content", "anthropic")
     texts: list[str] = []
     calls: list[JSON] = []
     for block in doc["content"]:
@@ -121,33 +112,23 @@ def parse_response(
         if block.get("type") == "text":
             texts.append(str(block.get("text") or ""))
         elif block.get("type") == "tool_use":
-            calls.append({
-                "id": block.get("id"), "type": "function",
-                "function": {"name": block.get("name"), "arguments": _arguments(block.get("input"))},
-            })
+            args = block.get("input")
+            calls.append(tool_call(block.get("id"), block.get("name"), {} if args is None else args))
     message: JSON = {"role": "assistant", "content": "".join(texts) if texts or not calls else None}
     if calls:
         message["tool_calls"] = calls
-    usage = usage_from(doc.get("usage"))
-    completion: JSON = {
-        "id": doc.get("id") or "chatcmpl-anthropic",
-        "object": "chat.completion",
-        "created": int(time.time()) if created is None else created,
-        "model": request_model,
-        "choices": [{
-            "index": 0, "message": message,
-            "finish_reason": FINISH_REASONS.get(str(doc.get("stop_reason")), "stop"),
-        }],
-    }
-    if usage is not None:
-        completion["usage"] = usage.to_openai()
-    return ChatResult(completion, usage or NO_USAGE, upstream_model=doc.get("model"))
+    choices: list[JSON] = [{
+        "index": 0, "message": message,
+        "finish_reason": FINISH_REASONS.get(str(doc.get("stop_reason")), "stop"),
+    }]
+    return completion_result(
+        doc.get("id") or "chatcmpl-anthropic", choices, usage_from(doc.get("usage")),
+        request_model=request_model, created=created, upstream_model=doc.get("model"),
+    )
 
 
 def classify_error(spec: ProviderSpec, status: int, headers: Headers, body: bytes) -> UpstreamError:
-    doc = load_error_body(body)
-    err = obj(doc.get("error"))
-    return _classify(status, headers, err, body_excerpt(body))
+    return _classify(status, headers, *error_parts(body))
 
 
 def _classify(status: int, headers: Headers, err: Mapping[str, Any], raw: str) -> UpstreamError:
@@ -158,13 +139,7 @@ def _classify(status: int, headers: Headers, err: Mapping[str, Any], raw: str) -
         details.get("error_code") == "enforced_spend_limit_reached"
         or "enforced_spend_limit_reached" in raw
     )
-    h = lower_headers(headers)
-    if spend_cap:
-        retryable = False
-    elif h.get("x-should-retry") in ("true", "false"):
-        retryable = h["x-should-retry"] == "true"
-    else:
-        retryable = status_is_retryable(status)
+    retryable = not spend_cap and retryable_by_header(status, headers)
     return UpstreamError(
         message,
         status=status,

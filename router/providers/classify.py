@@ -32,6 +32,14 @@ def status_is_retryable(status: int) -> bool:
     return status in RETRYABLE_STATUSES or status >= 500
 
 
+def retryable_by_header(status: int, headers: Mapping[str, str] | None) -> bool:
+    """``x-should-retry: true|false`` (sent by OpenAI and Anthropic) overrides the status verdict."""
+    h = lower_headers(headers)
+    if h.get("x-should-retry") in ("true", "false"):
+        return h["x-should-retry"] == "true"
+    return status_is_retryable(status)
+
+
 def parse_duration(text: str) -> float | None:
     """``"37s"``, ``"1.5"``, ``"20ms"``, ``"2m"`` -> seconds; ``None`` when it is not a duration."""
     match = _DURATION.match(text)
@@ -84,6 +92,13 @@ def load_error_body(body: bytes) -> dict[str, Any]:
 
 def body_excerpt(body: bytes, limit: int = 300) -> str:
     return body[:limit].decode("utf-8", errors="replace").strip()
+
+
+def error_parts(body: bytes) -> tuple[dict[str, Any], str]:
+    """The body's ``error`` object (``{}`` when there is none) and a short excerpt of the raw
+    body: the two things every adapter's error classifier reads."""
+    err = load_error_body(body).get("error")
+    return (err if isinstance(err, dict) else {}), body_excerpt(body)
 
 
 _IMAGE_WORDS = re.compile(r"image|media[_ ]?type|mime|picture|pixels|downloading", re.IGNORECASE)

@@ -10,14 +10,11 @@ Streams (``?alt=sse``) carry a whole GenerateContentResponse per event and have 
 from __future__ import annotations
 
 import hashlib
-import json
-import time
 from collections.abc import Mapping
 from typing import Any
 
 from router.providers.base import (
     JSON,
-    NO_USAGE,
     Adapter,
     ChatResult,
     Headers,
@@ -29,8 +26,7 @@ from router.providers.base import (
 )
 from router.providers.classify import (
     IMAGE_REJECT_STATUSES,
-    body_excerpt,
-    load_error_body,
+    error_parts,
     mentions_image,
     parse_duration,
     parse_retry_after,
@@ -39,10 +35,13 @@ from router.providers.classify import (
 from router.providers.gemini_request import build_request
 from router.providers.messages import (
     arr,
+    completion_result,
     count,
     load_json_body,
     load_json_event,
+    malformed,
     obj,
+    tool_call,
 )
 
 SPEC = ProviderSpec(
@@ -120,15 +119,8 @@ def _candidate(
         fc = _get(part, "functionCall", "function_call")
         if isinstance(fc, Mapping):
             name = str(fc.get("name") or "")
-            calls.append({
-                "id": str(fc.get("id") or call_id(response_id, index, first_slot + len(calls), name)),
-                "type": "function",
-                "function": {
-                    "name": name,
-                    "arguments": json.dumps(obj(fc.get("args")), separators=(",", ":"),
-                                            ensure_ascii=False),
-                },
-            })
+            slot_id = fc.get("id") or call_id(response_id, index, first_slot + len(calls), name)
+            calls.append(tool_call(str(slot_id), name, obj(fc.get("args"))))
     return "".join(texts), calls
 
 
@@ -167,29 +159,17 @@ def parse_response(
         choices.append({"index": index, "message": message, "finish_reason": finish})
     if not choices:
         if not _blocked(doc):
-            raise UpstreamError(
-                "gemini response has no candidates", status=502, retryable=True,
-                provider_code="invalid_response", provider="gemini",
-            )
+            raise malformed("gemini response has no candidates", "gemini")
         choices = [{"index": 0, "message": {"role": "assistant", "content": ""},
                     "finish_reason": "content_filter"}]
-    usage = usage_from(_get(doc, "usageMetadata", "usage_metadata"))
-    completion: JSON = {
-        "id": response_id,
-        "object": "chat.completion",
-        "created": int(time.time()) if created is None else created,
-        "model": request_model,
-        "choices": choices,
-    }
-    if usage is not None:
-        completion["usage"] = usage.to_openai()
-    return ChatResult(completion, usage or NO_USAGE, upstream_model=doc.get("modelVersion"))
+    return completion_result(
+        response_id, choices, usage_from(_get(doc, "usageMetadata", "usage_metadata")),
+        request_model=request_model, created=created, upstream_model=doc.get("modelVersion"),
+    )
 
 
 def classify_error(spec: ProviderSpec, status: int, headers: Headers, body: bytes) -> UpstreamError:
-    doc = load_error_body(body)
-    err = obj(doc.get("error"))
-    return _classify(status, headers, err, body_excerpt(body))
+    return _classify(status, headers, *error_parts(body))
 
 
 def _classify(status: int, headers: Headers, err: Mapping[str, Any], raw: str) -> UpstreamError:

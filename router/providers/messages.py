@@ -1,4 +1,4 @@
-"""Pieces of an OpenAI Chat Completions body that every non-OpenAI adapter needs to read.
+"""Pieces of an OpenAI Chat Completions body that every non-OpenAI adapter needs to read or build.
 
 The gateway has already prepared the body (images sniffed and, when asked, inlined as data
 URLs), so these helpers only reshape; they refuse, with :class:`router.errors.InvalidRequest`,
@@ -9,12 +9,13 @@ arguments that are not JSON, ``n > 1`` where the provider has no such thing).
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from router.errors import InvalidRequest
-from router.providers.base import JSON, UpstreamError
+from router.providers.base import JSON, NO_USAGE, ChatResult, UpstreamError, Usage
 
 # Gemini needs a mime type for a URL source and the gateway only sniffs inlined bytes; the
 # extension is the best pure guess (stdlib ``mimetypes`` reads system files, so not it).
@@ -143,22 +144,50 @@ def refuse_n(body: Mapping[str, Any], provider: str) -> None:
         )
 
 
+def malformed(message: str, provider: str, code: str = "invalid_response") -> UpstreamError:
+    """A 2xx answer or stream event the gateway cannot read: the upstream's fault, so a 502
+    that may pass on retry."""
+    return UpstreamError(message, status=502, retryable=True, provider_code=code, provider=provider)
+
+
 def load_json_body(body: bytes, provider: str) -> JSON:
     """A 2xx body that is not a JSON object is the upstream's fault, and may pass on retry."""
     try:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise UpstreamError(
-            f"{provider} returned a body that is not JSON", status=502, retryable=True,
-            provider_code="invalid_response", provider=provider,
-        ) from exc
+        raise malformed(f"{provider} returned a body that is not JSON", provider) from exc
     if not isinstance(doc, dict):
-        raise UpstreamError(
-            f"{provider} returned JSON that is not an object", status=502, retryable=True,
-            provider_code="invalid_response", provider=provider,
-        )
+        raise malformed(f"{provider} returned JSON that is not an object", provider)
     return doc
 
 
 def load_json_event(data: str, provider: str) -> JSON:
     return load_json_body(data.encode("utf-8", errors="replace"), provider)
+
+
+def tool_call(call_id: Any, name: Any, arguments: Any) -> JSON:
+    """One OpenAI ``tool_calls`` entry; ``arguments`` (already an object) becomes compact JSON."""
+    return {
+        "id": call_id, "type": "function",
+        "function": {
+            "name": name,
+            "arguments": json.dumps(arguments, separators=(",", ":"), ensure_ascii=False),
+        },
+    }
+
+
+def completion_result(
+    response_id: str, choices: list[JSON], usage: Usage | None, *, request_model: str,
+    created: int | None, upstream_model: Any,
+) -> ChatResult:
+    """A translated answer as an OpenAI ``chat.completion`` (``usage`` only when reported)."""
+    completion: JSON = {
+        "id": response_id,
+        "object": "chat.completion",
+        "created": int(time.time()) if created is None else created,
+        "model": request_model,
+        "choices": choices,
+    }
+    if usage is not None:
+        completion["usage"] = usage.to_openai()
+    return ChatResult(completion, usage or NO_USAGE, upstream_model=upstream_model)

@@ -28,15 +28,13 @@ from router.providers.base import (
 )
 from router.providers.classify import (
     IMAGE_REJECT_STATUSES,
-    body_excerpt,
-    load_error_body,
-    lower_headers,
+    error_parts,
     mentions_image,
     parse_retry_after,
     retry_hint_in_message,
-    status_is_retryable,
+    retryable_by_header,
 )
-from router.providers.messages import count, load_json_body, load_json_event, obj
+from router.providers.messages import count, load_json_body, load_json_event, malformed, obj
 
 SPEC = ProviderSpec(
     kind="openai",
@@ -99,30 +97,20 @@ def parse_response(
         raise classify_error(spec, status, headers, body)
     doc = load_json_body(body, "openai")
     if not isinstance(doc.get("choices"), list):
-        raise UpstreamError(
-            "openai response has no choices", status=502, retryable=True,
-            provider_code="invalid_response", provider="openai",
-        )
+        raise malformed("openai response has no choices", "openai")
     completion = {**doc, "model": request_model, "object": "chat.completion"}
     return ChatResult(completion, usage_from(doc.get("usage")) or NO_USAGE, upstream_model=doc.get("model"))
 
 
 def classify_error(spec: ProviderSpec, status: int, headers: Headers, body: bytes) -> UpstreamError:
-    doc = load_error_body(body)
-    err = obj(doc.get("error"))
-    return _classify(status, headers, err, body_excerpt(body))
+    return _classify(status, headers, *error_parts(body))
 
 
 def _classify(status: int, headers: Headers, err: Mapping[str, Any], fallback: str) -> UpstreamError:
     message = str(err.get("message") or fallback or f"openai returned HTTP {status}")
     code, etype, param = err.get("code"), err.get("type"), err.get("param")
-    h = lower_headers(headers)
-    if "insufficient_quota" in (code, etype):
-        retryable = False  # a billing problem, not a rate: retrying only burns time
-    elif h.get("x-should-retry") in ("true", "false"):
-        retryable = h["x-should-retry"] == "true"
-    else:
-        retryable = status_is_retryable(status)
+    # insufficient_quota is a billing problem, not a rate: retrying only burns time.
+    retryable = "insufficient_quota" not in (code, etype) and retryable_by_header(status, headers)
     retry_after = parse_retry_after(headers)
     if retry_after is None and status == 429:
         retry_after = retry_hint_in_message(message)
@@ -169,10 +157,7 @@ class OpenAIStreamTranslator(StreamTranslator):
             raise _classify(status, {}, err, data[:300])
         choices = doc.get("choices")
         if not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
-            raise UpstreamError(
-                "openai stream chunk has no choices list", status=502, retryable=True,
-                provider_code="invalid_stream_data", provider="openai",
-            )
+            raise malformed("openai stream chunk has no choices list", "openai", "invalid_stream_data")
         if isinstance(doc.get("id"), str):
             self.id = doc["id"]
         if isinstance(doc.get("created"), int):
@@ -184,9 +169,8 @@ class OpenAIStreamTranslator(StreamTranslator):
         for choice in choices:
             delta = obj(choice.get("delta"))
             if not _delta_ok(delta):
-                raise UpstreamError(
-                    "openai stream chunk has a malformed delta", status=502, retryable=True,
-                    provider_code="invalid_stream_data", provider="openai",
+                raise malformed(
+                    "openai stream chunk has a malformed delta", "openai", "invalid_stream_data"
                 )
             index = choice.get("index") if isinstance(choice.get("index"), int) else 0
             finish = choice.get("finish_reason") if isinstance(choice.get("finish_reason"), str) else None
