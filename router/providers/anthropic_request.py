@@ -16,10 +16,10 @@ from router.providers.messages import (
     ParamTable,
     as_list,
     content_parts,
+    fold_turns,
     image_ref,
     map_params,
     refuse_n,
-    text_content,
     tool_arguments,
 )
 
@@ -50,28 +50,16 @@ def build_request(
 
 
 def _messages(messages: list[JSON], options: AdapterOptions) -> tuple[str, list[JSON]]:
-    system: list[str] = []
-    out: list[JSON] = []
-    for message in messages:
-        role = message.get("role")
-        if role in ("system", "developer"):
-            system.append(text_content(message.get("content")))
-            continue
+    def turn(role: Any, message: JSON) -> tuple[str, list[JSON]] | None:
         if role == "user":
-            blocks = _blocks(message.get("content"), options)
-        elif role == "assistant":
-            blocks = _assistant_blocks(message)
-        elif role == "tool":
-            role, blocks = "user", [_tool_result(message, options)]
-        else:
-            raise InvalidRequest(f"unsupported message role {role!r}", param="messages")
-        if not blocks:
-            continue
-        if out and out[-1]["role"] == role:
-            out[-1]["content"].extend(blocks)
-        else:
-            out.append({"role": role, "content": blocks})
-    return "\n\n".join(s for s in system if s), out
+            return role, _blocks(message.get("content"), options)
+        if role == "assistant":
+            return role, _assistant_blocks(message)
+        if role == "tool":
+            return "user", [_tool_result(message, options)]
+        return None
+
+    return fold_turns(messages, turn, "content")
 
 
 def _blocks(content: Any, options: AdapterOptions) -> list[JSON]:

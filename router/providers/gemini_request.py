@@ -18,6 +18,7 @@ from router.providers.messages import (
     ParamTable,
     as_list,
     content_parts,
+    fold_turns,
     image_ref,
     map_params,
     text_content,
@@ -72,30 +73,20 @@ def build_request(
 
 
 def _contents(messages: list[JSON], options: AdapterOptions) -> tuple[str, list[JSON], list[str]]:
-    system: list[str] = []
-    contents: list[JSON] = []
     levels: list[str] = []
     tool_names: dict[str, str] = {}
-    for message in messages:
-        role = message.get("role")
-        if role in ("system", "developer"):
-            system.append(text_content(message.get("content")))
-            continue
+
+    def turn(role: Any, message: JSON) -> tuple[str, list[JSON]] | None:
         if role == "user":
-            parts = _parts(message.get("content"), options, levels)
-        elif role == "assistant":
-            role, parts = "model", _model_parts(message, tool_names)
-        elif role == "tool":
-            role, parts = "user", [_function_response(message, tool_names)]
-        else:
-            raise InvalidRequest(f"unsupported message role {role!r}", param="messages")
-        if not parts:
-            continue
-        if contents and contents[-1]["role"] == role:
-            contents[-1]["parts"].extend(parts)
-        else:
-            contents.append({"role": role, "parts": parts})
-    return "\n\n".join(s for s in system if s), contents, levels
+            return role, _parts(message.get("content"), options, levels)
+        if role == "assistant":
+            return "model", _model_parts(message, tool_names)
+        if role == "tool":
+            return "user", [_function_response(message, tool_names)]
+        return None
+
+    system, contents = fold_turns(messages, turn, "parts")
+    return system, contents, levels
 
 
 def _parts(content: Any, options: AdapterOptions, levels: list[str]) -> list[JSON]:

@@ -55,6 +55,34 @@ def text_content(content: Any) -> str:
     return "".join(p.get("text", "") for p in content_parts(content) if p.get("type") == "text")
 
 
+# One non-system message as a provider turn ``(role, blocks)``; ``None`` for a role it lacks.
+TurnOf = Callable[[Any, JSON], tuple[str, list[JSON]] | None]
+
+
+def fold_turns(messages: list[JSON], turn_of: TurnOf, key: str) -> tuple[str, list[JSON]]:
+    """System and developer messages joined into one system text; every other message as a
+    provider turn, consecutive turns of one role merged (Anthropic and Gemini want the roles to
+    alternate) and empty ones dropped. ``key`` names a turn's list (``content`` or ``parts``)."""
+    system: list[str] = []
+    turns: list[JSON] = []
+    for message in messages:
+        role = message.get("role")
+        if role in ("system", "developer"):
+            system.append(text_content(message.get("content")))
+            continue
+        turn = turn_of(role, message)
+        if turn is None:
+            raise InvalidRequest(f"unsupported message role {role!r}", param="messages")
+        role, blocks = turn
+        if not blocks:
+            continue
+        if turns and turns[-1]["role"] == role:
+            turns[-1][key].extend(blocks)
+        else:
+            turns.append({"role": role, key: blocks})
+    return "\n\n".join(s for s in system if s), turns
+
+
 def split_data_url(url: str) -> tuple[str, str] | None:
     """``data:image/png;base64,AAAA`` -> ``("image/png", "AAAA")``; ``None`` for other URLs."""
     if not url.startswith("data:"):
