@@ -118,9 +118,19 @@ def run_search(
             seed=seed, n_startup_trials=min(25, max(5, trials // 5)), multivariate=True, group=True,
         )
     logging.getLogger("optuna").setLevel(logging.WARNING)
-    study = optuna.create_study(
-        study_name=study_name, storage=storage, sampler=sampler, direction="minimize", load_if_exists=True
-    )
+    # A SQLite study is searched in memory and written back at the end: Optuna's RDB storage costs
+    # ~10× the search itself on SQLite (every trial re-reads the study). A server database
+    # (PostgreSQL) is used live, so that several workers share one study while it runs.
+    mirror = storage is not None and storage.startswith("sqlite")
+    persistent = None
+    if mirror:
+        persistent = optuna.create_study(study_name=study_name, storage=storage, direction="minimize", load_if_exists=True)
+        study = optuna.create_study(study_name=study_name, sampler=sampler, direction="minimize")
+        study.add_trials(persistent.get_trials(deepcopy=False))
+    else:
+        study = optuna.create_study(
+            study_name=study_name, storage=storage, sampler=sampler, direction="minimize", load_if_exists=True
+        )
     for params in seeds or []:
         study.enqueue_trial(params, skip_if_exists=True)
     stopper = EarlyStopping(patience, min_delta)
@@ -131,6 +141,8 @@ def run_search(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.optimize(objective, n_trials=max(trials - already, 0), callbacks=callbacks, gc_after_trial=False)
+    if persistent is not None:
+        persistent.add_trials(study.get_trials(deepcopy=False)[already:])
     points = [
         TrialPoint(t.number, t.user_attrs["cost"], t.user_attrs["quality"], bool(t.user_attrs["feasible"]), dict(t.params))
         for t in study.trials
