@@ -103,10 +103,12 @@ def emulate(
 @app.command()
 def demo(
     out: Path = typer.Option(Path("demo-out"), help="Where the store, rules, workloads and report go."),
-    n: int = typer.Option(240, "--n", help="Images per workload (training and fresh)."),
+    n: int = typer.Option(100, "--n", help="Training images sent on the baseline ruleset."),
+    fresh: int = typer.Option(260, help="Most fresh images the canary may take before the guard decides."),
+    after: int = typer.Option(60, help="Fresh images sent after the guard's decision."),
     seed: int = typer.Option(7, help="Workload seed; the fresh traffic uses seed + 1."),
     trials: int = typer.Option(200, help="Optuna trials."),
-    replay_sample: int = typer.Option(48, help="Images replayed to every candidate route."),
+    replay_sample: int = typer.Option(24, help="Images replayed to every candidate route."),
     tolerance: float = typer.Option(0.01, help="Quality the proposal may lose (0.01 = 1 point)."),
     mode: str = typer.Option("vision", help="vision (real OCR) or instant."),
 ) -> None:
@@ -114,7 +116,8 @@ def demo(
     from aperture.demo import DemoOptions, run_demo
 
     logging.basicConfig(level=logging.WARNING)
-    run_demo(DemoOptions(out=out, n=n, seed=seed, trials=trials, replay_sample=replay_sample, tolerance=tolerance, mode=mode), console)
+    run_demo(DemoOptions(out=out, n=n, fresh=fresh, after=after, seed=seed, trials=trials, replay_sample=replay_sample,
+                         tolerance=tolerance, mode=mode), console)
 
 
 @workload_app.command("generate")

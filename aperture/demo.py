@@ -38,13 +38,16 @@ EXAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "examples" / "emulated
 @dataclass
 class DemoOptions:
     out: Path = Path("demo-out")
-    n: int = 240
+    n: int = 100  # training traffic
+    fresh: int = 260  # most fresh images the canary may take before the guard decides
+    after: int = 60  # fresh images sent after the decision
     seed: int = 7
-    replay_sample: int = 48
+    replay_sample: int = 24
     trials: int = 200
     tolerance: float = 0.01
     canary_fraction: float = 0.5
     guard_delta: float = 0.10
+    guard_beta: float = 0.10
     canary_batch: int = 40
     concurrency: int = 4
     mode: str = "vision"
@@ -130,12 +133,12 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
     opts.out = out
     db = out / "aperture.duckdb"
     train_dir, fresh_dir = out / f"workload-s{opts.seed}", out / f"workload-s{opts.seed + 1}"
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {"guard_delta": opts.guard_delta, "guard_beta": opts.guard_beta}
 
     with Stage(console) as stage:
-        tick = stage.bar("generate workloads", 2 * opts.n)
+        tick = stage.bar("generate workloads", opts.n + opts.fresh)
         train = _workload(generate_workload, opts.n, opts.seed, train_dir, tick)
-        fresh = _workload(generate_workload, opts.n, opts.seed + 1, fresh_dir, tick)
+        fresh = _workload(generate_workload, opts.fresh, opts.seed + 1, fresh_dir, tick)
 
         with running_emulator(mode=opts.mode, catalog=str(opts.config), ocr_workers=2) as emulator_url:
             cfg = demo_config(opts, emulator_url)
@@ -194,12 +197,12 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
                 # is the 1-point one. Production defaults are stricter (docs/rollout.md).
                 guard = Guard(db, store, GuardConfig(
                     evaluators=tuple(sorted(set(_quality_evaluators()))), error_delta=opts.guard_delta,
-                    sequential=SequentialConfig(delta=opts.guard_delta, beta=0.05),
+                    sequential=SequentialConfig(delta=opts.guard_delta, beta=opts.guard_beta),
                 ))
                 decision = "extend"
                 sent = 0
-                tick = stage.bar(f"canary {version.id} at {opts.canary_fraction:.0%}", len(fresh))
-                while sent < len(fresh) and decision not in ("promote", "rollback"):
+                tick = stage.bar(f"canary {version.id} at {opts.canary_fraction:.0%}", len(fresh) - opts.after)
+                while sent < len(fresh) - opts.after and decision not in ("promote", "rollback"):
                     batch = fresh[sent : sent + opts.canary_batch]
                     send_workload(gateway_url, batch, fresh_dir, concurrency=opts.concurrency, progress=tick)
                     sent += len(batch)
@@ -209,7 +212,7 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
                 extra["canary_requests"] = sent
                 # 7. The rest of the fresh traffic on whatever the guard left active.
                 _wait_for(lambda: app.state.gateway._snapshot().canary is None, timeout_s=5)
-                rest = fresh[sent:]
+                rest = fresh[sent : sent + opts.after]
                 if rest:
                     tick = stage.bar("traffic after the decision", len(rest))
                     send_workload(gateway_url, rest, fresh_dir, concurrency=opts.concurrency, progress=tick)
@@ -289,7 +292,8 @@ def print_summary(console: Console, result: DemoResult, proposal: Any) -> None:
     console.print(
         f"cost per image cut by [bold]{cut:.1%}[/bold]; quality {b['quality']:.3f} → {a['quality']:.3f} "
         f"({(a['quality'] - b['quality']) * 100:+.1f} points). Guard decision: [bold]{result.decision}[/bold] "
-        f"after {result.extra.get('canary_requests')} fresh requests."
+        f"after {result.extra.get('canary_requests')} fresh requests (guard: δ = {result.extra.get('guard_delta')}, "
+        f"β = {result.extra.get('guard_beta')}, α = 0.005)."
     )
     predicted = result.extra.get("predicted_cost_on_after")
     if predicted:
