@@ -101,6 +101,9 @@ def test_stream_broken_midway_ends_with_an_error_event(client, stack):
 
 
 def test_breaker_opens_then_recovers(client, stack):
+    from router.breaker import BreakerRegistry
+
+    stack.app.state.gateway.breakers = BreakerRegistry()  # independent of the tests before it
     stack.fault(match={"provider": "anthropic"}, fault="500", times=None)
     for _ in range(2):
         with pytest.raises(openai.APIStatusError):
