@@ -42,7 +42,7 @@ class DemoOptions:
     fresh: int = 260  # most fresh images the canary may take before the guard decides
     after: int = 60  # fresh images sent after the decision
     seed: int = 7
-    replay_sample: int = 24
+    replay_sample: int = 40
     trials: int = 200
     tolerance: float = 0.01
     canary_fraction: float = 0.5
@@ -52,8 +52,10 @@ class DemoOptions:
     concurrency: int = 4
     mode: str = "vision"
     config: Path = EXAMPLE_CONFIG
-    # gpt-4o-mini is left out: its image price equals gpt-4o's by design (providers.md §1.2).
-    replay_models: tuple[str, ...] = ("gpt-4o", "gpt-4.1-mini", "claude-haiku-4-5", "gemini-2.5-flash")
+    # The candidates worth learning about: cheaper per image than gpt-4o at high detail.
+    # gpt-4o-mini is left out (its image price equals gpt-4o's by design, providers.md §1.2),
+    # and so is Claude Haiku (≈1,500 tokens at $1/M: about gpt-4o's image price).
+    replay_models: tuple[str, ...] = ("gpt-4o", "gpt-4.1-mini", "gemini-2.5-flash")
     keep: bool = False
 
 
