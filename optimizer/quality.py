@@ -66,9 +66,11 @@ def design_matrix(images: ImageTable, route_index: np.ndarray, routes: Sequence[
 @dataclass
 class QualityModel:
     """``route_penalty[r]``: how much to take off route r's predictions to get a lower
-    confidence bound: its cross-validated over-prediction (if any) plus ``z`` standard errors
-    of its residual mean. Routes with few observations get a large penalty, so the search
-    does not bet on a route the data barely covers."""
+    confidence bound: its cross-validated over-prediction (if any, shrunk by sample size) plus
+    ``z`` standard errors of its residual mean (z = 0.5 by default: at a few dozen replays per
+    route a one-sigma bound leaves no room for any saving within a 1-point tolerance, and the
+    canary guard is there to catch what the bound lets through). Routes never observed get a
+    prohibitive penalty, so the search does not bet on a route the data does not cover."""
 
     routes: list[Route]
     model: HistGradientBoostingRegressor
@@ -92,7 +94,7 @@ class QualityModel:
 
 def fit_quality_model(
     images: ImageTable, route_index: np.ndarray, scores: np.ndarray, routes: Sequence[Route], scale: np.ndarray, *,
-    seed: int = 0, z: float = 1.0, unobserved_penalty: float = 1.0,
+    seed: int = 0, z: float = 0.5, unobserved_penalty: float = 1.0,
 ) -> QualityModel:
     """Fit on observed (image, route, score) rows; report cross-validated error for intervals."""
     X = design_matrix(images, route_index, routes, scale)
