@@ -144,7 +144,8 @@ class Gateway:
             if state is not None and state.reservation is not None:
                 self.ledger.release(state.reservation)
             error = exc if isinstance(exc, GatewayError) else GatewayError(f"internal error: {type(exc).__name__}")
-            self._record_error(span, error)
+            routed = state.decision.target.model if state is not None and state.decision is not None else ""
+            self._record_error(span, error, routed)
             raise
 
     # ------------------------------------------------------------------ admission
@@ -471,7 +472,7 @@ class Gateway:
         self._set_route_attributes(state, span, target)
         self._image_spans(state, span, target, priced, [p.tokens for p in priced], estimated_only=True)
         if error is not None:
-            self._record_error(span, error)
+            self._record_error(span, error, target.model)
         else:
             self._finish_span(span, ok=True)
 
@@ -546,11 +547,11 @@ class Gateway:
             span.set_status(Status(StatusCode.OK))
         span.end()
 
-    def _record_error(self, span: Span, exc: GatewayError) -> None:
+    def _record_error(self, span: Span, exc: GatewayError, model: str) -> None:
         span.set_attribute("error.type", exc.code)
         span.set_status(Status(StatusCode.ERROR, exc.message[:200]))
         self.metrics.errors.labels(code=exc.code).inc()
-        self.metrics.requests.labels(code=str(exc.status), model=span.attributes.get("gen_ai.request.model", "") if hasattr(span, "attributes") and span.attributes else "").inc()  # type: ignore[union-attr]
+        self.metrics.requests.labels(code=str(exc.status), model=model).inc()
         span.end()
 
 
