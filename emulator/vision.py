@@ -52,22 +52,27 @@ FALLBACK_PROFILE = VisionProfile("default")
 
 # Modelled tiers (see module docstring): flagships read at full resolution, smaller tiers
 # as if the image were smaller, and the smallest also drop a few lines.
+# Tiers are modelled as the resolution they effectively work at, nothing else: a smaller
+# model reads the same pixels less sharply, so where text is large it loses nothing and where
+# text is small it loses more. `line_drop` stays available for profiles that want
+# resolution-independent misses, but none of the defaults use it: such misses are noise no
+# routing rule can learn from.
 DEFAULT_PROFILES: dict[str, VisionProfile] = {p.name: p for p in (
     VisionProfile("gpt-4o"),
     VisionProfile("gpt-4.1"),
     VisionProfile("gpt-5"),
-    VisionProfile("gpt-4o-mini", 0.8, line_drop=0.02),
-    VisionProfile("gpt-4.1-mini", 0.85, line_drop=0.01),
-    VisionProfile("gpt-4.1-nano", 0.7, line_drop=0.04),
-    VisionProfile("gpt-5-mini", 0.85, line_drop=0.01),
-    VisionProfile("gpt-5-nano", 0.7, line_drop=0.03),
-    VisionProfile("o4-mini", 0.85, line_drop=0.01),
+    VisionProfile("gpt-4o-mini", 0.8),
+    VisionProfile("gpt-4.1-mini", 0.85),
+    VisionProfile("gpt-4.1-nano", 0.7),
+    VisionProfile("gpt-5-mini", 0.85),
+    VisionProfile("gpt-5-nano", 0.7),
+    VisionProfile("o4-mini", 0.85),
     VisionProfile("claude-opus-4"),
     VisionProfile("claude-sonnet-4-5"),
-    VisionProfile("claude-haiku-4-5", 0.85, line_drop=0.01),
+    VisionProfile("claude-haiku-4-5", 0.85),
     VisionProfile("gemini-2.5-pro"),
-    VisionProfile("gemini-2.5-flash", 0.9, line_drop=0.01),
-    VisionProfile("gemini-2.5-flash-lite", 0.75, line_drop=0.03),
+    VisionProfile("gemini-2.5-flash", 0.9),
+    VisionProfile("gemini-2.5-flash-lite", 0.75),
     VisionProfile("gemini-3-pro"),
     VisionProfile("gemini-3-flash", 0.95),
 )}
