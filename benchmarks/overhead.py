@@ -126,6 +126,8 @@ def main(argv: list[str] | None = None) -> None:
         {"type": "text", "text": "What is in this image?"},
         {"type": "image_url", "image_url": {"url": image_100kb(), "detail": "high"}}]}]}
     targets = {"direct": f"{emulator_url}/v1/chat/completions", "aperture": f"http://127.0.0.1:{gw_port}/v1/chat/completions"}
+    litellm_key = "sk-bench-" + os.urandom(16).hex()  # LiteLLM's proxy refuses to start without one
+    keys = {"direct": "emulator-key", "aperture": "emulator-key", "litellm": litellm_key}
     try:
         wait_ready(f"{emulator_url}/_emulator/health")
         wait_ready(f"http://127.0.0.1:{gw_port}/healthz")
@@ -133,7 +135,8 @@ def main(argv: list[str] | None = None) -> None:
             cfg = tmp / "litellm.yaml"
             cfg.write_text(f"model_list:\n  - model_name: gpt-4o\n    litellm_params:\n      model: openai/gpt-4o\n"
                            f"      api_base: {emulator_url}/v1\n      api_key: emulator-key\n")
-            procs.append(start([str(exe), "--config", str(cfg), "--port", str(llm_port), "--num_workers", "1"]))
+            procs.append(start([str(exe), "--config", str(cfg), "--port", str(llm_port), "--num_workers", "1"],
+                               {"LITELLM_MASTER_KEY": litellm_key}))
             try:
                 wait_ready(f"http://127.0.0.1:{llm_port}/health/liveliness", timeout_s=180)
                 targets["litellm"] = f"http://127.0.0.1:{llm_port}/v1/chat/completions"
@@ -141,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"litellm: {exc}; skipped")
         results = {}
         for name, url in targets.items():
-            lat, rps, errors = asyncio.run(load(url, body, {"authorization": "Bearer emulator-key"}, args.requests, args.concurrency))
+            lat, rps, errors = asyncio.run(load(url, body, {"authorization": f"Bearer {keys[name]}"}, args.requests, args.concurrency))
             results[name] = (np.percentile(lat, 50) * 1000, np.percentile(lat, 99) * 1000, rps, errors)
         p50d, p99d = results["direct"][0], results["direct"][1]
         print(f"{'target':<10} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'errors':>7} {'added p50':>10} {'added p99':>10}")
