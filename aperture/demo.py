@@ -224,6 +224,8 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
 
     before_df = phase_requests(db, f"wl-s{opts.seed}-", baseline_version)
     after_df = phase_requests(db, f"wl-s{opts.seed + 1}-", version.id)
+    # The fair comparison: the same fresh traffic, split at random between the two versions.
+    extra["baseline_on_fresh"] = totals(phase_requests(db, f"wl-s{opts.seed + 1}-", baseline_version))
     result = DemoResult(totals(before_df), totals(after_df), decision, version.id, out / "report.html", db, extra)
     extra["buckets_before"] = by_bucket(before_df)
     extra["buckets_after"] = by_bucket(after_df)
@@ -278,8 +280,12 @@ def print_summary(console: Console, result: DemoResult, proposal: Any) -> None:
     table = Table(title="Aperture demo: before and after the loop", show_lines=False)
     for col in ("", "requests", "images", "spend (USD)", "USD / image", "quality"):
         table.add_column(col, justify="right" if col else "left")
-    table.add_row("before (baseline ruleset)", str(b["requests"]), str(b["images"]), f"{b['spend_usd']:.4f}", f"{b['cost_per_image_usd']:.6f}", f"{b['quality']:.3f}")
-    table.add_row(f"after ({result.candidate}, {result.decision})", str(a["requests"]), str(a["images"]), f"{a['spend_usd']:.4f}", f"{a['cost_per_image_usd']:.6f}", f"{a['quality']:.3f}")
+    table.add_row("before: baseline on training traffic", str(b["requests"]), str(b["images"]), f"{b['spend_usd']:.4f}", f"{b['cost_per_image_usd']:.6f}", f"{b['quality']:.3f}")
+    f = result.extra.get("baseline_on_fresh") or {}
+    if f.get("requests"):
+        table.add_row("baseline on the fresh traffic (active arm)", str(f["requests"]), str(f["images"]), f"{f['spend_usd']:.4f}",
+                      f"{f['cost_per_image_usd']:.6f}", f"{f['quality']:.3f}")
+    table.add_row(f"after: {result.candidate} on the fresh traffic ({result.decision})", str(a["requests"]), str(a["images"]), f"{a['spend_usd']:.4f}", f"{a['cost_per_image_usd']:.6f}", f"{a['quality']:.3f}")
     console.print(table)
     buckets = Table(title="per size bucket (USD / image, quality)")
     for col in ("size", "before USD/img", "before q", "after USD/img", "after q"):
@@ -290,10 +296,12 @@ def print_summary(console: Console, result: DemoResult, proposal: Any) -> None:
         buckets.add_row(row["size_bucket"], f"{row['cost_per_image_usd']:.6f}", _fmt(row["quality"]),
                         _fmt(other.get("cost_per_image_usd"), 6), _fmt(other.get("quality")))
     console.print(buckets)
-    cut = 1 - a["cost_per_image_usd"] / b["cost_per_image_usd"] if b["cost_per_image_usd"] else float("nan")
+    ref = f if f.get("requests") else b  # same traffic when the canary left a baseline arm to compare with
+    cut = 1 - a["cost_per_image_usd"] / ref["cost_per_image_usd"] if ref["cost_per_image_usd"] else float("nan")
     console.print(
-        f"cost per image cut by [bold]{cut:.1%}[/bold]; quality {b['quality']:.3f} → {a['quality']:.3f} "
-        f"({(a['quality'] - b['quality']) * 100:+.1f} points). Guard decision: [bold]{result.decision}[/bold] "
+        f"against the baseline on the same traffic: cost per image cut by [bold]{cut:.1%}[/bold]; quality "
+        f"{ref['quality']:.3f} → {a['quality']:.3f} ({(a['quality'] - ref['quality']) * 100:+.1f} points). "
+        f"Guard decision: [bold]{result.decision}[/bold] "
         f"after {result.extra.get('canary_requests')} fresh requests (guard: δ = {result.extra.get('guard_delta')}, "
         f"β = {result.extra.get('guard_beta')}, α = 0.005)."
     )

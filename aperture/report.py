@@ -64,7 +64,12 @@ def write_report(result: Any, proposal: Any) -> None:
         f"<p>Store: <code>{html.escape(str(result.db))}</code>. Guard decision on <b>{html.escape(str(result.candidate))}</b>: "
         f"<b>{html.escape(result.decision)}</b> after {extra.get('canary_requests')} fresh requests.</p>",
         "<h2>Before and after</h2>",
-        _table(pl.DataFrame([{"phase": "before", **result.before}, {"phase": "after", **result.after}])),
+        _table(pl.DataFrame([
+            {"phase": "baseline, training traffic", **result.before},
+            *([{"phase": "baseline, fresh traffic (active arm)", **extra["baseline_on_fresh"]}]
+              if extra.get("baseline_on_fresh", {}).get("requests") else []),
+            {"phase": "candidate, fresh traffic", **result.after},
+        ])),
         "<h2>Per size bucket</h2><h3>before</h3>", _table(extra["buckets_before"]),
         "<h3>after</h3>", _table(extra["buckets_after"]),
         f"<img alt='per bucket' src='data:image/png;base64,{bucket_plot(extra['buckets_before'], extra['buckets_after'])}'>",
