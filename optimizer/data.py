@@ -28,6 +28,7 @@ WITH img AS (
     SELECT trace_id, request_span_id,
            arg_max(width, width * height) AS width,
            arg_max(height, width * height) AS height,
+           arg_max(sha256, width * height) AS sha256,
            min(text_height_px) AS text_height_px,
            count(*) AS n_images,
            sum(tokens_billed) AS image_tokens,
@@ -37,7 +38,7 @@ WITH img AS (
 SELECT r.trace_id, r.span_id, r.ts, r.route, r.model, r.arm, coalesce(r.propensity, 1.0) AS propensity,
        coalesce(r.task, 'transcribe') AS task, coalesce(r.replay, false) AS replay,
        r.ruleset_version, r.input_tokens, r.output_tokens, r.billed_cost_usd,
-       img.width, img.height, img.text_height_px, img.n_images, img.image_tokens, img.image_cost_usd
+       img.sha256, img.width, img.height, img.text_height_px, img.n_images, img.image_tokens, img.image_cost_usd
 FROM request_spans r
 JOIN img ON img.trace_id = r.trace_id AND img.request_span_id = r.span_id
 WHERE r.status = 'ok' AND r.route IS NOT NULL AND ($since IS NULL OR r.ts >= $since)

@@ -129,6 +129,7 @@ def optimize(
     long_side = np.maximum(images.width, images.height).astype(float)
     scale = effective_scale_matrix(catalog, routes, images.width, images.height)
     quality = qmodel.predict_matrix(images, scale)
+    anchored = anchor_observed(quality, traffic, scored, routes)
     tokens = image_tokens_matrix(catalog, routes, images.width, images.height)
     text_tokens = np.maximum(
         traffic["input_tokens"].fill_null(0).to_numpy() - traffic["image_tokens"].fill_null(0).to_numpy(), 0
@@ -213,12 +214,37 @@ def optimize(
         "baseline_quality": baseline_quality,
         "tolerance": tolerance,
         "quality_model_cv_mae": qmodel.cv_mae,
+        "observed_cells": anchored,
     }
     return Proposal(
         ruleset, text, policy, pred_cost, pred_quality, interval, float(cost[strong].mean()), baseline_quality,
         observed_baseline, 1.0 - pred_cost / max(float(cost[strong].mean()), 1e-12), result, tradeoff, off_policy,
         shares, provenance, plot,
     )
+
+
+def anchor_observed(quality: np.ndarray, traffic: pl.DataFrame, scored: pl.DataFrame, routes: Sequence[Route]) -> int:
+    """Replace predictions by what was observed where an image was actually sent on a route
+    (its own request, or a replay of it): the model fills in only what nobody measured.
+    Returns how many (route, image) cells were anchored."""
+    if "sha256" not in traffic.columns or "sha256" not in scored.columns:
+        return 0
+    observed = (
+        scored.filter(pl.col("sha256").is_not_null())
+        .group_by("sha256", "task", "route").agg(pl.col("quality").mean())
+    )
+    index = {r.key: i for i, r in enumerate(routes)}
+    cells: dict[tuple[str, str], dict[int, float]] = {}
+    for sha, task, route, q in observed.iter_rows():
+        r = index.get(Route.parse(route).key)
+        if r is not None:
+            cells.setdefault((sha, task), {})[r] = float(q)
+    n = 0
+    for i, (sha, task) in enumerate(zip(traffic["sha256"].to_list(), traffic["task"].to_list(), strict=True)):
+        for r, q in cells.get((sha, task), {}).items():
+            quality[r, i] = q
+            n += 1
+    return n
 
 
 def predicted_cost_on(

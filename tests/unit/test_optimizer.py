@@ -70,3 +70,22 @@ def test_refuses_too_little_data(catalog):
 def test_refuses_single_model_catalog(catalog):
     with pytest.raises(OptimizerError, match="single model"):
         optimize("unused.duckdb", {"gpt-4o": catalog["gpt-4o"]}, observations=synthetic(catalog), trials=5)
+
+
+def test_observed_scores_replace_predictions_where_measured():
+    import polars as pl
+
+    from optimizer.run import anchor_observed
+
+    routes = [Route("gpt-4o", "high"), Route("gpt-4.1-mini", "low")]
+    quality = np.full((2, 3), 0.5)
+    traffic = pl.DataFrame({"sha256": ["a", "b", "c"], "task": ["transcribe"] * 3})
+    scored = pl.DataFrame({
+        "sha256": ["a", "a", "a", "b", None], "task": ["transcribe", "transcribe", "transcribe", "extract", "transcribe"],
+        "route": ["gpt-4o:high", "gpt-4.1-mini:low", "gpt-4.1-mini:low", "gpt-4o:high", "gpt-4o:high"],
+        "quality": [0.9, 0.2, 0.4, 0.1, 0.0],
+    })
+    assert anchor_observed(quality, traffic, scored, routes) == 2
+    assert quality[:, 0].tolist() == pytest.approx([0.9, 0.3])  # mean of two observations
+    assert quality[:, 1].tolist() == [0.5, 0.5]  # observed for another task only
+    assert quality[:, 2].tolist() == [0.5, 0.5]
