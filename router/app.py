@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from opentelemetry import trace
 
 from router.blobs import BlobStore
+from router.budgets import read_snapshot, write_snapshot
 from router.config import AppConfig
 from router.errors import GatewayError, InvalidRequest
 from router.gateway import Gateway
@@ -89,13 +90,21 @@ def create_app(
         blobs=blobs,
     )
 
+    ledger_file = config.resolve_path(config.budgets.ledger_file)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if config.open_mode:
             log.warning(open_mode_warning())
         if blobs is not None:
             blobs.purge_expired()
+        if ledger_file is not None:
+            saved = read_snapshot(ledger_file)
+            if saved is not None and not gateway.ledger.restore(saved):
+                log.info("budget ledger %s is from another day; starting the day at zero", ledger_file)
         yield
+        if ledger_file is not None:
+            write_snapshot(ledger_file, gateway.ledger.snapshot())
         await client.aclose()
         if on_shutdown is not None:
             on_shutdown()

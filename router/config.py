@@ -150,6 +150,8 @@ class TelemetryConfig(_Strict):
 
 class BudgetsConfig(_Strict):
     max_request_cost_usd: float | None = None
+    # Where the day's settled spend per key and team is kept across restarts (per process).
+    ledger_file: str | None = None
 
 
 class RoutingConfig(_Strict):

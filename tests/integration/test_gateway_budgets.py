@@ -93,3 +93,13 @@ def test_team_over_daily_budget_refused_before_upstream(stack):
     assert info.value.body["code"] == "budget_exceeded"
     refused_after = len(stack.emulator_requests())
     assert refused_after <= 1
+
+
+def test_daily_spend_survives_a_restart(tmp_path):
+    overrides = {**OVERRIDES, "budgets.ledger_file": str(tmp_path / "ledger.json")}
+    with running_stack(tmp_path / "first", overrides=overrides) as first:
+        client(first, "sk-team-a").chat.completions.create(model="gpt-4o", messages=msg(), max_tokens=16)
+        spent = first.app.state.gateway.ledger.spent_today("a")
+    assert spent > 0 and (tmp_path / "ledger.json").exists()
+    with running_stack(tmp_path / "second", overrides=overrides) as second:
+        assert second.app.state.gateway.ledger.spent_today("a") == pytest.approx(spent)
