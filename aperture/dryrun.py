@@ -8,7 +8,7 @@ import numpy as np
 from rich.table import Table
 
 from collector.store import fetch_df, open_store
-from optimizer.routes import Route, image_tokens_matrix
+from optimizer.routes import Route, assigned_costs
 from router.config import AppConfig
 from router.rules import ImageFeatures, RequestFeatures, Ruleset, choose_route
 
@@ -35,14 +35,11 @@ def dry_run(db: Path, ruleset: Ruleset, config: AppConfig, *, last: int = 1000) 
         features = RequestFeatures(images=(image,), task=row["task"], team=row["team"], model=row["requested_model"])
         t = choose_route(ruleset, features).target
         targets.append(Route(t.model, t.detail))
-    routes = sorted(set(targets), key=lambda r: r.key)
-    tokens = image_tokens_matrix(config.models, routes, df["width"].to_numpy(), df["height"].to_numpy())
     text_tokens = np.maximum(df["input_tokens"].fill_null(0).to_numpy() - df["tokens_billed"].fill_null(0).to_numpy(), 0)
     outputs = df["output_tokens"].fill_null(0).to_numpy()
+    new_costs = assigned_costs(config.models, targets, df["width"].to_numpy(), df["height"].to_numpy(), text_tokens, outputs)
     groups: dict[tuple[str, str], list[float]] = {}
-    for i, (row, target) in enumerate(zip(df.iter_rows(named=True), targets, strict=True)):
-        price = config.models[target.model].price
-        new_cost = ((tokens[routes.index(target), i] + text_tokens[i]) * price.input_per_mtok + outputs[i] * price.output_per_mtok) / 1e6
+    for row, target, new_cost in zip(df.iter_rows(named=True), targets, new_costs.tolist(), strict=True):
         key = (row["route"] or "-", target.key)
         acc = groups.setdefault(key, [0, 0.0, 0.0])
         acc[0] += 1

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from router.policy import explore_routes
 from router.rules import Target
 from router.tokens import effective_size, estimate_image_tokens
 
@@ -38,16 +39,9 @@ class Route:
 
 
 def candidate_routes(catalog: Mapping[str, Any], models: Sequence[str] | None = None) -> list[Route]:
-    """Every (model, detail) the optimizer may choose, ``auto`` dropped where it equals ``high``."""
-    routes = []
-    for model_id in models or list(catalog):
-        spec = catalog[model_id]
-        details = list(spec.details)
-        for detail in details:
-            if detail == "auto" and "high" in details:
-                continue
-            routes.append(Route(model_id, detail))
-    return routes
+    """Every (model, detail) the optimizer may choose: the same set the router's exploration
+    arm draws from (``auto`` dropped where it equals ``high``)."""
+    return [Route(t.model, t.detail) for t in explore_routes(catalog, list(models or catalog))]
 
 
 def _downscale(spec: Any, width: int, height: int) -> tuple[int, int]:
@@ -92,6 +86,24 @@ def effective_scale_matrix(
             ew, _ = effective_size(rule, sw, sh, route.detail)
             out[r, i] = ew / max(int(w), 1)
     return out
+
+
+def assigned_costs(
+    catalog: Mapping[str, Any],
+    assigned: Sequence[Route],
+    widths: np.ndarray,
+    heights: np.ndarray,
+    text_tokens: np.ndarray,
+    output_tokens: np.ndarray,
+) -> np.ndarray:
+    """cost[i] in USD of request i sent on ``assigned[i]``, with its own text and output tokens."""
+    routes = sorted(set(assigned), key=lambda r: r.key)
+    index = {r: k for k, r in enumerate(routes)}
+    tokens = image_tokens_matrix(catalog, routes, widths, heights)
+    chosen = tokens[[index[r] for r in assigned], np.arange(len(assigned))]
+    price_in = np.array([catalog[r.model].price.input_per_mtok for r in assigned], dtype=float)
+    price_out = np.array([catalog[r.model].price.output_per_mtok for r in assigned], dtype=float)
+    return ((chosen + text_tokens) * price_in + output_tokens * price_out) / 1e6
 
 
 def route_costs(

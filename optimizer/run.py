@@ -28,6 +28,7 @@ from optimizer.quality import ImageTable, QualityModel, fit_quality_model
 from optimizer.report import TradeOff, plot_front, trade_off
 from optimizer.routes import (
     Route,
+    assigned_costs,
     candidate_routes,
     effective_scale_matrix,
     image_tokens_matrix,
@@ -254,17 +255,11 @@ def predicted_cost_on(
     from router.rules import ImageFeatures, RequestFeatures, choose_route
 
     images = _image_table(traffic)
-    targets = [
-        choose_route(ruleset, RequestFeatures(images=(ImageFeatures(int(w), int(h), 0, "png", None if np.isnan(t) else float(t)),)))
-        .target for w, h, t in zip(images.width, images.height, images.text_height, strict=True)
-    ]
-    routes = sorted({Route(t.model, t.detail) for t in targets}, key=lambda r: r.key)
-    idx = np.array([routes.index(Route(t.model, t.detail)) for t in targets])
-    tokens = image_tokens_matrix(catalog, routes, images.width, images.height)
+    assigned = []
+    for w, h, t in zip(images.width, images.height, images.text_height, strict=True):
+        features = RequestFeatures(images=(ImageFeatures(int(w), int(h), 0, "png", None if np.isnan(t) else float(t)),))
+        target = choose_route(ruleset, features).target
+        assigned.append(Route(target.model, target.detail))
     text_tokens = np.maximum(traffic["input_tokens"].fill_null(0).to_numpy() - traffic["image_tokens"].fill_null(0).to_numpy(), 0).astype(float)
     outputs = traffic["output_tokens"].fill_null(0).to_numpy().astype(float)
-    total = 0.0
-    for i, r in enumerate(idx):
-        price = catalog[routes[r].model].price
-        total += ((tokens[r, i] + text_tokens[i]) * price.input_per_mtok + outputs[i] * price.output_per_mtok) / 1e6
-    return total
+    return float(assigned_costs(catalog, assigned, images.width, images.height, text_tokens, outputs).sum())
