@@ -8,7 +8,6 @@ is the only version (``file-<hash>``) and changes need a restart.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 from fastapi import APIRouter, Body, Depends, Header, Query
 
 from router.config import AppConfig
-from router.errors import AuthenticationFailed, InvalidRequest
+from router.errors import AuthenticationFailed
 from router.metrics import GatewayMetrics
 from router.policy import Policy, PolicySnapshot
 from router.rollout import actions
@@ -171,8 +170,4 @@ def _equal(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())
 
 
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, indent=2, default=str)
-
-
-__all__ = ["InvalidRequest", "open_rule_store", "policy_source", "ruleset_validator"]
+__all__ = ["open_rule_store", "policy_source", "ruleset_validator"]

@@ -279,7 +279,7 @@ class Gateway:
             part["image_url"] = {"url": to_data_url(p.prepared), "detail": p.detail}
         return body
 
-    def _options(self, spec: ModelSpec, target: Target) -> AdapterOptions:
+    def _options(self, spec: ModelSpec) -> AdapterOptions:
         return AdapterOptions(
             default_max_tokens=min(1024, spec.max_output_tokens),
             image_url_mode="inline",
@@ -341,7 +341,7 @@ class Gateway:
             with self._attempt_span(span, target, attempt_no):
                 return await call(
                     ADAPTERS[provider.kind], self.specs[spec.provider], target, priced,
-                    dict(api_key=provider.api_key(), options=self._options(spec, target), request_model=target.model,
+                    dict(api_key=provider.api_key(), options=self._options(spec), request_model=target.model,
                          connect_timeout_s=provider.connect_timeout_s, timeout_s=provider.timeout_s,
                          extra_headers=self._headers_for(state)),
                 )
