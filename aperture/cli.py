@@ -46,17 +46,43 @@ def serve(
     port: int = typer.Option(8080, help="Port to bind."),
     db: Path | None = DbOption,
     rules_store: Path | None = typer.Option(None, "--rules-store", help="Versioned rule store directory (hot reload, canary)."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Gateway processes. Above 1, spans go by OTLP to one collector, the store's only writer."),
+    collector: str | None = typer.Option(
+        None, "--collector",
+        help="With --workers > 1: OTLP/HTTP traces URL of a running `aperture collector` (default: start one on --db).",
+    ),
 ) -> None:
-    """Serve the OpenAI-compatible gateway."""
-    import uvicorn
+    """Serve the OpenAI-compatible gateway.
 
-    from aperture.wiring import build_gateway_app
+    One process writes spans to the DuckDB store itself. With ``--workers N`` (N > 1) each worker
+    exports OTLP to a collector that ``serve`` starts as a child process on a free loopback port
+    (writing ``--db``, forwarding to any endpoint the OTEL_EXPORTER_OTLP_* variables named), or to
+    the one given with ``--collector``. Rate limits and budgets are then kept per worker.
+    """
     from router.config import load_config
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per upstream call otherwise
-    cfg = load_config(config)
+    cfg = load_config(config)  # fail here, once, on a bad config rather than in every worker
     db_path = db or cfg.resolve_path(cfg.telemetry.db_path)
+    if workers > 1:
+        from aperture.servers import serve_workers
+
+        if db_path is None and collector is None:
+            _fail("--workers needs a store: pass --db, set telemetry.db_path, or name a running --collector")
+            return
+        code = serve_workers(config, host=host, port=port, workers=workers, db_path=db_path or Path("aperture.duckdb"),
+                             rules_store=rules_store, collector=collector)
+        if code:
+            raise typer.Exit(code)
+        return
+    if collector is not None:
+        _fail("--collector is for --workers > 1; one process writes the store itself (or set OTEL_EXPORTER_OTLP_ENDPOINT)")
+        return
+    import uvicorn
+
+    from aperture.wiring import build_gateway_app
+
     gateway_app = build_gateway_app(cfg, db_path=db_path, rules_store=rules_store)
     uvicorn.run(gateway_app, host=host, port=port, log_level="warning", access_log=False)
 

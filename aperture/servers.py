@@ -1,10 +1,150 @@
-"""Run an ASGI app with uvicorn in a background thread on a loopback port (demo, tests, bench).
+"""Running servers: an ASGI app in a background thread (demo, tests, bench), and the gateway as
+several worker processes in front of one collector (``aperture serve --workers N``).
 
-The implementation is shared with the emulator's test helper, which may not import this package.
+Why a collector with several workers: DuckDB takes writes from one process at a time, so N
+processes each holding the store open would contend for (or fail on) its lock. Each worker
+exports its spans by OTLP/HTTP instead, and one ``aperture collector`` process is the store's
+only writer. Shutdown order keeps every span: SIGTERM (or Ctrl-C) stops the workers first —
+each finishes its in-flight requests and flushes its exporter into the still-running
+collector — and only then is the collector stopped, which drains its queue into DuckDB.
+
+The thread runner is shared with the emulator's test helper, which may not import this package.
 """
 
 from __future__ import annotations
 
+import logging
+import multiprocessing
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from aperture.wiring import STARTUP_FAILURE, WORKER_CONFIG_ENV, WORKER_RULES_STORE_ENV
 from emulator.testing import running_app
 
-__all__ = ["running_app"]
+__all__ = ["running_app", "serve_workers", "collector_forward_url"]
+
+log = logging.getLogger("aperture")
+
+_TRACES_ENV = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+_ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"
+
+
+def collector_forward_url(environ: dict[str, str]) -> str | None:
+    """Where the user's own OTLP variables pointed (Tempo, …): the child collector forwards there,
+    so turning on workers does not cut an existing OTLP fan-out."""
+    if traces := environ.get(_TRACES_ENV):
+        return traces
+    if base := environ.get(_ENDPOINT_ENV):
+        return base.rstrip("/") + "/v1/traces"
+    return None
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _run_collector(db: str, host: str, port: int, forward: str | None) -> None:
+    # Its own process group: a Ctrl-C in the terminal reaches the workers, not the collector,
+    # which must outlive them to receive their last spans; the parent stops it afterwards.
+    os.setpgrp()
+    from collector.receiver import serve_receiver
+
+    serve_receiver(db, host=host, port=port, forward=forward)
+
+
+def _wait_healthy(url: str, proc: Any, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not proc.is_alive():
+            raise RuntimeError(f"the collector exited with code {proc.exitcode} before it was ready")
+        try:
+            if httpx.get(url, timeout=2, trust_env=False).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"the collector did not answer {url} within {timeout_s:.0f} s")
+
+
+def serve_workers(
+    config: Path,
+    *,
+    host: str,
+    port: int,
+    workers: int,
+    db_path: Path,
+    rules_store: Path | None = None,
+    collector: str | None = None,
+    collector_stop_timeout_s: float = 120.0,
+) -> int:
+    """Serve the gateway with ``workers`` uvicorn processes until SIGTERM / Ctrl-C.
+
+    ``collector`` is the OTLP/HTTP traces URL of a collector that is already running; without
+    it a child ``aperture collector`` writing ``db_path`` is started on a free loopback port,
+    forwarding to whatever ``OTEL_EXPORTER_OTLP_*`` named before, and stopped last. Returns the
+    exit code: 0, or 3 when a worker could not start (bad rules file, …).
+    """
+    import uvicorn
+
+    child = None
+    env = os.environ
+    if collector is None:
+        ctx = multiprocessing.get_context("spawn")
+        collector_port = _free_port("127.0.0.1")
+        child = ctx.Process(
+            target=_run_collector, args=(str(db_path), "127.0.0.1", collector_port, collector_forward_url(dict(env))),
+            name="aperture-collector",
+        )
+        child.start()
+        try:
+            _wait_healthy(f"http://127.0.0.1:{collector_port}/healthz", child)
+        except BaseException:
+            _stop(child, 10)
+            raise
+        collector = f"http://127.0.0.1:{collector_port}/v1/traces"
+        log.info("collector (pid %s) writes %s; workers export to %s", child.pid, db_path, collector)
+    # The workers are spawned with this environment.
+    env[_TRACES_ENV] = collector
+    env[WORKER_CONFIG_ENV] = str(config.resolve())
+    if rules_store is not None:
+        env[WORKER_RULES_STORE_ENV] = str(rules_store.resolve())
+    else:
+        env.pop(WORKER_RULES_STORE_ENV, None)
+    try:
+        return _supervise(uvicorn.Config("aperture.wiring:worker_app", factory=True, host=host, port=port,
+                                         workers=workers, log_level="warning", access_log=False))
+    finally:
+        if child is not None:
+            _stop(child, collector_stop_timeout_s)
+
+
+def _supervise(config: Any) -> int:
+    """uvicorn's own supervisor (what ``uvicorn.run`` does with workers), keeping its verdict:
+    a worker that could not build its app ends the whole server with exit code 3."""
+    from uvicorn.supervisors import Multiprocess
+
+    sock = config.bind_socket()
+    supervisor = Multiprocess(config, sockets=[sock])
+    try:
+        supervisor.run()
+    finally:
+        sock.close()
+    return STARTUP_FAILURE if any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes) else 0
+
+
+def _stop(proc: Any, timeout_s: float) -> None:
+    """SIGTERM, then wait for the collector's lifespan to drain its queue into the store."""
+    if proc.is_alive():
+        proc.terminate()
+    proc.join(timeout_s)
+    if proc.is_alive():
+        log.error("the collector did not stop within %.0f s; killing it (spans still queued are lost)", timeout_s)
+        proc.kill()
+        proc.join(10)

@@ -58,10 +58,16 @@ def build_telemetry(
     db_path: Path | None = None,
     extra_exporters: list[SpanExporter] | None = None,
     schedule_delay_ms: int = 500,
+    embedded_store: bool = True,
 ) -> Telemetry:
-    """A tracer provider exporting to DuckDB (embedded default) and/or OTLP (standard env vars)."""
+    """A tracer provider exporting to DuckDB (embedded default) and/or OTLP (standard env vars).
+
+    ``embedded_store=False`` (a worker among several) writes no DuckDB file and always exports
+    OTLP, so that one collector is the store's only writer.
+    """
+    path = (db_path or config.resolve_path(config.telemetry.db_path)) if embedded_store else None
     return telemetry_for(
-        config.telemetry.service_name, db_path or config.resolve_path(config.telemetry.db_path), otlp_wanted(config),
+        config.telemetry.service_name, path, otlp_wanted(config) or not embedded_store,
         extra_exporters=extra_exporters, schedule_delay_ms=schedule_delay_ms,
     )
 
@@ -100,15 +106,22 @@ def build_gateway_app(
     fetcher: Any = None,
     extra_exporters: list[SpanExporter] | None = None,
     rules_store: Path | None = None,
+    embedded_store: bool = True,
 ) -> Any:
-    """The whole gateway: app + telemetry + policy source (static rules file or versioned store)."""
+    """The whole gateway: app + telemetry + policy source (static rules file or versioned store).
+
+    With ``embedded_store=False`` spans leave by OTLP only and admin rollout actions are not
+    recorded in the store (the collector holds its write lock).
+    """
     from router.app import create_app
     from router.metrics import GatewayMetrics
 
-    telemetry = build_telemetry(config, db_path=db_path, extra_exporters=extra_exporters)
+    telemetry = build_telemetry(config, db_path=db_path, extra_exporters=extra_exporters, embedded_store=embedded_store)
     metrics = GatewayMetrics()
     metrics.add_dropped_source(telemetry.dropped)
-    snapshot, admin_router, stop_policies = build_policy_source(config, metrics, rules_store=rules_store, db_path=db_path)
+    snapshot, admin_router, stop_policies = build_policy_source(
+        config, metrics, rules_store=rules_store, db_path=db_path if embedded_store else None
+    )
 
     def shutdown() -> None:
         stop_policies()
@@ -128,3 +141,36 @@ def build_policy_source(
     from aperture.policies import policy_source
 
     return policy_source(config, metrics, rules_store=rules_store, db_path=db_path)
+
+
+WORKER_CONFIG_ENV = "APERTURE_SERVE_CONFIG"
+STARTUP_FAILURE = 3  # uvicorn's code for "this worker will never start": its supervisor stops, not respawns
+WORKER_RULES_STORE_ENV = "APERTURE_SERVE_RULES_STORE"
+
+
+def worker_app() -> Any:
+    """App factory for one of ``aperture serve --workers N``'s processes.
+
+    uvicorn's multi-process mode imports the app by name in each worker, so the worker builds
+    its own app from the config file named by ``APERTURE_SERVE_CONFIG`` (and the rule store
+    in ``APERTURE_SERVE_RULES_STORE``, if any). It writes no DuckDB file: its spans go by OTLP to
+    the endpoint in the standard ``OTEL_EXPORTER_OTLP_*`` variables (the collector ``serve``
+    started, or one named with ``--collector``)::
+
+        uvicorn.run("aperture.wiring:worker_app", factory=True, workers=4)
+    """
+    from router.config import load_config
+
+    try:
+        config_file = os.environ.get(WORKER_CONFIG_ENV)
+        if not config_file:
+            raise RuntimeError(f"{WORKER_CONFIG_ENV} must name the gateway config file")
+        if not otlp_from_env():
+            raise RuntimeError("a gateway worker needs OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT")
+        rules_store = os.environ.get(WORKER_RULES_STORE_ENV)
+        return build_gateway_app(load_config(config_file), rules_store=Path(rules_store) if rules_store else None,
+                                 embedded_store=False)
+    except Exception as exc:
+        # Respawning would fail the same way forever; this exit code stops the supervisor.
+        log.error("gateway worker could not start: %s", exc)
+        raise SystemExit(STARTUP_FAILURE) from exc

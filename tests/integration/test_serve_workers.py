@@ -1,0 +1,115 @@
+"""`aperture serve --workers 2`: two gateway processes and their collector, run as a user would.
+
+The gateway is a real subprocess (uvicorn's multi-process mode cannot run in a thread); the
+emulator runs in this process. After SIGTERM every image answered must be a row in the
+collector's DuckDB file.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import httpx
+import pytest
+from openai import OpenAI
+from typer.testing import CliRunner
+
+from aperture.cli import app
+from aperture.servers import collector_forward_url
+from emulator.testing import running_emulator
+from tests.integration.gateway_harness import EXAMPLE, config_text, page_png
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "aperture serve exited before it was ready"
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{url} did not come up")
+
+
+def test_serve_workers_every_image_reaches_the_collector_store(tmp_path: Path) -> None:
+    png = "data:image/png;base64," + base64.b64encode(page_png(64, 48)).decode()
+    with running_emulator(mode="instant", catalog=str(EXAMPLE)) as emulator_url:
+        config = tmp_path / "gateway.yaml"
+        config.write_text(config_text(emulator_url, {"routing.rules_file": str(EXAMPLE.parent / "rules" / "baseline.yaml")}))
+        db, port = tmp_path / "store.duckdb", _free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_EXPORTER_OTLP")}
+        env["APERTURE_IMAGES__TEXT_FEATURES"] = "false"
+        log = (tmp_path / "serve.log").open("wb")
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "from aperture.cli import app; app()", "serve", "--config", str(config),
+             "--port", str(port), "--db", str(db), "--workers", "2"],
+            env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+        )
+        try:
+            _wait_ready(f"http://127.0.0.1:{port}/healthz", proc)
+            client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="any", max_retries=0)
+            images = 0
+            for n_images in (1, 2, 1, 3, 1, 1):
+                content = [{"type": "text", "text": "read it"}]
+                content += [{"type": "image_url", "image_url": {"url": png, "detail": "low"}}] * n_images
+                answer = client.chat.completions.create(model="gpt-4o-mini", max_tokens=8,
+                                                        messages=[{"role": "user", "content": content}])
+                assert answer.choices[0].message.content is not None
+                images += n_images
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            exit_code = proc.wait(timeout=120)
+            log.close()
+    assert exit_code == 0, (tmp_path / "serve.log").read_text()
+    with duckdb.connect(str(db), read_only=True) as conn:
+        rows = conn.execute("SELECT count(*), count(DISTINCT request_span_id) FROM image_spans").fetchone()
+    assert rows == (images, 6)
+
+
+def test_serve_workers_refuses_collector_without_workers(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["serve", "--config", str(EXAMPLE), "--collector", "http://127.0.0.1:1/v1/traces"])
+    assert result.exit_code == 2
+    assert "--collector is for --workers > 1" in result.output
+
+
+def test_serve_workers_refuses_zero_workers() -> None:
+    result = CliRunner().invoke(app, ["serve", "--config", str(EXAMPLE), "--workers", "0"])
+    assert result.exit_code == 2
+
+
+def test_serve_workers_child_collector_forwards_where_otlp_pointed() -> None:
+    assert collector_forward_url({}) is None
+    assert collector_forward_url({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://tempo:4318/"}) == "http://tempo:4318/v1/traces"
+    assert collector_forward_url({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://a:4318",
+                                  "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://b/v1/traces"}) == "http://b/v1/traces"
+
+
+def test_serve_workers_stop_when_a_worker_cannot_start(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text(config_text("http://127.0.0.1:9", {"routing.rules_file": str(tmp_path / "missing.yaml")}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_EXPORTER_OTLP")}
+    result = subprocess.run(
+        [sys.executable, "-c", "from aperture.cli import app; app()", "serve", "--config", str(config),
+         "--port", str(_free_port()), "--db", str(tmp_path / "store.duckdb"), "--workers", "2"],
+        env=env, cwd=tmp_path, capture_output=True, timeout=120,
+    )
+    assert result.returncode == 3, result.stderr.decode()[-2000:]
+    assert b"gateway worker could not start" in result.stderr
