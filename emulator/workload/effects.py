@@ -11,8 +11,12 @@ from PIL import Image, ImageFilter
 
 def add_noise(img: Image.Image, rng: np.random.Generator, sigma: float) -> Image.Image:
     arr = np.asarray(img, dtype=np.float32)
-    arr = arr + rng.normal(0.0, sigma, size=arr.shape).astype(np.float32)
-    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), mode=img.mode)
+    # float32 draws: half the memory traffic of float64 normals, same distribution
+    noise = rng.standard_normal(size=arr.shape, dtype=np.float32)
+    noise *= np.float32(sigma)
+    noise += arr
+    np.clip(noise, 0, 255, out=noise)
+    return Image.fromarray(noise.astype(np.uint8), mode=img.mode)
 
 
 def texture(size: tuple[int, int], rng: np.random.Generator) -> Image.Image:

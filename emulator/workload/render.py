@@ -31,7 +31,9 @@ def cap_height(size: int) -> float:
     return float(bbox[3] - bbox[1]) if bbox else float(size) * 0.7
 
 
+@lru_cache(maxsize=65536)
 def text_width(text: str, size: int) -> float:
+    """Advance width in px; cached because layout measures the same cells many times."""
     return float(font(size).getlength(text))
 
 
