@@ -65,38 +65,63 @@ def design_matrix(images: ImageTable, route_index: np.ndarray, routes: Sequence[
 
 @dataclass
 class QualityModel:
-    """``route_penalty[r]``: how much to take off route r's predictions to get a lower
-    confidence bound: its cross-validated over-prediction (if any, shrunk by sample size) plus
-    ``z`` standard errors of its residual mean (z = 0.5 by default: at a few dozen replays per
-    route a one-sigma bound leaves no room for any saving within a 1-point tolerance, and the
-    canary guard is there to catch what the bound lets through). Routes never observed get a
-    prohibitive penalty, so the search does not bet on a route the data does not cover."""
+    """A fitted quality model and a bootstrap ensemble of it.
+
+    ``model`` is fitted on every observation; ``members`` are refits on resamples of whole
+    images (an image's replays stay together), so their spread says how far the data pins the
+    prediction down *where it is used*: where many images of a kind read the same on a route,
+    the members agree; where a route was seen on few images like this one, they scatter. The
+    optimizer's quality constraint uses a lower quantile of the members' policy means, not a
+    flat per-route penalty that would charge large-text images for small-text uncertainty.
+    Routes observed on fewer than two rows are predicted 0 (never chosen on no evidence)."""
 
     routes: list[Route]
     model: HistGradientBoostingRegressor
+    members: list[HistGradientBoostingRegressor]
     cv_mae: float
     cv_bias: float
     n_train: int
-    route_penalty: np.ndarray
     route_observations: np.ndarray
 
-    def predict_matrix(self, images: ImageTable, scale: np.ndarray, *, conservative: bool = True) -> np.ndarray:
-        """q[r, i] for every candidate route and image, clipped to [0, 1]."""
+    def _predict(self, model: HistGradientBoostingRegressor, images: ImageTable, scale: np.ndarray) -> np.ndarray:
         n = len(images)
         out = np.zeros((len(self.routes), n))
-        with threadpool_limits(limits=1, user_api="openmp"):
-            for r in range(len(self.routes)):
-                X = design_matrix(images, np.full(n, r), self.routes, scale)
-                penalty = self.route_penalty[r] if conservative else 0.0
-                out[r] = np.clip(self.model.predict(X) - penalty, 0.0, 1.0)
+        for r in range(len(self.routes)):
+            if self.route_observations[r] < 2 or n == 0:
+                continue
+            X = design_matrix(images, np.full(n, r), self.routes, scale)
+            # Identical feature rows (same size, text height and task) are predicted once.
+            unique, inverse = np.unique(X, axis=0, return_inverse=True)
+            out[r] = np.clip(model.predict(unique), 0.0, 1.0)[inverse.reshape(-1)]
         return out
+
+    def predict_matrix(self, images: ImageTable, scale: np.ndarray) -> np.ndarray:
+        """q[r, i] for every candidate route and image, clipped to [0, 1]."""
+        with threadpool_limits(limits=1, user_api="openmp"):
+            return self._predict(self.model, images, scale)
+
+    def predict_draws(self, images: ImageTable, scale: np.ndarray) -> np.ndarray:
+        """q_b[b, r, i]: the same matrix under each bootstrap member."""
+        with threadpool_limits(limits=1, user_api="openmp"):
+            return np.stack([self._predict(m, images, scale) for m in self.members]) if self.members else \
+                self._predict(self.model, images, scale)[None]
+
+
+def _estimator(monotone: np.ndarray, seed: int) -> HistGradientBoostingRegressor:
+    return HistGradientBoostingRegressor(max_iter=100, learning_rate=0.15, max_leaf_nodes=15, min_samples_leaf=5,
+                                         monotonic_cst=monotone, random_state=seed)
 
 
 def fit_quality_model(
     images: ImageTable, route_index: np.ndarray, scores: np.ndarray, routes: Sequence[Route], scale: np.ndarray, *,
-    seed: int = 0, z: float = 0.5, unobserved_penalty: float = 1.0,
+    groups: np.ndarray | None = None, seed: int = 0, n_boot: int = 12, max_boot_groups: int = 4000,
 ) -> QualityModel:
-    """Fit on observed (image, route, score) rows; report cross-validated error for intervals."""
+    """Fit on observed (image, route, score) rows; cross-validate for the interval; refit on
+    ``n_boot`` resamples of ``groups`` (image ids; one group per row when None).
+
+    For large logs each member sees at most ``max_boot_groups`` groups (an m-out-of-n bootstrap:
+    its spread then overstates the uncertainty, which errs on the safe side and keeps fitting
+    time bounded)."""
     X = design_matrix(images, route_index, routes, scale)
     y = np.asarray(scores, dtype=float)
 
@@ -106,26 +131,24 @@ def fit_quality_model(
     monotone = np.zeros(X.shape[1], dtype=int)
     monotone[:4] = 1
 
-    def make() -> HistGradientBoostingRegressor:
-        return HistGradientBoostingRegressor(max_iter=200, learning_rate=0.08, max_leaf_nodes=15, min_samples_leaf=5,
-                                             monotonic_cst=monotone, random_state=seed)
-
     residuals = np.zeros_like(y)
     folds = min(5, max(2, len(y) // 20))
+    rng = np.random.default_rng(seed)
+    group_ids = np.unique(groups if groups is not None else np.arange(len(y)), return_inverse=True)[1].reshape(-1)
+    n_groups = int(group_ids.max()) + 1 if len(y) else 0
+    members = []
     # One OpenMP thread: on a busy 2-core machine the pool's spin-waits cost more than they save.
     with threadpool_limits(limits=1, user_api="openmp"):
         for train, test in KFold(folds, shuffle=True, random_state=seed).split(X):
-            m = make().fit(X[train], y[train])
+            m = _estimator(monotone, seed).fit(X[train], y[train])
             residuals[test] = np.clip(m.predict(X[test]), 0, 1) - y[test]
-        final = make().fit(X, y)
-    penalty = np.full(len(routes), unobserved_penalty)
+        final = _estimator(monotone, seed).fit(X, y)
+        draw = min(n_groups, max_boot_groups)
+        for b in range(n_boot if n_groups >= 10 else 0):
+            picks = np.bincount(rng.integers(0, n_groups, draw), minlength=n_groups).astype(float)
+            weight = picks[group_ids]
+            keep = weight > 0
+            members.append(_estimator(monotone, seed + 1 + b).fit(X[keep], y[keep], sample_weight=weight[keep]))
     counts = np.bincount(route_index, minlength=len(routes))
-    # Per-route residual spreads from a few dozen rows are themselves noise: use the pooled
-    # spread, and shrink each route's over-prediction toward zero by its sample size.
-    pooled_sd = float(residuals.std(ddof=1)) if len(residuals) > 1 else 0.5
-    for r in range(len(routes)):
-        res = residuals[route_index == r]
-        if len(res) >= 2:
-            bias = max(float(res.mean()), 0.0) * len(res) / (len(res) + 10)
-            penalty[r] = bias + z * pooled_sd / np.sqrt(len(res))
-    return QualityModel(list(routes), final, float(np.mean(np.abs(residuals))), float(np.mean(residuals)), len(y), penalty, counts)
+    return QualityModel(list(routes), final, members, float(np.mean(np.abs(residuals))), float(np.mean(residuals)),
+                        len(y), counts)

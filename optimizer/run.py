@@ -34,7 +34,7 @@ from optimizer.routes import (
     image_tokens_matrix,
     route_costs,
 )
-from optimizer.search import Matrices, SearchResult, evaluate, run_search
+from optimizer.search import Matrices, SearchResult, evaluate, evaluate_bounds, run_search
 from optimizer.space import Policy, SearchSpace, assign, build_params, to_ruleset
 from router.rules import Ruleset, Target, dump_ruleset
 
@@ -94,6 +94,8 @@ def optimize(
     plot_path: Path | None = None,
     progress: Callable[[int, int], None] | None = None,
     observations: Observations | None = None,
+    confidence: float = 0.9,
+    max_bound_images: int = 5000,
 ) -> Proposal:
     obs = observations or load_observations(db, since=since)
     routes = candidate_routes(catalog, models)
@@ -117,20 +119,31 @@ def optimize(
             "Turn on exploration (routing.explore_fraction) or run `aperture replay`, then `aperture eval`."
         )
 
-    # Quality model on every scored (image, route) pair.
+    # Quality model on every scored (image, route) pair, with a bootstrap ensemble over images.
     train = scored.filter(pl.Series(known))
     train_images = _image_table(train)
     train_scale = effective_scale_matrix(catalog, routes, train_images.width, train_images.height)
     qmodel: QualityModel = fit_quality_model(
-        train_images, obs_routes[known], train["quality"].to_numpy(), routes, train_scale, seed=seed
+        train_images, obs_routes[known], train["quality"].to_numpy(), routes, train_scale,
+        groups=_image_ids(train), seed=seed,
     )
 
-    # Cost and predicted quality of every route on every logged image.
+    # Predicted quality of every route on every logged image, anchored to what was measured:
+    # the image's own score on the route it took, plus the model's difference between routes;
+    # the measured score itself wherever the image was sent on a route (its request or a replay).
     images = _image_table(traffic)
     long_side = np.maximum(images.width, images.height).astype(float)
     scale = effective_scale_matrix(catalog, routes, images.width, images.height)
-    quality = qmodel.predict_matrix(images, scale)
-    anchored = anchor_observed(quality, traffic, scored, routes)
+    taken = _route_index(traffic["route"].to_list(), routes)
+    measured = traffic["quality"].cast(pl.Float64).fill_null(float("nan")).to_numpy()
+    cells = observed_cells(traffic, scored, routes)
+    quality = anchor_to_taken(qmodel.predict_matrix(images, scale), taken, measured)
+    anchored = _apply_cells(quality, cells)
+    rng = np.random.default_rng(seed)
+    subset = np.sort(rng.choice(len(traffic), min(len(traffic), max_bound_images), replace=False))
+    draws = anchor_to_taken(qmodel.predict_draws(_take(images, subset), scale[:, subset]), taken[subset], measured[subset])
+    position = {int(i): k for k, i in enumerate(subset)}
+    _apply_cells(draws, [(r, position[i], q) for r, i, q in cells if i in position])
     tokens = image_tokens_matrix(catalog, routes, images.width, images.height)
     text_tokens = np.maximum(
         traffic["input_tokens"].fill_null(0).to_numpy() - traffic["image_tokens"].fill_null(0).to_numpy(), 0
@@ -141,9 +154,8 @@ def optimize(
     for r in routes:
         output_tokens.setdefault(r.key, overall_out)
     cost = route_costs(catalog, routes, tokens, text_tokens, output_tokens)
-    m = Matrices(cost, quality, images.text_height, long_side)
+    m = Matrices(cost, quality, images.text_height, long_side, draws, subset, confidence)
 
-    taken = _route_index(traffic["route"].to_list(), routes)
     cols = np.arange(len(traffic))
     taken_ok = taken >= 0
     baseline_cost = float(traffic["billed_cost_usd"].fill_null(0).cast(pl.Float64).to_numpy().mean())
@@ -165,15 +177,18 @@ def optimize(
     pred_cost, pred_quality = evaluate(policy, m)
     chosen = assign(policy, images.text_height, long_side)
 
-    # Interval: bootstrap over images, widened by the model's cross-validated error.
-    rng = np.random.default_rng(seed)
+    # Interval: the members' spread of the policy's mean (what the model does not know) and the
+    # sampling spread over images (what a different window of traffic would show), combined.
     per_image = quality[chosen, cols]
-    boots = [per_image[rng.integers(0, len(per_image), len(per_image))].mean() for _ in range(200)]
-    half = 1.96 * float(np.sqrt(np.var(boots) + qmodel.cv_mae**2 / max(qmodel.n_train, 1))) + abs(qmodel.cv_bias)
-    # The point prediction is the conservative one (each route's lower bound); the interval spans
-    # from below it to above the model's unpenalised prediction for the same routes.
-    optimistic = float(qmodel.predict_matrix(images, scale, conservative=False)[chosen, cols].mean())
-    interval = (max(0.0, pred_quality - half), min(1.0, max(optimistic, pred_quality) + half))
+    _, _, pred_lower = evaluate_bounds(policy, m)
+    sub = chosen[subset]
+    member_means = draws[:, sub, np.arange(len(sub))].mean(axis=1)
+    central = float(member_means.mean())
+    below = max(0.0, central - float(np.quantile(member_means, 0.05)))
+    above = max(0.0, float(np.quantile(member_means, 0.95)) - central)
+    sampling = 1.96 * float(per_image.std(ddof=1) / np.sqrt(len(per_image))) if len(per_image) > 1 else 0.0
+    interval = (max(0.0, pred_quality - float(np.hypot(below, sampling))),
+                min(1.0, pred_quality + float(np.hypot(above, sampling))))
 
     off_policy = None
     rewards = traffic["quality"].to_numpy()
@@ -212,6 +227,8 @@ def optimize(
         "baseline_cost_per_request_usd": baseline_cost,
         "predicted_quality": pred_quality,
         "quality_interval": list(interval),
+        "quality_lower_bound": pred_lower,
+        "confidence": confidence,
         "baseline_quality": baseline_quality,
         "tolerance": tolerance,
         "quality_model_cv_mae": qmodel.cv_mae,
@@ -224,28 +241,65 @@ def optimize(
     )
 
 
-def anchor_observed(quality: np.ndarray, traffic: pl.DataFrame, scored: pl.DataFrame, routes: Sequence[Route]) -> int:
-    """Replace predictions by what was observed where an image was actually sent on a route
-    (its own request, or a replay of it): the model fills in only what nobody measured.
-    Returns how many (route, image) cells were anchored."""
+def _image_ids(df: pl.DataFrame) -> np.ndarray:
+    """One id per image (its sha256, else its span), so the bootstrap resamples whole images."""
+    if "sha256" not in df.columns:
+        return df["span_id"].to_numpy().astype(str)
+    return df.select(pl.coalesce("sha256", "span_id")).to_series().to_numpy().astype(str)
+
+
+def _take(images: ImageTable, rows: np.ndarray) -> ImageTable:
+    return ImageTable(images.width[rows], images.height[rows], images.text_height[rows], images.task[rows])
+
+
+def anchor_to_taken(quality: np.ndarray, taken: np.ndarray, measured: np.ndarray) -> np.ndarray:
+    """Shift each image's predicted column so that the route it took predicts its measured score:
+    ``q[r, i] = measured[i] + q[r, i] − q[taken[i], i]`` (clipped to [0, 1]). What is particular to
+    the image (a hard page, an unlucky field) stays with it on every route; only the model's
+    *difference* between routes is predicted. Works on [R, N] and on [B, R, N] arrays."""
+    ok = (taken >= 0) & ~np.isnan(measured)
+    cols = np.flatnonzero(ok)
+    if len(cols) == 0:
+        return quality
+    out = quality.copy()
+    own = quality[..., taken[cols], cols]  # [..., k]
+    out[..., cols] = np.clip(measured[cols] + quality[..., cols] - own[..., None, :], 0.0, 1.0)
+    return out
+
+
+def observed_cells(traffic: pl.DataFrame, scored: pl.DataFrame, routes: Sequence[Route]) -> list[tuple[int, int, float]]:
+    """(route, image, mean score) wherever a traffic image was measured on a candidate route,
+    by its own request or a replay of it (matched on image hash and task)."""
     if "sha256" not in traffic.columns or "sha256" not in scored.columns:
-        return 0
+        return []
     observed = (
         scored.filter(pl.col("sha256").is_not_null())
         .group_by("sha256", "task", "route").agg(pl.col("quality").mean())
     )
     index = {r.key: i for i, r in enumerate(routes)}
-    cells: dict[tuple[str, str], dict[int, float]] = {}
+    by_image: dict[tuple[str, str], dict[int, float]] = {}
     for sha, task, route, q in observed.iter_rows():
         r = index.get(Route.parse(route).key)
         if r is not None:
-            cells.setdefault((sha, task), {})[r] = float(q)
-    n = 0
-    for i, (sha, task) in enumerate(zip(traffic["sha256"].to_list(), traffic["task"].to_list(), strict=True)):
-        for r, q in cells.get((sha, task), {}).items():
-            quality[r, i] = q
-            n += 1
-    return n
+            by_image.setdefault((sha, task), {})[r] = float(q)
+    return [
+        (r, i, q)
+        for i, (sha, task) in enumerate(zip(traffic["sha256"].to_list(), traffic["task"].to_list(), strict=True))
+        for r, q in by_image.get((sha, task), {}).items()
+    ]
+
+
+def _apply_cells(quality: np.ndarray, cells: Sequence[tuple[int, int, float]]) -> int:
+    for r, i, q in cells:
+        quality[..., r, i] = q
+    return len(cells)
+
+
+def anchor_observed(quality: np.ndarray, traffic: pl.DataFrame, scored: pl.DataFrame, routes: Sequence[Route]) -> int:
+    """Replace predictions by what was observed where an image was actually sent on a route
+    (its own request, or a replay of it): the model fills in only what nobody measured.
+    Returns how many (route, image) cells were anchored."""
+    return _apply_cells(quality, observed_cells(traffic, scored, routes))
 
 
 def predicted_cost_on(

@@ -1,4 +1,5 @@
-"""Optuna search over the ruleset space: minimise cost subject to quality ≥ baseline − tolerance.
+"""Optuna search over the ruleset space: minimise cost subject to a lower confidence bound on
+quality ≥ baseline − tolerance.
 
 Seeded TPE with Optuna's constraint handling; early stopping on patience and minimum delta;
 studies live in Optuna storage (SQLite file by default, a PostgreSQL URL for several
@@ -20,13 +21,18 @@ from optimizer.space import Policy, SearchSpace, assign, build_params
 
 @dataclass(frozen=True)
 class Matrices:
-    """Everything a trial needs, precomputed: cost[r, i], quality[r, i] and the features used to bucket."""
+    """Everything a trial needs, precomputed: cost[r, i], quality[r, i] (point prediction, observed
+    where measured) and the features used to bucket; ``draws[b, r, k]`` is the quality matrix
+    under each bootstrap member on the images ``subset[k]`` (all images, or a fixed sample of a
+    large log), from which a policy's lower confidence bound is read."""
 
     cost: np.ndarray
     quality: np.ndarray
     text_height: np.ndarray
     long_side: np.ndarray
-
+    draws: np.ndarray | None = None
+    subset: np.ndarray | None = None
+    confidence: float = 0.9
 
 @dataclass
 class TrialPoint:
@@ -35,6 +41,7 @@ class TrialPoint:
     quality: float
     feasible: bool
     params: dict[str, object]
+    quality_lower: float = float("nan")
 
 
 @dataclass
@@ -57,9 +64,27 @@ class SearchResult:
 
 def evaluate(policy: Policy, m: Matrices) -> tuple[float, float]:
     """Mean cost per request and mean predicted quality of ``policy`` on the logged images."""
+    cost, quality, _ = evaluate_bounds(policy, m)
+    return cost, quality
+
+
+def evaluate_bounds(policy: Policy, m: Matrices) -> tuple[float, float, float]:
+    """Cost, predicted quality and its one-sided lower bound at ``m.confidence``.
+
+    The bound is the point prediction minus the members' shortfall on the subset: how far the
+    ``1 − confidence`` quantile of the bootstrap members' policy means falls below their average.
+    Cells that were measured are the same in every member, so a policy that keeps the observed
+    routes has no shortfall at all."""
     idx = assign(policy, m.text_height, m.long_side)
     cols = np.arange(m.cost.shape[1])
-    return float(m.cost[idx, cols].mean()), float(m.quality[idx, cols].mean())
+    cost = float(m.cost[idx, cols].mean())
+    quality = float(m.quality[idx, cols].mean())
+    if m.draws is None or m.subset is None or len(m.subset) == 0:
+        return cost, quality, quality
+    sub = idx[m.subset]
+    member_means = m.draws[:, sub, np.arange(len(sub))].mean(axis=1)
+    shortfall = max(0.0, float(member_means.mean() - np.quantile(member_means, 1.0 - m.confidence)))
+    return cost, quality, quality - shortfall
 
 
 class EarlyStopping:
@@ -102,10 +127,11 @@ def run_search(
 
     def objective(trial: optuna.Trial) -> float:
         policy = build_params(trial, space)
-        cost, quality = evaluate(policy, m)
-        violation = max(0.0, floor - quality)
+        cost, quality, lower = evaluate_bounds(policy, m)
+        violation = max(0.0, floor - lower)
         trial.set_user_attr("cost", cost)
         trial.set_user_attr("quality", quality)
+        trial.set_user_attr("quality_lower", lower)
         trial.set_user_attr("feasible", violation == 0.0)
         trial.set_user_attr("violation", violation)
         trial.set_constraint("quality_floor", violation)
@@ -144,7 +170,8 @@ def run_search(
     if persistent is not None:
         persistent.add_trials(study.get_trials(deepcopy=False)[already:])
     points = [
-        TrialPoint(t.number, t.user_attrs["cost"], t.user_attrs["quality"], bool(t.user_attrs["feasible"]), dict(t.params))
+        TrialPoint(t.number, t.user_attrs["cost"], t.user_attrs["quality"], bool(t.user_attrs["feasible"]), dict(t.params),
+                   float(t.user_attrs.get("quality_lower", t.user_attrs["quality"])))
         for t in study.trials
         if t.state == optuna.trial.TrialState.COMPLETE and "cost" in t.user_attrs
     ]

@@ -89,3 +89,34 @@ def test_observed_scores_replace_predictions_where_measured():
     assert quality[:, 0].tolist() == pytest.approx([0.9, 0.3])  # mean of two observations
     assert quality[:, 1].tolist() == [0.5, 0.5]  # observed for another task only
     assert quality[:, 2].tolist() == [0.5, 0.5]
+
+
+def test_anchoring_keeps_what_is_particular_to_the_image():
+    from optimizer.run import anchor_to_taken
+
+    # Model: route 0 reads at 0.9, route 1 at 0.6. The image measured 0.5 on route 0 (a hard page).
+    q = np.array([[0.9, 0.9, 0.9], [0.6, 0.6, 0.6]])
+    taken = np.array([0, 1, -1])
+    measured = np.array([0.5, 1.0, 0.7])
+    out = anchor_to_taken(q, taken, measured)
+    assert out[:, 0].tolist() == pytest.approx([0.5, 0.2])  # the model's difference, from the measured level
+    assert out[:, 1].tolist() == pytest.approx([1.0, 1.0])  # clipped at 1
+    assert out[:, 2].tolist() == pytest.approx([0.9, 0.6])  # route unknown: prediction as is
+    draws = np.stack([q, q - 0.1])
+    assert anchor_to_taken(draws, taken, measured)[1, :, 0].tolist() == pytest.approx([0.5, 0.2])
+
+
+def test_lower_bound_is_the_point_where_nothing_is_predicted():
+    from optimizer.search import Matrices, evaluate_bounds
+    from optimizer.space import Policy
+
+    cost = np.array([[1.0, 1.0], [0.1, 0.1]])
+    quality = np.array([[0.9, 0.8], [0.85, 0.8]])
+    # Members agree on route 0 (measured), scatter on route 1.
+    draws = np.stack([quality, quality + [[0, 0], [-0.2, -0.2]], quality + [[0, 0], [0.1, 0.1]]])
+    m = Matrices(cost, quality, np.array([10.0, 20.0]), np.array([800.0, 800.0]), draws, np.arange(2), confidence=0.9)
+    keep = Policy((), (), (0,), 0)
+    move = Policy((), (), (1,), 1)
+    assert evaluate_bounds(keep, m) == pytest.approx((1.0, 0.85, 0.85))
+    c, q, lower = evaluate_bounds(move, m)
+    assert (c, q) == pytest.approx((0.1, 0.825)) and lower < q - 0.1
