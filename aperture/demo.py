@@ -27,12 +27,21 @@ from rich.table import Table
 
 from aperture.policies import open_rule_store, ruleset_validator
 from aperture.servers import running_app
-from aperture.summary import by_bucket, phase_requests, route_mix, totals
+from aperture.summary import (
+    by_bucket,
+    paired_requests,
+    paired_totals,
+    phase_requests,
+    route_mix,
+    totals,
+)
 from aperture.traffic import send_workload
 from aperture.wiring import build_gateway_app
+from optimizer.routes import Route
 from router.config import AppConfig, load_config
 
 EXAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "examples" / "emulated.yaml"
+BASELINE = Route("gpt-4o", "high")  # the first version's route for everything: the strongest model at high detail
 
 
 @dataclass
@@ -119,7 +128,6 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
     from router.rollout import actions
     from router.rollout.guard import Guard, GuardConfig
     from router.rollout.sequential import SequentialConfig
-    from router.rules import Target
 
     console = console or Console()
     started = time.perf_counter()
@@ -181,7 +189,7 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
                     proposal = optimize(
                         db, cfg.models, tolerance=opts.tolerance, trials=opts.trials, seed=opts.seed,
                         storage=f"sqlite:///{out / 'optuna.db'}", study_name=f"demo-s{opts.seed}",
-                        models=list(opts.replay_models), fallback=Target(model="gpt-4o", detail="high"),
+                        models=list(opts.replay_models), fallback=BASELINE.target(),
                         plot_path=out / "pareto.png", progress=lambda d, t: tick(1),
                     )
                 except OptimizerError as exc:
@@ -220,12 +228,24 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
                     send_workload(gateway_url, rest, fresh_dir, concurrency=opts.concurrency, progress=tick)
                 telemetry.provider.force_flush()
                 run_evals(db, workers=2, progress=False, blob_dir=blob_dir)
+
+                # 8. Shadow: every fresh image the candidate served, sent again on the baseline
+                # route (tagged as replay, so it never counts as traffic). Same images, same
+                # prompts: the paired comparison the before/after claim rests on.
+                served = phase_requests(db, f"wl-s{opts.seed + 1}-", version.id)["span_id"].to_list()
+                shadow_items = load_items(db, blob_dir, 0, span_ids=served) if served else []
+                if shadow_items:
+                    tick = stage.bar("shadow on the baseline route", sum(1 for i in shadow_items if i.route != BASELINE.key))
+                    replay(gateway_url, shadow_items, [BASELINE], concurrency=opts.concurrency, progress=lambda d, t: tick(1))
+                    telemetry.provider.force_flush()
+                    run_evals(db, workers=2, progress=False, blob_dir=blob_dir)
             extra["gateway_url"] = gateway_url
 
     before_df = phase_requests(db, f"wl-s{opts.seed}-", baseline_version)
     after_df = phase_requests(db, f"wl-s{opts.seed + 1}-", version.id)
     # The fair comparison: the same fresh traffic, split at random between the two versions.
     extra["baseline_on_fresh"] = totals(phase_requests(db, f"wl-s{opts.seed + 1}-", baseline_version))
+    extra["paired"] = paired_totals(paired_requests(db, f"wl-s{opts.seed + 1}-", version.id, BASELINE.key))
     result = DemoResult(totals(before_df), totals(after_df), decision, version.id, out / "report.html", db, extra)
     extra["buckets_before"] = by_bucket(before_df)
     extra["buckets_after"] = by_bucket(after_df)
@@ -296,21 +316,27 @@ def print_summary(console: Console, result: DemoResult, proposal: Any) -> None:
         buckets.add_row(row["size_bucket"], f"{row['cost_per_image_usd']:.6f}", _fmt(row["quality"]),
                         _fmt(other.get("cost_per_image_usd"), 6), _fmt(other.get("quality")))
     console.print(buckets)
-    ref = f if f.get("requests") else b  # same traffic when the canary left a baseline arm to compare with
-    cut = 1 - a["cost_per_image_usd"] / ref["cost_per_image_usd"] if ref["cost_per_image_usd"] else float("nan")
+    pair = result.extra.get("paired") or {}
+    if pair.get("pairs"):
+        console.print(
+            f"on the same {pair['pairs']} fresh images, served by {result.candidate} and shadowed on {BASELINE.key}: "
+            f"cost {pair['baseline_cost_usd']:.4f} → {pair['cost_usd']:.4f} USD, cut by [bold]{pair['cost_cut']:.1%}[/bold]; "
+            f"quality {pair['baseline_quality']:.3f} → {pair['quality']:.3f} "
+            f"([bold]{pair['quality_delta'] * 100:+.1f} points[/bold], 95 % interval {pair['delta_low'] * 100:+.1f} to "
+            f"{pair['delta_high'] * 100:+.1f})."
+        )
     console.print(
-        f"against the baseline on the same traffic: cost per image cut by [bold]{cut:.1%}[/bold]; quality "
-        f"{ref['quality']:.3f} → {a['quality']:.3f} ({(a['quality'] - ref['quality']) * 100:+.1f} points). "
-        f"Guard decision: [bold]{result.decision}[/bold] "
-        f"after {result.extra.get('canary_requests')} fresh requests (guard: δ = {result.extra.get('guard_delta')}, "
-        f"β = {result.extra.get('guard_beta')}, α = 0.005)."
+        f"Guard decision: [bold]{result.decision}[/bold] after {result.extra.get('canary_requests')} fresh requests "
+        f"(guard: δ = {result.extra.get('guard_delta')}, β = {result.extra.get('guard_beta')}, α = 0.005)."
     )
     predicted = result.extra.get("predicted_cost_on_after")
     if predicted:
         console.print(f"predicted cost of the after-traffic {predicted:.4f} USD vs billed {a['spend_usd']:.4f} USD "
                       f"({(predicted / a['spend_usd'] - 1) * 100 if a['spend_usd'] else 0:+.2f} %).")
-    console.print(f"proposal predicted quality {proposal.predicted_quality:.3f} "
-                  f"[{proposal.quality_interval[0]:.3f}, {proposal.quality_interval[1]:.3f}], savings {proposal.savings:.1%}")
+    lo, hi = (x - proposal.baseline_quality for x in proposal.quality_interval)
+    console.print(f"proposal (on the training traffic): savings {proposal.savings:.1%}, quality "
+                  f"{(proposal.predicted_quality - proposal.baseline_quality) * 100:+.1f} points "
+                  f"[{lo * 100:+.1f}, {hi * 100:+.1f}] against the baseline")
     console.print(f"store: {result.db}\nreport: {result.report}\nelapsed: {result.extra['elapsed_s']:.0f} s")
 
 

@@ -70,6 +70,9 @@ def write_report(result: Any, proposal: Any) -> None:
               if extra.get("baseline_on_fresh", {}).get("requests") else []),
             {"phase": "candidate, fresh traffic", **result.after},
         ])),
+        *(["<h2>Same images, both routes</h2><p>Every fresh image the candidate served, shadowed on the baseline "
+           "route (tagged as replay): cost cut and paired quality difference with its 95 % interval.</p>",
+           _table(pl.DataFrame([extra["paired"]]))] if extra.get("paired", {}).get("pairs") else []),
         "<h2>Per size bucket</h2><h3>before</h3>", _table(extra["buckets_before"]),
         "<h3>after</h3>", _table(extra["buckets_after"]),
         f"<img alt='per bucket' src='data:image/png;base64,{bucket_plot(extra['buckets_before'], extra['buckets_after'])}'>",

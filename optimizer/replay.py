@@ -73,9 +73,16 @@ def stratified_sample(df: pl.DataFrame, n: int, seed: int = 0) -> pl.DataFrame:
     return strata.sort("_rank", "span_id").head(n).drop("_size", "_text", "_rank")
 
 
-def load_items(db: str | Path, blob_dir: Path, n: int, seed: int = 0) -> list[ReplayItem]:
+def load_items(
+    db: str | Path, blob_dir: Path, n: int, seed: int = 0, *, span_ids: Sequence[str] | None = None
+) -> list[ReplayItem]:
+    """A stratified sample of ``n`` stored requests, or exactly the requests ``span_ids`` (to
+    shadow what a ruleset served on another route)."""
     with open_store(db, read_only=True) as conn:
         df = fetch_df(conn, _SAMPLE_SQL)
+    if span_ids is not None:
+        df = df.filter(pl.col("span_id").is_in(list(span_ids)))
+        n = df.height
     if df.height == 0:
         raise ReplayError(
             "no replayable requests: enable telemetry.capture_content and telemetry.blob_dir, then send traffic"

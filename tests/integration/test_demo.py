@@ -66,3 +66,24 @@ def test_notebooks_run_on_the_demo_store(demo, name, tmp_path):
     assert images >= 3
     errors = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
+
+
+def test_every_image_the_candidate_served_is_paired_with_the_baseline(demo):
+    result, text, _ = demo
+    pair = result.extra["paired"]
+    with duckdb.connect(str(result.db), read_only=True) as conn:
+        served = conn.execute(
+            "SELECT count(*), sum(billed_cost_usd) FROM request_spans WHERE NOT coalesce(replay, false) "
+            "AND reference_id LIKE 'wl-s8-%' AND ruleset_version = ?", [result.candidate]).fetchone()
+        on_baseline = conn.execute(
+            "SELECT count(*) FROM request_spans WHERE NOT coalesce(replay, false) AND reference_id LIKE 'wl-s8-%' "
+            "AND ruleset_version = ? AND route = 'gpt-4o:high'", [result.candidate]).fetchone()[0]
+        shadows = conn.execute(
+            "SELECT count(DISTINCT reference_id) FROM request_spans WHERE coalesce(replay, false) "
+            "AND reference_id LIKE 'wl-s8-%' AND route = 'gpt-4o:high'").fetchone()[0]
+    assert served[0] > 0
+    assert shadows + on_baseline == served[0]  # each served image has its baseline twin, sent once
+    assert pair["pairs"] == served[0]  # instant mode scores every request
+    assert pair["cost_usd"] == pytest.approx(served[1])
+    assert pair["delta_low"] <= pair["quality_delta"] <= pair["delta_high"]
+    assert "on the same" in text and "shadowed on gpt-4o:high" in text
