@@ -20,7 +20,7 @@ GOAL_S = 1.0
 
 # Deterministic pseudo-random columns from the row number (hash() is stable in DuckDB).
 GENERATE = """
-INSERT INTO image_spans BY NAME
+INSERT INTO image_span_log BY NAME
 SELECT
     lpad(printf('%x', i // 4), 32, '0')                       AS trace_id,
     lpad(printf('%x', i), 16, '0')                            AS span_id,

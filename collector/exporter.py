@@ -29,8 +29,8 @@ from pathlib import Path
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from collector.columns import spans_to_batch
 from collector.otlp import from_readable_span
-from collector.rows import spans_to_rows
 from collector.schema import utc_now
 from collector.store import open_store, record_dropped, write_tables
 
@@ -82,7 +82,7 @@ class DuckDBSpanExporter(SpanExporter):
             self._count_dropped(len(spans), "exporter_shutdown", persist=False)
             return SpanExportResult.FAILURE
         try:
-            rows = spans_to_rows(from_readable_span(span) for span in spans)
+            rows = spans_to_batch([from_readable_span(span) for span in spans])
         except Exception:
             log.exception("could not convert %d spans to rows", len(spans))
             self._count_dropped(len(spans), "conversion_error", persist=True)

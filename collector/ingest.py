@@ -21,11 +21,12 @@ from typing import Any
 
 import httpx
 
+from collector.columns import Batch, merge_batches
 from collector.store import open_store, record_dropped, write_tables
 
 log = logging.getLogger(__name__)
 
-Rows = dict[str, list[dict[str, Any]]]
+Rows = Batch  # what collector.columns.spans_to_batch returns
 _STOP = object()
 
 
@@ -140,10 +141,7 @@ class SpanWriter(_Worker):
                 return
 
     def _write(self, items: list[tuple[Rows, int]], n_spans: int) -> None:
-        merged: Rows = {}
-        for rows, _ in items:
-            for table, table_rows in rows.items():
-                merged.setdefault(table, []).extend(table_rows)
+        merged = merge_batches(rows for rows, _ in items)
         last: Exception | None = None
         for attempt in range(self.max_attempts):
             try:

@@ -36,9 +36,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
+from collector.columns import Batch, spans_to_batch
 from collector.ingest import Counters, Forwarder, SpanWriter
 from collector.otlp import OtlpDecodeError, decode_protobuf, from_otlp_json
-from collector.rows import spans_to_rows
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -70,8 +70,8 @@ def inflate(body: bytes, encoding: str, limit: int) -> bytes:
 
 def decode_body(
     body: bytes, content_type: str, encoding: str, limit: int
-) -> tuple[dict[str, list[dict[str, Any]]], int, bytes]:
-    """Body → (rows per table, span count, inflated body for forwarding). Runs off the loop."""
+) -> tuple[Batch, int, bytes]:
+    """Body → (store batch, span count, inflated body for forwarding). Runs off the loop."""
     raw = inflate(body, encoding, limit)
     try:
         if content_type == PROTOBUF:
@@ -82,7 +82,7 @@ def decode_body(
         if isinstance(exc, OtlpDecodeError):
             raise
         raise OtlpDecodeError(f"undecodable body: {type(exc).__name__}") from exc
-    return spans_to_rows(spans), len(spans), raw
+    return spans_to_batch(spans), len(spans), raw
 
 
 def _status(

@@ -31,6 +31,9 @@ __all__ = [
     "from_otlp_json",
     "from_otlp_proto",
     "from_readable_span",
+    "image_row",
+    "request_row",
+    "span_row",
     "span_to_rows",
     "spans_to_rows",
 ]
@@ -201,18 +204,16 @@ def ns_to_datetime(ns: int | None) -> datetime | None:
         return None
 
 
-def span_to_rows(
+def span_row(
     span: SpanRecord, _resource_json: dict[int, str | None] | None = None
-) -> dict[str, list[dict[str, Any]]]:
-    """Rows for one span: always ``spans``; ``image_spans``/``request_spans`` when they apply.
+) -> dict[str, Any]:
+    """The ``spans`` row of one span (attributes as JSON text).
 
     ``_resource_json`` is a per-batch memo (resource dict id → JSON text): the
     spans of one export share one resource object, so it is encoded once.
     """
-    attrs = span.attributes
     start = ns_to_us(span.start_ns)
     end = ns_to_us(span.end_ns)
-    duration_ms = (span.end_ns - span.start_ns) / 1e6 if start and end else None
     resource = span.resource
     if _resource_json is None:
         resource_json = to_json(resource) if resource else None
@@ -221,43 +222,68 @@ def span_to_rows(
         if key not in _resource_json:
             _resource_json[key] = to_json(resource) if resource else None
         resource_json = _resource_json[key]
-    rows: dict[str, list[dict[str, Any]]] = {
-        "spans": [
-            {
-                "trace_id": span.trace_id,
-                "span_id": span.span_id,
-                "parent_span_id": span.parent_span_id,
-                "name": span.name,
-                "kind": span.kind,
-                "start_ts": start,
-                "end_ts": end,
-                "duration_ms": duration_ms,
-                "status_code": span.status_code,
-                "status_message": span.status_message or None,
-                "service_name": as_str(resource.get("service.name")),
-                "attributes": to_json(attrs),
-                "events": to_json(span.events) if span.events else None,
-                "resource": resource_json,
-            }
-        ]
+    return {
+        "trace_id": span.trace_id,
+        "span_id": span.span_id,
+        "parent_span_id": span.parent_span_id,
+        "name": span.name,
+        "kind": span.kind,
+        "start_ts": start,
+        "end_ts": end,
+        "duration_ms": _duration_ms(span),
+        "status_code": span.status_code,
+        "status_message": span.status_message or None,
+        "service_name": as_str(resource.get("service.name")),
+        "attributes": to_json(span.attributes),
+        "events": to_json(span.events) if span.events else None,
+        "resource": resource_json,
     }
-    get = attrs.get
+
+
+def _duration_ms(span: SpanRecord) -> float | None:
+    if ns_to_us(span.start_ns) and ns_to_us(span.end_ns):
+        return (span.end_ns - span.start_ns) / 1e6
+    return None
+
+
+def image_row(span: SpanRecord) -> dict[str, Any]:
+    """The ``image_spans`` row of an ``image`` span."""
+    get = span.attributes.get
+    image = {column: coerce(get(key)) for column, key, coerce in IMAGE_COLUMNS}
+    image["trace_id"] = span.trace_id
+    image["span_id"] = span.span_id
+    image["request_span_id"] = span.parent_span_id
+    image["ts"] = ns_to_us(span.start_ns)
+    return image
+
+
+def request_row(span: SpanRecord) -> dict[str, Any]:
+    """The ``request_spans`` row of a chat request span."""
+    get = span.attributes.get
+    request = {column: coerce(get(key)) for column, key, coerce in REQUEST_COLUMNS}
+    request["trace_id"] = span.trace_id
+    request["span_id"] = span.span_id
+    request["ts"] = ns_to_us(span.start_ns)
+    request["duration_ms"] = _duration_ms(span)
+    failed = span.status_code == "ERROR" or request["error_type"] is not None
+    request["status"] = "error" if failed else "ok"
+    return request
+
+
+def span_to_rows(
+    span: SpanRecord, _resource_json: dict[int, str | None] | None = None
+) -> dict[str, list[dict[str, Any]]]:
+    """Rows for one span: always ``spans``; ``image_spans``/``request_spans`` when they apply.
+
+    This is what readers see through the store's views; the store itself is
+    written in bulk by ``collector.columns.spans_to_batch`` (image spans
+    stored once, their ``spans`` row rebuilt by the view).
+    """
+    rows: dict[str, list[dict[str, Any]]] = {"spans": [span_row(span, _resource_json)]}
     if span.name == "image":
-        image = {column: coerce(get(key)) for column, key, coerce in IMAGE_COLUMNS}
-        image["trace_id"] = span.trace_id
-        image["span_id"] = span.span_id
-        image["request_span_id"] = span.parent_span_id
-        image["ts"] = start
-        rows["image_spans"] = [image]
-    if get("gen_ai.operation.name") == "chat":
-        request = {column: coerce(get(key)) for column, key, coerce in REQUEST_COLUMNS}
-        request["trace_id"] = span.trace_id
-        request["span_id"] = span.span_id
-        request["ts"] = start
-        request["duration_ms"] = duration_ms
-        failed = span.status_code == "ERROR" or request["error_type"] is not None
-        request["status"] = "error" if failed else "ok"
-        rows["request_spans"] = [request]
+        rows["image_spans"] = [image_row(span)]
+    if span.attributes.get("gen_ai.operation.name") == "chat":
+        rows["request_spans"] = [request_row(span)]
     return rows
 
 

@@ -31,7 +31,13 @@ class Migration:
 
 
 def add_column(table: str, column: str, sql_type: str) -> str:
-    """DDL for a column added by a later migration (safe to re-run)."""
+    """DDL for a column added by a later migration (safe to re-run).
+
+    ``image_spans`` / ``request_spans`` are views over append-only tables (see
+    ``LOG_TABLES``); the column goes to the table and the view shows it.
+    (``spans`` is a union view with a fixed column list.)
+    """
+    table = {"image_spans": "image_span_log", "request_spans": "request_span_log"}.get(table, table)
     return f'ALTER TABLE "{table}" ADD COLUMN IF NOT EXISTS "{column}" {sql_type}'
 
 
@@ -85,8 +91,129 @@ _V1 = (
         ts TIMESTAMP, reason VARCHAR, count BIGINT)""",
 )
 
+#: Readers' name → (append-only table behind it, its time column). See ``collector.append``.
+LOG_TABLES: dict[str, tuple[str, str]] = {
+    "spans": ("span_log", "start_ts"),
+    "image_spans": ("image_span_log", "ts"),
+    "request_spans": ("request_span_log", "ts"),
+}
+
+#: Span-level fields of image spans, stored once per distinct combination (``span_meta``)
+#: and referenced from ``image_span_log.span_meta``: every column of a row costs about
+#: as much to store as the next, and these are the same for nearly all image spans.
+SPAN_META_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("meta_id", "BIGINT"),
+    ("kind", "VARCHAR"),
+    ("status_code", "VARCHAR"),
+    ("status_message", "VARCHAR"),
+    ("service_name", "VARCHAR"),
+    ("events", "JSON"),
+    ("resource", "JSON"),
+)
+
+#: Columns ``image_span_log`` has beyond ``image_spans``. ``span_meta`` is NULL for rows
+#: inserted straight into ``image_spans`` (they have no ``spans`` row).
+IMAGE_SPAN_EXTRA: tuple[tuple[str, str], ...] = (
+    ("end_ts", "TIMESTAMP"),
+    ("span_meta", "BIGINT"),
+    ("extra_attributes", "JSON"),
+)
+
+#: (attribute, image_spans column) pairs the ``spans`` view rebuilds ``attributes`` from.
+IMAGE_ATTRIBUTE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("image.index", "image_index"),
+    ("image.sha256", "sha256"),
+    ("image.bytes", "bytes"),
+    ("image.width", "width"),
+    ("image.height", "height"),
+    ("image.format", "format"),
+    ("image.source", "source"),
+    ("image.detail", "detail"),
+    ("image.tokens_estimated", "tokens_estimated"),
+    ("image.tokens_billed", "tokens_billed"),
+    ("image.cost_usd", "cost_usd"),
+    ("image.transcoded_from", "transcoded_from"),
+    ("image.resized_to", "resized_to"),
+    ("gen_ai.provider.name", "provider"),
+    ("gen_ai.request.model", "model"),
+    ("aperture.team", "team"),
+    ("aperture.ruleset.version", "ruleset_version"),
+    ("aperture.rule.id", "rule_id"),
+    ("aperture.ruleset.arm", "arm"),
+    ("aperture.requested_model", "requested_model"),
+    ("aperture.task", "task"),
+    ("aperture.reference_id", "reference_id"),
+    ("aperture.request_id", "request_id"),
+    ("aperture.image.text_height_px", "text_height_px"),
+    ("aperture.image.tokens_low_estimate", "tokens_low_estimate"),
+    ("aperture.route.propensity", "propensity"),
+)
+
+_SPAN_COLUMNS = (
+    "trace_id, span_id, parent_span_id, name, kind, start_ts, end_ts, duration_ms, "
+    "status_code, status_message, service_name, attributes, events, resource"
+)
+# json_merge_patch drops keys whose value is null, so absent attributes stay absent;
+# extra_attributes (unmapped keys, values the typed columns could not hold) wins.
+_REBUILT_ATTRIBUTES = (
+    "json_merge_patch('{}', json_object("
+    + ", ".join(f"'{key}', i.{column}" for key, column in IMAGE_ATTRIBUTE_COLUMNS)
+    + "), coalesce(i.extra_attributes, '{}'))"
+)
+_SPANS_VIEW = f"""CREATE OR REPLACE VIEW spans AS
+    SELECT {_SPAN_COLUMNS} FROM span_log
+    UNION ALL
+    SELECT i.trace_id, i.span_id, i.request_span_id AS parent_span_id, 'image' AS name, m.kind,
+        i.ts AS start_ts, i.end_ts,
+        CASE WHEN epoch_us(i.ts) > 0 AND epoch_us(i.end_ts) > 0
+            THEN (epoch_us(i.end_ts) - epoch_us(i.ts)) / 1000.0 END AS duration_ms,
+        m.status_code, m.status_message, m.service_name,
+        {_REBUILT_ATTRIBUTES}::JSON AS attributes, m.events, m.resource
+    FROM image_span_log i JOIN span_meta m ON m.meta_id = i.span_meta"""
+_IMAGE_EXTRA_NAMES = ", ".join(name for name, _ in IMAGE_SPAN_EXTRA)
+_META_NAMES = ", ".join(name for name, _ in SPAN_META_COLUMNS[1:])
+
+# v1 → v2: the three span tables become append-only tables (no primary key: its index
+# made every insert cost more as the file grew) behind views with the v1 names, and
+# image spans are stored once: their v1 `spans` row is folded into image_span_log
+# (all of its attributes kept in extra_attributes) and span_meta (ids < 0).
+_V2 = (
+    "CREATE TABLE span_meta ("
+    + ", ".join(f"{name} {sql_type}" for name, sql_type in SPAN_META_COLUMNS)
+    + ")",
+    "CREATE TABLE span_log AS SELECT * FROM spans LIMIT 0",
+    "CREATE TABLE request_span_log AS SELECT * FROM request_spans LIMIT 0",
+    "CREATE TABLE image_span_log AS SELECT * FROM image_spans LIMIT 0",
+    *(add_column("image_span_log", name, sql_type) for name, sql_type in IMAGE_SPAN_EXTRA),
+    """CREATE TEMP TABLE _v1_images AS
+    SELECT i.*, s.name AS span_name, s.end_ts, s.attributes, s.kind, s.status_code,
+        s.status_message, s.service_name, s.events, s.resource,
+        -row_number() OVER () AS meta_id
+    FROM image_spans i LEFT JOIN spans s
+        ON s.trace_id = i.trace_id AND s.span_id = i.span_id AND s.name = 'image'""",
+    f"INSERT INTO span_meta SELECT meta_id, {_META_NAMES} FROM _v1_images "
+    "WHERE span_name IS NOT NULL",
+    """INSERT INTO image_span_log BY NAME
+    SELECT * EXCLUDE (span_name, attributes, kind, status_code, status_message, service_name,
+        events, resource, meta_id),
+        CASE WHEN span_name IS NOT NULL THEN meta_id END AS span_meta,
+        attributes AS extra_attributes
+    FROM _v1_images""",
+    "DROP TABLE _v1_images",
+    """INSERT INTO span_log SELECT * FROM spans s WHERE NOT (s.name = 'image' AND EXISTS (
+        SELECT 1 FROM image_spans i WHERE i.trace_id = s.trace_id AND i.span_id = s.span_id))""",
+    "INSERT INTO request_span_log SELECT * FROM request_spans",
+    "DROP TABLE spans",
+    "DROP TABLE image_spans",
+    "DROP TABLE request_spans",
+    "CREATE VIEW request_spans AS SELECT * FROM request_span_log",
+    f"CREATE VIEW image_spans AS SELECT * EXCLUDE ({_IMAGE_EXTRA_NAMES}) FROM image_span_log",
+    _SPANS_VIEW,
+)
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial store: spans, typed image/request spans, evals, rollouts", _V1),
+    Migration(2, "append-only span tables behind views; image spans stored once", _V2),
 ]
 
 TABLES: tuple[str, ...] = (

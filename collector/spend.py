@@ -130,6 +130,19 @@ _IMAGE_COLUMNS = (
 )
 
 
+def _image_table(conn: duckdb.DuckDBPyConnection) -> str:
+    """The table behind ``image_spans`` (its ``rowid`` breaks ties cheaply; a view has none).
+
+    A store still at schema v1 (opened read-only before any writer migrated it)
+    has ``image_spans`` as a table.
+    """
+    found = conn.execute(
+        "SELECT count(*) FROM duckdb_tables() "
+        "WHERE table_name = 'image_span_log' AND schema_name = current_schema()"
+    ).fetchall()
+    return "image_span_log" if found[0][0] else "image_spans"
+
+
 def spend_report(
     conn: duckdb.DuckDBPyConnection,
     by: str = "model",
@@ -150,6 +163,7 @@ def spend_report(
     if top < 0:
         raise ValueError("top must be >= 0")
     start = parse_since(since)
+    source = _image_table(conn)
     where, params = ("WHERE ts >= ?", [start]) if start else ("", [])
     large_text = "coalesce(text_height_px >= ?, false)"
     small = "coalesce(width <= ? AND height <= ?, false)"
@@ -161,7 +175,7 @@ def spend_report(
         "sum(u), sum(u * savings), sum(u * lt), sum(u * sm) FROM ("
         f"  SELECT {GROUPINGS[by]} AS k, cost_usd, tokens_estimated, tokens_billed, "
         f"  ({unneeded})::INTEGER AS u, ({large_text})::INTEGER AS lt, "
-        f"  ({small})::INTEGER AS sm, {_SAVINGS} AS savings FROM image_spans {where}"
+        f"  ({small})::INTEGER AS sm, {_SAVINGS} AS savings FROM {source} {where}"
         ") GROUP BY k ORDER BY spend DESC NULLS LAST, k NULLS LAST",
         [*unneeded_params, text_height_px, small_long_side_px, small_long_side_px, *params],
     ).fetchall()
@@ -180,7 +194,7 @@ def spend_report(
     and_where = f"{where} {'AND' if where else 'WHERE'}"
     top_images = _images(
         conn.execute(
-            f"SELECT {_IMAGE_COLUMNS} FROM image_spans {where} "
+            f"SELECT {_IMAGE_COLUMNS} FROM {source} {where} "
             "ORDER BY cost_usd DESC NULLS LAST, rowid LIMIT ?",
             [*params, top],
         ).fetchall()
@@ -190,7 +204,7 @@ def spend_report(
         []
         if not n_unneeded or not top
         else conn.execute(
-            f"SELECT {_IMAGE_COLUMNS}, {_SAVINGS} AS savings FROM image_spans "
+            f"SELECT {_IMAGE_COLUMNS}, {_SAVINGS} AS savings FROM {source} "
             f"{and_where} {unneeded} ORDER BY savings DESC NULLS LAST, rowid LIMIT ?",
             [*params, *unneeded_params, top],
         ).fetchall()

@@ -27,8 +27,9 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 
+from collector.append import WRITE_LOCK, add_span_meta, append
 from collector.record import to_json
-from collector.schema import migrate, utc_now
+from collector.schema import LOG_TABLES, migrate, utc_now
 
 _ARROW_TYPES: dict[str, pa.DataType] = {
     "VARCHAR": pa.string(),
@@ -140,15 +141,13 @@ def fetch_df(
 
 
 def table_columns(conn: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]:
-    """Column name → DuckDB type name, in table order."""
-    rows = conn.execute(
-        "SELECT column_name, data_type FROM duckdb_columns() "
-        "WHERE table_name = ? AND schema_name = current_schema() ORDER BY column_index",
-        [table],
-    ).fetchall()
-    if not rows:
-        raise StoreError(f"no table {table!r} in the store")
-    return {name: dtype for name, dtype in rows}
+    """Column name → DuckDB type name, in table order (tables and views alike)."""
+    # DESCRIBE binds the query now: a view shows columns added to its table since.
+    try:
+        rows = conn.execute(f'DESCRIBE SELECT * FROM "{table}"').fetchall()
+    except duckdb.CatalogException as exc:
+        raise StoreError(f"no table {table!r} in the store") from exc
+    return {row[0]: row[1] for row in rows}
 
 
 def primary_key(conn: duckdb.DuckDBPyConnection, table: str) -> list[str]:
@@ -226,6 +225,11 @@ def insert_rows(
     if on_conflict not in _ON_CONFLICT:
         raise ValueError(f"on_conflict must be one of {sorted(_ON_CONFLICT)}")
     columns = table_columns(conn, table)
+    if table in LOG_TABLES:  # append-only span tables: duplicates refused in collector.append
+        if on_conflict == "replace":
+            rows = _dedupe(rows, ["trace_id", "span_id"], keep_last=True)
+        append(conn, table, _arrow_table(rows, columns, table), replace=on_conflict == "replace")
+        return len(rows)
     key = primary_key(conn, table)
     verb = "INSERT INTO"
     if key:
@@ -277,18 +281,29 @@ def load_references(conn: duckdb.DuckDBPyConnection, records: list[dict[str, Any
 
 
 def write_tables(
-    conn: duckdb.DuckDBPyConnection, rows_by_table: dict[str, list[dict[str, Any]]]
+    conn: duckdb.DuckDBPyConnection, rows_by_table: dict[str, list[dict[str, Any]] | pa.Table]
 ) -> int:
-    """Insert rows for several tables in one transaction (all or nothing); return the row count."""
+    """Insert rows for several tables in one transaction (all or nothing); return the row count.
+
+    Values may also be Arrow tables (as ``collector.columns.spans_to_batch``
+    builds them for ``image_spans``): they go to the table's append path as is.
+    """
     total = 0
-    conn.execute("BEGIN TRANSACTION")
-    try:
-        for table, rows in rows_by_table.items():
-            total += insert_rows(conn, table, rows)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
+    with WRITE_LOCK:
+        conn.execute("BEGIN TRANSACTION")
+        try:
+            for table, rows in rows_by_table.items():
+                if table == "span_meta":
+                    add_span_meta(conn, rows)
+                elif isinstance(rows, pa.Table):
+                    append(conn, table, rows)
+                    total += rows.num_rows
+                else:
+                    total += insert_rows(conn, table, rows)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
     return total
 
 

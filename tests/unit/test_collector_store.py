@@ -10,7 +10,15 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from collector.schema import MIGRATIONS, TABLES, Migration, add_column, current_version, migrate
+from collector.schema import (
+    MIGRATIONS,
+    TABLES,
+    Migration,
+    add_column,
+    current_version,
+    latest_version,
+    migrate,
+)
 from collector.store import (
     StoreNotFoundError,
     fetch_df,
@@ -31,32 +39,36 @@ def conn() -> duckdb.DuckDBPyConnection:
 
 def test_migrate_creates_every_table_once(conn: duckdb.DuckDBPyConnection) -> None:
     tables = {r[0] for r in conn.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-    assert set(TABLES) | {"schema_version"} <= tables
-    assert migrate(conn) == migrate(conn) == 1
-    assert conn.execute("SELECT count(*) FROM schema_version").fetchall() == [(1,)]
+    views = {r[0] for r in conn.execute("SELECT view_name FROM duckdb_views()").fetchall()}
+    assert set(TABLES) | {"schema_version"} <= tables | views
+    assert {"spans", "image_spans", "request_spans"} <= views  # over append-only tables
+    assert migrate(conn) == migrate(conn) == latest_version() == len(MIGRATIONS)
+    assert conn.execute("SELECT count(*) FROM schema_version").fetchall() == [(len(MIGRATIONS),)]
 
 
 def test_a_later_migration_adds_a_column_and_old_rows_still_insert(
     conn: duckdb.DuckDBPyConnection,
 ) -> None:
     insert_rows(conn, "image_spans", [{"trace_id": "t", "span_id": "a", "width": 1}])
-    v2 = [*MIGRATIONS, Migration(2, "blur", (add_column("image_spans", "blur_score", "DOUBLE"),))]
-    assert migrate(conn, v2) == 2
-    assert migrate(conn, v2) == 2 and current_version(conn) == 2
+    nxt = latest_version() + 1
+    v2 = [*MIGRATIONS, Migration(nxt, "blur", (add_column("image_spans", "blur_score", "DOUBLE"),))]
+    assert migrate(conn, v2) == nxt
+    assert migrate(conn, v2) == nxt and current_version(conn) == nxt
     assert table_columns(conn, "image_spans")["blur_score"] == "DOUBLE"
     insert_rows(conn, "image_spans", [{"trace_id": "t", "span_id": "b", "width": 2}])
     insert_rows(conn, "image_spans", [{"trace_id": "t", "span_id": "c", "blur_score": 0.5}])
     rows = fetch_df(conn, "SELECT span_id, blur_score FROM image_spans ORDER BY span_id").rows()
     assert rows == [("a", None), ("b", None), ("c", 0.5)]
-    # code that only knows v1 leaves a v2 file alone
-    assert migrate(conn) == 2
+    # older code leaves a newer file alone
+    assert migrate(conn) == nxt
 
 
 def test_failed_migration_rolls_back(conn: duckdb.DuckDBPyConnection) -> None:
-    broken = [*MIGRATIONS, Migration(2, "broken", ("CREATE TABLE t2 (a INT)", "NOT SQL"))]
+    nxt = latest_version() + 1
+    broken = [*MIGRATIONS, Migration(nxt, "broken", ("CREATE TABLE t2 (a INT)", "NOT SQL"))]
     with pytest.raises(duckdb.Error):
         migrate(conn, broken)
-    assert current_version(conn) == 1
+    assert current_version(conn) == latest_version()
     assert not conn.execute("SELECT * FROM duckdb_tables() WHERE table_name = 't2'").fetchall()
 
 
@@ -161,5 +173,5 @@ def test_threads_opening_a_fresh_file_at_once(tmp_path: Path) -> None:
     assert errors == []
     with open_store(path, read_only=True) as c:
         assert c.execute(
-            "SELECT count(*), max(version) FROM dropped_spans, schema_version"
-        ).fetchall() == [(6, 1)]
+            "SELECT count(*), (SELECT max(version) FROM schema_version) FROM dropped_spans"
+        ).fetchall() == [(6, latest_version())]
