@@ -1,14 +1,24 @@
 """Span loss under load: every image the gateway answered for must become one ``image_spans`` row.
 
-Goal (issue 4): 0 spans lost at 1,000 req/s for 60 s. The emulator (instant mode) and
-``aperture serve`` run as their own processes, the gateway storing spans in a DuckDB file in
-a temporary directory. An asyncio httpx load generator here sends requests with one small
-image each at a target rate, paced open-loop but bounded by a concurrency cap (when the
-gateway cannot keep up, the cap holds requests back and the achieved rate shows it). The
-gateway is then stopped with SIGTERM, so its lifespan flushes the exporters, and the rows
-are counted in the store: lost = images answered 200 − rows.
+Goal (issue 4): 0 spans lost at 1,000 req/s for 60 s. Three sets of processes share the machine:
 
-    python -m benchmarks.span_loss [--rate 1000] [--seconds 60] [--concurrency 128]
+- the emulator in instant mode (no model) under uvicorn, ``--emulator-workers`` processes;
+- ``aperture serve --workers N``: N gateway processes exporting OTLP to the collector that
+  ``serve`` starts, the store's only writer (``--gateway-workers 1``: one process writing DuckDB
+  itself);
+- the load generator, ``--load-processes`` processes. Each keeps plain HTTP/1.1 keep-alive
+  connections (request bytes encoded once, responses read by Content-Length), because an httpx
+  client spent ~3 ms of CPU per request here, more than the gateway under test.
+
+Request i (over all load processes) is due at i / rate; each connection sends its next request
+when it is due and the previous answer is in, so ``--concurrency`` caps what is in flight and a
+gateway slower than the target gets fewer requests in the same window (the achieved rate says so).
+Then ``serve`` gets SIGTERM (workers finish and flush into the collector, which then drains into
+DuckDB) and the rows are counted: lost = images answered 200 − rows. CPU seconds per process
+group over the load window say where the time went.
+
+    python -m benchmarks.span_loss [--rate 1000] [--seconds 60] [--gateway-workers 2]
+        [--emulator-workers 1] [--load-processes 2] [--concurrency 128]
 """
 
 from __future__ import annotations
@@ -17,8 +27,9 @@ import argparse
 import asyncio
 import base64
 import io
+import json
+import multiprocessing
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -28,9 +39,9 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import duckdb
-import httpx
 import numpy as np
 from PIL import Image
 
@@ -47,6 +58,13 @@ def small_image_url(side: int = 48, seed: int = 0) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
+def instant_emulator() -> Any:
+    """uvicorn app factory: the emulator in instant mode, so it can run with ``--workers``."""
+    from emulator.server import create_emulator_app
+
+    return create_emulator_app(mode="instant", catalog=str(ROOT / "examples" / "emulated.yaml"))
+
+
 @dataclass
 class LoadResult:
     sent: int = 0
@@ -56,66 +74,131 @@ class LoadResult:
     send_window_s: float = 0.0
     latencies: list[float] = field(default_factory=list)
 
+    def merge(self, other: LoadResult) -> None:
+        self.sent += other.sent
+        self.ok += other.ok
+        self.statuses.update(other.statuses)
+        self.elapsed_s = max(self.elapsed_s, other.elapsed_s)
+        self.send_window_s = max(self.send_window_s, other.send_window_s)
+        self.latencies += other.latencies
 
-async def run_load(url: str, body: dict, *, rate: float, seconds: float, concurrency: int) -> LoadResult:
-    """Send for ``seconds``, request i due at ``i / rate``, at most ``concurrency`` in flight.
 
-    The window is fixed, not the count: a gateway slower than the target gets fewer requests
-    in the same time, and the achieved rate says so.
-    """
+def http_request(port: int, path: str, body: dict[str, Any]) -> bytes:
+    payload = json.dumps(body).encode()
+    head = (f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\ncontent-type: application/json\r\n"
+            f"authorization: Bearer bench\r\ncontent-length: {len(payload)}\r\n\r\n")
+    return head.encode() + payload
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
+    """(status, keep-alive) of one HTTP/1.1 response, its body read and dropped."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+    if "content-length" in headers:
+        await reader.readexactly(int(headers["content-length"]))
+    elif headers.get("transfer-encoding", "").lower() == "chunked":
+        while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
+            await reader.readexactly(size + 2)
+        await reader.readuntil(b"\r\n")
+    return status, headers.get("connection", "").lower() != "close"
+
+
+async def drive(port: int, request: bytes, *, rate: float, seconds: float, connections: int,
+                offset: int, stride: int) -> LoadResult:
+    """This process's share: global request indices ``offset, offset + stride, …``."""
     result = LoadResult()
-    slots = asyncio.Semaphore(concurrency)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+    t0 = time.perf_counter()
+    end = t0 + seconds
+    counter = iter(range(offset, 1 << 62, stride))
 
-        async def one() -> None:
-            started = time.perf_counter()
-            try:
-                r = await client.post(url, json=body, headers={"authorization": "Bearer bench"})
-                result.statuses[str(r.status_code)] += 1
-                if r.status_code == 200:
-                    result.ok += 1
-                    result.latencies.append(time.perf_counter() - started)
-            except httpx.HTTPError as exc:
-                result.statuses[type(exc).__name__] += 1
-            finally:
-                slots.release()
-
-        tasks = []
-        t0 = time.perf_counter()
-        end = t0 + seconds
-        i = 0
+    async def connection() -> None:
+        reader: asyncio.StreamReader | None = None
+        writer: asyncio.StreamWriter | None = None
         while True:
-            due = t0 + i / rate
+            due = t0 + next(counter) / rate
             if due >= end:
                 break
             if (delay := due - time.perf_counter()) > 0:
                 await asyncio.sleep(delay)
-            await slots.acquire()
             if time.perf_counter() >= end:
-                slots.release()
                 break
-            i += 1
-            tasks.append(asyncio.create_task(one()))
             result.sent += 1
-        result.send_window_s = time.perf_counter() - t0
-        await asyncio.gather(*tasks)
-        result.elapsed_s = time.perf_counter() - t0
+            started = time.perf_counter()
+            try:
+                if writer is None:
+                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                assert reader is not None
+                writer.write(request)
+                status, keep = await asyncio.wait_for(read_response(reader), 60)
+            except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
+                result.statuses[type(exc).__name__] += 1
+                if writer is not None:
+                    writer.close()
+                reader = writer = None
+                continue
+            result.statuses[str(status)] += 1
+            if status == 200:
+                result.ok += 1
+                result.latencies.append(time.perf_counter() - started)
+            if not keep:
+                writer.close()
+                reader = writer = None
+        if writer is not None:
+            writer.close()
+
+    await asyncio.gather(*(connection() for _ in range(connections)))
+    result.send_window_s = min(time.perf_counter(), end) - t0
+    result.elapsed_s = time.perf_counter() - t0
     return result
 
 
-def dropped_gauge(gateway: str) -> float | None:
-    """``aperture_spans_dropped`` from the gateway's /metrics (the exporters' own count)."""
-    try:
-        text = httpx.get(f"{gateway}/metrics", timeout=10).text
-    except httpx.HTTPError:
-        return None
-    match = re.search(r"^aperture_spans_dropped(?:\{[^}]*\})?\s+([0-9.eE+-]+)$", text, re.M)
-    return float(match.group(1)) if match else None
+def _load_process(port: int, request: bytes, kw: dict[str, Any], start: Any, out: Any) -> None:
+    start.wait()
+    out.put(asyncio.run(drive(port, request, **kw)))
 
 
-def stop(proc: subprocess.Popen[bytes], timeout_s: float = 120.0) -> int | None:
-    """SIGTERM and wait: uvicorn finishes in-flight requests, then the lifespan flushes spans."""
+def run_load(port: int, path: str, body: dict[str, Any], *, rate: float, seconds: float, concurrency: int,
+             processes: int = 2) -> LoadResult:
+    """Send from ``processes`` processes together; ``concurrency`` connections in all."""
+    ctx = multiprocessing.get_context("spawn")
+    start, out = ctx.Barrier(processes), ctx.Queue()
+    request = http_request(port, path, body)
+    procs = [
+        ctx.Process(target=_load_process, args=(port, request, {
+            "rate": rate, "seconds": seconds, "connections": max(1, concurrency // processes),
+            "offset": i, "stride": processes}, start, out))
+        for i in range(processes)
+    ]
+    for p in procs:
+        p.start()
+    total = LoadResult()
+    for _ in procs:
+        total.merge(out.get(timeout=seconds + 600))
+    for p in procs:
+        p.join(30)
+    return total
+
+
+def tree_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process and its live descendants (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+def stop(proc: subprocess.Popen[bytes], timeout_s: float = 180.0) -> int | None:
+    """SIGTERM and wait: workers finish in-flight requests and flush, then the collector drains."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
     try:
@@ -134,37 +217,50 @@ def count_rows(db: Path) -> tuple[int, int]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--rate", type=float, default=1000.0, help="target requests per second")
     parser.add_argument("--seconds", type=float, default=60.0, help="how long to send")
-    parser.add_argument("--concurrency", type=int, default=128, help="requests in flight at most")
+    parser.add_argument("--concurrency", type=int, default=128, help="connections (requests in flight at most)")
+    parser.add_argument("--gateway-workers", type=int, default=2, help="aperture serve --workers")
+    parser.add_argument("--emulator-workers", type=int, default=1, help="emulator processes")
+    parser.add_argument("--load-processes", type=int, default=2, help="load generator processes")
     parser.add_argument("--model", default="gpt-4o-mini")
     args = parser.parse_args(argv)
 
-    aperture = str(Path(sys.executable).parent / "aperture")
+    python = sys.executable
     tmp = Path(tempfile.mkdtemp(prefix="aperture-spanloss-"))
     db = tmp / "spans.duckdb"
     emu_port, gw_port = free_port(), free_port()
     emulator_url, gateway = f"http://127.0.0.1:{emu_port}", f"http://127.0.0.1:{gw_port}"
-    env = {**os.environ, "APERTURE_EMULATOR_URL": emulator_url, "APERTURE_IMAGES__TEXT_FEATURES": "false"}
-    env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
-    env.pop("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", None)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_EXPORTER_OTLP")}
+    env |= {"APERTURE_EMULATOR_URL": emulator_url, "APERTURE_IMAGES__TEXT_FEATURES": "false"}
     emu_log, gw_log = (tmp / "emulator.log").open("wb"), (tmp / "gateway.log").open("wb")
-    emulator = subprocess.Popen([aperture, "emulate", "--mode", "instant", "--port", str(emu_port), "--ocr-workers", "1"],
-                                env=env, stdout=emu_log, stderr=subprocess.STDOUT)
-    gw = subprocess.Popen([aperture, "serve", "--config", str(ROOT / "examples" / "emulated.yaml"), "--port", str(gw_port),
-                           "--db", str(db)], env=env, stdout=gw_log, stderr=subprocess.STDOUT)
+    emulator = subprocess.Popen([python, "-m", "uvicorn", "benchmarks.span_loss:instant_emulator", "--factory",
+                                 "--port", str(emu_port), "--workers", str(args.emulator_workers), "--log-level", "warning",
+                                 "--no-access-log"], env=env, cwd=ROOT, stdout=emu_log, stderr=subprocess.STDOUT)
+    gw = subprocess.Popen([python, "-c", "from aperture.cli import app; app()", "serve", "--config",
+                           str(ROOT / "examples" / "emulated.yaml"), "--port", str(gw_port), "--db", str(db),
+                           "--workers", str(args.gateway_workers)], env=env, cwd=ROOT, stdout=gw_log, stderr=subprocess.STDOUT)
     body = {"model": args.model, "max_tokens": 16, "messages": [{"role": "user", "content": [
         {"type": "text", "text": "What is in this image?"},
         {"type": "image_url", "image_url": {"url": small_image_url(), "detail": "low"}}]}]}
     try:
         wait_ready(f"{emulator_url}/_emulator/health")
         wait_ready(f"{gateway}/healthz")
-        print(f"target {args.rate:.0f} req/s for {args.seconds:.0f} s, concurrency ≤ {args.concurrency}, "
-              f"1 image per request, store {db}")
-        load = asyncio.run(run_load(f"{gateway}/v1/chat/completions", body,
-                                    rate=args.rate, seconds=args.seconds, concurrency=args.concurrency))
-        dropped = dropped_gauge(gateway)
+        time.sleep(2)  # every worker up, not just the first
+        print(f"target {args.rate:.0f} req/s for {args.seconds:.0f} s, ≤ {args.concurrency} connections from "
+              f"{args.load_processes} load processes; gateway workers {args.gateway_workers}, emulator workers "
+              f"{args.emulator_workers}; 1 image per request, store {db}")
+        cpu0 = {"gateway+collector": tree_cpu_s(gw.pid), "emulator": tree_cpu_s(emulator.pid)}
+        wall0 = time.perf_counter()
+        load = run_load(gw_port, "/v1/chat/completions", body, rate=args.rate, seconds=args.seconds,
+                        concurrency=args.concurrency, processes=args.load_processes)
+        wall = time.perf_counter() - wall0
+        # Finished load processes are no longer descendants: their CPU is in our children's times.
+        children = os.times()
+        cpu = {"gateway+collector": tree_cpu_s(gw.pid) - cpu0["gateway+collector"],
+               "emulator": tree_cpu_s(emulator.pid) - cpu0["emulator"],
+               "load generator": children.children_user + children.children_system}
         t = time.perf_counter()
         gw_exit = stop(gw)
         shutdown_s = time.perf_counter() - t
@@ -183,9 +279,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'duration (s)':<22} {args.seconds:10.1f} {load.elapsed_s:10.1f}   (send window {load.send_window_s:.1f})")
     print(f"latency ms p50 {np.percentile(lat, 50):.1f}  p99 {np.percentile(lat, 99):.1f}")
     print(f"statuses: {dict(load.statuses)}")
-    # uvicorn re-raises the SIGTERM it caught once its shutdown (lifespan included) is done.
+    n = max(load.sent, 1)
+    print(f"CPU over the {wall:.1f} s load window (2 cores = {2 * wall:.0f} CPU-s): " + ", ".join(
+        f"{name} {sec:.1f} s ({1000 * sec / n:.2f} ms/request)" for name, sec in cpu.items()))
     how = "clean" if gw_exit in (0, -signal.SIGTERM) else "NOT clean"
-    print(f"gateway stopped by SIGTERM in {shutdown_s:.1f} s, exit {gw_exit} ({how}); aperture_spans_dropped = {dropped}")
+    print(f"gateway stopped by SIGTERM in {shutdown_s:.1f} s, exit {gw_exit} ({how})")
     print(f"sent {load.sent}  ok {load.ok}  image rows {rows}  request rows {request_rows}  lost {lost}")
     # Rows above ``ok`` (never above ``sent``) are requests the gateway finished after the client gave up.
     if load.ok <= rows <= load.sent:
