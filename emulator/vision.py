@@ -43,10 +43,6 @@ class VisionProfile:
         if self.max_side is not None and self.max_side < 16:
             raise ValueError("max_side must be >= 16")
 
-    @property
-    def cache_name(self) -> str:
-        return f"{self.name}|{self.resolution_scale}|{self.max_side}"
-
 
 FALLBACK_PROFILE = VisionProfile("default")
 
@@ -143,7 +139,9 @@ def see(image_bytes: bytes, effective_size: tuple[int, int], profile: VisionProf
     if int(w) != w or int(h) != h or w < 1 or h < 1:
         raise ValueError(f"effective_size must be two positive integers, got {effective_size!r}")
     size = profiled_size((int(w), int(h)), profile)
-    key = f"{hashlib.sha256(image_bytes).hexdigest()}:{size[0]}x{size[1]}:{profile.cache_name}"
+    # Keyed by the pixels read (image and size), not by the profile's name: tiers and
+    # providers that end up at the same size share one OCR call; line_drop applies after.
+    key = f"{hashlib.sha256(image_bytes).hexdigest()}:{size[0]}x{size[1]}"
     lines = engine.lookup(key)
     if lines is None:
         img = decode(image_bytes)
