@@ -83,10 +83,10 @@ class LoadResult:
         self.latencies += other.latencies
 
 
-def http_request(port: int, path: str, body: dict[str, Any]) -> bytes:
+def http_request(port: int, path: str, body: dict[str, Any], token: str = "bench") -> bytes:
     payload = json.dumps(body).encode()
     head = (f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\ncontent-type: application/json\r\n"
-            f"authorization: Bearer bench\r\ncontent-length: {len(payload)}\r\n\r\n")
+            f"authorization: Bearer {token}\r\ncontent-length: {len(payload)}\r\n\r\n")
     return head.encode() + payload
 
 

