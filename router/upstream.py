@@ -211,6 +211,11 @@ class UpstreamClient:
         return len(self._clients)
 
     @property
+    def in_flight(self) -> tuple[int, ...]:
+        """Requests (and open streams) in flight per pool."""
+        return tuple(self._in_flight)
+
+    @property
     def is_closed(self) -> bool:
         return all(c.is_closed for c in self._clients)
 
