@@ -62,15 +62,17 @@ def build(db: Path, rows: int) -> float:
     return time.perf_counter() - started
 
 
-def time_report(db: Path, by: str, repeat: int) -> float:
-    best = float("inf")
+def time_report(db: Path, by: str, repeat: int) -> tuple[float, float]:
+    """Best wall and CPU seconds (all threads) of one report on a fresh connection."""
+    best, best_cpu = float("inf"), float("inf")
     for _ in range(repeat):
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         with open_store(db, read_only=True) as conn:
             report = spend_report(conn, by=by, since=None, top=10)
         best = min(best, time.perf_counter() - started)
+        best_cpu = min(best_cpu, time.process_time() - cpu)
     assert report.images > 0
-    return best
+    return best, best_cpu
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -86,12 +88,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             print(f"spend: generating {args.rows:,} image spans ... ", end="", flush=True)
             print(f"{build(db, args.rows):.1f}s")
         results = {by: time_report(db, by, args.repeat) for by in args.by or sorted(GROUPINGS)}
-    for by, seconds in results.items():
+    for by, (seconds, cpu) in results.items():
         verdict = "meets" if seconds <= GOAL_S else "MISSES"
         print(
-            f"spend_report(by={by!r}) over {args.rows:,} rows: {seconds:.3f}s ({verdict} <= {GOAL_S:g}s)"
+            f"spend_report(by={by!r}) over {args.rows:,} rows: {seconds:.3f}s wall, "
+            f"{cpu:.3f}s CPU ({verdict} <= {GOAL_S:g}s)"
         )
-    return results
+    return {by: seconds for by, (seconds, _) in results.items()}
 
 
 if __name__ == "__main__":
