@@ -5,6 +5,9 @@
   ``fetch_df``, ``insert_rows``, ``load_references``;
 - ``collector.rows``: ``SpanRecord`` and the pure ``span_to_rows`` mapping,
   with decoders from SDK spans, OTLP protobuf and OTLP/JSON (``collector.otlp``);
+- ``collector.columns``: ``spans_to_batch``, the same mapping in bulk (Arrow columns),
+  which the exporter and the receiver write through ``store.write_tables``;
+- ``collector.append``: idempotent appends to the span tables (no primary-key index);
 - ``collector.exporter``: ``DuckDBSpanExporter`` for the OTel SDK;
 - ``collector.receiver``: the OTLP/HTTP receiver (``create_receiver_app``,
   ``serve_receiver``), with optional forwarding;

@@ -47,7 +47,8 @@ _INT32 = 2**31 - 1
 _INT64 = 2**63 - 1
 _ARROW = {"BIGINT": pa.int64(), "VARCHAR": pa.string(), "JSON": pa.string()}
 _MAPPED = frozenset(key for _, key, _ in IMAGE_COLUMNS)
-_ARROW_OF = {
+# coercion → (Arrow type, the Python types it stores as they are)
+_ARROW_OF: dict[Any, tuple[pa.DataType, frozenset[type]]] = {
     as_int32: (pa.int32(), frozenset({int, NoneType})),
     as_int64: (pa.int64(), frozenset({int, NoneType})),
     as_float: (pa.float64(), frozenset({float, NoneType})),
@@ -81,16 +82,15 @@ def _typed(
     return pa.array(coerced, type=arrow_type), inexact
 
 
-def _times(ns_values: list[Any]) -> tuple[pa.Array, pa.Array]:
-    """Unix ns → (ns, µs) arrays as ``rows.ns_to_us`` reads them: null when missing/absurd."""
+def _microseconds(ns_values: list[Any]) -> pa.Array:
+    """Unix ns → µs as ``rows.ns_to_us`` reads them: null when missing, negative or absurd."""
     try:
         ns = pa.array(ns_values, type=pa.int64())
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
         ns = pa.array(
             [v if type(v) is int and 0 < v <= _INT64 else None for v in ns_values], pa.int64()
         )
-    ns = pc.if_else(pc.greater(ns, 0), ns, None)
-    return ns, pc.divide(ns, 1000)
+    return pc.divide(pc.if_else(pc.greater(ns, 0), ns, None), 1000)
 
 
 def image_table(images: list[SpanRecord]) -> tuple[pa.Table, pa.Table]:
@@ -103,10 +103,8 @@ def image_table(images: list[SpanRecord]) -> tuple[pa.Table, pa.Table]:
         columns[column] = array
         for i in bad:
             inexact.setdefault(i, []).append(key)
-    _, start = _times([s.start_ns for s in images])
-    _, end = _times([s.end_ns for s in images])
-    columns["ts"] = start.cast(pa.timestamp("us"))
-    columns["end_ts"] = end.cast(pa.timestamp("us"))
+    columns["ts"] = _microseconds([s.start_ns for s in images]).cast(pa.timestamp("us"))
+    columns["end_ts"] = _microseconds([s.end_ns for s in images]).cast(pa.timestamp("us"))
     columns["trace_id"] = pa.array([s.trace_id for s in images], pa.string())
     columns["span_id"] = pa.array([s.span_id for s in images], pa.string())
     columns["request_span_id"] = pa.array([s.parent_span_id for s in images], pa.string())
