@@ -47,10 +47,12 @@ from router.tokens import cost_usd, estimate_image_tokens
 from router.upstream import ChunkStream, UpstreamClient
 
 DEFAULT_OUTPUT_ESTIMATE = 256
-# Up to this size an image whose format and size the target accepts is prepared on the event
-# loop: at most a metadata scan/strip on the bytes (or, for a rotated photo, a small re-encode),
-# cheaper than the thread hand-off, which cost ~40% of the pipeline's CPU for small images.
-INLINE_PREPARE_MAX_BYTES = 128 * 1024
+# Up to these sizes an image whose format and size the target accepts is prepared on the event
+# loop rather than in a worker thread: the hand-off (a GIL switch each way) cost more than the
+# work, ~40% of the pipeline's CPU for small images. For these formats such an image needs at most
+# a metadata scan and strip on the bytes (linear, no pixels); only a JPEG with an EXIF rotation is
+# re-encoded, hence its lower bound. Other formats (HEIC, TIFF, …) are scanned by Pillow: thread.
+INLINE_PREPARE_MAX_BYTES = {"png": 1 << 20, "webp": 1 << 20, "gif": 1 << 20, "bmp": 1 << 20, "jpeg": 128 << 10}
 
 
 @dataclass
@@ -564,7 +566,7 @@ def _passes_through(image: IntakeImage, accepted: frozenset[str], max_side: int 
     """Small, and neither its format nor its size must change (``prepare`` decodes no pixels for it)."""
     header = image.header
     return (
-        image.nbytes <= INLINE_PREPARE_MAX_BYTES
+        image.nbytes <= INLINE_PREPARE_MAX_BYTES.get(header.format, -1)
         and not header.animated
         and header.format in accepted
         and (max_side is None or max(header.width, header.height) <= max_side)
