@@ -34,6 +34,7 @@ from router.rollout.sequential import (
     cost_check,
     decide,
     evaluate_metric,
+    evaluate_paired_metric,
 )
 
 log = logging.getLogger(__name__)
@@ -46,13 +47,48 @@ _ROWS = """
 """
 
 
+
+def _paired_sql(value: str, marks: str) -> str:
+    """Canary requests with the mean score of their shadows (replays of the same largest image
+    and task on the active version, sent after them), in arrival order."""
+    return f"""
+        WITH img AS (
+            SELECT trace_id, request_span_id, arg_max(sha256, width * height) AS sha256
+            FROM image_spans GROUP BY trace_id, request_span_id
+        ), e AS (
+            SELECT span_id, avg({value}) AS v FROM eval_scores AS e
+            WHERE evaluator IN ({marks}) AND status = 'scored' AND {value} IS NOT NULL AND isfinite({value})
+            GROUP BY span_id
+        ), c AS (
+            SELECT r.span_id, r.ts, coalesce(r.task, 'transcribe') AS task, img.sha256
+            FROM request_spans r JOIN img ON img.trace_id = r.trace_id AND img.request_span_id = r.span_id
+            WHERE r.ts >= ? AND r.arm = 'canary' AND r.ruleset_version = ? AND NOT coalesce(r.replay, false)
+        ), s AS (
+            SELECT r.span_id, r.ts, coalesce(r.task, 'transcribe') AS task, img.sha256
+            FROM request_spans r JOIN img ON img.trace_id = r.trace_id AND img.request_span_id = r.span_id
+            WHERE r.ts >= ? AND r.ruleset_version = ? AND coalesce(r.replay, false) AND coalesce(r.status, 'ok') = 'ok'
+        )
+        SELECT c.ts, c.span_id, any_value(ec.v) AS v, avg(es.v) AS shadow
+        FROM c JOIN e ec ON ec.span_id = c.span_id
+        JOIN s ON s.sha256 = c.sha256 AND s.task = c.task AND s.ts >= c.ts
+        JOIN e es ON es.span_id = s.span_id
+        GROUP BY c.ts, c.span_id ORDER BY c.ts, c.span_id"""
+
+
 @dataclass(frozen=True)
 class GuardConfig:
     """``evaluators``: eval_scores.evaluator names to guard on. By default they are pooled into
     one ``quality`` metric (a request's score is the mean of its configured evaluators'
     scores; each task usually has one evaluator); ``per_evaluator`` tests each one on its own
     (α is split among them, evaluators without any observation are skipped). ``score_field``:
-    ``score`` (0–1) or ``passed`` (pass/fail); errors use their own tolerated drop."""
+    ``score`` (0–1) or ``passed`` (pass/fail); errors use their own tolerated drop.
+
+    ``paired``: quality is tested on pairs instead of two independent arms: each canary request
+    next to a *shadow* of it on the active version — a replay (``x-aperture-replay: 1``, which
+    the gateway always routes by the active version) of the same image hash and task sent after
+    it. Image difficulty cancels out of the difference, so the test decides with far fewer
+    canary requests; canary requests without a scored shadow are not counted. Errors and cost
+    are still compared between the arms."""
 
     evaluators: tuple[str, ...] = ()
     per_evaluator: bool = False
@@ -61,6 +97,7 @@ class GuardConfig:
     error_delta: float = 0.03
     include_cost: bool = True
     include_replay: bool = False
+    paired: bool = False
     act: bool = True
     sequential: SequentialConfig = field(default_factory=SequentialConfig)
 
@@ -123,6 +160,9 @@ class Guard:
                   else [("quality", self.config.evaluators)] if self.config.evaluators else [])
         for metric, names in groups:
             marks = ", ".join("?" for _ in names)
+            if self.config.paired:
+                data["scores"][metric] = conn.execute(_paired_sql(value, marks), [*names, since, p.canary, since, p.active]).fetchnumpy()
+                continue
             sql = f"""
                 WITH r AS ({_ROWS}),
                 e AS (SELECT * FROM eval_scores WHERE evaluator IN ({marks}) AND status = 'scored'
@@ -164,7 +204,10 @@ class Guard:
         alpha = cfg.alpha / max(k, 1)
         results: dict[str, MetricResult] = {}
         for name, s in scores.items():
-            results[name] = evaluate_metric(name, s["is_canary"], s["v"], cfg, alpha)
+            if self.config.paired:
+                results[name] = evaluate_paired_metric(name, s["v"], s["shadow"], cfg, alpha)
+            else:
+                results[name] = evaluate_metric(name, s["is_canary"], s["v"], cfg, alpha)
         if self.config.include_errors:
             req = data["requests"]
             ecfg = replace(cfg, delta=self.config.error_delta,

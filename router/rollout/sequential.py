@@ -207,6 +207,49 @@ def evaluate_metric(
     return MetricResult(name, _CODES[int(code[0])], stats)  # type: ignore[arg-type]
 
 
+def evaluate_paired_metric(
+    name: str, canary: ArrayLike, shadow: ArrayLike, config: SequentialConfig, alpha: float | None = None
+) -> MetricResult:
+    """The sequential decision on pairs: each canary observation and a shadow of the same input
+    on the active version (values in [0, 1]), in arrival order.
+
+    Each difference is one group (in [−1, 1], mean Δ over inputs, independent across inputs),
+    so the same two e-processes apply with scale 1 and the estimated variance is that of the
+    difference itself. Where most inputs answer alike on both versions that variance is small
+    and the tests decide after far fewer observations than two independent arms need."""
+    c = np.asarray(canary, dtype=np.float64).reshape(-1)
+    a = np.asarray(shadow, dtype=np.float64).reshape(-1)
+    if c.shape != a.shape:
+        raise ValueError("canary and shadow must have the same length")
+    if np.any(~np.isfinite(c)) or np.any(~np.isfinite(a)) or np.any((c < 0) | (c > 1) | (a < 0) | (a > 1)):
+        raise ValueError("values must be finite and in [0, 1]")
+    d = c - a
+    counts = np.arange(1, len(d) + 1, dtype=np.int64)
+    scale = np.ones_like(d)
+    code, stop, max_r, max_p = outcomes(Groups(d[None, :], counts[None, :], scale[None, :]), config, alpha)
+    log_r, log_p = log_wealth(d, config, scale)
+    n = len(d)
+    stats: dict[str, Any] = {
+        "paired": True,
+        "n_canary": n,
+        "n_active": n,
+        "mean_canary": float(c.mean()) if n else None,
+        "mean_active": float(a.mean()) if n else None,
+        "groups": n,
+        "mean_group_diff": float(d.mean()) if n else None,
+        "diff": float(d.mean()) if n else None,
+        "e_rollback": float(math.exp(min(float(max_r[0]), 700.0))),
+        "e_promote": float(math.exp(min(float(max_p[0]), 700.0))),
+        "e_rollback_now": float(math.exp(min(float(log_r[-1]), 700.0))) if n else 1.0,
+        "e_promote_now": float(math.exp(min(float(log_p[-1]), 700.0))) if n else 1.0,
+        "threshold_rollback": 1.0 / (alpha or config.alpha),
+        "threshold_promote": 1.0 / config.beta,
+        "decided_at_group": int(stop[0]) if stop[0] >= 0 else None,
+        "canary_at_decision": int(counts[stop[0]]) if stop[0] >= 0 else None,
+    }
+    return MetricResult(name, _CODES[int(code[0])], stats)  # type: ignore[arg-type]
+
+
 def cost_check(
     canary_cost: ArrayLike, active_cost: ArrayLike, config: SequentialConfig
 ) -> tuple[bool, dict[str, Any]]:
@@ -274,4 +317,5 @@ __all__ = [
     "log_wealth",
     "outcomes",
     "evaluate_metric",
+    "evaluate_paired_metric",
 ]

@@ -145,3 +145,38 @@ def test_grouping_matches_a_plain_reference(stream: list[tuple[bool, float]]) ->
     row1 = batch.d[1][~np.isnan(batch.d[1])]
     assert row0 == pytest.approx(expected, abs=1e-12)
     assert row1 == pytest.approx(reference_groups(arm[::-1], val[::-1]), abs=1e-12)
+
+
+def test_paired_pairs_decide_sooner_than_two_arms():
+    from router.rollout.sequential import evaluate_paired_metric
+
+    # Images of very different difficulty (some unreadable on either version); the canary reads
+    # each one like the active version except for a rare miss. Two independent arms carry the
+    # difficulty spread in every difference; pairs cancel it.
+    cfg = SequentialConfig(delta=0.1, beta=0.1)
+    paired_n, unpaired_n = [], []
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        n = 300
+        shadow = (rng.random(n) > 0.15) * rng.choice([1.0, 0.9, 0.6], n)
+        canary = np.where(rng.random(n) < 0.02, 0.0, shadow)
+        paired = evaluate_paired_metric("quality", canary, shadow, cfg)
+        assert paired.action == "promote"
+        paired_n.append(paired.statistics["canary_at_decision"])
+        arms = np.arange(2 * n) % 2 == 0
+        values = np.empty(2 * n)
+        values[arms], values[~arms] = canary, shadow[rng.permutation(n)]
+        unpaired_n.append(evaluate_metric("quality", arms, values, cfg).statistics["canary_at_decision"] or n)
+    assert sum(paired_n) * 2 < sum(unpaired_n)
+
+
+def test_paired_regression_rolls_back_and_bad_input_is_refused():
+    from router.rollout.sequential import evaluate_paired_metric
+
+    shadow = np.full(200, 0.9)
+    worse = evaluate_paired_metric("quality", shadow - 0.3, shadow, SequentialConfig(delta=0.1))
+    assert worse.action == "rollback" and worse.statistics["mean_canary"] == pytest.approx(0.6)
+    with pytest.raises(ValueError):
+        evaluate_paired_metric("quality", [0.5, 1.2], [0.5, 0.5], SequentialConfig())
+    with pytest.raises(ValueError):
+        evaluate_paired_metric("quality", [0.5], [0.5, 0.5], SequentialConfig())
