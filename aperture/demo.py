@@ -122,7 +122,7 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
     from emulator.workload import generate_workload
     from evals.clusters import find_failure_clusters, write_clusters
     from evals.runner import run_evals
-    from optimizer.replay import load_items, replay
+    from optimizer.replay import ACTIVE_VERSION, load_items, replay
     from optimizer.routes import candidate_routes
     from optimizer.run import OptimizerError, optimize, predicted_cost_on
     from router.rollout import actions
@@ -205,18 +205,28 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
                 # The demo tolerates a 10-point drop in the guard (a safety net against gross
                 # regressions, decided within the demo's traffic); the optimizer's own constraint
                 # is the 1-point one. Production defaults are stricter (docs/rollout.md).
+                # Paired: every canary request is shadowed on the active version (a tagged
+                # replay), so the guard tests quality differences on the same images.
                 guard = Guard(db, store, GuardConfig(
-                    evaluators=tuple(sorted(set(_quality_evaluators()))), error_delta=opts.guard_delta,
+                    evaluators=tuple(sorted(set(_quality_evaluators()))), error_delta=opts.guard_delta, paired=True,
                     sequential=SequentialConfig(delta=opts.guard_delta, beta=opts.guard_beta),
                 ))
                 decision = "extend"
                 sent = 0
-                tick = stage.bar(f"canary {version.id} at {opts.canary_fraction:.0%}", len(fresh) - opts.after)
+                shadowed: set[str] = set()
+                tick = stage.bar(f"canary {version.id} at {opts.canary_fraction:.0%} (+ shadows)", len(fresh) - opts.after)
                 while sent < len(fresh) - opts.after and decision not in ("promote", "rollback"):
                     batch = fresh[sent : sent + opts.canary_batch]
                     send_workload(gateway_url, batch, fresh_dir, concurrency=opts.concurrency, progress=tick)
                     sent += len(batch)
                     telemetry.provider.force_flush()
+                    canary = [s for s in phase_requests(db, f"wl-s{opts.seed + 1}-", version.id)["span_id"].to_list()
+                              if s not in shadowed]
+                    if canary:
+                        replay(gateway_url, load_items(db, blob_dir, 0, span_ids=canary), [ACTIVE_VERSION],
+                               concurrency=opts.concurrency)
+                        shadowed.update(canary)
+                        telemetry.provider.force_flush()
                     run_evals(db, workers=2, progress=False, blob_dir=blob_dir)
                     decision = guard.step().action
                 extra["canary_requests"] = sent
@@ -232,7 +242,9 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
                 # 8. Shadow: every fresh image the candidate served, sent again on the baseline
                 # route (tagged as replay, so it never counts as traffic). Same images, same
                 # prompts: the paired comparison the before/after claim rests on.
-                served = phase_requests(db, f"wl-s{opts.seed + 1}-", version.id)["span_id"].to_list()
+                # (The canary's own shadows ran on the active version, the baseline: reused.)
+                served = [s for s in phase_requests(db, f"wl-s{opts.seed + 1}-", version.id)["span_id"].to_list()
+                          if s not in shadowed]
                 shadow_items = load_items(db, blob_dir, 0, span_ids=served) if served else []
                 if shadow_items:
                     tick = stage.bar("shadow on the baseline route", sum(1 for i in shadow_items if i.route != BASELINE.key))

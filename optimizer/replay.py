@@ -24,6 +24,12 @@ import polars as pl
 from collector.store import fetch_df, open_store
 from optimizer.routes import Route
 from router.images.sniff import sniff
+from router.rules import AUTO_MODEL
+
+# Not a route but an instruction: send the request unchanged to the gateway's rules. A replay
+# always takes the active arm, so this is a shadow of the request on the active version (what
+# a paired canary guard compares the canary's answer with).
+ACTIVE_VERSION = Route(AUTO_MODEL, "auto")
 
 _SAMPLE_SQL = """
 SELECT r.span_id, r.trace_id, r.task, r.reference_id, r.input_text, r.route,
@@ -146,7 +152,10 @@ def replay(
             headers["x-aperture-task"] = item.task
         if item.reference_id:
             headers["x-aperture-reference-id"] = item.reference_id
-        body = {"model": route.model, "messages": _with_detail(item.messages, route.detail)}
+        if route == ACTIVE_VERSION:
+            body = {"model": AUTO_MODEL, "messages": item.messages}
+        else:
+            body = {"model": route.model, "messages": _with_detail(item.messages, route.detail)}
         try:
             r = client.post("/v1/chat/completions", json=body, headers=headers)
         except httpx.HTTPError as exc:

@@ -154,17 +154,18 @@ def optimize(
     for r in routes:
         output_tokens.setdefault(r.key, overall_out)
     cost = route_costs(catalog, routes, tokens, text_tokens, output_tokens)
-    m = Matrices(cost, quality, images.text_height, long_side, draws, subset, confidence)
-
     cols = np.arange(len(traffic))
     taken_ok = taken >= 0
+    strong = int(np.bincount(taken[taken_ok]).argmax()) if taken_ok.any() else int(quality.mean(axis=1).argmax())
+    reference = np.where(taken_ok, taken, strong)[subset]
+    m = Matrices(cost, quality, images.text_height, long_side, draws, subset, confidence, reference)
+
     baseline_cost = float(traffic["billed_cost_usd"].fill_null(0).cast(pl.Float64).to_numpy().mean())
     baseline_quality = float(quality[taken[taken_ok], cols[taken_ok]].mean()) if taken_ok.any() else float(quality.max(axis=0).mean())
     observed = traffic["quality"].drop_nulls()
     observed_baseline = float(observed.cast(pl.Float64).to_numpy().mean()) if observed.len() else float("nan")
 
     space = SearchSpace.from_data(routes, images.text_height, long_side, fallback=fallback)
-    strong = int(np.bincount(taken[taken_ok]).argmax()) if taken_ok.any() else int(quality.mean(axis=1).argmax())
     seeds = [{"n_text_cuts": 0, "n_side_cuts": 0, "route_0": routes[strong].key, "route_unknown_text": routes[strong].key}]
     name = study_name or f"aperture-{datetime.now(UTC):%Y%m%dT%H%M%S}"
     result = run_search(
@@ -182,7 +183,8 @@ def optimize(
     per_image = quality[chosen, cols]
     _, _, pred_lower = evaluate_bounds(policy, m)
     sub = chosen[subset]
-    member_means = draws[:, sub, np.arange(len(sub))].mean(axis=1)
+    k = np.arange(len(sub))
+    member_means = draws[:, sub, k].mean(axis=1) - draws[:, reference, k].mean(axis=1)
     central = float(member_means.mean())
     below = max(0.0, central - float(np.quantile(member_means, 0.05)))
     above = max(0.0, float(np.quantile(member_means, 0.95)) - central)

@@ -33,6 +33,7 @@ class Matrices:
     draws: np.ndarray | None = None
     subset: np.ndarray | None = None
     confidence: float = 0.9
+    reference: np.ndarray | None = None  # per subset image: the route the current traffic took
 
 @dataclass
 class TrialPoint:
@@ -72,9 +73,10 @@ def evaluate_bounds(policy: Policy, m: Matrices) -> tuple[float, float, float]:
     """Cost, predicted quality and its one-sided lower bound at ``m.confidence``.
 
     The bound is the point prediction minus the members' shortfall on the subset: how far the
-    ``1 − confidence`` quantile of the bootstrap members' policy means falls below their average.
-    Cells that were measured are the same in every member, so a policy that keeps the observed
-    routes has no shortfall at all."""
+    ``1 − confidence`` quantile of the bootstrap members' *difference* from the current routes
+    (``reference``) falls below its average. Cells that were measured are the same in every
+    member, and cells the policy leaves on the current route cancel out of the difference, so a
+    policy that keeps the current routes has no shortfall at all."""
     idx = assign(policy, m.text_height, m.long_side)
     cols = np.arange(m.cost.shape[1])
     cost = float(m.cost[idx, cols].mean())
@@ -82,7 +84,10 @@ def evaluate_bounds(policy: Policy, m: Matrices) -> tuple[float, float, float]:
     if m.draws is None or m.subset is None or len(m.subset) == 0:
         return cost, quality, quality
     sub = idx[m.subset]
-    member_means = m.draws[:, sub, np.arange(len(sub))].mean(axis=1)
+    k = np.arange(len(sub))
+    member_means = m.draws[:, sub, k].mean(axis=1)
+    if m.reference is not None:
+        member_means = member_means - m.draws[:, m.reference, k].mean(axis=1)
     shortfall = max(0.0, float(member_means.mean() - np.quantile(member_means, 1.0 - m.confidence)))
     return cost, quality, quality - shortfall
 

@@ -13,6 +13,7 @@ from nbclient import NotebookClient
 from rich.console import Console
 
 from aperture.demo import DemoOptions, run_demo
+from aperture.summary import paired_requests
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,15 +76,23 @@ def test_every_image_the_candidate_served_is_paired_with_the_baseline(demo):
         served = conn.execute(
             "SELECT count(*), sum(billed_cost_usd) FROM request_spans WHERE NOT coalesce(replay, false) "
             "AND reference_id LIKE 'wl-s8-%' AND ruleset_version = ?", [result.candidate]).fetchone()
-        on_baseline = conn.execute(
-            "SELECT count(*) FROM request_spans WHERE NOT coalesce(replay, false) AND reference_id LIKE 'wl-s8-%' "
-            "AND ruleset_version = ? AND route = 'gpt-4o:high'", [result.candidate]).fetchone()[0]
-        shadows = conn.execute(
-            "SELECT count(DISTINCT reference_id) FROM request_spans WHERE coalesce(replay, false) "
-            "AND reference_id LIKE 'wl-s8-%' AND route = 'gpt-4o:high'").fetchone()[0]
-    assert served[0] > 0
-    assert shadows + on_baseline == served[0]  # each served image has its baseline twin, sent once
-    assert pair["pairs"] == served[0]  # instant mode scores every request
-    assert pair["cost_usd"] == pytest.approx(served[1])
+        without_twin = conn.execute(
+            "SELECT count(*) FROM request_spans u WHERE NOT coalesce(u.replay, false) AND u.reference_id LIKE 'wl-s8-%' "
+            "AND u.ruleset_version = ? AND u.route <> 'gpt-4o:high' AND NOT EXISTS (SELECT 1 FROM request_spans s "
+            "WHERE coalesce(s.replay, false) AND s.reference_id = u.reference_id AND s.route = 'gpt-4o:high')",
+            [result.candidate]).fetchone()[0]
+        guard_stats = conn.execute("SELECT statistics FROM rollouts WHERE candidate_version = ? ORDER BY ts DESC LIMIT 1",
+                                   [result.candidate]).fetchone()
+        shadow_arms = {r[0] for r in conn.execute(
+            "SELECT DISTINCT arm FROM request_spans WHERE coalesce(replay, false) AND reference_id LIKE 'wl-s8-%'").fetchall()}
+    assert served[0] > 0 and without_twin == 0
+    assert "canary" not in shadow_arms  # shadows never count as canary traffic
+    assert guard_stats is not None and "paired" in str(guard_stats[0])  # the guard tested pairs
+    rows = paired_requests(result.db, "wl-s8-", result.candidate, "gpt-4o:high")
+    assert rows.height == served[0] and rows["baseline_cost"].null_count() == 0
+    scored = rows.filter(rows["quality"].is_not_null())
+    assert scored["baseline_quality"].null_count() == 0  # a scored request's twin is scored too
+    assert pair["pairs"] == scored.height > 0
+    assert pair["cost_usd"] == pytest.approx(scored["cost"].sum())
     assert pair["delta_low"] <= pair["quality_delta"] <= pair["delta_high"]
     assert "on the same" in text and "shadowed on gpt-4o:high" in text
