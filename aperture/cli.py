@@ -151,11 +151,12 @@ def workload_generate(
     n: int = typer.Option(100, "--n", help="How many images."),
     seed: int = typer.Option(0, help="Random seed (same seed, same workload)."),
     out: Path = typer.Option(..., "--out", help="Output directory (images/ and ground_truth.jsonl)."),
+    workers: int = typer.Option(2, min=1, help="Worker processes (the files are identical for any number)."),
 ) -> None:
     """Generate a synthetic vision workload with exact ground truth."""
     from emulator.workload import generate_workload
 
-    records = generate_workload(n, seed, out)
+    records = generate_workload(n, seed, out, workers=workers)
     kinds: dict[str, int] = {}
     for r in records:
         kinds[r["kind"]] = kinds.get(r["kind"], 0) + 1

@@ -290,15 +290,15 @@ def _traffic_frame(after_df: Any, db: Path) -> Any:
 def _workload(generate: Any, n: int, seed: int, out_dir: Path, tick: Callable[[int], None]) -> list[dict[str, Any]]:
     from emulator.workload import load_ground_truth
 
+    from emulator.workload.generate import GENERATOR_VERSION
+
     truth = out_dir / "ground_truth.jsonl"
     if truth.exists():
         records = load_ground_truth(truth)
-        if len(records) == n:
+        if len(records) == n and records[0]["params"].get("generator_version") == GENERATOR_VERSION:
             tick(n)
             return records
-    records = generate(n, seed, out_dir)
-    tick(n)
-    return records
+    return list(generate(n, seed, out_dir, workers=2, progress=tick))
 
 
 def _wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:

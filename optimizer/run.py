@@ -157,8 +157,9 @@ def optimize(
     cols = np.arange(len(traffic))
     taken_ok = taken >= 0
     strong = int(np.bincount(taken[taken_ok]).argmax()) if taken_ok.any() else int(quality.mean(axis=1).argmax())
-    reference = np.where(taken_ok, taken, strong)[subset]
-    m = Matrices(cost, quality, images.text_height, long_side, draws, subset, confidence, reference)
+    current = np.where(taken_ok, taken, strong)
+    reference = current[subset]
+    m = Matrices(cost, quality, images.text_height, long_side, draws, subset, confidence, current)
 
     baseline_cost = float(traffic["billed_cost_usd"].fill_null(0).cast(pl.Float64).to_numpy().mean())
     baseline_quality = float(quality[taken[taken_ok], cols[taken_ok]].mean()) if taken_ok.any() else float(quality.max(axis=0).mean())

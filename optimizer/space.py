@@ -63,13 +63,18 @@ def build_params(trial: Any, space: SearchSpace) -> Policy:
     return Policy(text_cuts, side_cuts, buckets, unknown)
 
 
-def assign(policy: Policy, text_height: np.ndarray, long_side: np.ndarray) -> np.ndarray:
-    """Route index per image under ``policy`` (vectorised; mirrors the emitted rules exactly)."""
+def buckets(policy: Policy, text_height: np.ndarray, long_side: np.ndarray) -> np.ndarray:
+    """Bucket index per image under ``policy``; images without a text estimate get their own
+    index, ``len(policy.bucket_routes)``."""
     t_bucket = np.searchsorted(np.asarray(policy.text_cuts), np.nan_to_num(text_height, nan=0.0), side="right")
     s_bucket = np.searchsorted(np.asarray(policy.side_cuts), long_side, side="right")
     bucket = t_bucket * (len(policy.side_cuts) + 1) + s_bucket
-    routes = np.asarray(policy.bucket_routes)[bucket]
-    return np.where(np.isnan(text_height), policy.unknown_route, routes)
+    return np.where(np.isnan(text_height), len(policy.bucket_routes), bucket)
+
+
+def assign(policy: Policy, text_height: np.ndarray, long_side: np.ndarray) -> np.ndarray:
+    """Route index per image under ``policy`` (vectorised; mirrors the emitted rules exactly)."""
+    return np.asarray([*policy.bucket_routes, policy.unknown_route])[buckets(policy, text_height, long_side)]
 
 
 def _band(cuts: Sequence[float], k: int) -> Range | None:

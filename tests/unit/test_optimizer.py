@@ -114,9 +114,24 @@ def test_lower_bound_is_the_point_where_nothing_is_predicted():
     quality = np.array([[0.9, 0.8], [0.85, 0.8]])
     # Members agree on route 0 (measured), scatter on route 1.
     draws = np.stack([quality, quality + [[0, 0], [-0.2, -0.2]], quality + [[0, 0], [0.1, 0.1]]])
-    m = Matrices(cost, quality, np.array([10.0, 20.0]), np.array([800.0, 800.0]), draws, np.arange(2), confidence=0.9)
+    m = Matrices(cost, quality, np.array([10.0, 20.0]), np.array([800.0, 800.0]), draws, np.arange(2), confidence=0.9,
+                 current=np.array([0, 0]))
     keep = Policy((), (), (0,), 0)
     move = Policy((), (), (1,), 1)
     assert evaluate_bounds(keep, m) == pytest.approx((1.0, 0.85, 0.85))
     c, q, lower = evaluate_bounds(move, m)
-    assert (c, q) == pytest.approx((0.1, 0.825)) and lower < q - 0.1
+    assert (c, q) == pytest.approx((0.1, 0.825)) and lower < q - 0.05
+
+
+def test_a_predicted_gain_in_one_bucket_does_not_pay_for_a_loss_in_another():
+    from optimizer.search import Matrices, evaluate_bounds
+    from optimizer.space import Policy
+
+    # Two buckets (text < 15 px, ≥ 15 px). Route 1 is predicted +0.2 on big text, −0.1 on small.
+    cost = np.array([[1.0, 1.0], [0.1, 0.1]])
+    quality = np.array([[0.8, 0.8], [0.7, 1.0]])
+    m = Matrices(cost, quality, np.array([10.0, 20.0]), np.array([800.0, 800.0]), current=np.array([0, 0]))
+    both = Policy((15.0,), (), (1, 1), 0)
+    c, q, lower = evaluate_bounds(both, m)
+    assert q == pytest.approx(0.85)  # the point prediction counts the gain...
+    assert lower == pytest.approx(0.75)  # ...the constraint does not: 0.8 + (−0.1 + 0) / 2
