@@ -289,7 +289,6 @@ def _traffic_frame(after_df: Any, db: Path) -> Any:
 
 def _workload(generate: Any, n: int, seed: int, out_dir: Path, tick: Callable[[int], None]) -> list[dict[str, Any]]:
     from emulator.workload import load_ground_truth
-
     from emulator.workload.generate import GENERATOR_VERSION
 
     truth = out_dir / "ground_truth.jsonl"
