@@ -347,7 +347,10 @@ def print_summary(console: Console, result: DemoResult, proposal: Any) -> None:
     lo, hi = (x - proposal.baseline_quality for x in proposal.quality_interval)
     console.print(f"proposal (on the training traffic): savings {proposal.savings:.1%}, quality "
                   f"{(proposal.predicted_quality - proposal.baseline_quality) * 100:+.1f} points "
-                  f"[{lo * 100:+.1f}, {hi * 100:+.1f}] against the baseline")
+                  f"[{lo * 100:+.1f}, {hi * 100:+.1f}] against the baseline"
+                  + (f"; realised {pair['quality_delta'] * 100:+.1f} points, "
+                     f"{'inside' if lo <= pair['quality_delta'] <= hi else 'outside'} that interval"
+                     if pair.get("pairs") else ""))
     console.print(f"store: {result.db}\nreport: {result.report}\nelapsed: {result.extra['elapsed_s']:.0f} s")
 
 

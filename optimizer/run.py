@@ -133,6 +133,7 @@ def optimize(
     # the measured score itself wherever the image was sent on a route (its request or a replay).
     images = _image_table(traffic)
     long_side = np.maximum(images.width, images.height).astype(float)
+    permille = images.text_height * 1000.0 / np.maximum(long_side, 1.0)
     scale = effective_scale_matrix(catalog, routes, images.width, images.height)
     taken = _route_index(traffic["route"].to_list(), routes)
     measured = traffic["quality"].cast(pl.Float64).fill_null(float("nan")).to_numpy()
@@ -159,14 +160,14 @@ def optimize(
     strong = int(np.bincount(taken[taken_ok]).argmax()) if taken_ok.any() else int(quality.mean(axis=1).argmax())
     current = np.where(taken_ok, taken, strong)
     reference = current[subset]
-    m = Matrices(cost, quality, images.text_height, long_side, draws, subset, confidence, current)
+    m = Matrices(cost, quality, permille, long_side, draws, subset, confidence, current)
 
     baseline_cost = float(traffic["billed_cost_usd"].fill_null(0).cast(pl.Float64).to_numpy().mean())
     baseline_quality = float(quality[taken[taken_ok], cols[taken_ok]].mean()) if taken_ok.any() else float(quality.max(axis=0).mean())
     observed = traffic["quality"].drop_nulls()
     observed_baseline = float(observed.cast(pl.Float64).to_numpy().mean()) if observed.len() else float("nan")
 
-    space = SearchSpace.from_data(routes, images.text_height, long_side, fallback=fallback)
+    space = SearchSpace.from_data(routes, permille, long_side, fallback=fallback)
     seeds = [{"n_text_cuts": 0, "n_side_cuts": 0, "route_0": routes[strong].key, "route_unknown_text": routes[strong].key}]
     name = study_name or f"aperture-{datetime.now(UTC):%Y%m%dT%H%M%S}"
     result = run_search(
@@ -177,7 +178,7 @@ def optimize(
         raise OptimizerError(f"no ruleset within {tolerance:.3f} of the baseline quality was found in {len(result.points)} trials")
     policy = build_params(optuna.trial.FixedTrial(result.best.params), space)
     pred_cost, pred_quality = evaluate(policy, m)
-    chosen = assign(policy, images.text_height, long_side)
+    chosen = assign(policy, permille, long_side)
 
     # Interval: the members' spread of the policy's mean (what the model does not know) and the
     # sampling spread over images (what a different window of traffic would show), combined.
@@ -207,7 +208,7 @@ def optimize(
     front_share = []
     for p in front:
         pol = build_params(optuna.trial.FixedTrial(p.params), space)
-        front_share.append((float((assign(pol, images.text_height, long_side) == strong).mean()), p.quality))
+        front_share.append((float((assign(pol, permille, long_side) == strong).mean()), p.quality))
     tradeoff = trade_off(front_share, float(quality[strong].mean()), float(quality[weak].mean()))
     shares = {routes[i].key: float(c) for i, c in enumerate(np.bincount(chosen, minlength=len(routes)) / len(chosen)) if c > 0}
 

@@ -28,7 +28,7 @@ class Matrices:
 
     cost: np.ndarray
     quality: np.ndarray
-    text_height: np.ndarray
+    text_permille: np.ndarray  # text height per thousand pixels of the long side (NaN: unknown)
     long_side: np.ndarray
     draws: np.ndarray | None = None
     subset: np.ndarray | None = None
@@ -81,13 +81,13 @@ def evaluate_bounds(policy: Policy, m: Matrices) -> tuple[float, float, float]:
     capped) change falls below its average. Measured cells are the same in every member and
     buckets left on the current routes change nothing, so keeping the current routes has a bound
     equal to its quality."""
-    idx = assign(policy, m.text_height, m.long_side)
+    idx = assign(policy, m.text_permille, m.long_side)
     cols = np.arange(m.cost.shape[1])
     cost = float(m.cost[idx, cols].mean())
     quality = float(m.quality[idx, cols].mean())
     if m.current is None:
         return cost, quality, quality
-    bucket = buckets(policy, m.text_height, m.long_side)
+    bucket = buckets(policy, m.text_permille, m.long_side)
     n_buckets = len(policy.bucket_routes) + 1
     now = m.quality[m.current, cols]
     bounded = float(now.mean()) + _capped_change(bucket, m.quality[idx, cols] - now, n_buckets)
@@ -176,13 +176,13 @@ def run_search(
         study = optuna.create_study(
             study_name=study_name, storage=storage, sampler=sampler, direction="minimize", load_if_exists=True
         )
+    already = len(study.trials)  # finished trials of a resumed study (before the seeds are queued)
     for params in seeds or []:
         study.enqueue_trial(params, skip_if_exists=True)
     stopper = EarlyStopping(patience, min_delta)
     callbacks: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = [stopper]
     if progress is not None:
         callbacks.append(lambda s, t: progress(t.number + 1, trials))
-    already = len(study.trials)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.optimize(objective, n_trials=max(trials - already, 0), callbacks=callbacks, gc_after_trial=False)

@@ -1,7 +1,8 @@
 """The search space: a ruleset template with up to K buckets, each routed to a candidate route.
 
-Buckets are cut on the estimated text height logged at intake (small print needs detail, big
-text does not) and on the image's long side. Thresholds are drawn from quantiles of the logged
+Buckets are cut on the estimated text height logged at intake, relative to the image's long side
+(``text_height_permille``: text that stays readable after a downscale to a fixed size, which is
+what low detail and fixed-view models do), and on the long side itself (what high detail keeps). Thresholds are drawn from quantiles of the logged
 data, so the space adapts to the traffic. ``build_params`` is the *only* place that turns
 parameters into rules: the objective calls it with an Optuna trial, and the winner is rebuilt
 from its params with ``optuna.trial.FixedTrial`` through the same function.
@@ -22,16 +23,16 @@ from router.rules import Conditions, DefaultRoute, Range, Rule, Ruleset, Target
 @dataclass(frozen=True)
 class SearchSpace:
     routes: tuple[Route, ...]
-    text_grid: tuple[float, ...]  # candidate text-height thresholds (px)
+    text_grid: tuple[float, ...]  # candidate text-height thresholds (‰ of the long side)
     side_grid: tuple[float, ...]  # candidate long-side thresholds (px)
     max_text_cuts: int = 2
     max_side_cuts: int = 1
     fallback: Target | None = None
 
     @classmethod
-    def from_data(cls, routes: Sequence[Route], text_height: np.ndarray, long_side: np.ndarray, *, fallback: Target | None = None) -> SearchSpace:
-        th = text_height[~np.isnan(text_height)]
-        text_grid = tuple(sorted({round(float(q), 1) for q in np.quantile(th, np.linspace(0.1, 0.9, 9))})) if len(th) else ()
+    def from_data(cls, routes: Sequence[Route], text_permille: np.ndarray, long_side: np.ndarray, *, fallback: Target | None = None) -> SearchSpace:
+        th = text_permille[~np.isnan(text_permille)]
+        text_grid = tuple(sorted({round(float(q), 2) for q in np.quantile(th, np.linspace(0.1, 0.9, 9))})) if len(th) else ()
         side_grid = tuple(sorted({float(int(q)) for q in np.quantile(long_side, np.linspace(0.2, 0.8, 4))})) if len(long_side) else ()
         return cls(tuple(routes), text_grid, side_grid, fallback=fallback)
 
@@ -63,18 +64,18 @@ def build_params(trial: Any, space: SearchSpace) -> Policy:
     return Policy(text_cuts, side_cuts, buckets, unknown)
 
 
-def buckets(policy: Policy, text_height: np.ndarray, long_side: np.ndarray) -> np.ndarray:
+def buckets(policy: Policy, text_permille: np.ndarray, long_side: np.ndarray) -> np.ndarray:
     """Bucket index per image under ``policy``; images without a text estimate get their own
     index, ``len(policy.bucket_routes)``."""
-    t_bucket = np.searchsorted(np.asarray(policy.text_cuts), np.nan_to_num(text_height, nan=0.0), side="right")
+    t_bucket = np.searchsorted(np.asarray(policy.text_cuts), np.nan_to_num(text_permille, nan=0.0), side="right")
     s_bucket = np.searchsorted(np.asarray(policy.side_cuts), long_side, side="right")
     bucket = t_bucket * (len(policy.side_cuts) + 1) + s_bucket
-    return np.where(np.isnan(text_height), len(policy.bucket_routes), bucket)
+    return np.where(np.isnan(text_permille), len(policy.bucket_routes), bucket)
 
 
-def assign(policy: Policy, text_height: np.ndarray, long_side: np.ndarray) -> np.ndarray:
+def assign(policy: Policy, text_permille: np.ndarray, long_side: np.ndarray) -> np.ndarray:
     """Route index per image under ``policy`` (vectorised; mirrors the emitted rules exactly)."""
-    return np.asarray([*policy.bucket_routes, policy.unknown_route])[buckets(policy, text_height, long_side)]
+    return np.asarray([*policy.bucket_routes, policy.unknown_route])[buckets(policy, text_permille, long_side)]
 
 
 def _band(cuts: Sequence[float], k: int) -> Range | None:
@@ -98,7 +99,7 @@ def to_ruleset(policy: Policy, space: SearchSpace, *, name: str, claims: Sequenc
         for s in range(n_side):
             route = space.routes[policy.bucket_routes[t * n_side + s]]
             text_band = _band(policy.text_cuts, t) or Range(gte=0)
-            when = Conditions(text_height_px=text_band, long_side=_band(policy.side_cuts, s))
+            when = Conditions(text_height_permille=text_band, long_side=_band(policy.side_cuts, s))
             target = route.target()
             rules.append(Rule(id=f"b{t}{s}-{route.model}-{route.detail}", when=when, route=target,
                               fallbacks=[f for f in fallbacks if f != target]))

@@ -5,8 +5,9 @@ default route applies. Rules apply to requests for ``aperture/auto`` and for the
 ruleset ``claims``; a request naming any other concrete model gets exactly that model.
 
 A request with several images is routed by its *most demanding* image: the image features are
-those of the largest image (by pixel count), except ``text_height_px``, which is the smallest
-text found in any image (fine print anywhere needs the detail).
+those of the largest image (by pixel count), except ``text_height_px`` and
+``text_height_permille`` (text height per thousand pixels of its image's long side), which are
+the smallest found in any image (fine print anywhere needs the detail).
 
 Example ruleset::
 
@@ -33,7 +34,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 AUTO_MODEL = "aperture/auto"
 
-RANGE_FEATURES = ("long_side", "short_side", "megapixels", "aspect", "bytes", "text_height_px", "image_count")
+RANGE_FEATURES = ("long_side", "short_side", "megapixels", "aspect", "bytes", "text_height_px", "text_height_permille",
+                  "image_count")
 SET_FEATURES = ("format", "task", "team", "model")
 
 
@@ -71,6 +73,7 @@ class Conditions(_Strict):
     aspect: Range | None = None
     bytes: Range | None = None
     text_height_px: Range | None = None
+    text_height_permille: Range | None = None
     image_count: Range | None = None
     format: list[str] | None = None
     task: list[str] | None = None
@@ -182,6 +185,14 @@ class ImageFeatures:
     def aspect(self) -> float:
         return self.long_side / max(self.short_side, 1)
 
+    @property
+    def text_height_permille(self) -> float | None:
+        """Text height per thousand pixels of the long side: what a fixed-size downscale keeps
+        (a model that sees 768 px on the long side sees this text at ``‰ × 0.768`` px)."""
+        if self.text_height_px is None:
+            return None
+        return self.text_height_px * 1000.0 / max(self.long_side, 1)
+
 
 @dataclass(frozen=True)
 class RequestFeatures:
@@ -199,8 +210,8 @@ class RequestFeatures:
             return getattr(self, name)
         if not self.images:
             return None
-        if name == "text_height_px":
-            heights = [i.text_height_px for i in self.images if i.text_height_px is not None]
+        if name in ("text_height_px", "text_height_permille"):
+            heights = [getattr(i, name) for i in self.images if i.text_height_px is not None]
             return min(heights) if heights else None
         largest = max(self.images, key=lambda i: i.width * i.height)
         if name == "bytes":

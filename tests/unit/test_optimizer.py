@@ -38,7 +38,8 @@ def test_finds_cheaper_rules_within_tolerance(catalog, tmp_path):
     for row in traffic.head(60).iter_rows(named=True):
         f = RequestFeatures(images=(ImageFeatures(row["width"], row["height"], 1, "png", row["text_height_px"]),))
         target = choose_route(p.ruleset, f).target
-        idx = assign(p.policy, np.array([row["text_height_px"]]), np.array([float(max(row["width"], row["height"]))]))[0]
+        long_side = float(max(row["width"], row["height"]))
+        idx = assign(p.policy, np.array([row["text_height_px"] * 1000.0 / long_side]), np.array([long_side]))[0]
         space_route = p.policy.bucket_routes  # noqa: F841 - kept for readability of the failure
         assert Route(target.model, target.detail).key == candidate_routes(catalog)[idx].key
     # Resumable: the same study continues in the same storage.
