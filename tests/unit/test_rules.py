@@ -66,6 +66,25 @@ def test_several_images_route_by_largest_image_and_smallest_text():
     assert f.value("long_side") == 900
     assert f.value("text_height_px") == 9
     assert choose_route(rs, f).rule_id == "default"
+    assert f.value("text_height_permille") == pytest.approx(10.0)  # 9 px on a 900 px long side
+    assert RequestFeatures(images=(ImageFeatures(400, 300, 10, "png", None),)).value("text_height_permille") is None
+
+
+def test_relative_text_height_separates_what_a_fixed_size_view_keeps():
+    rs = load_ruleset_text("""
+name: rel
+rules:
+  - id: readable-at-768
+    when: {text_height_permille: {gte: 12}}
+    route: {model: gemini-2.5-flash, detail: auto}
+default:
+  route: {model: gpt-4o, detail: high}
+""")
+    # The same 20 px text: 13.3 ‰ of a 1500 px page, 5 ‰ of a 4K screenshot.
+    page = RequestFeatures(images=(ImageFeatures(1500, 1100, 10, "png", 20.0),))
+    screen = RequestFeatures(images=(ImageFeatures(4000, 2250, 10, "png", 20.0),))
+    assert choose_route(rs, page).rule_id == "readable-at-768"
+    assert choose_route(rs, screen).rule_id == "default"
 
 
 def test_validation_flags_unknown_models_bad_detail_and_unreachable(catalog):
