@@ -76,4 +76,7 @@ def load_observations(db: str | Path, *, since: datetime | None = None, evaluato
         .join(scores, on=["span_id", "evaluator"], how="left")
         .select("span_id", pl.col("score").alias("quality"))
     )
-    return Observations(requests.join(quality, on="span_id", how="left"))
+    # A fixed row order (not arrival order, which concurrency shuffles): the same traces give the
+    # same folds, bootstrap members and search, hence the same proposal.
+    out = requests.join(quality, on="span_id", how="left")
+    return Observations(out.sort(["sha256", "task", "route", "ts", "span_id"], nulls_last=True))

@@ -95,6 +95,7 @@ def optimize(
     progress: Callable[[int, int], None] | None = None,
     observations: Observations | None = None,
     confidence: float = 0.9,
+    unseen_loss: float = 0.25,
     max_bound_images: int = 5000,
 ) -> Proposal:
     obs = observations or load_observations(db, since=since)
@@ -136,13 +137,13 @@ def optimize(
     permille = images.text_height * 1000.0 / np.maximum(long_side, 1.0)
     scale = effective_scale_matrix(catalog, routes, images.width, images.height)
     taken = _route_index(traffic["route"].to_list(), routes)
-    measured = traffic["quality"].cast(pl.Float64).fill_null(float("nan")).to_numpy()
+    measured_q = traffic["quality"].cast(pl.Float64).fill_null(float("nan")).to_numpy()
     cells = observed_cells(traffic, scored, routes)
-    quality = anchor_to_taken(qmodel.predict_matrix(images, scale), taken, measured)
+    quality = anchor_to_taken(qmodel.predict_matrix(images, scale), taken, measured_q)
     anchored = _apply_cells(quality, cells)
     rng = np.random.default_rng(seed)
     subset = np.sort(rng.choice(len(traffic), min(len(traffic), max_bound_images), replace=False))
-    draws = anchor_to_taken(qmodel.predict_draws(_take(images, subset), scale[:, subset]), taken[subset], measured[subset])
+    draws = anchor_to_taken(qmodel.predict_draws(_take(images, subset), scale[:, subset]), taken[subset], measured_q[subset])
     position = {int(i): k for k, i in enumerate(subset)}
     _apply_cells(draws, [(r, position[i], q) for r, i, q in cells if i in position])
     tokens = image_tokens_matrix(catalog, routes, images.width, images.height)
@@ -160,7 +161,9 @@ def optimize(
     strong = int(np.bincount(taken[taken_ok]).argmax()) if taken_ok.any() else int(quality.mean(axis=1).argmax())
     current = np.where(taken_ok, taken, strong)
     reference = current[subset]
-    m = Matrices(cost, quality, permille, long_side, draws, subset, confidence, current)
+    train_side = np.maximum(train_images.width, train_images.height).astype(float)
+    evidence = (obs_routes[known], train_images.text_height * 1000.0 / np.maximum(train_side, 1.0), train_side)
+    m = Matrices(cost, quality, permille, long_side, draws, subset, confidence, current, evidence, unseen_loss)
 
     baseline_cost = float(traffic["billed_cost_usd"].fill_null(0).cast(pl.Float64).to_numpy().mean())
     baseline_quality = float(quality[taken[taken_ok], cols[taken_ok]].mean()) if taken_ok.any() else float(quality.max(axis=0).mean())
@@ -233,6 +236,7 @@ def optimize(
         "quality_interval": list(interval),
         "quality_lower_bound": pred_lower,
         "confidence": confidence,
+        "unseen_loss": unseen_loss,
         "baseline_quality": baseline_quality,
         "tolerance": tolerance,
         "quality_model_cv_mae": qmodel.cv_mae,

@@ -34,6 +34,9 @@ class Matrices:
     subset: np.ndarray | None = None
     confidence: float = 0.9
     current: np.ndarray | None = None  # per image: the route its traffic took (the reference)
+    # Every scored observation (request, exploration, replay): its route, ‰ text height and long side.
+    evidence: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    unseen_loss: float = 0.0  # what one failure the observations did not show would cost (see evaluate_bounds)
 
 @dataclass
 class TrialPoint:
@@ -91,6 +94,17 @@ def evaluate_bounds(policy: Policy, m: Matrices) -> tuple[float, float, float]:
     n_buckets = len(policy.bucket_routes) + 1
     now = m.quality[m.current, cols]
     bounded = float(now.mean()) + _capped_change(bucket, m.quality[idx, cols] - now, n_buckets)
+    if m.evidence is not None and m.unseen_loss > 0:
+        # Rule-of-succession allowance: a bucket whose n images move to a route observed k times
+        # on images of that bucket may hide a failure rate up to about 1/(k + 1) that the sample
+        # did not show; it is charged ``unseen_loss × n / (k + 1)``. Moves backed by few
+        # observations cost more than well-observed ones; bootstrap members cannot see this.
+        moved = np.bincount(bucket, weights=idx != m.current, minlength=n_buckets)
+        ev_route, ev_permille, ev_side = m.evidence
+        ev_bucket = buckets(policy, ev_permille, ev_side)
+        routes_of = np.asarray([*policy.bucket_routes, policy.unknown_route])
+        k = np.bincount(ev_bucket, weights=ev_route == routes_of[ev_bucket], minlength=n_buckets)
+        bounded -= float((m.unseen_loss * moved / (k + 1.0)).sum() / len(cols))
     if m.draws is None or m.subset is None or len(m.subset) == 0:
         return cost, quality, bounded
     k = np.arange(len(m.subset))

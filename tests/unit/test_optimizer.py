@@ -136,3 +136,24 @@ def test_a_predicted_gain_in_one_bucket_does_not_pay_for_a_loss_in_another():
     c, q, lower = evaluate_bounds(both, m)
     assert q == pytest.approx(0.85)  # the point prediction counts the gain...
     assert lower == pytest.approx(0.75)  # ...the constraint does not: 0.8 + (−0.1 + 0) / 2
+
+
+def test_moves_backed_by_few_observations_are_charged_for_what_they_could_hide():
+    from optimizer.search import Matrices, evaluate_bounds
+    from optimizer.space import Policy
+
+    cost = np.array([[1.0, 1.0], [0.1, 0.1]])
+    quality = np.array([[0.9, 0.9], [0.9, 0.9]])  # predicted equal: only the allowance differs
+    move = Policy((), (), (1,), 1)
+
+    def lower(k: int) -> float:
+        evidence = (np.ones(k, dtype=int), np.full(k, 10.0), np.full(k, 800.0))
+        m = Matrices(cost, quality, np.array([10.0, 20.0]), np.array([800.0, 800.0]), current=np.array([0, 0]),
+                     evidence=evidence, unseen_loss=0.25)
+        return evaluate_bounds(move, m)[2]
+
+    assert lower(0) == pytest.approx(0.9 - 0.25)  # never seen on that route: a failure rate up to 1
+    assert lower(9) == pytest.approx(0.9 - 0.025)  # ten observations: up to about a tenth
+    assert evaluate_bounds(Policy((), (), (0,), 0), Matrices(cost, quality, np.array([10.0, 20.0]), np.array([800.0, 800.0]),
+                           current=np.array([0, 0]), evidence=(np.zeros(0, dtype=int), np.zeros(0), np.zeros(0)),
+                           unseen_loss=0.25))[2] == pytest.approx(0.9)  # staying put costs nothing
