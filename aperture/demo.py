@@ -131,6 +131,7 @@ def demo_config(opts: DemoOptions, emulator_url: str) -> AppConfig:
     cfg.telemetry.db_path = str((opts.out / "aperture.duckdb").resolve())
     cfg.routing.rules_store = str((opts.out / "rules").resolve())
     cfg.routing.poll_interval_s = 0.2
+    cfg.routing.sticky = "reference"  # the same workload image always lands in the same arm: reruns are comparable
     return cfg
 
 

@@ -160,7 +160,9 @@ class RoutingConfig(_Strict):
     default_model: str = "gpt-4o"
     explore_fraction: float = Field(default=0.0, ge=0.0, le=0.5)
     explore_models: list[str] = Field(default_factory=list)
-    sticky: Literal["request", "team"] = "request"
+    # What the canary/exploration split hashes: each request, the team, or the client's reference
+    # id (x-aperture-reference-id) so that a labelled evaluation case always lands in the same arm.
+    sticky: Literal["request", "team", "reference"] = "request"
     poll_interval_s: float = 0.5
 
 

@@ -202,7 +202,8 @@ class Gateway:
             ),
             task=state.task, team=principal.team, model=model,
         )
-        key = principal.team if self.config.routing.sticky == "team" else request_id
+        sticky = self.config.routing.sticky
+        key = principal.team if sticky == "team" else (state.reference_id or request_id) if sticky == "reference" else request_id
         arm = "active" if replay else assign_arm(key, snapshot.canary_fraction if snapshot.canary else 0.0, self.config.routing.explore_fraction if self.explore_set else 0.0)
         requested_detail = images[0].requested_detail if images else None
         decision = decide(
