@@ -134,7 +134,7 @@ def demo(
     after: int = typer.Option(60, help="Fresh images sent after the guard's decision."),
     seed: int = typer.Option(7, help="Workload seed; the fresh traffic uses seed + 1."),
     trials: int = typer.Option(200, help="Optuna trials."),
-    replay_sample: int = typer.Option(40, help="Images replayed to every candidate route."),
+    replay_sample: int = typer.Option(64, help="Images replayed to each replayed route."),
     tolerance: float = typer.Option(0.01, help="Quality the proposal may lose (0.01 = 1 point)."),
     mode: str = typer.Option("vision", help="vision (real OCR) or instant."),
 ) -> None:

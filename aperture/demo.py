@@ -58,7 +58,7 @@ class DemoOptions:
     fresh: int = 260  # most fresh images the canary may take before the guard decides
     after: int = 60  # fresh images sent after the decision
     seed: int = 7
-    replay_sample: int = 40
+    replay_sample: int = 64
     trials: int = 200
     tolerance: float = 0.01
     canary_fraction: float = 0.5
@@ -72,6 +72,10 @@ class DemoOptions:
     # gpt-4o-mini is left out (its image price equals gpt-4o's by design, providers.md §1.2),
     # and so is Claude Haiku (≈1,500 tokens at $1/M: about gpt-4o's image price).
     replay_models: tuple[str, ...] = ("gpt-4o", "gpt-4.1-mini", "gemini-2.5-flash")
+    # Replayed: one cheaper route per kind of saving (lower detail, a smaller model that sees as
+    # many pixels, a fixed 768 px view). More images on fewer routes: a failure mode that hits a
+    # few percent of images needs dozens of replays per route to show at all.
+    replay_routes: tuple[str, ...] = ("gpt-4o:low", "gpt-4.1-mini:high", "gemini-2.5-flash:auto")
     keep: bool = False
 
 
@@ -186,10 +190,10 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
                 telemetry.provider.force_flush()
 
                 # 4. Replay a stratified sample to every candidate route, then score everything.
-                routes = candidate_routes(cfg.models, list(opts.replay_models))
+                routes = [r for r in candidate_routes(cfg.models, list(opts.replay_models)) if r.key in opts.replay_routes]
                 items = load_items(db, blob_dir, opts.replay_sample, seed=opts.seed)
                 total = sum(1 for i in items for r in routes if r.key != i.route)
-                tick = stage.bar(f"replay {len(items)} images × {len(routes) - 1} routes", total)
+                tick = stage.bar(f"replay {len(items)} images × {len(routes)} routes", total)
                 rep = replay(gateway_url, items, routes, concurrency=opts.concurrency, progress=lambda d, t: tick(1))
                 extra["replay"] = {"sent": rep.sent, "failed": rep.failed, "errors": rep.errors}
                 telemetry.provider.force_flush()
