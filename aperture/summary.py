@@ -9,13 +9,16 @@ import polars as pl
 from collector.store import fetch_df, open_store
 from optimizer.data import QUALITY_EVALUATORS
 
-_PHASE_SQL = """
+# A request's quality: the score of the evaluator that judges its task (see _quality_cases).
+_QUALITY_CTE = """
 WITH q AS (
     SELECT span_id, avg(score) AS quality FROM eval_scores
     WHERE status = 'scored' AND (
         {quality_cases}
     ) GROUP BY span_id
-), img AS (
+)"""
+
+_PHASE_SQL = _QUALITY_CTE + """, img AS (
     SELECT trace_id, request_span_id, max(greatest(width, height)) AS long_side, count(*) AS images,
            sum(cost_usd) AS image_cost, sum(tokens_billed) AS image_tokens
     FROM image_spans GROUP BY trace_id, request_span_id
@@ -84,13 +87,7 @@ def route_mix(df: pl.DataFrame) -> dict[str, float]:
     return {r: n / df.height for r, n in counts.iter_rows()}
 
 
-_PAIRED_SQL = """
-WITH q AS (
-    SELECT span_id, avg(score) AS quality FROM eval_scores
-    WHERE status = 'scored' AND (
-        {quality_cases}
-    ) GROUP BY span_id
-), img AS (
+_PAIRED_SQL = _QUALITY_CTE + """, img AS (
     SELECT trace_id, request_span_id, count(*) AS images FROM image_spans GROUP BY trace_id, request_span_id
 ), req AS (
     SELECT r.span_id, r.reference_id, r.route, coalesce(r.replay, false) AS replay, r.ruleset_version,

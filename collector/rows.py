@@ -246,24 +246,25 @@ def _duration_ms(span: SpanRecord) -> float | None:
     return None
 
 
+def _typed_row(span: SpanRecord, columns: Any) -> dict[str, Any]:
+    get = span.attributes.get
+    row = {column: coerce(get(key)) for column, key, coerce in columns}
+    row["trace_id"] = span.trace_id
+    row["span_id"] = span.span_id
+    row["ts"] = ns_to_us(span.start_ns)
+    return row
+
+
 def image_row(span: SpanRecord) -> dict[str, Any]:
     """The ``image_spans`` row of an ``image`` span."""
-    get = span.attributes.get
-    image = {column: coerce(get(key)) for column, key, coerce in IMAGE_COLUMNS}
-    image["trace_id"] = span.trace_id
-    image["span_id"] = span.span_id
+    image = _typed_row(span, IMAGE_COLUMNS)
     image["request_span_id"] = span.parent_span_id
-    image["ts"] = ns_to_us(span.start_ns)
     return image
 
 
 def request_row(span: SpanRecord) -> dict[str, Any]:
     """The ``request_spans`` row of a chat request span."""
-    get = span.attributes.get
-    request = {column: coerce(get(key)) for column, key, coerce in REQUEST_COLUMNS}
-    request["trace_id"] = span.trace_id
-    request["span_id"] = span.span_id
-    request["ts"] = ns_to_us(span.start_ns)
+    request = _typed_row(span, REQUEST_COLUMNS)
     request["duration_ms"] = _duration_ms(span)
     failed = span.status_code == "ERROR" or request["error_type"] is not None
     request["status"] = "error" if failed else "ok"

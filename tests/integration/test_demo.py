@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo-out")
     console = Console(record=True, width=140)
-    result = run_demo(DemoOptions(out=out, n=36, fresh=48, after=12, replay_sample=12, trials=25, mode="instant", canary_batch=12), console)
+    result = run_demo(DemoOptions(out=out, n=36, fresh=48, after=12, replay_sample=20, trials=25, mode="instant", canary_batch=12), console)
     return result, console.export_text(), out
 
 
