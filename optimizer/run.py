@@ -166,7 +166,8 @@ def optimize(
     m = Matrices(cost, quality, permille, long_side, draws, subset, confidence, current, evidence, unseen_loss)
 
     baseline_cost = float(traffic["billed_cost_usd"].fill_null(0).cast(pl.Float64).to_numpy().mean())
-    baseline_quality = float(quality[taken[taken_ok], cols[taken_ok]].mean()) if taken_ok.any() else float(quality.max(axis=0).mean())
+    # The current routes' quality, measured where scored: the same level the bound starts from.
+    baseline_quality = float(quality[current, cols].mean())
     observed = traffic["quality"].drop_nulls()
     observed_baseline = float(observed.cast(pl.Float64).to_numpy().mean()) if observed.len() else float("nan")
 
