@@ -6,9 +6,11 @@
 3. Send the training workload through the ``openai`` SDK (baseline traffic).
 4. Replay a stratified sample to every candidate route; score everything (``evals``).
 5. Group failures into clusters; optimise a ruleset with Optuna; propose it as a new version.
-6. Canary it on the fresh workload; the guard promotes or rolls back with its sequential test.
-7. Send the rest of the fresh workload; summarise before/after from the DuckDB store and write
-   an HTML report with plots.
+6. Canary it on the fresh workload, each canary request shadowed on the active version; the
+   guard promotes or rolls back with its sequential test on those pairs.
+7. Send the rest of the fresh workload and shadow what the candidate served on the baseline
+   route; summarise before/after (paired: same images) from the DuckDB store and write an HTML
+   report with plots.
 """
 
 from __future__ import annotations
