@@ -283,6 +283,27 @@ def test_invalid_versions_are_never_activated(tmp_path: Path) -> None:
         assert versions == image_versions == {good.id}
 
 
+def test_split_sticky_by_reference_sends_each_case_to_one_arm(tmp_path: Path) -> None:
+    overrides = {**FAST_POLL, "routing.sticky": "reference"}
+    with running_stack(tmp_path, overrides=overrides, rules_store=tmp_path / "rules") as stack:
+        store = DirectoryRuleStore(tmp_path / "rules")
+        active = store.propose(route_only("a", "gpt-4o-mini", "low"), author="test")
+        store.activate(active.id, actor="test")
+        canary = store.propose(route_only("b", "gpt-4.1-mini", "low"), author="test")
+        store.start_canary(canary.id, 0.5, actor="test")
+        wait_served(stack, store)
+        client = client_for(stack)
+        seen: dict[str, set[str]] = {}
+        for case in range(12):
+            for _ in range(3):
+                raw = post(client, image_message(data_url(page_png(64, 40, "OK"))),
+                           extra_headers={"x-aperture-reference-id": f"case-{case}"})
+                raw.parse()
+                seen.setdefault(f"case-{case}", set()).add(raw.headers["x-aperture-ruleset"])
+        assert all(len(versions) == 1 for versions in seen.values())  # each case: one arm, every time
+        assert set().union(*seen.values()) == {active.id, canary.id}  # and the cases are split
+
+
 # ------------------------------------------------------------------ 3. the admin API
 ADMIN_KEY = "adm-test-key"
 
