@@ -34,7 +34,7 @@ from optimizer.routes import (
     image_tokens_matrix,
     route_costs,
 )
-from optimizer.search import Matrices, SearchResult, evaluate, evaluate_bounds, run_search
+from optimizer.search import Matrices, SearchResult, evaluate_bounds, run_search
 from optimizer.space import Policy, SearchSpace, assign, build_params, to_ruleset
 from router.rules import Ruleset, Target, dump_ruleset
 
@@ -181,13 +181,12 @@ def optimize(
     if result.best is None:
         raise OptimizerError(f"no ruleset within {tolerance:.3f} of the baseline quality was found in {len(result.points)} trials")
     policy = build_params(optuna.trial.FixedTrial(result.best.params), space)
-    pred_cost, pred_quality = evaluate(policy, m)
+    pred_cost, pred_quality, pred_lower = evaluate_bounds(policy, m)
     chosen = assign(policy, permille, long_side)
 
     # Interval: the members' spread of the policy's mean (what the model does not know) and the
     # sampling spread over images (what a different window of traffic would show), combined.
     per_image = quality[chosen, cols]
-    _, _, pred_lower = evaluate_bounds(policy, m)
     sub = chosen[subset]
     k = np.arange(len(sub))
     member_means = draws[:, sub, k].mean(axis=1) - draws[:, reference, k].mean(axis=1)
