@@ -176,6 +176,23 @@ class MetricResult:
     statistics: dict[str, Any]
 
 
+def _test_statistics(
+    log_r: NDArray[np.float64], log_p: NDArray[np.float64], max_r: NDArray[np.float64], max_p: NDArray[np.float64],
+    groups: int, stop: NDArray[np.int64], counts: NDArray[np.int64], config: SequentialConfig, alpha: float | None,
+) -> dict[str, Any]:
+    """The e-values, thresholds and decision point of one stream, as recorded with a decision."""
+    return {
+        "e_rollback": float(math.exp(min(float(max_r[0]), 700.0))),
+        "e_promote": float(math.exp(min(float(max_p[0]), 700.0))),
+        "e_rollback_now": float(math.exp(min(float(log_r[groups - 1]), 700.0))) if groups else 1.0,
+        "e_promote_now": float(math.exp(min(float(log_p[groups - 1]), 700.0))) if groups else 1.0,
+        "threshold_rollback": 1.0 / (alpha or config.alpha),
+        "threshold_promote": 1.0 / config.beta,
+        "decided_at_group": int(stop[0]) if stop[0] >= 0 else None,
+        "canary_at_decision": int(counts[stop[0]]) if stop[0] >= 0 else None,
+    }
+
+
 def evaluate_metric(
     name: str, is_canary: ArrayLike, values: ArrayLike, config: SequentialConfig, alpha: float | None = None
 ) -> MetricResult:
@@ -193,14 +210,7 @@ def evaluate_metric(
         "mean_active": float(val[~arm].mean()) if (~arm).any() else None,
         "groups": groups,
         "mean_group_diff": float(np.nanmean(d)) if groups else None,
-        "e_rollback": float(math.exp(min(float(max_r[0]), 700.0))),
-        "e_promote": float(math.exp(min(float(max_p[0]), 700.0))),
-        "e_rollback_now": float(math.exp(min(float(log_r[groups - 1]), 700.0))) if groups else 1.0,
-        "e_promote_now": float(math.exp(min(float(log_p[groups - 1]), 700.0))) if groups else 1.0,
-        "threshold_rollback": 1.0 / (alpha or config.alpha),
-        "threshold_promote": 1.0 / config.beta,
-        "decided_at_group": int(stop[0]) if stop[0] >= 0 else None,
-        "canary_at_decision": int(counts[stop[0]]) if stop[0] >= 0 else None,
+        **_test_statistics(log_r, log_p, max_r, max_p, groups, stop, counts, config, alpha),
     }
     if stats["mean_canary"] is not None and stats["mean_active"] is not None:
         stats["diff"] = stats["mean_canary"] - stats["mean_active"]
@@ -238,14 +248,7 @@ def evaluate_paired_metric(
         "groups": n,
         "mean_group_diff": float(d.mean()) if n else None,
         "diff": float(d.mean()) if n else None,
-        "e_rollback": float(math.exp(min(float(max_r[0]), 700.0))),
-        "e_promote": float(math.exp(min(float(max_p[0]), 700.0))),
-        "e_rollback_now": float(math.exp(min(float(log_r[-1]), 700.0))) if n else 1.0,
-        "e_promote_now": float(math.exp(min(float(log_p[-1]), 700.0))) if n else 1.0,
-        "threshold_rollback": 1.0 / (alpha or config.alpha),
-        "threshold_promote": 1.0 / config.beta,
-        "decided_at_group": int(stop[0]) if stop[0] >= 0 else None,
-        "canary_at_decision": int(counts[stop[0]]) if stop[0] >= 0 else None,
+        **_test_statistics(log_r, log_p, max_r, max_p, n, stop, counts, config, alpha),
     }
     return MetricResult(name, _CODES[int(code[0])], stats)  # type: ignore[arg-type]
 
