@@ -15,6 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from collector.store import insert_rows, open_store
 from router.rollout.actions import manual_promote, manual_rollback, start_canary
 from router.rollout.guard import Guard, GuardConfig
+from router.rollout.sequential import SequentialConfig
 from router.rollout.store import DirectoryRuleStore
 
 EVALUATOR = "ocr_faithfulness"
@@ -199,3 +200,64 @@ def test_per_evaluator_mode_skips_absent_evaluators_and_names_the_regressed_one(
     decision = Guard(db2, store2, config).step()
     assert decision.action == "rollback" and "grounding" in decision.reason
     assert EVALUATOR not in decision.reason
+
+
+def write_paired_traffic(db: Path, store: DirectoryRuleStore, n: int, seed: int, *, canary_score: float = 0.9,
+                         shadow_score: float = 0.9, errors_canary: float = 0.0,
+                         shadow_every: int = 1) -> None:
+    """n canary requests (one image each, its own sha256), every `shadow_every`-th followed by a
+    scored shadow: a replay of the same image and task on the active version."""
+    p = store.pointer()
+    assert p.canary_started_at is not None
+    rng = np.random.default_rng(seed)
+    requests, scores, images = [], [], []
+
+    def add(i: int, kind: str, version: str, arm: str, failed: bool, score: float, replay: bool, ms: int) -> None:
+        ts = p.canary_started_at + timedelta(milliseconds=ms)
+        span = f"{kind}{i:06d}"
+        requests.append({"trace_id": f"t{kind}{i:06d}", "span_id": span, "ts": ts, "ruleset_version": version,
+                         "arm": arm, "status": "error" if failed else "ok", "replay": replay, "task": "transcribe"})
+        images.append({"trace_id": f"t{kind}{i:06d}", "span_id": f"i{kind}{i:06d}", "request_span_id": span, "ts": ts,
+                       "sha256": f"{i:064x}", "width": 100, "height": 100, "cost_usd": 0.001})
+        if not failed:
+            scores.append({"trace_id": f"t{kind}{i:06d}", "span_id": span, "evaluator": EVALUATOR,
+                           "evaluator_version": "1", "status": "scored", "ts": ts,
+                           "score": float(np.clip(rng.normal(score, 0.02), 0, 1))})
+
+    for i in range(n):
+        add(i, "c", p.canary, "canary", bool(rng.random() < errors_canary), canary_score, False, 10 * i + 1)
+        if i % shadow_every == 0:
+            add(i, "s", p.active, "active", False, shadow_score, True, 10 * i + 5)
+    with open_store(db) as conn:
+        insert_rows(conn, "request_spans", requests)
+        insert_rows(conn, "eval_scores", scores)
+        insert_rows(conn, "image_spans", images)
+
+
+def test_paired_guard_decides_errors_on_pairs_too(tmp_path: Path) -> None:
+    config = GuardConfig(evaluators=(EVALUATOR,), error_delta=0.1, paired=True,
+                         sequential=SequentialConfig(delta=0.1, beta=0.1))
+    store, db = setup_rollout(tmp_path)
+    write_paired_traffic(db, store, 60, seed=31)
+    decision = Guard(db, store, config).step()
+    assert decision.action == "promote", decision.reason
+    success = decision.statistics["metrics"]["success_rate"]
+    assert success["paired"] and success["n_canary"] == 60 and success["action"] == "promote"
+    assert store.pointer().active == "v0002"
+
+
+def test_paired_guard_counts_unshadowed_errors_and_skips_unshadowed_successes(tmp_path: Path) -> None:
+    config = GuardConfig(evaluators=(EVALUATOR,), error_delta=0.1, paired=True,
+                         sequential=SequentialConfig(delta=0.1, beta=0.1))
+    store, db = setup_rollout(tmp_path)
+    write_paired_traffic(db, store, 400, seed=32, errors_canary=0.4, shadow_every=4)
+    decision = Guard(db, store, config).step()
+    assert decision.action == "rollback" and "success_rate" in decision.reason
+    success = decision.statistics["metrics"]["success_rate"]
+    # Shadowed requests (100) plus the unshadowed canary errors; unshadowed successes do not count.
+    assert 100 < success["n_canary"] < 400 and success["mean_canary"] < 0.7
+
+    store2, db2 = setup_rollout(tmp_path / "second")
+    write_paired_traffic(db2, store2, 40, seed=33, shadow_every=2)
+    preview = Guard(db2, store2, config).preview()
+    assert preview.statistics["metrics"]["success_rate"]["n_canary"] == 20
