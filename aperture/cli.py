@@ -84,7 +84,7 @@ def serve(
     from aperture.wiring import build_gateway_app
 
     gateway_app = build_gateway_app(cfg, db_path=db_path, rules_store=rules_store)
-    uvicorn.run(gateway_app, host=host, port=port, log_level="warning", access_log=False)
+    uvicorn.run(gateway_app, host=host, port=port, log_level="warning", access_log=False, loop="auto", http="auto")
 
 
 @app.command()

@@ -118,8 +118,11 @@ def serve_workers(
     else:
         env.pop(WORKER_RULES_STORE_ENV, None)
     try:
+        # No access log (a line per request is pure overhead; errors are still logged); "auto"
+        # takes uvloop + httptools when installed, asyncio + h11 otherwise.
         return _supervise(uvicorn.Config("aperture.wiring:worker_app", factory=True, host=host, port=port,
-                                         workers=workers, log_level="warning", access_log=False))
+                                         workers=workers, log_level="warning", access_log=False,
+                                         loop="auto", http="auto"))
     finally:
         if child is not None:
             _stop(child, collector_stop_timeout_s)

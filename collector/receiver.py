@@ -275,7 +275,13 @@ def serve_receiver(
     forward: str | None = None,
     **options: Any,
 ) -> None:
-    """Run the receiver with uvicorn until interrupted (``aperture collector``)."""
+    """Run the receiver with uvicorn until interrupted (``aperture collector``).
+
+    No access log: every exporter batch is one POST, so a line each would only cost CPU (errors
+    are still logged). ``loop``/``http`` "auto" take uvloop and httptools when installed (the
+    ``uvicorn[standard]`` fast paths) and asyncio/h11 otherwise.
+    """
     import uvicorn
 
-    uvicorn.run(create_receiver_app(db, forward_url=forward, **options), host=host, port=port)
+    uvicorn.run(create_receiver_app(db, forward_url=forward, **options), host=host, port=port,
+                access_log=False, loop="auto", http="auto")

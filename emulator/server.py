@@ -134,5 +134,6 @@ def serve_emulator(host: str = "127.0.0.1", port: int = 9100, **kw: Any) -> None
     """Run the emulator with uvicorn until interrupted (``aperture emulate``)."""
     import uvicorn
 
+    # "auto": uvloop + httptools when installed, asyncio + h11 otherwise.
     uvicorn.run(create_emulator_app(**kw), host=host, port=port, log_level="info", ws="none",
-                timeout_graceful_shutdown=2)
+                loop="auto", http="auto", timeout_graceful_shutdown=2)

@@ -339,10 +339,12 @@ def test_serve_receiver_runs_uvicorn(tmp_path: Path) -> None:
     port = probe.getsockname()[1]
     probe.close()
     db = tmp_path / "served.duckdb"
+    log = (tmp_path / "receiver.log").open("wb")
     server = subprocess.Popen(
         [sys.executable, "-c", SERVE, str(db), str(port)],
         cwd=Path(__file__).resolve().parents[2],
-        stderr=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,  # uvicorn's access lines would go to stdout
     )
     try:
         url = f"http://127.0.0.1:{port}"
@@ -359,4 +361,8 @@ def test_serve_receiver_runs_uvicorn(tmp_path: Path) -> None:
     finally:
         server.terminate()  # uvicorn drains the writer queue on shutdown
         server.wait(30)
+        log.close()
     assert count(db) == 3
+    # uvicorn's own INFO lines are there, but no access line per exporter batch.
+    output = (tmp_path / "receiver.log").read_text()
+    assert "Uvicorn running" in output and "POST /v1/traces" not in output, output

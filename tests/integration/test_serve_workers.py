@@ -8,6 +8,7 @@ collector's DuckDB file.
 from __future__ import annotations
 
 import base64
+import importlib.util
 import os
 import signal
 import socket
@@ -49,6 +50,22 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 90.0
     raise AssertionError(f"{url} did not come up")
 
 
+def _descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        for task in Path(f"/proc/{todo.pop()}/task").iterdir():
+            children = [int(c) for c in (task / "children").read_text().split()]
+            found += children
+            todo += children
+    return found
+
+
+def _fast_paths(pid: int) -> set[str]:
+    """Which of uvicorn's compiled fast paths a process has loaded (Linux: its memory map)."""
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    return {name for name in ("uvloop", "httptools") if f"/{name}/" in maps}
+
+
 def test_serve_workers_every_image_reaches_the_collector_store(tmp_path: Path) -> None:
     png = "data:image/png;base64," + base64.b64encode(page_png(64, 48)).decode()
     with running_emulator(mode="instant", catalog=str(EXAMPLE)) as emulator_url:
@@ -74,11 +91,18 @@ def test_serve_workers_every_image_reaches_the_collector_store(tmp_path: Path) -
                                                         messages=[{"role": "user", "content": content}])
                 assert answer.choices[0].message.content is not None
                 images += n_images
+            # Workers and collector serve with uvloop + httptools (a spawn helper may be among the children).
+            loaded = [_fast_paths(pid) for pid in _descendants(proc.pid)]
+            installed = {name for name in ("uvloop", "httptools") if importlib.util.find_spec(name)}
+            assert sum(paths == installed for paths in loaded) >= 3, loaded
         finally:
             proc.send_signal(signal.SIGTERM)
             exit_code = proc.wait(timeout=120)
             log.close()
-    assert exit_code == 0, (tmp_path / "serve.log").read_text()
+    output = (tmp_path / "serve.log").read_text()
+    assert exit_code == 0, output
+    # No access line per request (workers) or per OTLP batch (collector); errors would still show.
+    assert "POST /v1/chat/completions" not in output and "POST /v1/traces" not in output, output[-2000:]
     with duckdb.connect(str(db), read_only=True) as conn:
         rows = conn.execute("SELECT count(*), count(DISTINCT request_span_id) FROM image_spans").fetchone()
     assert rows == (images, 6)
