@@ -197,6 +197,39 @@ def tree_cpu_s(pid: int) -> float:
     return total
 
 
+def process_cpu_s(pid: int) -> dict[int, tuple[str, float]]:
+    """CPU seconds of ``pid`` and each live descendant, by role. Under ``serve --workers`` the
+    collector is the child in its own process group; the other spawned children are workers."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, tuple[str, float]] = {}
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            cmd = Path(f"/proc/{p}/cmdline").read_bytes()
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, IndexError, ValueError):
+            continue
+        if p == pid:
+            role = "supervisor"
+        elif b"resource_tracker" in cmd:
+            role = "resource tracker"
+        else:
+            role = "collector" if int(fields[2]) == p else "worker"  # fields[2]: process group
+        out[p] = (role, (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def cpu_by_role(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> dict[str, float]:
+    """CPU seconds spent between two snapshots, summed per role (processes alive at the end)."""
+    roles: dict[str, float] = {}
+    for p, (role, sec) in after.items():
+        roles[role] = roles.get(role, 0.0) + sec - before.get(p, (role, 0.0))[1]
+    return roles
+
+
 def stop(proc: subprocess.Popen[bytes], timeout_s: float = 180.0) -> int | None:
     """SIGTERM and wait: workers finish in-flight requests and flush, then the collector drains."""
     if proc.poll() is None:
@@ -252,12 +285,14 @@ def main(argv: list[str] | None = None) -> None:
               f"{args.load_processes} load processes; gateway workers {args.gateway_workers}, emulator workers "
               f"{args.emulator_workers}; 1 image per request, store {db}")
         cpu0 = {"gateway+collector": tree_cpu_s(gw.pid), "emulator": tree_cpu_s(emulator.pid)}
+        roles0 = process_cpu_s(gw.pid)
         wall0 = time.perf_counter()
         load = run_load(gw_port, "/v1/chat/completions", body, rate=args.rate, seconds=args.seconds,
                         concurrency=args.concurrency, processes=args.load_processes)
         wall = time.perf_counter() - wall0
         # Finished load processes are no longer descendants: their CPU is in our children's times.
         children = os.times()
+        roles = cpu_by_role(roles0, process_cpu_s(gw.pid))
         cpu = {"gateway+collector": tree_cpu_s(gw.pid) - cpu0["gateway+collector"],
                "emulator": tree_cpu_s(emulator.pid) - cpu0["emulator"],
                "load generator": children.children_user + children.children_system}
@@ -282,6 +317,8 @@ def main(argv: list[str] | None = None) -> None:
     n = max(load.sent, 1)
     print(f"CPU over the {wall:.1f} s load window (2 cores = {2 * wall:.0f} CPU-s): " + ", ".join(
         f"{name} {sec:.1f} s ({1000 * sec / n:.2f} ms/request)" for name, sec in cpu.items()))
+    print("  of which " + ", ".join(f"{name} {1000 * sec / n:.2f} ms/request" for name, sec in sorted(roles.items())
+                                    if sec > 0.005))
     how = "clean" if gw_exit in (0, -signal.SIGTERM) else "NOT clean"
     print(f"gateway stopped by SIGTERM in {shutdown_s:.1f} s, exit {gw_exit} ({how})")
     print(f"sent {load.sent}  ok {load.ok}  image rows {rows}  request rows {request_rows}  lost {lost}")
