@@ -8,6 +8,8 @@
 2. OCR: each generated image read through `emulator.vision.see` at the size gpt-4o would
    see it for each detail level (OpenAI tile rule), with an empty temporary cache, so every
    read runs the model. CPU-s per image is what one read costs whatever else the machine does.
+   Each read is repeated with denormals not flushed (`OcrEngine(flush_denormals=False)`):
+   the ratio and whether the lines are identical.
 3. Parallel reads: the same images split over two threads, each with its own engine (what
    the emulator does with `ocr_workers=2`); parallelism = CPU-s / wall-s (2.0 is ideal on an
    idle 2-core machine; less when other processes share the cores).
@@ -54,18 +56,26 @@ def _inputs(n: int, seed: int, details: list[str]) -> list[tuple[bytes, tuple[in
         return out
 
 
-def bench_ocr(inputs: list[tuple[bytes, tuple[int, int], str]]) -> dict[str, list[float]]:
-    """CPU-s per cold read, by detail level."""
+def bench_ocr(inputs: list[tuple[bytes, tuple[int, int], str]]) -> tuple[dict[str, list[float]], dict[str, list[float]], int]:
+    """CPU-s per cold read by detail level, with denormals flushed and without (each image
+    read both ways, one after the other), and how many reads gave the same lines."""
     profile = profile_for("gpt-4o")
     cpu: dict[str, list[float]] = {}
+    plain_cpu: dict[str, list[float]] = {}
+    same = 0
     with tempfile.TemporaryDirectory() as tmp:
-        engine = OcrEngine(cache_dir=tmp)
-        engine.read(decode(inputs[0][0]).resize((64, 64)), key="warm-up")  # loads the model
+        engine = OcrEngine(cache_dir=Path(tmp) / "flushed")
+        plain = OcrEngine(cache_dir=Path(tmp) / "plain", flush_denormals=False)
+        for e in (engine, plain):
+            e.read(decode(inputs[0][0]).resize((64, 64)), key="warm-up")  # loads the model
         for data, size, detail in inputs:
             t = time.thread_time()
-            see(data, size, profile, engine)
+            lines = see(data, size, profile, engine)
             cpu.setdefault(detail, []).append(time.thread_time() - t)
-    return cpu
+            t = time.thread_time()
+            same += see(data, size, profile, plain) == lines
+            plain_cpu.setdefault(detail, []).append(time.thread_time() - t)
+    return cpu, plain_cpu, same
 
 
 def bench_parallel(inputs: list[tuple[bytes, tuple[int, int], str]]) -> tuple[float, float]:
@@ -106,10 +116,13 @@ def main(argv: list[str] | None = None) -> int:
                   f"({cpu / max(1, a.gen_n):.3f} CPU-s/image)", flush=True)
     inputs = _inputs(a.n, a.seed, a.details) if {"ocr", "parallel"} - set(a.skip) else []
     if "ocr" not in a.skip:
-        for detail, per in bench_ocr(inputs).items():
+        flushed, plain, same = bench_ocr(inputs)
+        for detail, per in flushed.items():
             print(f"OCR cold at gpt-4o {detail}: {statistics.mean(per):.2f} CPU-s/image mean, "
-                  f"median {statistics.median(per):.2f}, max {max(per):.2f} over {len(per)} images",
-                  flush=True)
+                  f"median {statistics.median(per):.2f}, max {max(per):.2f} over {len(per)} images; "
+                  f"without flushing denormals {statistics.mean(plain[detail]):.2f} "
+                  f"(flushed/plain {sum(per) / sum(plain[detail]):.2f})", flush=True)
+        print(f"same lines with and without flushing: {same}/{len(inputs)} reads", flush=True)
     if "parallel" not in a.skip:
         wall, used = bench_parallel(inputs)
         print(f"OCR on 2 threads: {len(inputs)} reads in {wall:.1f}s wall, {used:.1f} CPU-s, "
