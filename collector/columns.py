@@ -57,6 +57,13 @@ _ARROW_OF: dict[Any, tuple[pa.DataType, frozenset[type]]] = {
 _IMAGE_PLAN = tuple(
     (column, key, coerce, *_ARROW_OF[coerce]) for column, key, coerce in IMAGE_COLUMNS
 )
+# Text columns are read in one pass: pyarrow converts the attribute dicts to a struct
+# of the text keys (other keys ignored) and refuses any value that is not text, so the
+# batch is exact when it succeeds. Numbers are not: pyarrow would take 3.0 as an
+# integer and 3 as a float, so those columns keep the per-column type check.
+_TEXT_PLAN = tuple(p for p in _IMAGE_PLAN if p[2] is as_str)
+_NUMBER_PLAN = tuple(p for p in _IMAGE_PLAN if p[2] is not as_str)
+_TEXT_STRUCT = pa.struct([(key, pa.string()) for _, key, *_ in _TEXT_PLAN])
 
 
 def _typed(
@@ -93,12 +100,27 @@ def _microseconds(ns_values: list[Any]) -> pa.Array:
     return pc.divide(pc.if_else(pc.greater(ns, 0), ns, None), 1000)
 
 
+def _text_columns(attrs: list[dict[str, Any]]) -> dict[str, pa.Array] | None:
+    """The text columns in one conversion; None when some value is not a ``str``."""
+    try:
+        struct = pa.array(attrs, type=_TEXT_STRUCT)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+        return None
+    if struct.null_count:  # an attribute dict that is None: not a span pyarrow should see
+        return None
+    return {column: struct.field(i) for i, (column, *_) in enumerate(_TEXT_PLAN)}
+
+
 def image_table(images: list[SpanRecord]) -> tuple[pa.Table, pa.Table]:
     """Image spans → (rows for ``image_span_log``, new rows for ``span_meta``) as Arrow tables."""
     attrs = [s.attributes for s in images]
+    text = _text_columns(attrs)
     columns: dict[str, pa.Array] = {}
     inexact: dict[int, list[str]] = {}
     for column, key, coerce, arrow_type, allowed in _IMAGE_PLAN:
+        if text is not None and column in text:
+            columns[column] = text[column]
+            continue
         array, bad = _typed([a.get(key) for a in attrs], arrow_type, allowed, coerce)
         columns[column] = array
         for i in bad:
@@ -110,14 +132,33 @@ def image_table(images: list[SpanRecord]) -> tuple[pa.Table, pa.Table]:
     columns["request_span_id"] = pa.array([s.parent_span_id for s in images], pa.string())
     meta_ids, metas = _span_meta(images)
     columns["span_meta"] = pa.array(meta_ids, pa.int64())
-    extra: list[str | None] = [None] * len(images)
-    for i, a in enumerate(attrs):
+    columns["extra_attributes"] = pa.array(_extra(attrs, columns, inexact), pa.string())
+    return pa.table(columns), metas
+
+
+def _extra(
+    attrs: list[dict[str, Any]], columns: dict[str, pa.Array], inexact: dict[int, list[str]]
+) -> list[str | None]:
+    """Per span, the attributes its typed columns do not hold exactly, as JSON (or None).
+
+    A span needs a look when it has a key no column holds (or a key whose value
+    is None), or a value coerced. A stored (non-null) typed value always comes
+    from a key of the span, so when the batch's stored values add up to its
+    keys, no span has an unmapped key and only the coerced ones are looked at.
+    """
+    extra: list[str | None] = [None] * len(attrs)
+    stored = sum(len(columns[column]) - columns[column].null_count for column, *_ in _IMAGE_PLAN)
+    if stored == sum(map(len, attrs)):
+        suspects: Iterable[int] = sorted(inexact)
+    else:
+        suspects = range(len(attrs))
+    for i in suspects:
+        a = attrs[i]
         if not _MAPPED.issuperset(a) or i in inexact:
             keep = set(inexact.get(i, ()))
             kept = {k: v for k, v in a.items() if k not in _MAPPED or k in keep}
             extra[i] = to_json(kept) if kept else None
-    columns["extra_attributes"] = pa.array(extra, pa.string())
-    return pa.table(columns), metas
+    return extra
 
 
 def _meta_id(fields: tuple[Any, ...]) -> int:
