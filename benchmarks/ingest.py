@@ -124,7 +124,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print(
         f"ingest{' (receiver writer thread)' if args.receiver else ''}: "
         f"{result['spans']:,} image spans, {result['spans_per_s']:,.0f} spans/s wall, "
-        f"{result['spans_per_cpu_s']:,.0f} per CPU-second (all threads) "
+        f"{result['spans_per_cpu_s']:,.0f} per CPU-second (all threads, "
+        f"{1e6 / result['spans_per_cpu_s']:.2f} µs CPU/span) "
         f"(spans_to_batch {result['spans_to_batch_s']:.2f}s, write_tables {result['write_s']:.2f}s); "
         f"{verdict} the goal of {GOAL_SPANS_PER_S:,}/s"
     )
