@@ -76,7 +76,9 @@ def stratified_sample(df: pl.DataFrame, n: int, seed: int = 0) -> pl.DataFrame:
         .when(pl.col("text_height_px") < 24).then(pl.lit("16-24")).otherwise(pl.lit(">=24")).alias("_text"),
     ).sample(fraction=1.0, shuffle=True, seed=seed)
     strata = strata.with_columns(pl.int_range(pl.len()).over("_size", "_text", "task").alias("_rank"))
-    return strata.sort("_rank", "span_id").head(n).drop("_size", "_text", "_rank")
+    # Ties (the k-th row of every stratum) are broken by content, never by span ids, which
+    # differ between two runs of the same traffic: the same images give the same sample.
+    return strata.sort("_rank", "_size", "_text", "task", "sha256", nulls_last=True).head(n).drop("_size", "_text", "_rank")
 
 
 def load_items(
