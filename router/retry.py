@@ -3,8 +3,8 @@
 Backoff is exponential with *full jitter* (a uniform draw between 0 and the capped exponential),
 which spreads a burst of retries from many requests instead of synchronising them. A server's
 own hint wins over backoff: ``retry-after-ms``, then ``retry-after`` (seconds or an HTTP-date),
-or Gemini's ``google.rpc.RetryInfo.retryDelay`` (read by the adapter into
-``UpstreamError.retry_after_s``). A hint longer than ``max_wait_s`` means "fail over to the next
+or Gemini's ``google.rpc.RetryInfo.retryDelay``, each read by the provider adapter
+(``router.providers.classify``) into ``UpstreamError.retry_after_s``. A hint longer than ``max_wait_s`` means "fail over to the next
 route now" rather than hold the client's request that long.
 
 Example::
@@ -18,11 +18,8 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from router.errors import GatewayError
 
@@ -87,81 +84,6 @@ def backoff_delay(attempt: int, policy: RetryPolicy, rng: random.Random) -> floa
     if policy.jitter == "none":
         return cap
     return rng.uniform(0.0, cap)
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    value = headers.get(name)
-    if value is not None:
-        return value
-    for key, val in headers.items():
-        if key.lower() == name:
-            return val
-    return None
-
-
-def parse_retry_after(headers: Mapping[str, str], *, now: datetime | None = None) -> float | None:
-    """The server's wait hint in seconds, or ``None`` when absent or unreadable.
-
-    ``retry-after-ms`` (OpenAI) wins over ``retry-after``; the latter is seconds or an HTTP-date
-    (a date in the past means "now", i.e. 0). Negative or non-finite values are ignored.
-    """
-    ms = _header(headers, "retry-after-ms")
-    if ms is not None:
-        try:
-            value = float(ms.strip()) / 1000.0
-        except ValueError:
-            value = math.nan
-        if math.isfinite(value) and value >= 0:
-            return value
-    raw = _header(headers, "retry-after")
-    if raw is None:
-        return None
-    raw = raw.strip()
-    try:
-        seconds = float(raw)
-    except ValueError:
-        return _parse_http_date(raw, now)
-    return seconds if math.isfinite(seconds) and seconds >= 0 else None
-
-
-def _parse_http_date(raw: str, now: datetime | None) -> float | None:
-    try:
-        when = parsedate_to_datetime(raw)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    current = now or datetime.now(UTC)
-    return max(0.0, (when - current).total_seconds())
-
-
-def parse_duration(text: str) -> float | None:
-    """A protobuf JSON Duration (``"37s"``, ``"1.5s"``) in seconds, else ``None``."""
-    if not isinstance(text, str) or not text.endswith("s"):
-        return None
-    try:
-        value = float(text[:-1])
-    except ValueError:
-        return None
-    return value if math.isfinite(value) and value >= 0 else None
-
-
-def parse_retry_info(payload: Any) -> float | None:
-    """Gemini's ``error.details[]`` ``google.rpc.RetryInfo.retryDelay`` in seconds, if present."""
-    error = payload.get("error") if isinstance(payload, Mapping) else None
-    details = error.get("details") if isinstance(error, Mapping) else None
-    if not isinstance(details, list):
-        return None
-    for item in details:
-        if (
-            isinstance(item, Mapping)
-            and str(item.get("@type", "")).endswith("google.rpc.RetryInfo")
-            and isinstance(item.get("retryDelay"), str)
-        ):
-            return parse_duration(item["retryDelay"])
-    return None
 
 
 def is_retryable(error: BaseException) -> bool:

@@ -11,14 +11,12 @@ from hypothesis import strategies as st
 from router.config import ProviderConfig
 from router.errors import AuthenticationFailed, BudgetExceeded, InvalidRequest
 from router.providers.base import UpstreamError
+from router.providers.classify import parse_duration, parse_retry_after
 from router.retry import (
     RetryPolicy,
     backoff_cap,
     backoff_delay,
     is_retryable,
-    parse_duration,
-    parse_retry_after,
-    parse_retry_info,
     retry_delay,
 )
 from router.upstream import UpstreamTransportError
@@ -80,7 +78,7 @@ NOW = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
     ],
 )
 def test_parse_retry_after(headers: dict[str, str], expected: float | None) -> None:
-    assert parse_retry_after(headers, now=NOW) == expected
+    assert parse_retry_after(headers, now=NOW.timestamp()) == expected
 
 
 @settings(deadline=None)
@@ -93,11 +91,15 @@ def test_parse_retry_after_seconds_roundtrip(seconds: int) -> None:
 @settings(deadline=None)
 @given(st.text(max_size=30))
 def test_parse_retry_after_never_raises(value: str) -> None:
-    result = parse_retry_after({"retry-after": value, "retry-after-ms": value}, now=NOW)
+    result = parse_retry_after({"retry-after": value, "retry-after-ms": value}, now=NOW.timestamp())
     assert result is None or result >= 0
 
 
 def test_gemini_retry_info() -> None:
+    import json
+
+    from router.providers import ADAPTERS
+
     body = {
         "error": {
             "code": 429,
@@ -108,11 +110,10 @@ def test_gemini_retry_info() -> None:
             ],
         }
     }
-    assert parse_retry_info(body) == 37.0
-    assert parse_retry_info({"error": {"details": "x"}}) is None
-    assert parse_retry_info([1, 2]) is None
-    assert parse_duration("1.5s") == 1.5
-    assert parse_duration("10m") is None
+    adapter = ADAPTERS["gemini"]
+    error = adapter.classify_error(adapter.spec, 429, {"retry-after": "5"}, json.dumps(body).encode())
+    assert error.retryable and error.retry_after_s == 37.0  # the body's hint wins over the header
+    assert parse_duration("1.5s") == 1.5 and parse_duration("10m") == 600.0 and parse_duration("soon") is None
 
 
 def _err(status: int, *, retryable: bool, after: float | None = None, **kw: object) -> UpstreamError:
