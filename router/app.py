@@ -133,7 +133,7 @@ def create_app(
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             error = InvalidRequest("the request body is not valid JSON", code="invalid_json")
             metrics.errors.labels(code=error.code).inc()
-            metrics.requests.labels(code=str(error.status), model="").inc()
+            metrics.requests.labels(code=str(error.status), model="", arm="").inc()
             raise error from exc
         result = await gateway.chat(body, request.headers)
         if result.stream is not None:

@@ -151,8 +151,8 @@ class Gateway:
             if state is not None and state.reservation is not None:
                 self.ledger.release(state.reservation)
             error = exc if isinstance(exc, GatewayError) else GatewayError(f"internal error: {type(exc).__name__}")
-            routed = state.decision.target.model if state is not None and state.decision is not None else ""
-            self._record_error(span, error, routed)
+            decision = state.decision if state is not None else None
+            self._record_error(span, error, decision.target.model if decision else "", decision.arm if decision else "")
             raise
 
     # ------------------------------------------------------------------ admission
@@ -470,7 +470,7 @@ class Gateway:
             span.set_attribute("aperture.output_text", answer)
         self._image_spans(state, span, target, priced, shares)
         self.metrics.cost.labels(model=target.model, team=state.principal.team).inc(billed)
-        self.metrics.requests.labels(code="200", model=target.model).inc()
+        self.metrics.requests.labels(code="200", model=target.model, arm=_arm(state)).inc()
 
     def _bill_estimate(self, state: _RequestState, span: Span, target: Target, error: GatewayError | None) -> None:
         """A stream cut before its usage: keep the estimate as the bill (providers.md §1.8)."""
@@ -480,7 +480,7 @@ class Gateway:
         self._set_route_attributes(state, span, target)
         self._image_spans(state, span, target, priced, [p.tokens for p in priced], estimated_only=True)
         if error is not None:
-            self._record_error(span, error, target.model)
+            self._record_error(span, error, target.model, _arm(state))
         else:
             self._finish_span(span, ok=True)
 
@@ -555,11 +555,11 @@ class Gateway:
             span.set_status(Status(StatusCode.OK))
         span.end()
 
-    def _record_error(self, span: Span, exc: GatewayError, model: str) -> None:
+    def _record_error(self, span: Span, exc: GatewayError, model: str, arm: str) -> None:
         span.set_attribute("error.type", exc.code)
         span.set_status(Status(StatusCode.ERROR, exc.message[:200]))
         self.metrics.errors.labels(code=exc.code).inc()
-        self.metrics.requests.labels(code=str(exc.status), model=model).inc()
+        self.metrics.requests.labels(code=str(exc.status), model=model, arm=arm).inc()
         span.end()
 
 
@@ -599,3 +599,8 @@ def _redacted_messages(state: _RequestState) -> str:
     for image in state.images:
         messages[image.message_index]["content"][image.part_index] = {"type": "image", "sha256": image.sha256}
     return json.dumps(messages)
+
+
+def _arm(state: _RequestState) -> str:
+    """The ruleset arm that routed the request, for the requests counter."""
+    return state.decision.arm if state.decision is not None else ""

@@ -15,7 +15,9 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 
 class GatewayMetrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
-        self.requests = Counter("aperture_requests", "Chat requests answered, by HTTP status code and routed model.", ["code", "model"], registry=r)
+        self.requests = Counter(
+            "aperture_requests", "Chat requests answered, by HTTP status code, routed model and ruleset arm "
+            "(active, canary, explicit; empty when refused before routing).", ["code", "model", "arm"], registry=r)
         self.errors = Counter("aperture_errors", "Requests refused or failed, by error code.", ["code"], registry=r)
         self.upstream_latency = Histogram(
             "aperture_upstream_latency_seconds", "Latency of upstream attempts.", ["provider", "outcome"], buckets=LATENCY_BUCKETS, registry=r

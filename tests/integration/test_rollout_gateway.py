@@ -302,6 +302,12 @@ def test_split_sticky_by_reference_sends_each_case_to_one_arm(tmp_path: Path) ->
                 seen.setdefault(f"case-{case}", set()).add(raw.headers["x-aperture-ruleset"])
         assert all(len(versions) == 1 for versions in seen.values())  # each case: one arm, every time
         assert set().union(*seen.values()) == {active.id, canary.id}  # and the cases are split
+        # /metrics counts the answers per arm, as the arms actually served them.
+        served_by = {"active": 0, "canary": 0}
+        for versions in seen.values():
+            served_by["canary" if canary.id in versions else "active"] += 3
+        for arm, n in served_by.items():
+            assert metric(stack, f'aperture_requests_total{{arm="{arm}",code="200",model="{"gpt-4.1-mini" if arm == "canary" else "gpt-4o-mini"}"}}') == n
 
 
 # ------------------------------------------------------------------ 3. the admin API
