@@ -63,10 +63,10 @@ class DemoOptions:
     replay_sample: int = 64
     trials: int = 200
     tolerance: float = 0.01
-    canary_fraction: float = 0.75  # paired: only canary requests (and their shadows) inform the guard
+    canary_fraction: float = 0.5
     guard_delta: float = 0.10
     guard_beta: float = 0.10
-    canary_batch: int = 20
+    canary_batch: int = 40
     concurrency: int = 4
     mode: str = "vision"
     config: Path = EXAMPLE_CONFIG

@@ -48,38 +48,14 @@ _ROWS = """
 
 
 
-_IMAGES = """
-    SELECT trace_id, request_span_id, arg_max(sha256, width * height) AS sha256
-    FROM image_spans GROUP BY trace_id, request_span_id"""
-
-# Canary requests next to the success of their shadows (any status). A canary error with no
-# shadow yet counts against an assumed success: an error never waits for its shadow.
-_PAIRED_SUCCESS = f"""
-    WITH img AS ({_IMAGES}),
-    c AS (
-        SELECT r.span_id, r.ts, coalesce(r.task, 'transcribe') AS task, img.sha256,
-               coalesce(r.status, 'ok') = 'error' AS failed
-        FROM request_spans r LEFT JOIN img ON img.trace_id = r.trace_id AND img.request_span_id = r.span_id
-        WHERE r.ts >= ? AND r.arm = 'canary' AND r.ruleset_version = ? AND NOT coalesce(r.replay, false)
-    ), s AS (
-        SELECT r.span_id, r.ts, coalesce(r.task, 'transcribe') AS task, img.sha256,
-               coalesce(r.status, 'ok') = 'error' AS failed
-        FROM request_spans r JOIN img ON img.trace_id = r.trace_id AND img.request_span_id = r.span_id
-        WHERE r.ts >= ? AND r.ruleset_version = ? AND coalesce(r.replay, false)
-    )
-    SELECT c.ts, c.span_id, 1.0 - CAST(any_value(c.failed) AS DOUBLE) AS v,
-           coalesce(avg(1.0 - CAST(s.failed AS DOUBLE)), 1.0) AS shadow
-    FROM c LEFT JOIN s ON s.sha256 = c.sha256 AND s.task = c.task AND s.ts >= c.ts
-    GROUP BY c.ts, c.span_id
-    HAVING count(s.span_id) > 0 OR bool_or(c.failed)
-    ORDER BY c.ts, c.span_id"""
-
-
 def _paired_sql(value: str, marks: str) -> str:
     """Canary requests with the mean score of their shadows (replays of the same largest image
     and task on the active version, sent after them), in arrival order."""
     return f"""
-        WITH img AS ({_IMAGES}), e AS (
+        WITH img AS (
+            SELECT trace_id, request_span_id, arg_max(sha256, width * height) AS sha256
+            FROM image_spans GROUP BY trace_id, request_span_id
+        ), e AS (
             SELECT span_id, avg({value}) AS v FROM eval_scores AS e
             WHERE evaluator IN ({marks}) AND status = 'scored' AND {value} IS NOT NULL AND isfinite({value})
             GROUP BY span_id
@@ -90,7 +66,8 @@ def _paired_sql(value: str, marks: str) -> str:
         ), s AS (
             SELECT r.span_id, r.ts, coalesce(r.task, 'transcribe') AS task, img.sha256
             FROM request_spans r JOIN img ON img.trace_id = r.trace_id AND img.request_span_id = r.span_id
-            WHERE r.ts >= ? AND r.ruleset_version = ? AND coalesce(r.replay, false) AND coalesce(r.status, 'ok') = 'ok'
+            WHERE r.ts >= ? AND r.ruleset_version = ? AND r.arm = 'active' AND coalesce(r.replay, false)
+              AND coalesce(r.status, 'ok') = 'ok'
         )
         SELECT c.ts, c.span_id, any_value(ec.v) AS v, avg(es.v) AS shadow
         FROM c JOIN e ec ON ec.span_id = c.span_id
@@ -111,9 +88,9 @@ class GuardConfig:
     next to a *shadow* of it on the active version — a replay (``x-aperture-replay: 1``, which
     the gateway always routes by the active version) of the same image hash and task sent after
     it. Image difficulty cancels out of the difference, so the test decides with far fewer
-    canary requests; canary requests without a scored shadow are not counted. Errors are paired too (a canary
-    error without a shadow yet counts against an assumed success); cost is still compared
-    between the arms."""
+    canary requests; canary requests without a scored shadow are not counted. Shadows are replays
+    on the active arm: a replay to a named route (arm ``explicit``) never is one. Errors and cost
+    are still compared between the live arms: an error may have no shadow to pair with."""
 
     evaluators: tuple[str, ...] = ()
     per_evaluator: bool = False
@@ -198,8 +175,6 @@ class Guard:
                 WHERE {value} IS NOT NULL AND isfinite({value})
                 GROUP BY r.ts, r.span_id ORDER BY r.ts, r.span_id"""
             data["scores"][metric] = conn.execute(sql, [*params, *names]).fetchnumpy()
-        if self.config.paired and self.config.include_errors:
-            data["success"] = conn.execute(_PAIRED_SUCCESS, [since, p.canary, since, p.active]).fetchnumpy()
         if self.config.include_cost:
             sql = f"""WITH r AS ({_ROWS})
                 SELECT r.is_canary, i.cost_usd FROM image_spans i JOIN r ON i.request_span_id = r.span_id
@@ -213,8 +188,6 @@ class Guard:
                             int(np.sum(data["requests"]["failed"]))]
         for name, s in sorted(data["scores"].items()):
             parts += [name, len(s["v"]), float(np.sum(s["v"]))]
-        if "success" in data:
-            parts += ["success", len(data["success"]["v"]), float(np.sum(data["success"]["shadow"]))]
         if "cost" in data:
             parts.append(len(data["cost"]["cost_usd"]))
         if len(data["requests"]["ts"]):
@@ -241,12 +214,8 @@ class Guard:
             req = data["requests"]
             ecfg = replace(cfg, delta=self.config.error_delta,
                            margin=min(cfg.margin, self.config.error_delta / 2))
-            if "success" in data:
-                pairs = data["success"]
-                results["success_rate"] = evaluate_paired_metric("success_rate", pairs["v"], pairs["shadow"], ecfg, alpha)
-            else:
-                ok = 1.0 - np.asarray(req["failed"], dtype=np.float64)
-                results["success_rate"] = evaluate_metric("success_rate", req["is_canary"], ok, ecfg, alpha)
+            ok = 1.0 - np.asarray(req["failed"], dtype=np.float64)
+            results["success_rate"] = evaluate_metric("success_rate", req["is_canary"], ok, ecfg, alpha)
         cost = None
         if "cost" in data:
             c = data["cost"]

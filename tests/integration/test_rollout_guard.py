@@ -203,10 +203,13 @@ def test_per_evaluator_mode_skips_absent_evaluators_and_names_the_regressed_one(
 
 
 def write_paired_traffic(db: Path, store: DirectoryRuleStore, n: int, seed: int, *, canary_score: float = 0.9,
-                         shadow_score: float = 0.9, errors_canary: float = 0.0,
-                         shadow_every: int = 1) -> None:
+                         shadow_score: float = 0.9, errors_canary: float = 0.0, errors_shadow: float = 0.0,
+                         shadow_every: int = 1, shadow_errors: bool = True, active_every: int = 0) -> None:
     """n canary requests (one image each, its own sha256), every `shadow_every`-th followed by a
-    scored shadow: a replay of the same image and task on the active version."""
+    shadow: a replay of the same image and task on the active version. With `shadow_errors`
+    False only successful canary requests get one (what a sender that replays captured
+    successes does). With `active_every` k > 0, every k-th step also has a live request on the
+    active arm (another image, never failing)."""
     p = store.pointer()
     assert p.canary_started_at is not None
     rng = np.random.default_rng(seed)
@@ -225,39 +228,64 @@ def write_paired_traffic(db: Path, store: DirectoryRuleStore, n: int, seed: int,
                            "score": float(np.clip(rng.normal(score, 0.02), 0, 1))})
 
     for i in range(n):
-        add(i, "c", p.canary, "canary", bool(rng.random() < errors_canary), canary_score, False, 10 * i + 1)
-        if i % shadow_every == 0:
-            add(i, "s", p.active, "active", False, shadow_score, True, 10 * i + 5)
+        failed = bool(rng.random() < errors_canary)
+        add(i, "c", p.canary, "canary", failed, canary_score, False, 10 * i + 1)
+        if i % shadow_every == 0 and (shadow_errors or not failed):
+            add(i, "s", p.active, "active", bool(rng.random() < errors_shadow), shadow_score, True, 10 * i + 5)
+        if active_every and i % active_every == 0:
+            add(n + i, "a", p.active, "active", False, shadow_score, False, 10 * i + 7)
     with open_store(db) as conn:
         insert_rows(conn, "request_spans", requests)
         insert_rows(conn, "eval_scores", scores)
         insert_rows(conn, "image_spans", images)
 
 
-def test_paired_guard_decides_errors_on_pairs_too(tmp_path: Path) -> None:
-    config = GuardConfig(evaluators=(EVALUATOR,), error_delta=0.1, paired=True,
-                         sequential=SequentialConfig(delta=0.1, beta=0.1))
-    store, db = setup_rollout(tmp_path)
-    write_paired_traffic(db, store, 60, seed=31)
-    decision = Guard(db, store, config).step()
-    assert decision.action == "promote", decision.reason
-    success = decision.statistics["metrics"]["success_rate"]
-    assert success["paired"] and success["n_canary"] == 60 and success["action"] == "promote"
-    assert store.pointer().active == "v0002"
+PAIRED = GuardConfig(evaluators=(EVALUATOR,), error_delta=0.1, paired=True,
+                     sequential=SequentialConfig(delta=0.1, beta=0.1))
 
 
-def test_paired_guard_counts_unshadowed_errors_and_skips_unshadowed_successes(tmp_path: Path) -> None:
-    config = GuardConfig(evaluators=(EVALUATOR,), error_delta=0.1, paired=True,
-                         sequential=SequentialConfig(delta=0.1, beta=0.1))
+def test_paired_guard_decides_quality_on_pairs(tmp_path: Path) -> None:
     store, db = setup_rollout(tmp_path)
-    write_paired_traffic(db, store, 400, seed=32, errors_canary=0.4, shadow_every=4)
-    decision = Guard(db, store, config).step()
+    write_paired_traffic(db, store, 80, seed=31, active_every=1)
+    decision = Guard(db, store, PAIRED).step()
+    quality = decision.statistics["metrics"]["quality"]
+    assert quality["paired"] and quality["n_canary"] == 80 and quality["action"] == "promote"
+    errors = decision.statistics["metrics"]["success_rate"]
+    assert (errors["n_canary"], errors["n_active"]) == (80, 80)  # live arms only: shadows are replays
+
+
+def test_paired_guard_counts_canary_errors_that_no_shadow_answers(tmp_path: Path) -> None:
+    # Only successes are shadowed (a sender replaying captured successes), so every pair looks
+    # fine: the errors are still compared between the live arms, and roll the canary back.
+    store, db = setup_rollout(tmp_path)
+    write_paired_traffic(db, store, 400, seed=32, errors_canary=0.4, shadow_errors=False, active_every=1)
+    decision = Guard(db, store, PAIRED).step()
     assert decision.action == "rollback" and "success_rate" in decision.reason
-    success = decision.statistics["metrics"]["success_rate"]
-    # Shadowed requests (100) plus the unshadowed canary errors; unshadowed successes do not count.
-    assert 100 < success["n_canary"] < 400 and success["mean_canary"] < 0.7
+    errors = decision.statistics["metrics"]["success_rate"]
+    assert errors["n_canary"] == 400 and errors["mean_canary"] < 0.7 and errors["mean_active"] == 1.0
+    assert decision.statistics["metrics"]["quality"]["action"] != "rollback"  # the pairs alone would not have
 
-    store2, db2 = setup_rollout(tmp_path / "second")
-    write_paired_traffic(db2, store2, 40, seed=33, shadow_every=2)
-    preview = Guard(db2, store2, config).preview()
-    assert preview.statistics["metrics"]["success_rate"]["n_canary"] == 20
+
+def test_explicit_replays_are_not_shadows(tmp_path: Path) -> None:
+    # An optimizer replay of the same image to a named route (arm 'explicit', on the active
+    # version) must neither pair with canary requests nor count as the active version's answer.
+    store, db = setup_rollout(tmp_path)
+    write_paired_traffic(db, store, 40, seed=34, shadow_every=10**6)  # one real shadow: image 0
+    p = store.pointer()
+    assert p.canary_started_at is not None
+    rows, scores = [], []
+    for i in range(40):
+        ts = p.canary_started_at + timedelta(milliseconds=10 * i + 7)
+        rows.append({"trace_id": f"tx{i}", "span_id": f"x{i:06d}", "ts": ts, "ruleset_version": p.active,
+                     "arm": "explicit", "status": "error" if i % 2 else "ok", "replay": True, "task": "transcribe"})
+        scores.append({"trace_id": f"tx{i}", "span_id": f"x{i:06d}", "evaluator": EVALUATOR, "evaluator_version": "1",
+                       "status": "scored", "ts": ts, "score": 0.1})
+    with open_store(db) as conn:
+        insert_rows(conn, "request_spans", rows)
+        insert_rows(conn, "eval_scores", scores)
+        insert_rows(conn, "image_spans", [{"trace_id": f"tx{i}", "span_id": f"ix{i}", "request_span_id": f"x{i:06d}",
+                                           "ts": rows[i]["ts"], "sha256": f"{i:064x}", "width": 100, "height": 100}
+                                          for i in range(40)])
+    decision = Guard(db, store, PAIRED).preview()
+    assert decision.statistics["metrics"]["quality"]["n_canary"] == 1
+    assert decision.statistics["metrics"]["success_rate"]["n_active"] == 0
