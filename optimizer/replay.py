@@ -64,7 +64,10 @@ class ReplaySummary:
 
 
 def stratified_sample(df: pl.DataFrame, n: int, seed: int = 0) -> pl.DataFrame:
-    """Up to ``n`` rows spread evenly over (size bucket, text-height bucket, task) strata."""
+    """Up to ``n`` rows spread evenly over (size bucket, text-height bucket, task) strata.
+
+    Reproducible for the same rows in the same order (``load_items`` sorts them by content
+    first): the shuffle is seeded and ties are broken by content, never by span ids."""
     if df.height <= n:
         return df
     long_side = pl.max_horizontal("width", "height")

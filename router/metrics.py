@@ -17,7 +17,7 @@ class GatewayMetrics:
         r = self.registry = CollectorRegistry()
         self.requests = Counter(
             "aperture_requests", "Chat requests answered, by HTTP status code, routed model and ruleset arm "
-            "(active, canary, explicit; empty when refused before routing).", ["code", "model", "arm"], registry=r)
+            "(active, canary, explore, explicit; empty when refused before routing).", ["code", "model", "arm"], registry=r)
         self.errors = Counter("aperture_errors", "Requests refused or failed, by error code.", ["code"], registry=r)
         self.upstream_latency = Histogram(
             "aperture_upstream_latency_seconds", "Latency of upstream attempts.", ["provider", "outcome"], buckets=LATENCY_BUCKETS, registry=r

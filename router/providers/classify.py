@@ -13,6 +13,7 @@ import json
 import re
 import time
 from collections.abc import Mapping
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -67,6 +68,8 @@ def parse_retry_after(headers: Mapping[str, str] | None, *, now: float | None = 
         return None
     if when is None:
         return None
+    if when.tzinfo is None:  # "-0000" (no zone given): HTTP dates are GMT, never local time
+        when = when.replace(tzinfo=UTC)
     current = time.time() if now is None else now
     return max(0.0, when.timestamp() - current)
 

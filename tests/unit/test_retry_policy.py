@@ -81,6 +81,19 @@ def test_parse_retry_after(headers: dict[str, str], expected: float | None) -> N
     assert parse_retry_after(headers, now=NOW.timestamp()) == expected
 
 
+def test_http_date_without_zone_is_gmt_whatever_the_local_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    header = {"retry-after": format_datetime(NOW + timedelta(seconds=30)).replace("+0000", "-0000")}
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        assert parse_retry_after(header, now=NOW.timestamp()) == 30.0
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
 @settings(deadline=None)
 @given(st.integers(0, 10**6))
 def test_parse_retry_after_seconds_roundtrip(seconds: int) -> None:
@@ -114,6 +127,22 @@ def test_gemini_retry_info() -> None:
     error = adapter.classify_error(adapter.spec, 429, {"retry-after": "5"}, json.dumps(body).encode())
     assert error.retryable and error.retry_after_s == 37.0  # the body's hint wins over the header
     assert parse_duration("1.5s") == 1.5 and parse_duration("10m") == 600.0 and parse_duration("soon") is None
+
+
+@pytest.mark.parametrize("body", [
+    {"error": {"code": 429, "details": "x"}},
+    {"error": {"code": 429, "details": [1, "x", {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "soon"}]}},
+    [1, 2],
+    {"error": "quota"},
+])
+def test_gemini_malformed_retry_info_falls_back_to_the_header(body: object) -> None:
+    import json
+
+    from router.providers import ADAPTERS
+
+    adapter = ADAPTERS["gemini"]
+    error = adapter.classify_error(adapter.spec, 429, {"retry-after": "3"}, json.dumps(body).encode())
+    assert error.retryable and error.retry_after_s == 3.0
 
 
 def _err(status: int, *, retryable: bool, after: float | None = None, **kw: object) -> UpstreamError:
