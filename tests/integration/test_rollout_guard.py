@@ -203,7 +203,7 @@ def test_per_evaluator_mode_skips_absent_evaluators_and_names_the_regressed_one(
 
 
 def write_paired_traffic(db: Path, store: DirectoryRuleStore, n: int, seed: int, *, canary_score: float = 0.9,
-                         shadow_score: float = 0.9, errors_canary: float = 0.0, errors_shadow: float = 0.0,
+                         shadow_score: float = 0.9, errors_canary: float = 0.0,
                          shadow_every: int = 1, shadow_errors: bool = True, active_every: int = 0) -> None:
     """n canary requests (one image each, its own sha256), every `shadow_every`-th followed by a
     shadow: a replay of the same image and task on the active version. With `shadow_errors`
@@ -231,7 +231,7 @@ def write_paired_traffic(db: Path, store: DirectoryRuleStore, n: int, seed: int,
         failed = bool(rng.random() < errors_canary)
         add(i, "c", p.canary, "canary", failed, canary_score, False, 10 * i + 1)
         if i % shadow_every == 0 and (shadow_errors or not failed):
-            add(i, "s", p.active, "active", bool(rng.random() < errors_shadow), shadow_score, True, 10 * i + 5)
+            add(i, "s", p.active, "active", False, shadow_score, True, 10 * i + 5)
         if active_every and i % active_every == 0:
             add(n + i, "a", p.active, "active", False, shadow_score, False, 10 * i + 7)
     with open_store(db) as conn:
