@@ -11,9 +11,9 @@ releases the GIL while it runs (about 94 % of an OCR call), so two engines in tw
 of one process really read two images at once. The cache is safe across threads and
 processes: entries are written to a temporary file and renamed.
 
-Speed: the model runs with denormal floats flushed to zero (`emulator.fpu`); the detector only looks at the part of the image that has ink (`content_box`, with a
-margin), at the scale it would have used for the whole image (`detector_scale`), and a
-blank image skips the model. The recogniser still reads text crops from the pixels given,
+Speed: the model runs with denormal floats flushed to zero (`emulator.fpu`); the detector
+only looks at the part of the image that has ink (`content_box`, with a margin), at the scale
+it would have used for the whole image (`detector_scale`), and a blank image skips the model. The recogniser still reads text crops from the pixels given,
 so what resolution costs in quality is unchanged.
 """
 

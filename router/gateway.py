@@ -151,8 +151,8 @@ class Gateway:
             if state is not None and state.reservation is not None:
                 self.ledger.release(state.reservation)
             error = exc if isinstance(exc, GatewayError) else GatewayError(f"internal error: {type(exc).__name__}")
-            decision = state.decision if state is not None else None
-            self._record_error(span, error, decision.target.model if decision else "", decision.arm if decision else "")
+            routed = state.decision.target.model if state is not None and state.decision is not None else ""
+            self._record_error(span, error, routed, _arm(state))
             raise
 
     # ------------------------------------------------------------------ admission
@@ -601,6 +601,6 @@ def _redacted_messages(state: _RequestState) -> str:
     return json.dumps(messages)
 
 
-def _arm(state: _RequestState) -> str:
-    """The ruleset arm that routed the request, for the requests counter."""
-    return state.decision.arm if state.decision is not None else ""
+def _arm(state: _RequestState | None) -> str:
+    """The ruleset arm that routed the request, for the requests counter ("" before routing)."""
+    return state.decision.arm if state is not None and state.decision is not None else ""
