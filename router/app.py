@@ -74,7 +74,7 @@ def create_app(
 ) -> FastAPI:
     """Build the gateway app. ``snapshot`` returns the policy a request is routed by."""
     metrics = metrics or GatewayMetrics()
-    client = UpstreamClient(upstream_transport)
+    client = UpstreamClient(upstream_transport, engine=config.upstream.engine)
     blobs = None
     if config.telemetry.blob_dir:
         blob_dir = config.resolve_path(config.telemetry.blob_dir)

@@ -139,6 +139,12 @@ class SsrfConfig(_Strict):
     max_redirects: int = 3
 
 
+class UpstreamConfig(_Strict):
+    # What carries upstream requests: aiohttp (C parser and pool, the default) or httpx's own
+    # httpcore (pure Python, kept as a fallback for environments where aiohttp misbehaves).
+    engine: Literal["aiohttp", "httpcore"] = "aiohttp"
+
+
 class TelemetryConfig(_Strict):
     service_name: str = "aperture-gateway"
     db_path: str | None = "aperture.duckdb"
@@ -178,6 +184,7 @@ class AppConfig(BaseSettings):
     admin_key_env: str | None = "APERTURE_ADMIN_KEY"
     images: ImagesConfig = Field(default_factory=ImagesConfig)
     ssrf: SsrfConfig = Field(default_factory=SsrfConfig)
+    upstream: UpstreamConfig = Field(default_factory=UpstreamConfig)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     budgets: BudgetsConfig = Field(default_factory=BudgetsConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)

@@ -49,10 +49,12 @@ from router.providers.base import (
     UpstreamRequest,
 )
 from router.providers.sse import SSEDecoder, SSEEvent
+from router.transport import AiohttpTransport
 
 log = logging.getLogger("aperture.upstream")
 
 TransportKind = Literal["timeout", "connect", "reset", "protocol"]
+UpstreamEngine = Literal["aiohttp", "httpcore"]
 
 _SECRET_HEADERS = ("authorization", "x-api-key", "x-goog-api-key", "api-key", "proxy-authorization")
 _SECRET_PARAMS = ("key", "api_key", "apikey", "access_token")
@@ -170,10 +172,13 @@ def pool_sizes(max_connections: int, pool_size: int) -> list[int]:
 class UpstreamClient:
     """Owns the ``httpx.AsyncClient`` pools the gateway uses for every provider.
 
-    ``transport`` replaces the network (tests, the emulator in-process); when it is ``None``,
-    HTTP/1.1 keep-alive pools of at most ``pool_size`` connections each are used, as many as
-    ``max_connections`` needs, and every request goes to the pool with the fewest requests in
-    flight. Why several small pools rather than one big one: httpcore scans its whole pool,
+    ``transport`` replaces the network (tests, the emulator in-process). When it is ``None``,
+    ``engine`` picks what carries the bytes: ``"aiohttp"`` (the default) is one keep-alive pool
+    of ``max_connections`` over :class:`router.transport.AiohttpTransport`, which costs about
+    0.33 ms less CPU per request than httpcore; ``"httpcore"`` is httpx's own transport, in
+    HTTP/1.1 keep-alive pools of at most ``pool_size`` connections each, as many as
+    ``max_connections`` needs, every request going to the pool with the fewest requests in
+    flight. Why several small pools rather than one big one there: httpcore scans its whole pool,
     with a socket-readability syscall per idle connection and a count over every connection
     per idle one, each time a request enters or leaves it, so one pool of 200 costs
     O(connections²) per request under load (a third of the gateway's CPU at 64 in flight);
@@ -191,7 +196,12 @@ class UpstreamClient:
         pool_size: int = 16,
         keepalive_expiry_s: float = 30.0,
         trust_env: bool = False,
+        engine: UpstreamEngine = "aiohttp",
     ) -> None:
+        if transport is None and engine == "aiohttp":
+            transport = AiohttpTransport(
+                max_connections=max_connections, keepalive_expiry_s=keepalive_expiry_s, trust_env=trust_env
+            )
         sizes = [max_connections] if transport is not None else pool_sizes(max_connections, pool_size)
         self._clients = [
             httpx.AsyncClient(

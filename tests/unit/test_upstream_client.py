@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from router.providers.base import UpstreamRequest
-from router.upstream import UpstreamClient, UpstreamTransportError, redact, secrets_of
+from router.upstream import UpstreamClient, UpstreamEngine, UpstreamTransportError, redact, secrets_of
 
 KEY = "sk-test-SECRET-0123456789abcdef"
 
@@ -163,7 +163,8 @@ async def _read_request(reader: asyncio.StreamReader) -> bool:
     return True
 
 
-async def test_keep_alive_pool_reuses_one_connection() -> None:
+@pytest.mark.parametrize("engine", ["aiohttp", "httpcore"])
+async def test_keep_alive_pool_reuses_one_connection(engine: UpstreamEngine) -> None:
     connections = 0
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -180,14 +181,15 @@ async def test_keep_alive_pool_reuses_one_connection() -> None:
             writer.close()
 
     server, port = await _serve(handle)
-    async with server, UpstreamClient() as client:
+    async with server, UpstreamClient(engine=engine) as client:
         for _ in range(3):
             resp = await client.send(_req(f"http://127.0.0.1:{port}/v1/x"), connect_timeout_s=1, timeout_s=5)
             assert resp.json() == {}
     assert connections == 1
 
 
-async def test_loopback_reset_and_refused_are_mapped() -> None:
+@pytest.mark.parametrize("engine", ["aiohttp", "httpcore"])
+async def test_loopback_reset_and_refused_are_mapped(engine: UpstreamEngine) -> None:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _read_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial")
@@ -195,7 +197,7 @@ async def test_loopback_reset_and_refused_are_mapped() -> None:
         writer.close()
 
     server, port = await _serve(handle)
-    async with server, UpstreamClient() as client:
+    async with server, UpstreamClient(engine=engine) as client:
         with pytest.raises(UpstreamTransportError) as info:
             await client.send(_req(f"http://127.0.0.1:{port}/"), connect_timeout_s=1, timeout_s=5)
         assert info.value.kind == "reset"
