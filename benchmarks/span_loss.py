@@ -2,7 +2,10 @@
 
 Goal (issue 4): 0 spans lost at 1,000 req/s for 60 s. Three sets of processes share the machine:
 
-- the emulator in instant mode (no model) under uvicorn, ``--emulator-workers`` processes;
+- the upstream: by default (``--upstream replay``) a stand-in that sends the emulator's answer to
+  the first request back for every request (they are all the same request; see
+  :func:`serve_replay` for why); ``--upstream emulator``: the emulator in instant mode (no model)
+  under uvicorn, ``--emulator-workers`` processes, answers every request;
 - ``aperture serve --workers N``: N gateway processes exporting OTLP to the collector that
   ``serve`` starts, the store's only writer (``--gateway-workers 1``: one process writing DuckDB
   itself);
@@ -18,7 +21,7 @@ DuckDB) and the rows are counted: lost = images answered 200 − rows. CPU secon
 group over the load window say where the time went.
 
     python -m benchmarks.span_loss [--rate 1000] [--seconds 60] [--gateway-workers 2]
-        [--emulator-workers 1] [--load-processes 2] [--concurrency 128]
+        [--emulator-workers 1] [--load-processes 2] [--concurrency 128] [--upstream replay|emulator]
 """
 
 from __future__ import annotations
@@ -154,15 +157,78 @@ async def drive(port: int, request: bytes, *, rate: float, seconds: float, conne
     return result
 
 
-def _load_process(port: int, request: bytes, kw: dict[str, Any], start: Any, out: Any) -> None:
-    try:  # uvloop when installed: the load generator's CPU comes out of the same 2 cores
+async def read_message(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """(head, body) of one HTTP/1.1 message framed by Content-Length (what the gateway and the
+    emulator send for non-streamed chat)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return head, await reader.readexactly(length)
+
+
+async def record_answer(emulator_port: int, head: bytes, body: bytes) -> bytes:
+    """The emulator's whole HTTP answer to one request, as bytes to send again."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", emulator_port)
+    try:
+        writer.write(head + body)
+        answer_head, answer_body = await read_message(reader)
+    finally:
+        writer.close()
+    if not answer_head.startswith(b"HTTP/1.1 200"):
+        raise RuntimeError(f"the emulator refused the benchmark request: {answer_head[:200]!r}")
+    return answer_head + answer_body
+
+
+async def serve_replay(port: int, emulator_port: int, ready: Any) -> None:
+    """The upstream stand-in: the first request goes to the emulator, and its answer is sent back,
+    byte for byte, to that request and every later one.
+
+    Why: in production the provider's CPU is someone else's. Here the emulator would take a
+    fifth of the 2 cores (its FastAPI app builds each answer anew), which measures the test rig,
+    not the gateway. Every request in this benchmark is identical, so the emulator's answer to
+    the first is its answer to all; the gateway parses, prices and bills each one as before.
+    """
+    answer: asyncio.Future[bytes] | None = None
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal answer
+        try:
+            while True:
+                head, body = await read_message(reader)
+                if answer is None:
+                    answer = asyncio.ensure_future(record_answer(emulator_port, head, body))
+                writer.write(await answer)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=1024)
+    ready.set()
+    async with server:
+        await server.serve_forever()
+
+
+def _replay_process(port: int, emulator_port: int, ready: Any) -> None:
+    _event_loop_runner()(serve_replay(port, emulator_port, ready))
+
+
+def _event_loop_runner() -> Any:
+    """uvloop when installed: every process here takes its CPU out of the same 2 cores."""
+    try:
         import uvloop
 
-        runner: Any = uvloop.run
+        return uvloop.run
     except ImportError:
-        runner = asyncio.run
+        return asyncio.run
+
+
+def _load_process(port: int, request: bytes, kw: dict[str, Any], start: Any, out: Any) -> None:
     start.wait()
-    out.put(runner(drive(port, request, **kw)))
+    out.put(_event_loop_runner()(drive(port, request, **kw)))
 
 
 def run_load(port: int, path: str, body: dict[str, Any], *, rate: float, seconds: float, concurrency: int,
@@ -264,15 +330,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--emulator-workers", type=int, default=1, help="emulator processes")
     parser.add_argument("--load-processes", type=int, default=2, help="load generator processes")
     parser.add_argument("--model", default="gpt-4o-mini")
+    parser.add_argument("--upstream", choices=["replay", "emulator"], default="replay",
+                        help="replay: the emulator answers the first request, a stand-in repeats that answer; "
+                             "emulator: the emulator answers every request")
     args = parser.parse_args(argv)
 
     python = sys.executable
     tmp = Path(tempfile.mkdtemp(prefix="aperture-spanloss-"))
     db = tmp / "spans.duckdb"
-    emu_port, gw_port = free_port(), free_port()
+    emu_port, gw_port, replay_port = free_port(), free_port(), free_port()
     emulator_url, gateway = f"http://127.0.0.1:{emu_port}", f"http://127.0.0.1:{gw_port}"
+    upstream_url = emulator_url if args.upstream == "emulator" else f"http://127.0.0.1:{replay_port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_EXPORTER_OTLP")}
-    env |= {"APERTURE_EMULATOR_URL": emulator_url, "APERTURE_IMAGES__TEXT_FEATURES": "false"}
+    env |= {"APERTURE_EMULATOR_URL": upstream_url, "APERTURE_IMAGES__TEXT_FEATURES": "false"}
+    ctx = multiprocessing.get_context("spawn")
+    replay_ready = ctx.Event()
+    replay = ctx.Process(target=_replay_process, args=(replay_port, emu_port, replay_ready), daemon=True)
+    if args.upstream == "replay":
+        replay.start()
     emu_log, gw_log = (tmp / "emulator.log").open("wb"), (tmp / "gateway.log").open("wb")
     emulator = subprocess.Popen([python, "-m", "uvicorn", "benchmarks.span_loss:instant_emulator", "--factory",
                                  "--port", str(emu_port), "--workers", str(args.emulator_workers), "--log-level", "warning",
@@ -286,11 +361,18 @@ def main(argv: list[str] | None = None) -> None:
     try:
         wait_ready(f"{emulator_url}/_emulator/health")
         wait_ready(f"{gateway}/healthz")
+        if args.upstream == "replay" and not replay_ready.wait(30):
+            raise RuntimeError("the upstream stand-in did not start")
         time.sleep(2)  # every worker up, not just the first
         print(f"target {args.rate:.0f} req/s for {args.seconds:.0f} s, ≤ {args.concurrency} connections from "
               f"{args.load_processes} load processes; gateway workers {args.gateway_workers}, emulator workers "
-              f"{args.emulator_workers}; 1 image per request, store {db}")
-        cpu0 = {"gateway+collector": tree_cpu_s(gw.pid), "emulator": tree_cpu_s(emulator.pid)}
+              f"{args.emulator_workers}; upstream: {args.upstream}; 1 image per request, store {db}")
+
+        def upstream_cpu() -> float:
+            return tree_cpu_s(replay.pid) if replay.pid else 0.0
+
+        cpu0 = {"gateway+collector": tree_cpu_s(gw.pid), "emulator": tree_cpu_s(emulator.pid),
+                "upstream stand-in": upstream_cpu()}
         roles0 = process_cpu_s(gw.pid)
         wall0 = time.perf_counter()
         load = run_load(gw_port, "/v1/chat/completions", body, rate=args.rate, seconds=args.seconds,
@@ -301,6 +383,7 @@ def main(argv: list[str] | None = None) -> None:
         roles = cpu_by_role(roles0, process_cpu_s(gw.pid))
         cpu = {"gateway+collector": tree_cpu_s(gw.pid) - cpu0["gateway+collector"],
                "emulator": tree_cpu_s(emulator.pid) - cpu0["emulator"],
+               "upstream stand-in": upstream_cpu() - cpu0["upstream stand-in"],
                "load generator": children.children_user + children.children_system}
         t = time.perf_counter()
         gw_exit = stop(gw)
@@ -308,6 +391,9 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         stop(gw, 10)
         stop(emulator, 10)
+        if replay.is_alive():
+            replay.terminate()
+            replay.join(10)
         emu_log.close()
         gw_log.close()
     rows, request_rows = count_rows(db)
@@ -322,7 +408,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"statuses: {dict(load.statuses)}")
     n = max(load.sent, 1)
     print(f"CPU over the {wall:.1f} s load window (2 cores = {2 * wall:.0f} CPU-s): " + ", ".join(
-        f"{name} {sec:.1f} s ({1000 * sec / n:.2f} ms/request)" for name, sec in cpu.items()))
+        f"{name} {sec:.1f} s ({1000 * sec / n:.2f} ms/request)" for name, sec in cpu.items() if sec > 0.005)
+        + f"; in all {1000 * sum(cpu.values()) / n:.2f} ms/request")
     print("  of which " + ", ".join(f"{name} {1000 * sec / n:.2f} ms/request" for name, sec in sorted(roles.items())
                                     if sec > 0.005))
     how = "clean" if gw_exit in (0, -signal.SIGTERM) else "NOT clean"
