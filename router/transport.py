@@ -15,8 +15,8 @@ upstream may already have done, and billed, the work.
 
 aiohttp's own conveniences are switched off so that they cannot act twice: no cookie jar
 (httpx keeps cookies), no decompression (httpx decodes ``Content-Encoding``), no automatic
-headers (httpx already set them), no redirects, and proxies from the environment only when
-``trust_env`` is asked for.
+headers (httpx already set them), no redirects, and no proxies from the environment. The
+certificate store is httpx's (certifi, or ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` when set).
 """
 
 from __future__ import annotations
@@ -110,17 +110,15 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         *,
         max_connections: int = 256,
         keepalive_expiry_s: float = 30.0,
-        trust_env: bool = False,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._max_connections = max_connections
         self._keepalive_expiry_s = keepalive_expiry_s
-        self._trust_env = trust_env
         self._ssl_context = ssl_context
         self._session: aiohttp.ClientSession | None = None
 
     def _open(self) -> aiohttp.ClientSession:
-        context = self._ssl_context or httpx.create_ssl_context(trust_env=self._trust_env)
+        context = self._ssl_context or httpx.create_ssl_context()
         connector = aiohttp.TCPConnector(
             limit=self._max_connections, limit_per_host=0, keepalive_timeout=self._keepalive_expiry_s, ssl=context,
         )
@@ -129,7 +127,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=False,
             skip_auto_headers=("User-Agent", "Content-Type", "Accept-Encoding"),
-            trust_env=self._trust_env,
+            trust_env=False,
         )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:

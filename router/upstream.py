@@ -157,6 +157,10 @@ def _parsed_url(url: str) -> httpx.URL:
     return httpx.URL(url)
 
 
+# What httpx.AsyncClient would have added; providers see a gateway, not a library.
+_DEFAULT_HEADERS = {"accept": "*/*", "accept-encoding": "gzip, deflate", "user-agent": "aperture-gateway"}
+
+
 def pool_sizes(max_connections: int, pool_size: int) -> list[int]:
     """Split ``max_connections`` into pools of at most ``pool_size`` (the last one may be smaller).
 
@@ -170,7 +174,13 @@ def pool_sizes(max_connections: int, pool_size: int) -> list[int]:
 
 
 class UpstreamClient:
-    """Owns the ``httpx.AsyncClient`` pools the gateway uses for every provider.
+    """Owns the connection pools the gateway uses for every provider.
+
+    Requests are ``httpx.Request`` objects handed straight to an ``httpx`` transport, without
+    an ``httpx.AsyncClient`` around it: the client's cookie jar, auth and redirect machinery
+    cost about a tenth of a gateway worker's CPU and none of it is wanted here (no redirects are
+    followed, keys travel in headers, and a cookie one provider response sets must never ride
+    along on another tenant's request).
 
     ``transport`` replaces the network (tests, the emulator in-process). When it is ``None``,
     ``engine`` picks what carries the bytes: ``"aiohttp"`` (the default) is one keep-alive pool
@@ -183,9 +193,8 @@ class UpstreamClient:
     per idle one, each time a request enters or leaves it, so one pool of 200 costs
     O(connections²) per request under load (a third of the gateway's CPU at 64 in flight);
     pools of 16 keep that scan small, and at low load only the first pool is used, so its
-    connections stay warm. Proxy variables from the environment are ignored unless
-    ``trust_env=True``, so a stray ``HTTPS_PROXY`` never reroutes provider traffic. Call
-    :meth:`aclose` once at shutdown.
+    connections stay warm. Proxy variables from the environment are never used, so a stray
+    ``HTTPS_PROXY`` cannot reroute provider traffic. Call :meth:`aclose` once at shutdown.
     """
 
     def __init__(
@@ -195,30 +204,28 @@ class UpstreamClient:
         max_connections: int = 256,
         pool_size: int = 16,
         keepalive_expiry_s: float = 30.0,
-        trust_env: bool = False,
         engine: UpstreamEngine = "aiohttp",
     ) -> None:
-        if transport is None and engine == "aiohttp":
-            transport = AiohttpTransport(
-                max_connections=max_connections, keepalive_expiry_s=keepalive_expiry_s, trust_env=trust_env
-            )
-        sizes = [max_connections] if transport is not None else pool_sizes(max_connections, pool_size)
-        self._clients = [
-            httpx.AsyncClient(
-                transport=transport,
-                limits=httpx.Limits(max_connections=size, max_keepalive_connections=size, keepalive_expiry=keepalive_expiry_s),
-                http1=True,
-                http2=False,
-                follow_redirects=False,
-                trust_env=trust_env,
-            )
-            for size in sizes
-        ]
-        self._in_flight = [0] * len(self._clients)
+        if transport is not None:
+            self._transports = [transport]
+        elif engine == "aiohttp":
+            self._transports = [AiohttpTransport(max_connections=max_connections, keepalive_expiry_s=keepalive_expiry_s)]
+        else:
+            self._transports = [
+                httpx.AsyncHTTPTransport(
+                    limits=httpx.Limits(max_connections=size, max_keepalive_connections=size,
+                                        keepalive_expiry=keepalive_expiry_s),
+                    http1=True,
+                    http2=False,
+                )
+                for size in pool_sizes(max_connections, pool_size)
+            ]
+        self._in_flight = [0] * len(self._transports)
+        self._closed = False
 
     @property
     def pools(self) -> int:
-        return len(self._clients)
+        return len(self._transports)
 
     @property
     def in_flight(self) -> tuple[int, ...]:
@@ -227,11 +234,12 @@ class UpstreamClient:
 
     @property
     def is_closed(self) -> bool:
-        return all(c.is_closed for c in self._clients)
+        return self._closed
 
     async def aclose(self) -> None:
-        for c in self._clients:
-            await c.aclose()
+        self._closed = True
+        for t in self._transports:
+            await t.aclose()
 
     async def __aenter__(self) -> UpstreamClient:
         return self
@@ -249,13 +257,18 @@ class UpstreamClient:
     def _release(self, index: int) -> None:
         self._in_flight[index] -= 1
 
-    def _build(
-        self, req: UpstreamRequest, connect_timeout_s: float, timeout_s: float
-    ) -> httpx.Request:
+    async def _open(self, pool: int, req: UpstreamRequest, connect_timeout_s: float, timeout_s: float) -> httpx.Response:
+        """Send ``req`` on ``pool``; the response comes back once its headers are in, body unread."""
+        if self._closed:
+            raise RuntimeError("the upstream client is closed")
+        headers = httpx.Headers(_DEFAULT_HEADERS)
+        headers.update(req.headers)
         timeout = httpx.Timeout(timeout_s, connect=connect_timeout_s, pool=connect_timeout_s)
-        return self._clients[0].build_request(
-            req.method, _parsed_url(req.url), headers=req.headers, json=req.json, timeout=timeout
-        )
+        request = httpx.Request(req.method, _parsed_url(req.url), headers=headers, json=req.json,
+                                extensions={"timeout": timeout.as_dict()})
+        response = await self._transports[pool].handle_async_request(request)
+        response.request = request
+        return response
 
     async def send(
         self, req: UpstreamRequest, *, connect_timeout_s: float, timeout_s: float
@@ -266,10 +279,14 @@ class UpstreamClient:
         """
         try:
             async with asyncio.timeout(connect_timeout_s + timeout_s):
-                request = self._build(req, connect_timeout_s, timeout_s)
                 pool = self._acquire()
                 try:
-                    return await self._clients[pool].send(request)
+                    response = await self._open(pool, req, connect_timeout_s, timeout_s)
+                    try:
+                        await response.aread()
+                    finally:
+                        await response.aclose()
+                    return response
                 finally:
                     self._release(pool)
         except _TRANSPORT_ERRORS as exc:
@@ -288,8 +305,7 @@ class UpstreamClient:
         pool = self._acquire()
         try:
             try:
-                request = self._build(req, connect_timeout_s, timeout_s)
-                response = await self._clients[pool].send(request, stream=True)
+                response = await self._open(pool, req, connect_timeout_s, timeout_s)
             except _TRANSPORT_ERRORS as exc:
                 raise _translate(exc, req) from exc
             try:
@@ -351,8 +367,7 @@ class UpstreamClient:
         req.headers.update(extra_headers or {})
         pool = self._acquire()
         try:
-            request = self._build(req, connect_timeout_s, timeout_s)
-            response = await self._clients[pool].send(request, stream=True)
+            response = await self._open(pool, req, connect_timeout_s, timeout_s)
         except BaseException as exc:
             self._release(pool)
             if isinstance(exc, _TRANSPORT_ERRORS):

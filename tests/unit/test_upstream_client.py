@@ -11,7 +11,13 @@ import httpx
 import pytest
 
 from router.providers.base import UpstreamRequest
-from router.upstream import UpstreamClient, UpstreamEngine, UpstreamTransportError, redact, secrets_of
+from router.upstream import (
+    UpstreamClient,
+    UpstreamEngine,
+    UpstreamTransportError,
+    redact,
+    secrets_of,
+)
 
 KEY = "sk-test-SECRET-0123456789abcdef"
 
