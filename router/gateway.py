@@ -295,8 +295,11 @@ class Gateway:
         )
 
     def _headers_for(self, state: _RequestState) -> dict[str, str]:
+        """The task travels upstream as a hint (the emulator reads it) only when it is a safe
+        header value; a client's ``metadata.task`` can hold anything JSON can (CR/LF, non-ASCII),
+        and it is still recorded on the span either way."""
         extra: dict[str, str] = {}
-        if state.task:
+        if state.task and _header_safe(state.task):
             extra["x-aperture-task"] = state.task
         return extra
 
@@ -599,6 +602,11 @@ def _redacted_messages(state: _RequestState) -> str:
     for image in state.images:
         messages[image.message_index]["content"][image.part_index] = {"type": "image", "sha256": image.sha256}
     return json.dumps(messages)
+
+
+def _header_safe(value: str, max_length: int = 256) -> bool:
+    """Printable ASCII only (no CR/LF or other control characters), and not too long."""
+    return len(value) <= max_length and value.isascii() and value.isprintable()
 
 
 def _arm(state: _RequestState | None) -> str:

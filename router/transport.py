@@ -21,6 +21,7 @@ certificate store is httpx's (certifi, or ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` w
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -40,6 +41,7 @@ _ERROR_MAP: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] =
     (aiohttp.ClientPayloadError, httpx.RemoteProtocolError),  # body cut short or badly framed
     (aiohttp.ClientResponseError, httpx.RemoteProtocolError),  # unparseable status line/headers
     (aiohttp.InvalidURL, httpx.UnsupportedProtocol),
+    (aiohttp.NonHttpUrlClientError, httpx.UnsupportedProtocol),  # ftp://…: a config error, not a reset
     (aiohttp.ClientConnectionError, httpx.ReadError),  # reset or closed after connecting
     (aiohttp.ClientError, httpx.RemoteProtocolError),
     (TimeoutError, httpx.ReadTimeout),
@@ -65,17 +67,23 @@ def _as_httpx_errors(request: httpx.Request) -> Iterator[None]:
 
 
 def client_timeout(extension: dict[str, float | None]) -> aiohttp.ClientTimeout:
-    """httpx's per-request timeouts in aiohttp's terms. ``pool`` bounds the wait for a connection
-    (aiohttp's ``connect`` covers the wait and the connect); ``read`` is the longest silence
-    between chunks; there is no total here (the caller bounds the whole exchange)."""
-    pool, connect = extension.get("pool"), extension.get("connect")
-    waits = [t for t in (pool, connect) if t is not None]
-    return aiohttp.ClientTimeout(
-        total=None,
-        connect=sum(waits) if waits else None,
-        sock_connect=connect,
-        sock_read=extension.get("read"),
-    )
+    """httpx's per-request timeouts in aiohttp's terms: ``connect`` bounds the TCP (and TLS)
+    connect, ``read`` the longest silence between chunks once the request is sent. aiohttp has
+    no write timeout and its pool wait shares one timer with the connect, so neither is set
+    here: :func:`answer_deadline` bounds both from outside."""
+    return aiohttp.ClientTimeout(total=None, connect=None, sock_connect=extension.get("connect"),
+                                 sock_read=extension.get("read"))
+
+
+def answer_deadline(extension: dict[str, float | None]) -> float | None:
+    """The longest a request may take until its response headers arrive: waiting for a pooled
+    connection, connecting, writing the body and waiting for the answer, each at most its own
+    timeout. ``None`` (no bound) only when httpx set none at all. Without it, an upstream that
+    stops reading a large body would hold the request until TCP gives up, since aiohttp's read
+    timer starts only after the body is written."""
+    parts = [extension.get(name) for name in ("pool", "connect", "write", "read")]
+    given = [t for t in parts if t is not None]
+    return sum(given) if given else None
 
 
 class _Body(httpx.AsyncByteStream):
@@ -116,6 +124,15 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._keepalive_expiry_s = keepalive_expiry_s
         self._ssl_context = ssl_context
         self._session: aiohttp.ClientSession | None = None
+        self._session_loop: asyncio.AbstractEventLoop | None = None
+
+    def _session_here(self) -> aiohttp.ClientSession:
+        """The session of the running event loop; a new one when there is none yet, it was
+        closed, or it belongs to another loop (a session cannot move between loops)."""
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed or self._session_loop is not loop:
+            self._session, self._session_loop = self._open(), loop
+        return self._session
 
     def _open(self) -> aiohttp.ClientSession:
         context = self._ssl_context or httpx.create_ssl_context()
@@ -131,30 +148,44 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if self._session is None or self._session.closed:
-            self._session = self._open()
+        session = self._session_here()
         body = await request.aread()
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
         timeouts = request.extensions.get("timeout", {})
-        with _as_httpx_errors(request):
-            response = await self._session.request(
-                request.method,
-                yarl.URL(str(request.url), encoded=True),  # httpx has already percent-encoded it
-                headers=headers,
-                data=body or None,
-                allow_redirects=False,
-                timeout=client_timeout(timeouts),
-                server_hostname=request.extensions.get("sni_hostname"),
+        deadline = answer_deadline(timeouts)
+        try:
+            with _as_httpx_errors(request):
+                async with asyncio.timeout(deadline):
+                    response = await session.request(
+                        request.method,
+                        yarl.URL(str(request.url), encoded=True),  # httpx has already percent-encoded it
+                        headers=headers,
+                        data=body or None,
+                        allow_redirects=False,
+                        timeout=client_timeout(timeouts),
+                        server_hostname=request.extensions.get("sni_hostname"),
+                    )
+        except httpx.ReadTimeout as exc:
+            if isinstance(exc.__cause__, aiohttp.ClientError):
+                raise
+            # Our deadline, not aiohttp's read timer: the pool wait, the connect or the upload ran out.
+            raise httpx.TimeoutException(f"no answer within {deadline:g} s", request=request) from exc.__cause__
+        except ValueError as exc:  # aiohttp refuses what it cannot send: a CR/LF in a header, …
+            raise httpx.LocalProtocolError(str(exc), request=request) from exc
+        try:
+            return httpx.Response(
+                status_code=response.status,
+                headers=response.raw_headers,
+                stream=_Body(response, request),
+                request=request,
+                extensions={"http_version": b"HTTP/1.1",
+                            "reason_phrase": (response.reason or "").encode("latin-1", "replace")},
             )
-        return httpx.Response(
-            status_code=response.status,
-            headers=response.raw_headers,
-            stream=_Body(response, request),
-            request=request,
-            extensions={"http_version": b"HTTP/1.1", "reason_phrase": (response.reason or "").encode("latin-1")},
-        )
+        except BaseException:
+            response.close()  # nothing owns the connection yet: drop it rather than leak the slot
+            raise
 
     async def aclose(self) -> None:
-        if self._session is not None:
+        if self._session is not None and self._session_loop is asyncio.get_running_loop():
             await self._session.close()
-            self._session = None
+        self._session = self._session_loop = None

@@ -72,6 +72,22 @@ def test_every_image_gets_a_span_with_tokens_and_cost(client, stack):
     assert all(est > 0 and billed > 0 and cost > 0 for est, billed, cost, _ in rows)
 
 
+@pytest.mark.parametrize("task", ["line\r\nx-injected: 1", "résumé", "t" * 300, "extract"])
+def test_task_reaches_the_span_and_goes_upstream_only_as_a_safe_header(client, stack, task):
+    stack.clear_emulator()
+    raw = client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=image_message(data_url(page_png()), detail="low"), metadata={"task": task})
+    request_id = raw.headers["x-aperture-request-id"]
+    sent = stack.emulator_requests()
+    assert len(sent) == 1
+    # The emulator logs the x-aperture-task header it got, else the task it read from the prompt.
+    assert (sent[0]["task"] == task) == (task == "extract")
+    stack.flush()
+    with duckdb.connect(str(stack.db), read_only=True) as conn:
+        stored = conn.execute("SELECT task FROM request_spans WHERE request_id = ?", [request_id]).fetchall()
+    assert stored == [(task,)]
+
+
 def _count(stack, table):
     stack.flush()
     if not stack.db.exists():  # nothing exported yet by this worker's gateway

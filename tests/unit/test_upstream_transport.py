@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from router.providers.base import UpstreamRequest
-from router.transport import AiohttpTransport, client_timeout, httpx_error_for
+from router.transport import AiohttpTransport, answer_deadline, client_timeout, httpx_error_for
 from router.upstream import UpstreamClient, UpstreamEngine, UpstreamTransportError
 
 ENGINES = pytest.mark.parametrize("engine", ["aiohttp", "httpcore"])
@@ -130,7 +130,7 @@ async def test_transport_silent_upstream_times_out(engine: UpstreamEngine) -> No
     server, port = await _serve(handle)
     async with server, UpstreamClient(engine=engine) as client:
         with pytest.raises(UpstreamTransportError) as info:
-            await client.send(_req(f"http://127.0.0.1:{port}/"), connect_timeout_s=0.3, timeout_s=0.3)
+            await client.send(_req(f"http://127.0.0.1:{port}/"), connect_timeout_s=1, timeout_s=1)
     assert info.value.kind == "timeout"
     assert info.value.status == 504
 
@@ -142,16 +142,15 @@ async def test_transport_stream_reads_chunks_and_maps_a_stall(engine: UpstreamEn
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
         for event in (b"data: 1\n\n", b"data: 2\n\n"):
             writer.write(b"%x\r\n%s\r\n" % (len(event), event))
-            await writer.drain()
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(5)  # then silence
+        await writer.drain()
+        await asyncio.sleep(10)  # then silence
         writer.close()
 
     server, port = await _serve(handle)
     lines: list[str] = []
     async with server, UpstreamClient(engine=engine) as client:
         with pytest.raises(UpstreamTransportError) as info:
-            async with client.stream(_req(f"http://127.0.0.1:{port}/"), connect_timeout_s=1, timeout_s=0.5) as resp:
+            async with client.stream(_req(f"http://127.0.0.1:{port}/"), connect_timeout_s=1, timeout_s=2) as resp:
                 async for line in resp.aiter_lines():
                     lines.append(line)
     assert [line for line in lines if line] == ["data: 1", "data: 2"]
@@ -191,6 +190,113 @@ async def test_transport_stream_left_early_does_not_poison_the_pool(engine: Upst
             again = await client.send(_req(f"http://127.0.0.1:{port}/plain"), connect_timeout_s=1, timeout_s=5)
             assert again.json() == {"plain": True}
     assert connections == 2
+
+
+@ENGINES
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_transport_upstream_that_stops_reading_the_body_times_out(engine: UpstreamEngine, streamed: bool) -> None:
+    """A stalled upload is bounded too (aiohttp has no write timeout of its own)."""
+    stalled = asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")  # the head, then never another byte
+        stalled.set()
+        await asyncio.sleep(30)
+        writer.close()
+
+    server, port = await _serve(handle)
+    big = UpstreamRequest(method="POST", url=f"http://127.0.0.1:{port}/", headers={}, json={"x": "x" * (32 << 20)})
+    async with server, UpstreamClient(engine=engine) as client:
+        with pytest.raises(UpstreamTransportError) as info:
+            if streamed:
+                async with client.stream(big, connect_timeout_s=0.5, timeout_s=0.5):
+                    pass
+            else:
+                await client.send(big, connect_timeout_s=0.5, timeout_s=0.5)
+    assert stalled.is_set()
+    assert info.value.kind == "timeout"
+
+
+@ENGINES
+async def test_transport_pool_exhaustion_is_a_timeout(engine: UpstreamEngine) -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        await writer.drain()
+        await asyncio.sleep(30)
+        writer.close()
+
+    server, port = await _serve(handle)
+    url = f"http://127.0.0.1:{port}/"
+    async with server, UpstreamClient(engine=engine, max_connections=1) as client, \
+            client.stream(_req(url), connect_timeout_s=1, timeout_s=5):  # holds the only connection
+        with pytest.raises(UpstreamTransportError) as info:
+            await client.send(_req(url), connect_timeout_s=0.5, timeout_s=0.5)
+    assert info.value.kind == "timeout"
+
+
+@ENGINES
+async def test_transport_reason_phrase_outside_latin1_is_read(engine: UpstreamEngine) -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                await _read_request(reader)
+                writer.write("HTTP/1.1 200 成功\r\ncontent-length: 2\r\n\r\n{}".encode())
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server, port = await _serve(handle)
+    async with server, UpstreamClient(engine=engine, max_connections=1) as client:
+        for _ in range(2):  # the one connection is free again after the first answer
+            resp = await client.send(_req(f"http://127.0.0.1:{port}/"), connect_timeout_s=2, timeout_s=5)
+            assert resp.status_code == 200 and resp.json() == {}
+
+
+@ENGINES
+async def test_transport_header_with_a_line_break_is_never_sent(engine: UpstreamEngine) -> None:
+    received: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received.append(await reader.read(65536))
+        writer.close()
+
+    server, port = await _serve(handle)
+    bad = UpstreamRequest(method="POST", url=f"http://127.0.0.1:{port}/", headers={"x-aperture-task": "a\r\nx-evil: 1"},
+                          json={})
+    async with server, UpstreamClient(engine=engine) as client:
+        with pytest.raises(UpstreamTransportError) as info:
+            await client.send(bad, connect_timeout_s=2, timeout_s=5)
+    assert info.value.kind == "protocol"
+    assert not any(b"x-evil" in r for r in received)
+
+
+def test_transport_survives_a_new_event_loop() -> None:
+    """A session belongs to one loop; the transport opens another for the next loop."""
+    transport = AiohttpTransport()
+
+    async def once() -> int:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await _read_request(reader)
+            writer.write(_ok(b"{}"))
+            await writer.drain()
+            writer.close()
+
+        server, port = await _serve(handle)
+        async with server:
+            client = UpstreamClient(transport)
+            resp = await client.send(_req(f"http://127.0.0.1:{port}/"), connect_timeout_s=2, timeout_s=5)
+            return resp.status_code
+
+    assert asyncio.run(once()) == 200  # left open on purpose: the loop ends under it
+    assert asyncio.run(once()) == 200
+
+    async def close() -> None:
+        await transport.aclose()
+
+    asyncio.run(close())
 
 
 @pytest.fixture(scope="module")
@@ -247,6 +353,7 @@ async def test_transport_tls_to_a_trusted_certificate(tls: tuple[trustme.CA, ssl
         (aiohttp.ClientOSError(104, "reset"), httpx.ReadError),
         (aiohttp.ClientConnectionResetError(), httpx.ReadError),
         (aiohttp.InvalidURL("x"), httpx.UnsupportedProtocol),
+        (aiohttp.NonHttpUrlClientError("ftp://x"), httpx.UnsupportedProtocol),
         (TimeoutError(), httpx.ReadTimeout),
         (ValueError(), None),
     ],
@@ -255,15 +362,19 @@ def test_transport_error_map(exc: BaseException, expected: type[httpx.TransportE
     assert httpx_error_for(exc) is expected
 
 
-@given(
-    st.none() | st.floats(0.01, 600),
-    st.none() | st.floats(0.01, 600),
-    st.none() | st.floats(0.01, 600),
-)
-def test_transport_timeouts_keep_their_meaning(pool: float | None, connect: float | None, read: float | None) -> None:
-    t = client_timeout({"pool": pool, "connect": connect, "read": read, "write": None})
-    assert t.total is None
-    assert t.sock_connect == connect
-    assert t.sock_read == read
-    waits = [w for w in (pool, connect) if w is not None]
-    assert t.connect == (sum(waits) if waits else None)
+TIMEOUT = st.none() | st.floats(0.01, 600)
+
+
+@given(TIMEOUT, TIMEOUT, TIMEOUT, TIMEOUT)
+def test_transport_deadline_covers_every_phase(pool: float | None, connect: float | None, write: float | None,
+                                               read: float | None) -> None:
+    """Until the answer's headers: no phase may be cut shorter than its own timeout, and only a
+    request with no timeout at all may wait forever."""
+    extension = {"pool": pool, "connect": connect, "write": write, "read": read}
+    deadline = answer_deadline(extension)
+    given_ = [t for t in extension.values() if t is not None]
+    assert (deadline is None) == (not given_)
+    if deadline is not None:
+        assert deadline >= sum(given_) - 1e-9
+    t = client_timeout(extension)
+    assert (t.total, t.connect, t.sock_connect, t.sock_read) == (None, None, connect, read)
