@@ -3,8 +3,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import socket
-import traceback
 from collections.abc import AsyncIterator, Callable
 
 import httpx
@@ -13,7 +11,6 @@ import pytest
 from router.providers.base import UpstreamRequest
 from router.upstream import (
     UpstreamClient,
-    UpstreamEngine,
     UpstreamTransportError,
     redact,
     secrets_of,
@@ -148,72 +145,3 @@ async def test_stream_open_failure_is_mapped() -> None:
             async with client.stream(_req(), connect_timeout_s=1, timeout_s=5):
                 pytest.fail("must not enter the block")
     assert info.value.kind == "connect"
-
-
-# --- real loopback sockets: the default pooled transport -------------------------------------
-
-
-async def _serve(handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], object]):
-    server = await asyncio.start_server(handler, "127.0.0.1", 0)  # type: ignore[arg-type]
-    port = server.sockets[0].getsockname()[1]
-    return server, port
-
-
-async def _read_request(reader: asyncio.StreamReader) -> bool:
-    head = await reader.readuntil(b"\r\n\r\n")
-    length = 0
-    for line in head.split(b"\r\n"):
-        if line.lower().startswith(b"content-length:"):
-            length = int(line.split(b":")[1])
-    await reader.readexactly(length)
-    return True
-
-
-@pytest.mark.parametrize("engine", ["aiohttp", "httpcore"])
-async def test_keep_alive_pool_reuses_one_connection(engine: UpstreamEngine) -> None:
-    connections = 0
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal connections
-        connections += 1
-        try:
-            while True:
-                await _read_request(reader)
-                writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}")
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    server, port = await _serve(handle)
-    async with server, UpstreamClient(engine=engine) as client:
-        for _ in range(3):
-            resp = await client.send(_req(f"http://127.0.0.1:{port}/v1/x"), connect_timeout_s=1, timeout_s=5)
-            assert resp.json() == {}
-    assert connections == 1
-
-
-@pytest.mark.parametrize("engine", ["aiohttp", "httpcore"])
-async def test_loopback_reset_and_refused_are_mapped(engine: UpstreamEngine) -> None:
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial")
-        await writer.drain()
-        writer.close()
-
-    server, port = await _serve(handle)
-    async with server, UpstreamClient(engine=engine) as client:
-        with pytest.raises(UpstreamTransportError) as info:
-            await client.send(_req(f"http://127.0.0.1:{port}/"), connect_timeout_s=1, timeout_s=5)
-        assert info.value.kind == "reset"
-
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        closed_port = sock.getsockname()[1]
-        sock.close()
-        with pytest.raises(UpstreamTransportError) as refused:
-            await client.send(_req(f"http://127.0.0.1:{closed_port}/"), connect_timeout_s=1, timeout_s=5)
-        assert refused.value.kind == "connect"
-        text = "".join(traceback.format_exception(refused.value))
-        assert KEY not in text

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import socket
 import ssl
+import traceback
 from collections.abc import Awaitable, Callable
 
 import aiohttp
@@ -37,6 +39,19 @@ async def _read_request(reader: asyncio.StreamReader) -> bytes:
             length = int(line.split(b":")[1])
     await reader.readexactly(length)
     return head
+
+
+async def _keep_answering(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, answer: bytes) -> None:
+    """Answer every request on this connection with ``answer`` until the client goes away."""
+    try:
+        while True:
+            await _read_request(reader)
+            writer.write(answer)
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+    finally:
+        writer.close()
 
 
 def _ok(body: bytes, *headers: bytes) -> bytes:
@@ -92,47 +107,62 @@ async def test_transport_gzip_body_is_decoded_once(engine: UpstreamEngine) -> No
     assert resp.json() == {"choices": []}
 
 
-BROKEN_ANSWERS = {
-    "closed before answering": b"",
-    "truncated body": b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial",
-    "garbage status line": b"SMTP ready\r\n\r\n",
-    "bad chunk framing": b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\nabc\r\n",
+# What the upstream does after reading the request → the kind of failure it must be called.
+BROKEN_ANSWERS: dict[str, tuple[bytes | None, str]] = {
+    "closed before answering": (b"", "reset"),
+    "truncated body": (b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial", "reset"),
+    "garbage status line": (b"SMTP ready\r\n\r\n", "reset"),
+    "bad chunk framing": (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\nabc\r\n", "reset"),
+    "silence": (None, "timeout"),
 }
 
 
 @ENGINES
 @pytest.mark.parametrize("answer", BROKEN_ANSWERS)
-async def test_transport_broken_answers_after_sending_are_resets(engine: UpstreamEngine, answer: str) -> None:
+async def test_transport_broken_answers_after_sending(engine: UpstreamEngine, answer: str) -> None:
     """After the request left, a failure is never called a connect failure: the upstream may
     have done (and billed) the work, so it must not look safe to resend."""
+    raw, kind = BROKEN_ANSWERS[answer]
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _read_request(reader)
-        writer.write(BROKEN_ANSWERS[answer])
-        await writer.drain()
-        writer.close()
-
-    server, port = await _serve(handle)
-    async with server, UpstreamClient(engine=engine) as client:
-        with pytest.raises(UpstreamTransportError) as info:
-            await client.send(_req(f"http://127.0.0.1:{port}/"), connect_timeout_s=2, timeout_s=5)
-    assert info.value.kind == "reset"
-    assert info.value.status == 502
-
-
-@ENGINES
-async def test_transport_silent_upstream_times_out(engine: UpstreamEngine) -> None:
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
-        await asyncio.sleep(5)
+        if raw is None:
+            await asyncio.sleep(5)
+        else:
+            writer.write(raw)
+            await writer.drain()
         writer.close()
 
     server, port = await _serve(handle)
     async with server, UpstreamClient(engine=engine) as client:
         with pytest.raises(UpstreamTransportError) as info:
             await client.send(_req(f"http://127.0.0.1:{port}/"), connect_timeout_s=1, timeout_s=1)
-    assert info.value.kind == "timeout"
-    assert info.value.status == 504
+    assert info.value.kind == kind
+    assert info.value.status == (504 if kind == "timeout" else 502)
+
+
+@ENGINES
+async def test_transport_keep_alive_reuses_one_connection_and_refused_is_connect(engine: UpstreamEngine) -> None:
+    connections = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await _keep_answering(reader, writer, _ok(b"{}"))
+
+    server, port = await _serve(handle)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    closed_port = sock.getsockname()[1]
+    sock.close()
+    async with server, UpstreamClient(engine=engine) as client:
+        for _ in range(3):
+            assert (await client.send(_req(f"http://127.0.0.1:{port}/v1/x"), connect_timeout_s=1, timeout_s=5)).json() == {}
+        with pytest.raises(UpstreamTransportError) as refused:
+            await client.send(_req(f"http://127.0.0.1:{closed_port}/"), connect_timeout_s=1, timeout_s=5)
+    assert connections == 1
+    assert refused.value.kind == "connect"
+    assert "k-0123456789" not in "".join(traceback.format_exception(refused.value))
 
 
 @ENGINES
@@ -165,21 +195,15 @@ async def test_transport_stream_left_early_does_not_poison_the_pool(engine: Upst
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonlocal connections
         connections += 1
-        try:
-            head = await _read_request(reader)
-            if b"/stream" in head:
-                writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n")
-                await writer.drain()
-                await asyncio.sleep(5)
-            else:
-                while True:
-                    writer.write(_ok(b'{"plain": true}'))
-                    await writer.drain()
-                    await _read_request(reader)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
+        head = await _read_request(reader)
+        if b"/stream" in head:
+            writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n")
+            await writer.drain()
+            await asyncio.sleep(5)
             writer.close()
+        else:
+            writer.write(_ok(b'{"plain": true}'))
+            await _keep_answering(reader, writer, _ok(b'{"plain": true}'))
 
     server, port = await _serve(handle)
     async with server, UpstreamClient(engine=engine, max_connections=1) as client:
@@ -238,15 +262,7 @@ async def test_transport_pool_exhaustion_is_a_timeout(engine: UpstreamEngine) ->
 @ENGINES
 async def test_transport_reason_phrase_outside_latin1_is_read(engine: UpstreamEngine) -> None:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                await _read_request(reader)
-                writer.write("HTTP/1.1 200 成功\r\ncontent-length: 2\r\n\r\n{}".encode())
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+        await _keep_answering(reader, writer, "HTTP/1.1 200 成功\r\ncontent-length: 2\r\n\r\n{}".encode())
 
     server, port = await _serve(handle)
     async with server, UpstreamClient(engine=engine, max_connections=1) as client:
