@@ -1,7 +1,7 @@
 """An ``httpx`` transport that sends over aiohttp: the gateway's upstream connections.
 
 Why: under load, httpcore (pure-Python HTTP/1.1 over anyio) was the largest single cost in a
-gateway worker, about 0.33 ms of CPU per upstream request more than aiohttp, whose HTTP parser
+gateway worker, about 0.3 ms of CPU per upstream request more than aiohttp, whose HTTP parser
 and connection pool are written in C/Cython (``benchmarks/upstream_client.py`` measures both
 side by side). Everything above the transport stays ``httpx``: requests are built, cookies,
 redirects (off) and response decoding happen as before, tests still inject ``httpx``
