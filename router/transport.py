@@ -3,10 +3,10 @@
 Why: under load, httpcore (pure-Python HTTP/1.1 over anyio) was the largest single cost in a
 gateway worker, about 0.3 ms of CPU per upstream request more than aiohttp, whose HTTP parser
 and connection pool are written in C/Cython (``benchmarks/upstream_client.py`` measures both
-side by side). Everything above the transport stays ``httpx``: requests are built, cookies,
-redirects (off) and response decoding happen as before, tests still inject ``httpx``
-transports, and every aiohttp failure is raised as the ``httpx`` exception httpcore would
-have raised for the same event, so :mod:`router.upstream` classifies it the same way.
+side by side). Everything above the transport stays ``httpx``: requests and responses are
+``httpx`` objects (``Content-Encoding`` is decoded by httpx as before), tests still inject
+``httpx`` transports, and every aiohttp failure is raised as the ``httpx`` exception httpcore
+would have raised for the same event, so :mod:`router.upstream` classifies it the same way.
 
 The mapping keeps one distinction that matters for retries: a failure before the request left
 (connect refused, DNS, TLS, connect timeout) is a ``ConnectError``/``ConnectTimeout``; anything

@@ -186,10 +186,11 @@ class UpstreamClient:
     ``transport`` replaces the network (tests, the emulator in-process). When it is ``None``,
     ``engine`` picks what carries the bytes: ``"aiohttp"`` (the default) is one keep-alive pool
     of ``max_connections`` over :class:`router.transport.AiohttpTransport`, which costs about
-    0.3 ms less CPU per request than httpcore (``python -m benchmarks.upstream_client``); ``"httpcore"`` is httpx's own transport, in
-    HTTP/1.1 keep-alive pools of at most ``pool_size`` connections each, as many as
-    ``max_connections`` needs, every request going to the pool with the fewest requests in
-    flight. Why several small pools rather than one big one there: httpcore scans its whole pool,
+    0.3 ms less CPU per request than httpcore (``python -m benchmarks.upstream_client``);
+    ``"httpcore"`` is httpx's own transport, in HTTP/1.1 keep-alive pools of at most
+    ``pool_size`` connections each, as many as ``max_connections`` needs, every request going
+    to the pool with the fewest requests in flight. Why several small pools rather than one
+    big one there: httpcore scans its whole pool,
     with a socket-readability syscall per idle connection and a count over every connection
     per idle one, each time a request enters or leaves it, so one pool of 200 costs
     O(connections²) per request under load (a third of the gateway's CPU at 64 in flight);
