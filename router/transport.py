@@ -154,8 +154,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         timeouts = request.extensions.get("timeout", {})
         deadline = answer_deadline(timeouts)
         try:
-            with _as_httpx_errors(request):
-                async with asyncio.timeout(deadline):
+            async with asyncio.timeout(deadline):
+                with _as_httpx_errors(request):  # aiohttp's own timeouts leave this as httpx ones
                     response = await session.request(
                         request.method,
                         yarl.URL(str(request.url), encoded=True),  # httpx has already percent-encoded it
@@ -165,11 +165,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                         timeout=client_timeout(timeouts),
                         server_hostname=request.extensions.get("sni_hostname"),
                     )
-        except httpx.ReadTimeout as exc:
-            if isinstance(exc.__cause__, aiohttp.ClientError):
-                raise
-            # Our deadline, not aiohttp's read timer: the pool wait, the connect or the upload ran out.
-            raise httpx.TimeoutException(f"no answer within {deadline:g} s", request=request) from exc.__cause__
+        except TimeoutError as exc:  # the deadline: the pool wait, the connect or the upload ran out
+            raise httpx.TimeoutException(f"no answer within {deadline:g} s", request=request) from exc
         except ValueError as exc:  # aiohttp refuses what it cannot send: a CR/LF in a header, …
             raise httpx.LocalProtocolError(str(exc), request=request) from exc
         try:
