@@ -213,10 +213,10 @@ async def serve_replay(port: int, emulator_port: int, ready: Any) -> None:
 
 
 def _replay_process(port: int, emulator_port: int, ready: Any) -> None:
-    _event_loop_runner()(serve_replay(port, emulator_port, ready))
+    event_loop_runner()(serve_replay(port, emulator_port, ready))
 
 
-def _event_loop_runner() -> Any:
+def event_loop_runner() -> Any:
     """uvloop when installed: every process here takes its CPU out of the same 2 cores."""
     try:
         import uvloop
@@ -228,7 +228,7 @@ def _event_loop_runner() -> Any:
 
 def _load_process(port: int, request: bytes, kw: dict[str, Any], start: Any, out: Any) -> None:
     start.wait()
-    out.put(_event_loop_runner()(drive(port, request, **kw)))
+    out.put(event_loop_runner()(drive(port, request, **kw)))
 
 
 def run_load(port: int, path: str, body: dict[str, Any], *, rate: float, seconds: float, concurrency: int,

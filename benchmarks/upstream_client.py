@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 from benchmarks.overhead import free_port
+from benchmarks.span_loss import event_loop_runner, read_message
 
 ANSWER = json.dumps({
     "id": "chatcmpl-bench", "object": "chat.completion", "created": 0, "model": "gpt-4o-mini",
@@ -28,44 +29,24 @@ ANSWER = json.dumps({
 RESPONSE = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(ANSWER)) + ANSWER
 
 
-class _Canned(asyncio.Protocol):
-    """Answers each Content-Length-framed request with ``RESPONSE``."""
-
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-        self.buffer = b""
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
-            length = 0
-            for line in self.buffer[:end].split(b"\r\n")[1:]:
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-            if len(self.buffer) < end + 4 + length:
-                return
-            self.buffer = self.buffer[end + 4 + length:]
-            self.transport.write(RESPONSE)
-
-
-def _runner() -> Any:
-    try:
-        import uvloop
-
-        return uvloop.run
-    except ImportError:
-        return asyncio.run
-
-
 def _serve(port: int, ready: Any) -> None:
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                await read_message(reader)
+                writer.write(RESPONSE)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
     async def main() -> None:
-        server = await asyncio.get_running_loop().create_server(_Canned, "127.0.0.1", port, backlog=1024)
+        server = await asyncio.start_server(answer, "127.0.0.1", port, backlog=1024)
         ready.set()
         async with server:
             await server.serve_forever()
 
-    _runner()(main())
+    event_loop_runner()(main())
 
 
 async def measure(engine: str, port: int, requests: int, concurrency: int) -> tuple[float, float]:
@@ -109,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
         results: dict[str, list[tuple[float, float]]] = {"aiohttp": [], "httpcore": []}
         for _ in range(args.rounds):
             for engine in results:
-                results[engine].append(_runner()(measure(engine, port, args.requests, args.concurrency)))
+                results[engine].append(event_loop_runner()(measure(engine, port, args.requests, args.concurrency)))
     finally:
         server.terminate()
         server.join(10)
