@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
+from collector import semconv as sc
 from collector.otlp import from_otlp_json, from_otlp_proto, from_readable_span
 from collector.record import SpanRecord, to_json
 
@@ -122,62 +123,44 @@ def as_bool(value: Any) -> bool | None:
 
 Coerce = Callable[[Any], Any]
 
+#: The coercion of each ``image_spans`` column; the attribute keys come from ``semconv``.
+_IMAGE_COERCE: dict[str, Coerce] = {
+    "image_index": as_int32, "bytes": as_int64, "width": as_int32, "height": as_int32,
+    "tokens_estimated": as_int64, "tokens_billed": as_int64, "cost_usd": as_float,
+    "text_height_px": as_float, "tokens_low_estimate": as_int64, "propensity": as_float,
+}
+
 #: image_spans column ← span attribute, with its coercion
-IMAGE_COLUMNS: tuple[tuple[str, str, Coerce], ...] = (
-    ("image_index", "image.index", as_int32),
-    ("sha256", "image.sha256", as_str),
-    ("bytes", "image.bytes", as_int64),
-    ("width", "image.width", as_int32),
-    ("height", "image.height", as_int32),
-    ("format", "image.format", as_str),
-    ("source", "image.source", as_str),
-    ("detail", "image.detail", as_str),
-    ("tokens_estimated", "image.tokens_estimated", as_int64),
-    ("tokens_billed", "image.tokens_billed", as_int64),
-    ("cost_usd", "image.cost_usd", as_float),
-    ("transcoded_from", "image.transcoded_from", as_str),
-    ("resized_to", "image.resized_to", as_str),
-    ("provider", "gen_ai.provider.name", as_str),
-    ("model", "gen_ai.request.model", as_str),
-    ("team", "aperture.team", as_str),
-    ("ruleset_version", "aperture.ruleset.version", as_str),
-    ("rule_id", "aperture.rule.id", as_str),
-    ("arm", "aperture.ruleset.arm", as_str),
-    ("requested_model", "aperture.requested_model", as_str),
-    ("task", "aperture.task", as_str),
-    ("reference_id", "aperture.reference_id", as_str),
-    ("request_id", "aperture.request_id", as_str),
-    ("text_height_px", "aperture.image.text_height_px", as_float),
-    ("tokens_low_estimate", "aperture.image.tokens_low_estimate", as_int64),
-    ("propensity", "aperture.route.propensity", as_float),
+IMAGE_COLUMNS: tuple[tuple[str, str, Coerce], ...] = tuple(
+    (column, key, _IMAGE_COERCE.get(column, as_str)) for column, key in sc.IMAGE_COLUMN_KEYS
 )
 
 #: request_spans column ← span attribute, with its coercion
 REQUEST_COLUMNS: tuple[tuple[str, str, Coerce], ...] = (
-    ("request_id", "aperture.request_id", as_str),
-    ("team", "aperture.team", as_str),
-    ("requested_model", "aperture.requested_model", as_str),
-    ("model", "gen_ai.request.model", as_str),
-    ("response_model", "gen_ai.response.model", as_str),
-    ("provider", "gen_ai.provider.name", as_str),
-    ("ruleset_version", "aperture.ruleset.version", as_str),
-    ("arm", "aperture.ruleset.arm", as_str),
-    ("rule_id", "aperture.rule.id", as_str),
-    ("route", "aperture.route", as_str),
-    ("propensity", "aperture.route.propensity", as_float),
-    ("error_type", "error.type", as_str),
-    ("input_tokens", "gen_ai.usage.input_tokens", as_int64),
-    ("output_tokens", "gen_ai.usage.output_tokens", as_int64),
-    ("estimated_cost_usd", "aperture.cost.estimated_usd", as_float),
-    ("billed_cost_usd", "aperture.cost.billed_usd", as_float),
-    ("retry_count", "aperture.retry_count", as_int32),
-    ("fallback_path", "aperture.fallback_path", as_str),
-    ("task", "aperture.task", as_str),
-    ("reference_id", "aperture.reference_id", as_str),
-    ("n_images", "aperture.image_count", as_int32),
-    ("replay", "aperture.replay", as_bool),
-    ("input_text", "gen_ai.input.messages", as_json_text),
-    ("output_text", "aperture.output_text", as_str),
+    ("request_id", sc.APERTURE_REQUEST_ID, as_str),
+    ("team", sc.APERTURE_TEAM, as_str),
+    ("requested_model", sc.APERTURE_REQUESTED_MODEL, as_str),
+    ("model", sc.GEN_AI_REQUEST_MODEL, as_str),
+    ("response_model", sc.GEN_AI_RESPONSE_MODEL, as_str),
+    ("provider", sc.GEN_AI_PROVIDER_NAME, as_str),
+    ("ruleset_version", sc.APERTURE_RULESET_VERSION, as_str),
+    ("arm", sc.APERTURE_RULESET_ARM, as_str),
+    ("rule_id", sc.APERTURE_RULE_ID, as_str),
+    ("route", sc.APERTURE_ROUTE, as_str),
+    ("propensity", sc.APERTURE_ROUTE_PROPENSITY, as_float),
+    ("error_type", sc.ERROR_TYPE, as_str),
+    ("input_tokens", sc.GEN_AI_USAGE_INPUT_TOKENS, as_int64),
+    ("output_tokens", sc.GEN_AI_USAGE_OUTPUT_TOKENS, as_int64),
+    ("estimated_cost_usd", sc.APERTURE_COST_ESTIMATED_USD, as_float),
+    ("billed_cost_usd", sc.APERTURE_COST_BILLED_USD, as_float),
+    ("retry_count", sc.APERTURE_RETRY_COUNT, as_int32),
+    ("fallback_path", sc.APERTURE_FALLBACK_PATH, as_str),
+    ("task", sc.APERTURE_TASK, as_str),
+    ("reference_id", sc.APERTURE_REFERENCE_ID, as_str),
+    ("n_images", sc.APERTURE_IMAGE_COUNT, as_int32),
+    ("replay", sc.APERTURE_REPLAY, as_bool),
+    ("input_text", sc.GEN_AI_INPUT_MESSAGES, as_json_text),
+    ("output_text", sc.APERTURE_OUTPUT_TEXT, as_str),
 )
 
 
@@ -281,9 +264,9 @@ def span_to_rows(
     stored once, their ``spans`` row rebuilt by the view).
     """
     rows: dict[str, list[dict[str, Any]]] = {"spans": [span_row(span, _resource_json)]}
-    if span.name == "image":
+    if span.name == sc.IMAGE_SPAN_NAME:
         rows["image_spans"] = [image_row(span)]
-    if span.attributes.get("gen_ai.operation.name") == "chat":
+    if span.attributes.get(sc.GEN_AI_OPERATION_NAME) == sc.OPERATION_CHAT:
         rows["request_spans"] = [request_row(span)]
     return rows
 

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import duckdb
+
+from collector import semconv as sc
+from collector.semconv import utc_now
 
 
 @dataclass(frozen=True)
@@ -120,33 +122,8 @@ IMAGE_SPAN_EXTRA: tuple[tuple[str, str], ...] = (
 )
 
 #: (attribute, image_spans column) pairs the ``spans`` view rebuilds ``attributes`` from.
-IMAGE_ATTRIBUTE_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("image.index", "image_index"),
-    ("image.sha256", "sha256"),
-    ("image.bytes", "bytes"),
-    ("image.width", "width"),
-    ("image.height", "height"),
-    ("image.format", "format"),
-    ("image.source", "source"),
-    ("image.detail", "detail"),
-    ("image.tokens_estimated", "tokens_estimated"),
-    ("image.tokens_billed", "tokens_billed"),
-    ("image.cost_usd", "cost_usd"),
-    ("image.transcoded_from", "transcoded_from"),
-    ("image.resized_to", "resized_to"),
-    ("gen_ai.provider.name", "provider"),
-    ("gen_ai.request.model", "model"),
-    ("aperture.team", "team"),
-    ("aperture.ruleset.version", "ruleset_version"),
-    ("aperture.rule.id", "rule_id"),
-    ("aperture.ruleset.arm", "arm"),
-    ("aperture.requested_model", "requested_model"),
-    ("aperture.task", "task"),
-    ("aperture.reference_id", "reference_id"),
-    ("aperture.request_id", "request_id"),
-    ("aperture.image.text_height_px", "text_height_px"),
-    ("aperture.image.tokens_low_estimate", "tokens_low_estimate"),
-    ("aperture.route.propensity", "propensity"),
+IMAGE_ATTRIBUTE_COLUMNS: tuple[tuple[str, str], ...] = tuple(
+    (key, column) for column, key in sc.IMAGE_COLUMN_KEYS
 )
 
 _SPAN_COLUMNS = (
@@ -238,11 +215,6 @@ TIME_COLUMNS: dict[str, str] = {
     "rollouts": "ts",
     "dropped_spans": "ts",
 }
-
-
-def utc_now() -> datetime:
-    """Naive UTC: every TIMESTAMP column in the store holds UTC."""
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def latest_version() -> int:
