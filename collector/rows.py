@@ -159,6 +159,7 @@ REQUEST_COLUMNS: tuple[tuple[str, str, Coerce], ...] = (
     ("reference_id", sc.APERTURE_REFERENCE_ID, as_str),
     ("n_images", sc.APERTURE_IMAGE_COUNT, as_int32),
     ("replay", sc.APERTURE_REPLAY, as_bool),
+    ("shadow", sc.APERTURE_SHADOW, as_bool),
     ("input_text", sc.GEN_AI_INPUT_MESSAGES, as_json_text),
     ("output_text", sc.APERTURE_OUTPUT_TEXT, as_str),
 )

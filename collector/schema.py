@@ -188,9 +188,17 @@ _V2 = (
     _SPANS_VIEW,
 )
 
+_V3 = (
+    """CREATE TABLE IF NOT EXISTS autopilot_events (
+        ts TIMESTAMP, instance VARCHAR, cycle_id VARCHAR, state VARCHAR, step VARCHAR,
+        decision VARCHAR, reason VARCHAR, candidate_version VARCHAR, details JSON)""",
+    add_column("request_spans", "shadow", "BOOLEAN"),
+)
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial store: spans, typed image/request spans, evals, rollouts", _V1),
     Migration(2, "append-only span tables behind views; image spans stored once", _V2),
+    Migration(3, "autopilot decisions; shadows told apart from replays", _V3),
 ]
 
 TABLES: tuple[str, ...] = (
@@ -202,6 +210,7 @@ TABLES: tuple[str, ...] = (
     "failure_clusters",
     "rollouts",
     "dropped_spans",
+    "autopilot_events",
 )
 
 #: The column each table is filtered on by time (``--since``) in exports and reports.
@@ -214,6 +223,7 @@ TIME_COLUMNS: dict[str, str] = {
     "failure_clusters": "created_at",
     "rollouts": "ts",
     "dropped_spans": "ts",
+    "autopilot_events": "ts",
 }
 
 

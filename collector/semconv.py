@@ -71,6 +71,8 @@ APERTURE_RETRY_COUNT: Final = "aperture.retry_count"
 APERTURE_FALLBACK_PATH: Final = "aperture.fallback_path"
 APERTURE_IMAGE_COUNT: Final = "aperture.image_count"
 APERTURE_REPLAY: Final = "aperture.replay"
+#: A replay the gateway itself sent: a canary request shadowed on the active version.
+APERTURE_SHADOW: Final = "aperture.shadow"
 APERTURE_OUTPUT_TEXT: Final = "aperture.output_text"
 APERTURE_IMAGE_TEXT_HEIGHT_PX: Final = "aperture.image.text_height_px"
 APERTURE_IMAGE_TOKENS_LOW_ESTIMATE: Final = "aperture.image.tokens_low_estimate"

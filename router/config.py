@@ -25,6 +25,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from router.rollout.settings import AutopilotSettings, RolloutSettings
 from router.tokens import TokenRule
 
 ProviderKind = Literal["openai", "anthropic", "gemini"]
@@ -188,6 +189,8 @@ class AppConfig(BaseSettings):
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     budgets: BudgetsConfig = Field(default_factory=BudgetsConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    rollout: RolloutSettings = Field(default_factory=RolloutSettings)
+    autopilot: AutopilotSettings = Field(default_factory=AutopilotSettings)
     base_dir: str = "."
 
     @classmethod

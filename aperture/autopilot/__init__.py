@@ -1,0 +1,1 @@
+"""The loop's controller (``aperture autopilot``): see ``controller.Autopilot`` and docs/autopilot.md."""
