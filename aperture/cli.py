@@ -16,6 +16,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from aperture.cli_autopilot import autopilot_app
 from aperture.wiring import default_db_path
 
 app = typer.Typer(help="Aperture: a self-tuning gateway for vision LLM traffic.", no_args_is_help=True, add_completion=False)
@@ -25,6 +26,7 @@ rules_app = typer.Typer(help="Versioned routing rulesets: list, show, diff, vali
 app.add_typer(workload_app, name="workload")
 app.add_typer(references_app, name="references")
 app.add_typer(rules_app, name="rules")
+app.add_typer(autopilot_app, name="autopilot")
 
 console = Console()
 err = Console(stderr=True)

@@ -1,0 +1,127 @@
+"""Shadows the gateway sends while a canary runs: a canary request re-sent on the active version.
+
+The paired guard compares a canary's answer with the active version's answer *on the same
+image*. Outside the demo nobody sends those pairs, so the gateway does:
+
+* **chosen before the answer**: ``chosen`` hashes the request id alone (salted apart from the
+  arm split), so whether a request is shadowed cannot depend on how it went;
+* **off the request path**: the shadow is a background task started after the client's
+  request was admitted; the client's latency and answer do not wait for it;
+* **never traffic, never the client's money**: shadows are tagged replay + shadow, skip rate
+  limits and budgets, and spend from their own daily cap (``ShadowBudget``);
+* **bounded**: at most ``max_in_flight`` at once per process; above it a shadow is skipped and
+  counted, never queued without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+from collector.semconv import utc_now
+
+log = logging.getLogger("aperture.shadow")
+
+_SALT = b"aperture-shadow:"
+
+
+def chosen(request_id: str, fraction: float) -> bool:
+    """Whether this request is shadowed: a pure function of its id, independent of the arm hash."""
+    if fraction <= 0.0:
+        return False
+    if fraction >= 1.0:
+        return True
+    digest = hashlib.sha256(_SALT + request_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+@dataclass
+class ShadowBudget:
+    """USD a process may spend on shadows per UTC day, reserved before a shadow is sent.
+
+    ``reserve`` hands out at most what is left (capped at ``per_shadow``); the shadow is sent
+    with that amount as its request cost cap, so the gateway refuses, before anything leaves,
+    a shadow that would cost more. ``settle`` replaces the reservation with the estimate the
+    gateway priced. The cap therefore holds however many shadows run at once.
+    """
+
+    cap_usd: float
+    clock: Callable[[], datetime] = utc_now
+    day: date | None = None
+    spent_usd: float = 0.0
+    reserved_usd: float = 0.0
+
+    def _roll(self) -> None:
+        today = self.clock().date()
+        if today != self.day:
+            self.day, self.spent_usd = today, 0.0
+
+    def left(self) -> float:
+        self._roll()
+        return max(0.0, self.cap_usd - self.spent_usd - self.reserved_usd)
+
+    def reserve(self, per_shadow: float) -> float:
+        """Reserve up to ``per_shadow`` USD; 0.0 means the day's cap is reached."""
+        amount = min(per_shadow, self.left())
+        self.reserved_usd += amount
+        return amount
+
+    def settle(self, reserved: float, spent: float) -> None:
+        self._roll()
+        self.reserved_usd = max(0.0, self.reserved_usd - reserved)
+        self.spent_usd += max(0.0, spent)
+
+
+@dataclass
+class ShadowStats:
+    sent: int = 0
+    skipped_busy: int = 0
+    skipped_budget: int = 0
+    failed: int = 0
+    spent_usd: float = 0.0
+
+
+@dataclass
+class ShadowSender:
+    """Runs shadows as background tasks. ``run`` is the gateway's own shadow entry point: it
+    takes the USD cap for this shadow and returns the estimated cost it was priced at."""
+
+    budget: ShadowBudget
+    max_in_flight: int = 8
+    stats: ShadowStats = field(default_factory=ShadowStats)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def submit(self, run: Callable[[float], Awaitable[float]], per_shadow_usd: float) -> bool:
+        """Start one shadow now if a slot and money are free; False when it was skipped."""
+        if len(self._tasks) >= self.max_in_flight:
+            self.stats.skipped_busy += 1
+            return False
+        reserved = self.budget.reserve(per_shadow_usd)
+        if reserved <= 0.0:
+            self.stats.skipped_budget += 1
+            return False
+        task = asyncio.get_running_loop().create_task(self._run(run, reserved))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
+
+    async def _run(self, run: Callable[[float], Awaitable[float]], reserved: float) -> None:
+        spent = 0.0
+        try:
+            spent = await run(reserved)
+            self.stats.sent += 1
+        except Exception as exc:  # noqa: BLE001 - a shadow's failure is recorded on its span, never raised
+            self.stats.failed += 1
+            log.debug("shadow failed: %s", exc)
+        finally:
+            self.budget.settle(reserved, spent)
+            self.stats.spent_usd += spent
+
+    async def drain(self) -> None:
+        """Wait for the shadows in flight (shutdown, tests)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
