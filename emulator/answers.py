@@ -78,14 +78,20 @@ def _label_end(label: str, text: str) -> int | None:
 
 
 def _value(spec: FieldSpec, rest: str, following: str | None) -> str | None:
-    rx = spec.regex()
-    rest = rest.lstrip(" :#.-\t") if rx is None else rest
-    if rx is None:
+    """The value after a label: on the label's line, or on the next line when the label stands
+    alone there ("Total" / "1,234.50"). A label followed by other words ("Total items: 3") is
+    another field's label, so the next line is not read for it. A value of the field's own shape
+    ("$2,535.66") wins over a looser one ("8.25" in "Tax (8.25%): $2,535.66")."""
+    if spec.regex() is None:
+        rest = rest.lstrip(" :#.-\t")
         return rest.strip() or (following.strip() if following else None) or None
-    for text in (rest, following or ""):
-        m = rx.search(text)
-        if m:
-            return m.group(0).strip()
+    alone = not rest.strip(" :#.-\t")
+    texts = [rest, following] if alone and following else [rest]
+    for text in texts:
+        for rx in (spec.regex(), spec.labelled_regex()):
+            m = rx.search(text) if rx is not None else None
+            if m:
+                return m.group(0).strip()
     return None
 
 
@@ -96,7 +102,7 @@ def tidy(key: str, value: str) -> str:
         if len(digits) == 10:
             return f"({digits[:3]}) {digits[3:6]}-{digits[6:]}"
     if key in ("total", "subtotal", "tax"):
-        return value.replace(" ", "")
+        return re.sub(r"([$€£])\s+", r"\1", value)
     return value
 
 

@@ -10,6 +10,10 @@ import re
 from dataclasses import dataclass
 
 MONEY = r"\$\s?\d[\d,]*\.\d{2}"
+# After a label ("TOTAL 42041.64", "Amount due: 12.00 EUR", "Total ..... 1,234.50") an amount
+# needs no currency sign; without a label only a marked amount is taken for money.
+LABELLED_MONEY = (r"(?:[$€£]\s?)?(?:\d{1,3}(?:,\d{3})+|\d+)\.\d{2}"
+                  r"(?:\s?(?:USD|EUR|GBP|CHF|CAD|AUD)\b)?")
 DATE = (r"\b\d{4}-\d{2}-\d{2}\b|\b\d{1,2}/\d{1,2}/\d{4}\b|"
         r"\b(?:January|February|March|April|May|June|July|August|September|October|November|"
         r"December)\s+\d{1,2},\s*\d{4}")
@@ -33,9 +37,14 @@ class FieldSpec:
     pattern: str | None = None
     heading: bool = False
     exclude: tuple[str, ...] = ()
+    #: The value's shape right after one of `labels`, when looser than `pattern`.
+    labelled_pattern: str | None = None
 
     def regex(self) -> re.Pattern[str] | None:
         return re.compile(self.pattern) if self.pattern else None
+
+    def labelled_regex(self) -> re.Pattern[str] | None:
+        return re.compile(self.labelled_pattern) if self.labelled_pattern else self.regex()
 
 
 FIELDS: dict[str, FieldSpec] = {f.key: f for f in (
@@ -55,10 +64,11 @@ FIELDS: dict[str, FieldSpec] = {f.key: f for f in (
               ("effective date",), DATE),
     FieldSpec("date", "What is the date?", ("date", "when"), ("invoice date", "order date",
               "report date", "date"), DATE, exclude=("due date", "date of birth", "effective date")),
-    FieldSpec("subtotal", "What is the subtotal?", ("subtotal", "sub-total"), ("subtotal",), MONEY),
-    FieldSpec("tax", "What is the tax amount?", ("tax", "vat"), ("tax",), MONEY),
+    FieldSpec("subtotal", "What is the subtotal?", ("subtotal", "sub-total"), ("subtotal",), MONEY,
+              labelled_pattern=LABELLED_MONEY),
+    FieldSpec("tax", "What is the tax amount?", ("tax", "vat"), ("tax",), MONEY, labelled_pattern=LABELLED_MONEY),
     FieldSpec("total", "What is the total?", ("total", "amount due", "how much", "balance due"),
-              ("total", "amount due", "balance due"), MONEY),
+              ("total", "amount due", "balance due"), MONEY, labelled_pattern=LABELLED_MONEY),
     FieldSpec("email", "What is the email address?", ("email", "e-mail"), ("email", "e-mail"), EMAIL),
     FieldSpec("phone", "What is the phone number?", ("phone", "telephone", "call"),
               ("phone", "tel", "call"), PHONE),

@@ -132,3 +132,19 @@ def test_describe_guesses_the_kind_of_generated_pages(kind: str, guess: str) -> 
     text = answer("describe", "Describe this image briefly.", lines_of(*rec["lines"]))
     assert text.split(" with ")[0].split(" ", 1)[1] == guess
     assert f'headed "{rec["lines"][0]}"' in text
+
+
+# Layouts written here, not drawn by the generator: the reader must not depend on its wording.
+@pytest.mark.parametrize(("layout", "value"), [
+    (("ACME STORE", "Total items: 3", "Subtotal 40000.00", "TOTAL 42041.64"), "42041.64"),
+    (("Invoice 77", "Amount due: 12.00 EUR"), "12.00 EUR"),
+    (("Receipt", "Total ........ 1,234.50"), "1,234.50"),
+    (("Receipt", "Total", "1,234.50", "Thank you"), "1,234.50"),
+    (("Totally Local Market", "Items 2", "Balance due: £ 7.10"), "£7.10"),
+])
+def test_total_in_foreign_layouts(layout: tuple[str, ...], value: str) -> None:
+    assert extract_field("What is the total?", lines_of(*layout)) == value
+
+
+def test_a_label_followed_by_other_words_does_not_take_the_next_line() -> None:
+    assert extract_field("What is the total?", lines_of("Total items: 3", "Weight 4.50 kg")) is None
