@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from router.rollout.sequential import SequentialConfig, group_differences, outcomes
+from router.rollout.sequential import Groups, SequentialConfig, group_differences, outcomes
 
 Draw = Callable[[np.random.Generator, np.ndarray], np.ndarray]
 
@@ -113,6 +113,81 @@ def simulate(
     }
 
 
+@dataclass(frozen=True)
+class PairedScenario:
+    """Pairs of one image read by both versions. Each image is hard (read badly by any version)
+    with probability ``hard``; otherwise a version slips on it with its own probability. A slip
+    or a hard image scores ~0.3 (Beta(3, 7)), a good read ~0.96 (Beta(48, 2))."""
+
+    name: str
+    hard: float
+    slip_active: float
+    slip_canary: float
+
+
+# Means: (1 - hard)(1 - slip)·0.96 + (hard + (1 - hard)·slip)·0.3 ≈ 0.92 for the A/A rows.
+PAIRED_SCENARIOS = (
+    PairedScenario("A/A paired, slips 2 %", 0.04, 0.02, 0.02),
+    PairedScenario("-5pt paired (slips 2 %→10 %)", 0.04, 0.02, 0.0995),
+)
+
+
+def _paired_draw(rng: np.random.Generator, sc: PairedScenario, shape: tuple[int, int]) -> np.ndarray:
+    hard = rng.random(shape) < sc.hard
+
+    def read(slip: float) -> np.ndarray:
+        bad = hard | (rng.random(shape) < slip)
+        return np.where(bad, rng.beta(3, 7, shape), rng.beta(48, 2, shape))
+
+    return read(sc.slip_canary) - read(sc.slip_active)
+
+
+def simulate_paired(sc: PairedScenario, runs: int, shadow_fraction: float, cfg: SequentialConfig,
+                    seed: int) -> dict[str, float]:
+    """Canary requests until the paired guard decides, when ``shadow_fraction`` of them are
+    shadowed on the active version (the guard tests the pairs only)."""
+    rng = np.random.default_rng(seed)
+    n = cfg.max_canary
+    d = _paired_draw(rng, sc, (runs, n))
+    counts = np.broadcast_to(np.arange(1, n + 1, dtype=np.int64), (runs, n))
+    code, stop, _, _ = outcomes(Groups(d, counts, np.ones_like(d)), cfg)
+    pairs = np.where(stop >= 0, stop + 1, -1)
+    decided = pairs > 0
+    # Pairs arrive at the shadow fraction of canary requests (a Bernoulli choice per request).
+    canary = rng.negative_binomial(np.maximum(pairs, 1), shadow_fraction) + np.maximum(pairs, 1)
+    can = canary[decided]
+    return {
+        "rollback": float(np.mean(code == 1)),
+        "promote": float(np.mean(code == 2)),
+        "undecided": float(np.mean(code == 0)),
+        "median_pairs": float(np.median(pairs[decided])) if decided.any() else math.nan,
+        "median_canary": float(np.median(can)) if decided.any() else math.nan,
+        "p90_canary": float(np.percentile(can, 90)) if decided.any() else math.nan,
+    }
+
+
+def main_paired(args: argparse.Namespace, cfg: SequentialConfig) -> dict[str, dict[str, float]]:
+    print(f"paired: alpha={cfg.alpha} beta={cfg.beta} delta={cfg.delta} shadow fraction={args.shadow_fraction} "
+          f"runs={args.runs}")
+    print(f"{'scenario':32s} {'rollback':>8s} {'promote':>8s} {'undec.':>7s} {'med pairs':>9s} "
+          f"{'med can':>8s} {'p90 can':>8s}")
+    results = {}
+    for i, sc in enumerate(PAIRED_SCENARIOS):
+        r = simulate_paired(sc, args.runs, args.shadow_fraction, cfg, seed=args.seed + i)
+        results[sc.name] = r
+        print(f"{sc.name:32s} {r['rollback']:8.3f} {r['promote']:8.3f} {r['undecided']:7.3f} "
+              f"{r['median_pairs']:9.0f} {r['median_canary']:8.0f} {r['p90_canary']:8.0f}")
+    equal = results[PAIRED_SCENARIOS[0].name]  # as good as the active version
+    aa = equal["rollback"]
+    bad = results[PAIRED_SCENARIOS[1].name]
+    print(f"goal A/A false rollbacks <= 1 %: {aa:.1%} {'ok' if aa <= 0.01 else 'MISSED'}; "
+          f"equal canary promoted, median <= 150 canary requests: {equal['median_canary']:.0f} "
+          f"{'ok' if equal['median_canary'] <= 150 and equal['promote'] > 0.5 else 'MISSED'}; "
+          f"-5pt rolled back, median <= 150: {bad['median_canary']:.0f} "
+          f"{'ok' if bad['median_canary'] <= 150 and bad['rollback'] > 0.5 else 'MISSED'}")
+    return results
+
+
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=1000)
@@ -121,8 +196,12 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     p.add_argument("--alpha", type=float, default=SequentialConfig.alpha)
     p.add_argument("--beta", type=float, default=SequentialConfig.beta)
     p.add_argument("--delta", type=float, default=SequentialConfig.delta)
+    p.add_argument("--paired", action="store_true", help="the paired guard, fed by gateway shadows")
+    p.add_argument("--shadow-fraction", type=float, default=1.0)
     args = p.parse_args(argv)
     cfg = SequentialConfig(alpha=args.alpha, beta=args.beta, delta=args.delta)
+    if args.paired:
+        return main_paired(args, cfg)
     print(f"alpha={cfg.alpha} beta={cfg.beta} delta={cfg.delta} margin={cfg.margin} "
           f"max_canary={cfg.max_canary} canary fraction={args.fraction} runs={args.runs}")
     print(f"{'scenario':32s} {'rollback':>8s} {'promote':>8s} {'undec.':>7s} "
