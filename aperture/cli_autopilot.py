@@ -60,7 +60,8 @@ def autopilot(
     rules_store: Path | None = RulesOption,
     once: bool = typer.Option(False, help="One tick, then exit."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Propose, but never start a canary."),
-    metrics_port: int | None = typer.Option(None, help="Serve Prometheus metrics on 127.0.0.1:PORT."),
+    metrics_port: int | None = typer.Option(None, help="Serve Prometheus metrics on this port."),
+    metrics_host: str = typer.Option("127.0.0.1", help="Address the metrics port binds."),
 ) -> None:
     """Run the controller until interrupted (one per deployment: others wait for its lease)."""
     if ctx.invoked_subcommand is not None:
@@ -91,7 +92,7 @@ def autopilot(
     if metrics_port is not None:
         from prometheus_client import start_http_server
 
-        start_http_server(metrics_port, addr="127.0.0.1", registry=pilot.metrics.registry)
+        start_http_server(metrics_port, addr=metrics_host, registry=pilot.metrics.registry)
     console.print(f"autopilot {owner}: store {path.resolve()}, rule store {store.root}", highlight=False)
     stop = threading.Event()
     try:
