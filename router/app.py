@@ -30,7 +30,7 @@ from router.config import AppConfig
 from router.errors import GatewayError, InvalidRequest
 from router.gateway import Gateway
 from router.images.fetch import ImageFetcher
-from router.images.guard import GuardPolicy
+from router.images.ssrf import FetchPolicy
 from router.keys import open_mode_warning
 from router.metrics import GatewayMetrics
 from router.policy import PolicySnapshot
@@ -43,7 +43,7 @@ log = logging.getLogger("aperture.router")
 def build_fetcher(config: AppConfig, *, transport: httpx.AsyncBaseTransport | None = None, resolver: Any = None) -> ImageFetcher:
     import ipaddress
 
-    policy = GuardPolicy(
+    policy = FetchPolicy(
         allow_networks=tuple(ipaddress.ip_network(n, strict=False) for n in config.ssrf.allow_networks),
         allow_hosts=tuple(config.ssrf.allow_hosts),
     )
