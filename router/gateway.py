@@ -37,7 +37,7 @@ from router.images.prepare import PreparedImage, prepare, to_data_url
 from router.keys import Principal, authenticate
 from router.limits import RateLimiter
 from router.metrics import GatewayMetrics
-from router.policy import PolicySnapshot, RouteDecision, decide, explore_routes
+from router.policy import PolicySnapshot, RouteDecision, explore_routes, route_request
 from router.providers import ADAPTERS
 from router.providers.base import AdapterOptions, ChatResult, UpstreamError, wants_usage
 from router.retry import RetryPolicy
@@ -206,7 +206,7 @@ class Gateway:
         key = principal.team if sticky == "team" else (state.reference_id or request_id) if sticky == "reference" else request_id
         arm = "active" if replay else assign_arm(key, snapshot.canary_fraction if snapshot.canary else 0.0, self.config.routing.explore_fraction if self.explore_set else 0.0)
         requested_detail = images[0].requested_detail if images else None
-        decision = decide(
+        decision = route_request(
             snapshot, features, requested_model=model, requested_detail=requested_detail, arm=arm,
             explore_fraction=self.config.routing.explore_fraction, explore_set=self.explore_set, rng=self.rng,
         )
