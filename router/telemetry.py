@@ -122,10 +122,11 @@ class RequestTelemetry:
             attrs[sc.APERTURE_TEAM] = ctx.principal.team
         if ctx.requested_model:
             attrs[sc.APERTURE_REQUESTED_MODEL] = ctx.requested_model
-            attrs.update(_hint_attributes(ctx))
+            _add_hints(attrs, ctx)
         if ctx.decision is not None:
             d = ctx.decision
-            attrs.update(self._route_attributes(d.target))
+            # The route that answered, once known, in place of the decision's first choice.
+            self._add_route(attrs, ctx.target or d.target)
             attrs.update({
                 sc.APERTURE_RULESET_VERSION: d.version, sc.APERTURE_RULESET_ARM: d.arm,
                 sc.APERTURE_RULE_ID: d.rule_id, sc.APERTURE_ROUTE_PROPENSITY: d.propensity,
@@ -134,20 +135,17 @@ class RequestTelemetry:
         if ctx.estimate_usd is not None:
             attrs[sc.APERTURE_COST_ESTIMATED_USD] = ctx.estimate_usd
         if ctx.target is not None:
-            attrs.update(self._route_attributes(ctx.target))
             attrs[sc.APERTURE_FALLBACK_PATH] = fallback_path(ctx)
             attrs[sc.APERTURE_RETRY_COUNT] = max(len(ctx.attempts or ()) - 1, 0)
         if ctx.bill is not None and not ctx.bill.estimated_only:
             attrs.update(self._usage_attributes(ctx, ctx.bill))
         return attrs
 
-    def _route_attributes(self, target: Target) -> Attributes:
-        return {
-            sc.GEN_AI_REQUEST_MODEL: target.model,
-            sc.GEN_AI_PROVIDER_NAME: self.provider_kind(target.model),
-            sc.LLM_MODEL_NAME: target.model,
-            sc.APERTURE_ROUTE: target.key,
-        }
+    def _add_route(self, attrs: Attributes, target: Target) -> None:
+        attrs[sc.GEN_AI_REQUEST_MODEL] = target.model
+        attrs[sc.GEN_AI_PROVIDER_NAME] = self.provider_kind(target.model)
+        attrs[sc.LLM_MODEL_NAME] = target.model
+        attrs[sc.APERTURE_ROUTE] = target.key
 
     def _usage_attributes(self, ctx: RequestContext, bill: Bill) -> Attributes:
         spec = self.config.models[bill.target.model]
@@ -222,15 +220,14 @@ class RequestTelemetry:
             self.metrics.tokens_billed.labels(model=target.model).inc(share)
 
 
-def _hint_attributes(ctx: RequestContext) -> Attributes:
-    attrs: Attributes = {}
-    if ctx.hints.task:
-        attrs[sc.APERTURE_TASK] = ctx.hints.task
-    if ctx.hints.reference_id:
-        attrs[sc.APERTURE_REFERENCE_ID] = ctx.hints.reference_id
-    if ctx.hints.replay:
+def _add_hints(attrs: Attributes, ctx: RequestContext) -> None:
+    hints = ctx.hints
+    if hints.task:
+        attrs[sc.APERTURE_TASK] = hints.task
+    if hints.reference_id:
+        attrs[sc.APERTURE_REFERENCE_ID] = hints.reference_id
+    if hints.replay:
         attrs[sc.APERTURE_REPLAY] = True
-    return attrs
 
 
 def fallback_path(ctx: RequestContext) -> str:

@@ -9,6 +9,7 @@ route that answered (or, when every route failed, the first one) and ``ctx.attem
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -27,35 +28,23 @@ from router.rules import Target
 from router.streaming import ChunkStream
 
 R = TypeVar("R")
-#: One attempt's upstream call: ``(target, upstream body, call keywords) -> result``.
-Call = Callable[[Target, JSONObject, dict[str, Any]], Awaitable[R]]
+#: One attempt's upstream call, ``call(adapter, provider_spec, body, **keywords)``: the upstream
+#: client's ``complete`` or ``open_stream``.
+Call = Callable[..., Awaitable[R]]
 
 
 async def send_completion(services: Services, ctx: RequestContext) -> None:
     """Non-streaming: ``ctx.result`` is the answer (left alone if an earlier stage answered)."""
     if ctx.result is not None:
         return
-    client = services.client
-
-    async def call(target: Target, body: JSONObject, kw: dict[str, Any]) -> Any:
-        return await client.complete(ADAPTERS[services.provider(target).kind], services.specs[services.model(target).provider], body, **kw)
-
-    chain = await run_upstream(services, ctx, call, stream=False)
+    chain = await run_upstream(services, ctx, services.client.complete, stream=False)
     ctx.result = chain.result
 
 
 async def open_stream(services: Services, ctx: RequestContext) -> None:
     """Streaming: ``ctx.upstream_stream`` is open with its first chunk ready; the caller closes it."""
-    client = services.client
-    include_usage = wants_usage(ctx.body)
-
-    async def call(target: Target, body: JSONObject, kw: dict[str, Any]) -> ChunkStream:
-        return await client.open_stream(
-            ADAPTERS[services.provider(target).kind], services.specs[services.model(target).provider], body,
-            include_usage=include_usage, **kw,
-        )
-
-    chain = await run_upstream(services, ctx, call, stream=True)
+    call = functools.partial(services.client.open_stream, include_usage=wants_usage(ctx.body))
+    chain: ChainResult[Target, ChunkStream] = await run_upstream(services, ctx, call, stream=True)
     ctx.upstream_stream = chain.result
 
 
@@ -66,14 +55,15 @@ async def run_upstream(services: Services, ctx: RequestContext, call: Call[R], *
     async def attempt(target: Target, attempt_no: int) -> R:
         priced = await price_for(services, ctx, target)
         spec = services.model(target)
-        provider = services.provider(target)
+        provider = services.config.providers[spec.provider]
         with services.telemetry.attempt(ctx, target, attempt_no):
             kw: dict[str, Any] = dict(
                 api_key=provider.api_key(), options=adapter_options(spec), request_model=target.model,
                 connect_timeout_s=provider.connect_timeout_s, timeout_s=provider.timeout_s,
                 extra_headers=upstream_headers(ctx),
             )
-            return await call(target, upstream_body(ctx, spec, priced, stream=stream), kw)
+            body = upstream_body(ctx, spec, priced, stream=stream)
+            return await call(ADAPTERS[provider.kind], services.specs[spec.provider], body, **kw)
 
     def accepts_image(target: Target, error: UpstreamError) -> bool:
         """After a provider refused an image, a fallback only makes sense where we will send
