@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from router.blobs import BlobStore
 from router.breaker import BreakerRegistry, CircuitBreaker, upstream_key
@@ -23,8 +24,10 @@ from router.providers import ADAPTERS
 from router.providers.base import ProviderSpec
 from router.retry import RetryPolicy
 from router.rules import Target
-from router.telemetry import RequestTelemetry
 from router.upstream import UpstreamClient
+
+if TYPE_CHECKING:  # router.telemetry reads the context, which the stages import from here
+    from router.telemetry import RequestTelemetry
 
 #: Returns the policy a request is routed by; called once per request.
 SnapshotSource = Callable[[], PolicySnapshot]

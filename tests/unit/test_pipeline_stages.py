@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import io
 import json
+import subprocess
+import sys
 from typing import Any
 
 import httpx
@@ -220,3 +222,9 @@ async def test_telemetry_of_a_billed_request_writes_one_image_span_per_image(con
     image = dict(spans[sc.IMAGE_SPAN_NAME].attributes or {})
     assert image[sc.IMAGE_SHA256] == ctx.images[0].sha256 and image[sc.APERTURE_TASK] == "extract"
     assert "upstream openai" in spans
+
+
+@pytest.mark.parametrize("module", ["router.telemetry", "router.pipeline.services", "router.handlers"])
+def test_a_module_imports_first_without_a_cycle(module: str) -> None:
+    done = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
