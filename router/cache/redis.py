@@ -1,7 +1,7 @@
 """The shared response cache: one Redis key per entry (``{prefix}c:{cache key}``), with a TTL.
 
 Every replica reads and writes the same entries, so an answer paid by one is a hit on the
-others. Each operation runs under ``asyncio.wait_for(timeout_s)``; a Redis that fails or is
+others. Each operation runs under ``asyncio.timeout(timeout_s)``; a Redis that fails or is
 slow turns the lookup into a miss and the store into a no-op (logged once per outage): the
 cache never fails or delays a request past its deadline.
 """
@@ -41,7 +41,8 @@ class RedisCache:
 
     async def get(self, key: str) -> CachedResponse | None:
         try:
-            data = await asyncio.wait_for(self.client.get(self.prefix + key), self.timeout_s)
+            async with asyncio.timeout(self.timeout_s):
+                data = await self.client.get(self.prefix + key)
         except FAILURES as exc:
             self._failed("lookup", exc)
             return None
@@ -55,7 +56,8 @@ class RedisCache:
         if len(data) > self.max_entry_bytes:
             return False
         try:
-            await asyncio.wait_for(self.client.set(self.prefix + key, data, px=self.ttl_ms), self.timeout_s)
+            async with asyncio.timeout(self.timeout_s):
+                await self.client.set(self.prefix + key, data, px=self.ttl_ms)
         except FAILURES as exc:
             self._failed("store", exc)
             return False
@@ -64,7 +66,8 @@ class RedisCache:
 
     async def delete(self, key: str) -> None:
         try:
-            await asyncio.wait_for(self.client.delete(self.prefix + key), self.timeout_s)
+            async with asyncio.timeout(self.timeout_s):
+                await self.client.delete(self.prefix + key)
         except FAILURES as exc:
             self._failed("delete", exc)
 

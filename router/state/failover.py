@@ -1,6 +1,6 @@
 """A shared state backend with a deadline and a configured answer to its failure.
 
-Every operation on the shared backend runs under ``asyncio.wait_for(timeout_s)`` (on top of the
+Every operation on the shared backend runs under ``asyncio.timeout(timeout_s)`` (on top of the
 client's own socket timeouts), so no request waits on Redis past its deadline. When an
 operation fails (refused connection, timeout, Redis error):
 
@@ -80,7 +80,9 @@ class _Guard:
         if self._clock() < self._down_until:
             return False, None
         try:
-            result = await asyncio.wait_for(call(), self.timeout_s)
+            # asyncio.timeout, not wait_for: no extra task per call (measurably cheaper per request).
+            async with asyncio.timeout(self.timeout_s):
+                result = await call()
         except FAILURES as exc:
             self._mark_down(operation, exc)
             return False, None
