@@ -82,6 +82,6 @@ class CachedResponse:
         return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> CachedResponse:
+    def from_bytes(cls, data: bytes | str) -> CachedResponse:
         raw = json.loads(data)
         return cls(dict(raw["completion"]), float(raw["cost_usd"]), str(raw["route"]), float(raw["stored_at"]))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, cast
 
 from redis.exceptions import RedisError
 
@@ -47,7 +47,7 @@ class RedisCache:
             self._failed("lookup", exc)
             return None
         self.failing = False
-        return None if data is None else CachedResponse.from_bytes(data)
+        return None if data is None else CachedResponse.from_bytes(cast(bytes, data))
 
     async def put(self, key: str, entry: CachedResponse) -> bool:
         if not is_cacheable(entry.completion):
