@@ -60,3 +60,25 @@ def test_state_url_defaults_from_the_environment(monkeypatch: pytest.MonkeyPatch
     assert StateConfig().url == "redis://127.0.0.1:7777/3"
     monkeypatch.delenv("APERTURE_REDIS_URL")
     assert StateConfig().url == "redis://127.0.0.1:6379/0"
+
+
+async def test_a_refused_redis_connection_falls_back_and_is_counted() -> None:
+    import socket
+
+    from router.metrics import GatewayMetrics
+
+    with socket.socket() as s:  # a loopback port nobody listens on: connections are refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    base = "providers: {o: {kind: openai, base_url: 'http://127.0.0.1:1'}}\nmodels: {gpt-4o: {provider: o, upstream: gpt-4o, price: {input_per_mtok: 1, output_per_mtok: 1}, image: {rule: tile, base: 85, tile: 170}}}\n"
+    metrics = GatewayMetrics()
+    state = build_state(parse_config(base + f"state: {{backend: redis, url: 'redis://127.0.0.1:{port}/0'}}\n"),
+                        on_fallback=metrics.state_fallback)
+    p = Principal(key_id="vk_1", team="t", rpm=1)
+    await state.limits.check(p)
+    with pytest.raises(RateLimited):
+        await state.limits.check(p)  # the local bucket enforces the limit
+    text = metrics.render().decode()
+    assert 'aperture_state_fallbacks_total{operation="rate_limit",outcome="local"} 2.0' in text
+    assert isinstance(state, FailoverState) and state.degraded
+    await state.close()
