@@ -22,6 +22,7 @@ from router.cache.policy import (
     CacheDecision,
     CachedResponse,
     cache_response_header,
+    cache_span_attributes,
     decide_cache,
     is_cacheable,
     parse_cache_mode,
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CACHE_HEADER", "CacheDecision", "CachedResponse", "MemoryCache", "ResponseCache", "build_cache",
-    "cache_key", "cache_response_header", "completion_chunks", "completion_sse", "decide_cache",
+    "cache_key", "cache_response_header", "cache_span_attributes", "completion_chunks", "completion_sse", "decide_cache",
     "image_digest", "is_cacheable", "key_team", "parse_cache_mode",
 ]
 

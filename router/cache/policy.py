@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, cast
 
+from collector.semconv import APERTURE_CACHE_HIT, APERTURE_CACHE_SAVED_USD, APERTURE_COST_BILLED_USD
 from router.errors import InvalidRequest
 
 CACHE_HEADER = "x-aperture-cache"
@@ -53,6 +54,16 @@ def decide_cache(mode: CacheMode, enabled_for_team: bool) -> CacheDecision:
 
 def cache_response_header(hit: bool) -> dict[str, str]:
     return {CACHE_HEADER: "hit" if hit else "miss"}
+
+
+def cache_span_attributes(decision: CacheDecision, hit: CachedResponse | None) -> dict[str, Any]:
+    """What the request span records: nothing when the cache was not consulted; on a hit, the
+    cost saved (what the answer cost when it was paid) and a billed cost of 0."""
+    if not decision.lookup:
+        return {}
+    if hit is None:
+        return {APERTURE_CACHE_HIT: False}
+    return {APERTURE_CACHE_HIT: True, APERTURE_CACHE_SAVED_USD: hit.cost_usd, APERTURE_COST_BILLED_USD: 0.0}
 
 
 def is_cacheable(completion: Mapping[str, Any]) -> bool:

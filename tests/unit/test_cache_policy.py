@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from router.cache import (
     CachedResponse,
     MemoryCache,
+    cache_span_attributes,
     completion_chunks,
     completion_sse,
     decide_cache,
@@ -113,3 +114,12 @@ def test_tool_calls_and_sse_framing() -> None:
     assert all(e.startswith(b"data: ") and e.endswith(b"\n\n") for e in events)
     got = _reassemble(chunks)[0]
     assert got["tool_calls"] == [{"index": 0, **call}] and got["finish_reason"] == "tool_calls"
+
+
+def test_span_attributes_record_a_hit_and_what_it_saved() -> None:
+    use, bypass = decide_cache("use", True), decide_cache("bypass", True)
+    assert cache_span_attributes(bypass, None) == {}
+    assert cache_span_attributes(use, None) == {"aperture.cache.hit": False}
+    assert cache_span_attributes(use, entry()) == {
+        "aperture.cache.hit": True, "aperture.cache.saved_usd": 0.001, "aperture.cost.billed_usd": 0.0,
+    }
