@@ -4,11 +4,13 @@
 ``start()`` let a test take Redis away mid-run and bring it back on the same port (empty: persistence is off, as in a Redis
 that lost its data).
 Where ``redis-server`` cannot be found the tests skip with a loud message; ``make test``
-installs it first, so CI does not skip.
+installs it first, and under CI (``CI`` or ``APERTURE_REQUIRE_REDIS`` set, as ``.ci/run`` does)
+a missing server fails the tests instead of skipping them.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -75,6 +77,8 @@ def find_redis_server() -> str | None:
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     binary = find_redis_server()
     if binary is None:
+        if os.environ.get("CI") or os.environ.get("APERTURE_REQUIRE_REDIS"):
+            pytest.fail("redis-server is required here (CI / APERTURE_REQUIRE_REDIS) and was not found")
         sys.stderr.write(SKIP_MESSAGE + "\n")
         pytest.skip(SKIP_MESSAGE)
     server = RedisServer(binary, tmp_path_factory.mktemp("redis"))
