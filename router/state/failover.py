@@ -76,7 +76,8 @@ class _Guard:
             self.down = False
             log.warning("state backend %s is reachable again; shared limits resumed", self.shared.name)
 
-    async def _try(self, operation: str, call: Callable[[], Awaitable[T]]) -> tuple[bool, T | None]:
+    async def attempt(self, operation: str, call: Callable[[], Awaitable[T]]) -> tuple[bool, T | None]:
+        """``(True, result)`` from the shared backend, or ``(False, None)`` when it is (or just went) down."""
         if self._clock() < self._down_until:
             return False, None
         try:
@@ -91,7 +92,7 @@ class _Guard:
 
     async def admit(self, operation: str, shared: Callable[[], Awaitable[T]], local: Callable[[], Awaitable[T]]) -> T:
         """An admission decision: shared, else local (open) or ``StateUnavailable`` (closed)."""
-        ok, result = await self._try(operation, shared)
+        ok, result = await self.attempt(operation, shared)
         if ok:
             return result  # type: ignore[return-value]
         if self.on_failure == "closed":
@@ -107,7 +108,7 @@ class _Guard:
     async def follow_up(self, operation: str, shared: Callable[[], Awaitable[object]],
                         local: Callable[[], Awaitable[object]] | None) -> None:
         """Bookkeeping after the fact: never raises; mirrored locally when running open."""
-        ok, _ = await self._try(operation, shared)
+        ok, _ = await self.attempt(operation, shared)
         if ok:
             return
         if local is not None and self.on_failure == "open":
@@ -132,7 +133,7 @@ class _Limits:
 
     async def remaining(self, principal: Principal) -> dict[str, int]:
         s, m = self._g.shared.limits, self._g.local.limits
-        ok, result = await self._g._try("rate_remaining", lambda: s.remaining(principal))
+        ok, result = await self._g.attempt("rate_remaining", lambda: s.remaining(principal))
         return result if ok and result is not None else await m.remaining(principal)
 
 
@@ -161,7 +162,7 @@ class _Budgets:
 
     async def _read(self, operation: str, shared: Callable[[], Awaitable[float]],
                     local: Callable[[], Awaitable[float]]) -> float:
-        ok, result = await self._g._try(operation, shared)
+        ok, result = await self._g.attempt(operation, shared)
         return result if ok and result is not None else await local()
 
     async def spent_today(self, team: str) -> float:
@@ -201,7 +202,7 @@ class _Breakers:
 
     async def state(self, name: str, settings: BreakerSettings) -> BreakerState:
         s, m = self._g.shared.breakers, self._g.local.breakers
-        ok, result = await self._g._try("breaker_state", lambda: s.state(name, settings))
+        ok, result = await self._g.attempt("breaker_state", lambda: s.state(name, settings))
         return result if ok and result is not None else await m.state(name, settings)
 
 
