@@ -16,8 +16,8 @@ from PIL import Image
 
 from router.errors import ImageFetchFailed, ImageTooLarge, ImageUrlForbidden
 from router.images.fetch import ImageFetcher
-from router.images.ssrf import FetchPolicy
 from router.images.intake import intake
+from router.images.ssrf import FetchPolicy
 
 buf = io.BytesIO()
 Image.new("RGB", (32, 24), "green").save(buf, "PNG")

@@ -21,8 +21,8 @@ from router.errors import (
     UnsupportedImageFormat,
 )
 from router.images.fetch import ImageFetcher
-from router.images.ssrf import FetchPolicy
 from router.images.intake import ImageLimits, collect_image_parts, intake
+from router.images.ssrf import FetchPolicy
 
 MiB = 1024 * 1024
 
