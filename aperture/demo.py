@@ -226,7 +226,7 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
 
                 # 6. Canary on the fresh workload, guarded.
                 actions.start_canary(store, version.id, opts.canary_fraction, db_path=db, actor="demo")
-                _wait_for(lambda: app.state.gateway._snapshot().canary is not None)
+                _wait_for(lambda: app.state.gateway.policy_snapshot().canary is not None)
                 # The demo tolerates a 10-point drop in the guard (a safety net against gross
                 # regressions, decided within the demo's traffic); the optimizer's own constraint
                 # is the 1-point one. Production defaults are stricter (docs/rollout.md).
@@ -256,7 +256,7 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
                     decision = guard.step().action
                 extra["canary_requests"] = sent
                 # 7. The rest of the fresh traffic on whatever the guard left active.
-                _wait_for(lambda: app.state.gateway._snapshot().canary is None, timeout_s=5)
+                _wait_for(lambda: app.state.gateway.policy_snapshot().canary is None, timeout_s=5)
                 rest = fresh[sent : sent + opts.after]
                 if rest:
                     tick = stage.bar("traffic after the decision", len(rest))

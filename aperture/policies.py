@@ -18,7 +18,7 @@ from fastapi import APIRouter, Body, Depends, Header, Query
 from router.config import AppConfig
 from router.errors import AuthenticationFailed
 from router.metrics import GatewayMetrics
-from router.policy import Policy, PolicySnapshot
+from router.policy import PolicySnapshot, RoutingPolicy
 from router.rollout import actions
 from router.rollout.base import RuleStore
 from router.rollout.policy import PolicyHolder
@@ -67,8 +67,8 @@ def open_rule_store(config: AppConfig, path: Path | None = None, *, bootstrap: b
     return store
 
 
-def build_policy(version_id: str, text: str) -> Policy:
-    return Policy(version_id, load_ruleset_text(text))
+def build_policy(version_id: str, text: str) -> RoutingPolicy:
+    return RoutingPolicy(version_id, load_ruleset_text(text))
 
 
 def policy_source(
@@ -85,7 +85,7 @@ def policy_source(
         return (lambda: snap), None, (lambda: None)
 
     store = open_rule_store(config, rules_store)
-    holder: PolicyHolder[Policy] = PolicyHolder(
+    holder: PolicyHolder[RoutingPolicy] = PolicyHolder(
         store, build=build_policy, poll_interval_s=config.routing.poll_interval_s, snapshot_factory=PolicySnapshot
     )
     holder.start()

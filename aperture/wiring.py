@@ -113,7 +113,7 @@ def build_gateway_app(
     With ``embedded_store=False`` spans leave by OTLP only and admin rollout actions are not
     recorded in the store (the collector holds its write lock).
     """
-    from router.app import create_app
+    from router.app import build_app
     from router.metrics import GatewayMetrics
 
     telemetry = build_telemetry(config, db_path=db_path, extra_exporters=extra_exporters, embedded_store=embedded_store)
@@ -127,7 +127,7 @@ def build_gateway_app(
         stop_policies()
         telemetry.shutdown()
 
-    app = create_app(
+    app = build_app(
         config, snapshot=snapshot, upstream_transport=upstream_transport, fetcher=fetcher,
         tracer_provider=telemetry.provider, metrics=metrics, admin_router=admin_router, on_shutdown=shutdown,
     )

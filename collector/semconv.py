@@ -33,6 +33,16 @@ GEN_AI_USAGE_OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
 GEN_AI_INPUT_MESSAGES: Final = "gen_ai.input.messages"
 GEN_AI_OUTPUT_MESSAGES: Final = "gen_ai.output.messages"
 ERROR_TYPE: Final = "error.type"
+HTTP_RESPONSE_STATUS_CODE: Final = "http.response.status_code"
+
+# --- OpenInference (llm.*), written alongside gen_ai.* so Phoenix-style viewers read spans -----
+LLM_MODEL_NAME: Final = "llm.model_name"
+LLM_TOKEN_COUNT_PROMPT: Final = "llm.token_count.prompt"
+LLM_TOKEN_COUNT_COMPLETION: Final = "llm.token_count.completion"
+LLM_TOKEN_COUNT_TOTAL: Final = "llm.token_count.total"
+LLM_COST_PROMPT: Final = "llm.cost.prompt"
+LLM_COST_COMPLETION: Final = "llm.cost.completion"
+LLM_COST_TOTAL: Final = "llm.cost.total"
 
 #: ``gen_ai.operation.name`` of a request span.
 OPERATION_CHAT: Final = "chat"
@@ -67,7 +77,10 @@ APERTURE_ROUTE: Final = "aperture.route"
 APERTURE_ROUTE_PROPENSITY: Final = "aperture.route.propensity"
 APERTURE_COST_ESTIMATED_USD: Final = "aperture.cost.estimated_usd"
 APERTURE_COST_BILLED_USD: Final = "aperture.cost.billed_usd"
+APERTURE_CACHE_HIT: Final = "aperture.cache.hit"  # bool, on requests that consulted the response cache
+APERTURE_CACHE_SAVED_USD: Final = "aperture.cache.saved_usd"  # what the cached answer cost when it was paid
 APERTURE_RETRY_COUNT: Final = "aperture.retry_count"
+APERTURE_ATTEMPT: Final = "aperture.attempt"
 APERTURE_FALLBACK_PATH: Final = "aperture.fallback_path"
 APERTURE_IMAGE_COUNT: Final = "aperture.image_count"
 APERTURE_REPLAY: Final = "aperture.replay"
@@ -76,6 +89,27 @@ APERTURE_SHADOW: Final = "aperture.shadow"
 APERTURE_OUTPUT_TEXT: Final = "aperture.output_text"
 APERTURE_IMAGE_TEXT_HEIGHT_PX: Final = "aperture.image.text_height_px"
 APERTURE_IMAGE_TOKENS_LOW_ESTIMATE: Final = "aperture.image.tokens_low_estimate"
+#: ``"estimate"`` on an image span whose tokens were never billed (a stream cut before usage).
+APERTURE_IMAGE_BILLED_FROM: Final = "aperture.image.billed_from"
+
+# --- The canary guard's span and event (``router/rollout/guard.py``) ------------------------
+ROLLOUT_GUARD_SPAN_NAME: Final = "aperture.rollout.guard"
+ROLLOUT_DECISION_EVENT: Final = "aperture.rollout.decision"
+APERTURE_ROLLOUT_ID: Final = "aperture.rollout.id"
+APERTURE_ROLLOUT_ACTION: Final = "aperture.rollout.action"
+APERTURE_ROLLOUT_REASON: Final = "aperture.rollout.reason"
+APERTURE_ROLLOUT_CANDIDATE_VERSION: Final = "aperture.rollout.candidate_version"
+APERTURE_ROLLOUT_ACTIVE_VERSION: Final = "aperture.rollout.active_version"
+APERTURE_ROLLOUT_FRACTION: Final = "aperture.rollout.fraction"
+APERTURE_ROLLOUT_N_CANARY: Final = "aperture.rollout.n_canary"
+APERTURE_ROLLOUT_N_ACTIVE: Final = "aperture.rollout.n_active"
+APERTURE_ROLLOUT_STATISTICS: Final = "aperture.rollout.statistics"
+
+
+def rollout_metric_key(metric: str, statistic: str) -> str:
+    """``aperture.rollout.<metric>.<statistic>``: one guard statistic of one evaluator."""
+    return f"aperture.rollout.{metric}.{statistic}"
+
 
 #: (column, attribute) pairs of ``image_spans`` beyond the span's own ids and times, in
 #: column order. The collector pairs each with a coercion; the ``spans`` view rebuilds

@@ -1,49 +1,50 @@
-"""The gateway's HTTP surface: an OpenAI-compatible FastAPI app built by a factory.
+"""The gateway's HTTP surface: an OpenAI-compatible FastAPI app from a factory.
 
-``create_app(config, ...)`` takes every dependency that touches the outside world as an
-argument (upstream transport, image fetcher, tracer provider, policy source), so tests swap
-them instead of patching, and nothing heavy happens at import time.
+:func:`create_app` receives a built :class:`Gateway` (its upstream client, image fetcher,
+tracer provider, policy source, metrics) and only wires it to routes and a lifespan, the way
+Starlette and Phoenix apps are made; :func:`build_gateway` builds one from config, and
+:func:`build_app` does both. Tests pass their own transports or fetchers instead of
+patching, and nothing heavy happens at import time.
 
 Example::
 
-    app = create_app(load_config("examples/emulated.yaml"))
+    app = build_app(load_config("examples/emulated.yaml"), snapshot=policy_source)
     uvicorn.run(app, host="127.0.0.1", port=8080)
 """
 
 from __future__ import annotations
 
-import json
+import ipaddress
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
 from opentelemetry import trace
 
+from router import handlers
 from router.blobs import BlobStore
 from router.budgets import read_snapshot, write_snapshot
 from router.config import AppConfig
-from router.errors import GatewayError, InvalidRequest
+from router.errors import GatewayError
 from router.gateway import Gateway
-from router.images.fetch import ImageFetcher
-from router.images.guard import GuardPolicy
+from router.images.fetch import ImageFetcher, Resolver
+from router.images.ssrf import FetchPolicy
 from router.keys import open_mode_warning
 from router.metrics import GatewayMetrics
-from router.policy import PolicySnapshot
-from router.rules import AUTO_MODEL
+from router.pipeline.services import SnapshotSource
 from router.upstream import UpstreamClient
 
 log = logging.getLogger("aperture.router")
 
 
-def build_fetcher(config: AppConfig, *, transport: httpx.AsyncBaseTransport | None = None, resolver: Any = None) -> ImageFetcher:
-    import ipaddress
-
-    policy = GuardPolicy(
+def build_fetcher(
+    config: AppConfig, *, transport: httpx.AsyncBaseTransport | None = None, resolver: Resolver | None = None
+) -> ImageFetcher:
+    policy = FetchPolicy(
         allow_networks=tuple(ipaddress.ip_network(n, strict=False) for n in config.ssrf.allow_networks),
         allow_hosts=tuple(config.ssrf.allow_hosts),
     )
@@ -61,28 +62,24 @@ def build_fetcher(config: AppConfig, *, transport: httpx.AsyncBaseTransport | No
     return ImageFetcher(**kwargs)
 
 
-def create_app(
+def build_gateway(
     config: AppConfig,
     *,
-    snapshot: Callable[[], PolicySnapshot],
+    snapshot: SnapshotSource,
     upstream_transport: httpx.AsyncBaseTransport | None = None,
     fetcher: ImageFetcher | None = None,
     tracer_provider: trace.TracerProvider | None = None,
     metrics: GatewayMetrics | None = None,
-    admin_router: Any = None,
-    on_shutdown: Callable[[], Any] | None = None,
-) -> FastAPI:
-    """Build the gateway app. ``snapshot`` returns the policy a request is routed by."""
-    metrics = metrics or GatewayMetrics()
-    client = UpstreamClient(upstream_transport, engine=config.upstream.engine)
+) -> Gateway:
+    """Every dependency of the gateway built from config; pass one in to replace it."""
     blobs = None
     if config.telemetry.blob_dir:
         blob_dir = config.resolve_path(config.telemetry.blob_dir)
         assert blob_dir is not None
         blobs = BlobStore(blob_dir, config.telemetry.blob_retention_days)
-    gateway = Gateway(
+    return Gateway(
         config,
-        client=client,
+        client=UpstreamClient(upstream_transport, engine=config.upstream.engine),
         fetcher=fetcher or build_fetcher(config),
         snapshot=snapshot,
         tracer_provider=tracer_provider,
@@ -90,14 +87,57 @@ def create_app(
         blobs=blobs,
     )
 
+
+def create_app(
+    gateway: Gateway,
+    *,
+    admin_router: APIRouter | None = None,
+    on_shutdown: Callable[[], Any] | None = None,
+) -> FastAPI:
+    """The app serving ``gateway``; ``on_shutdown`` runs after the gateway has closed."""
+    app = FastAPI(title="Aperture gateway", lifespan=_lifespan(gateway, on_shutdown), docs_url=None, redoc_url=None)
+    app.state.gateway = gateway
+    app.state.metrics = gateway.metrics
+    app.add_exception_handler(GatewayError, handlers.gateway_error)
+    app.add_exception_handler(RequestValidationError, handlers.parameter_error)
+    app.add_api_route("/v1/chat/completions", handlers.chat_completions, methods=["POST"])
+    app.add_api_route("/v1/models", handlers.list_models, methods=["GET"])
+    app.add_api_route("/healthz", handlers.healthz, methods=["GET"])
+    app.add_api_route("/metrics", handlers.prometheus, methods=["GET"])
+    if admin_router is not None:
+        app.include_router(admin_router)
+    return app
+
+
+def build_app(
+    config: AppConfig,
+    *,
+    snapshot: SnapshotSource,
+    upstream_transport: httpx.AsyncBaseTransport | None = None,
+    fetcher: ImageFetcher | None = None,
+    tracer_provider: trace.TracerProvider | None = None,
+    metrics: GatewayMetrics | None = None,
+    admin_router: APIRouter | None = None,
+    on_shutdown: Callable[[], Any] | None = None,
+) -> FastAPI:
+    """:func:`build_gateway` then :func:`create_app`: the app from config in one call."""
+    gateway = build_gateway(config, snapshot=snapshot, upstream_transport=upstream_transport, fetcher=fetcher,
+                            tracer_provider=tracer_provider, metrics=metrics)
+    return create_app(gateway, admin_router=admin_router, on_shutdown=on_shutdown)
+
+
+def _lifespan(gateway: Gateway, on_shutdown: Callable[[], Any] | None) -> Callable[[FastAPI], Any]:
+    """Start: warn about open mode, purge expired blobs, reload today's budget ledger.
+    Stop: save the ledger, close the upstream pools, then ``on_shutdown``."""
+    config = gateway.config
     ledger_file = config.resolve_path(config.budgets.ledger_file)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if config.open_mode:
             log.warning(open_mode_warning())
-        if blobs is not None:
-            blobs.purge_expired()
+        if gateway.blobs is not None:
+            gateway.blobs.purge_expired()
         if ledger_file is not None:
             saved = read_snapshot(ledger_file)
             if saved is not None and not gateway.ledger.restore(saved):
@@ -105,63 +145,8 @@ def create_app(
         yield
         if ledger_file is not None:
             write_snapshot(ledger_file, gateway.ledger.snapshot())
-        await client.aclose()
+        await gateway.client.aclose()
         if on_shutdown is not None:
             on_shutdown()
 
-    app = FastAPI(title="Aperture gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.state.gateway = gateway
-    app.state.metrics = metrics
-
-    @app.exception_handler(GatewayError)
-    async def _gateway_error(request: Request, exc: GatewayError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def _parameter_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        # FastAPI's own checks (e.g. /admin query parameters) answer in OpenAI's shape too.
-        first = exc.errors()[0] if exc.errors() else {}
-        param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
-        error = InvalidRequest(f"{param or 'request'}: {first.get('msg', 'invalid value')}", param=param)
-        return JSONResponse(error.body(), status_code=422)
-
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request) -> Response:
-        raw = await request.body()
-        try:
-            body = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            error = InvalidRequest("the request body is not valid JSON", code="invalid_json")
-            metrics.errors.labels(code=error.code).inc()
-            metrics.requests.labels(code=str(error.status), model="", arm="").inc()
-            raise error from exc
-        result = await gateway.chat(body, request.headers)
-        if result.stream is not None:
-            return StreamingResponse(result.stream, media_type="text/event-stream", headers=result.headers)
-        return JSONResponse(result.body, headers=result.headers)
-
-    @app.get("/v1/models")
-    async def list_models() -> dict[str, Any]:
-        data = [{"id": AUTO_MODEL, "object": "model", "created": 0, "owned_by": "aperture"}]
-        data += [
-            {"id": model_id, "object": "model", "created": 0, "owned_by": spec.provider}
-            for model_id, spec in config.models.items()
-        ]
-        return {"object": "list", "data": data}
-
-    @app.get("/healthz")
-    async def healthz() -> dict[str, Any]:
-        snap = snapshot()
-        return {
-            "status": "ok",
-            "ruleset": {"active": snap.active.version, "canary": snap.canary.version if snap.canary else None,
-                        "canary_fraction": snap.canary_fraction},
-        }
-
-    @app.get("/metrics")
-    async def prometheus() -> Response:
-        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
-
-    if admin_router is not None:
-        app.include_router(admin_router)
-    return app
+    return lifespan

@@ -95,6 +95,7 @@ class Reservation:
     team: str
     amount_usd: float
     day: date
+    origin: str = "memory"  # which state backend holds it (settled where it was reserved)
 
 
 def _utc_day(clock: Callable[[], float]) -> Callable[[], date]:

@@ -161,6 +161,40 @@ class BudgetsConfig(_Strict):
     ledger_file: str | None = None
 
 
+def _default_redis_url() -> str:
+    return os.environ.get("APERTURE_REDIS_URL") or "redis://127.0.0.1:6379/0"
+
+
+class StateConfig(_Strict):
+    """Where rate limits, budgets and breakers live: this process, or a Redis shared by replicas."""
+
+    backend: Literal["memory", "redis"] = "memory"
+    url: str = Field(default_factory=_default_redis_url)
+    key_prefix: str = "aperture:"
+    # Redis unreachable: "open" serves with this process's own limits; "closed" refuses (503).
+    on_failure: Literal["open", "closed"] = "open"
+    timeout_s: float = Field(default=0.25, gt=0)  # per state operation, connect included
+    retry_interval_s: float = Field(default=1.0, ge=0)  # after a failure, how long before trying Redis again
+    reservation_ttl_s: float = Field(default=900.0, gt=0)  # a replica that died mid-request frees its hold after this
+
+
+class CacheConfig(_Strict):
+    """The response cache: off unless enabled, for every team or for the listed ones."""
+
+    enabled: bool = False
+    teams: list[str] | None = None  # None: every team (when enabled)
+    backend: Literal["memory", "redis"] = "memory"
+    url: str | None = None  # redis backend; None: state.url
+    ttl_s: float = Field(default=3600.0, gt=0)
+    max_bytes: int = Field(default=64 * 1024 * 1024, gt=0)  # memory backend's LRU cap
+    max_entry_bytes: int = Field(default=1024 * 1024, gt=0)
+    shared_across_teams: bool = False
+    timeout_s: float = Field(default=0.25, gt=0)
+
+    def enabled_for(self, team: str) -> bool:
+        return self.enabled and (self.teams is None or team in self.teams)
+
+
 class RoutingConfig(_Strict):
     rules_file: str | None = None
     rules_store: str | None = None
@@ -191,6 +225,8 @@ class AppConfig(BaseSettings):
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     rollout: RolloutSettings = Field(default_factory=RolloutSettings)
     autopilot: AutopilotSettings = Field(default_factory=AutopilotSettings)
+    state: StateConfig = Field(default_factory=StateConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
     base_dir: str = "."
 
     @classmethod

@@ -110,3 +110,11 @@ class UpstreamFailed(GatewayError):
 class UpstreamUnavailable(UpstreamFailed):
     status = 503
     code = "upstream_unavailable"
+
+
+class StateUnavailable(GatewayError):
+    """The shared state store (Redis) is unreachable and ``state.on_failure`` is ``closed``."""
+
+    status = 503
+    code = "state_unavailable"
+    type = "api_error"

@@ -179,75 +179,87 @@ async def run_chain(
     if not targets:
         raise ChainFailed("no route to try", attempts=[], last_error=None)
     rng = rng or random.Random()
-    records: list[AttemptRecord[T]] = []
-    last_error: GatewayError | None = None
-    image_error: UpstreamError | None = None
-    answered = False  # did any upstream produce an HTTP answer (or a non-connect failure)?
-
+    state: _ChainState[T] = _ChainState()
     for target in targets:
-        if image_error is not None and not accepts_image(target, image_error):
-            records.append(AttemptRecord(target, 0, None, "image_not_accepted", False, 0.0, 0.0, "skipped"))
+        if state.image_error is not None and not accepts_image(target, state.image_error):
+            state.records.append(AttemptRecord(target, 0, None, "image_not_accepted", False, 0.0, 0.0, "skipped"))
             continue
         breaker = breaker_for(target)
         policy = policy_for(target)
         attempt_no = 0
         while True:
             if not breaker.allow():
-                records.append(AttemptRecord(target, attempt_no, None, "circuit_open", True, 0.0, 0.0, "skipped"))
+                state.records.append(AttemptRecord(target, attempt_no, None, "circuit_open", True, 0.0, 0.0, "skipped"))
                 break
             started = clock()
             try:
                 result = await attempt(target, attempt_no)
             except GatewayError as err:
-                duration = clock() - started
-                if isinstance(err, UpstreamError):
-                    if _counts_as_failure(err):
-                        breaker.record_failure()
-                    else:
-                        breaker.record_success()
-                    if getattr(err, "kind", None) != "connect":
-                        answered = True
-                else:
-                    breaker.release()
-                retryable = is_retryable(err)
-                delay = retry_delay(err, attempt_no, policy, rng)
-                if delay is not None and breaker.state != "closed":
-                    delay = None  # this failure tripped the breaker: fail over, don't wait
-                records.append(
-                    AttemptRecord(target, attempt_no, _status(err), err.code, retryable,
-                                  delay or 0.0, duration)
-                )
-                if isinstance(err, REQUEST_FATAL):
-                    raise
-                if not isinstance(err, UpstreamError):
-                    # Our own per-route refusal (e.g. the adapter cannot express the request).
-                    last_error = err
+                delay = state.failed(target, attempt_no, err, breaker, policy, rng, clock() - started)
+                if delay is None:
                     break
-                last_error = err
-                if delay is not None:
-                    await sleep(delay)
-                    attempt_no += 1
-                    continue
-                if err.image_rejected:
-                    image_error = err
-                    break
-                if retryable or _is_per_target(err) or not 400 <= err.status < 500:
-                    break
-                # A terminal 4xx: the request itself is wrong; another route won't fix it.
-                raise ChainFailed(
-                    _public_message(err), attempts=records, last_error=err,
-                    code=err.code, status=err.status,
-                ) from err
+                await sleep(delay)
+                attempt_no += 1
+                continue
             except BaseException:
                 breaker.release()
                 raise
             breaker.record_success()
-            records.append(
-                AttemptRecord(target, attempt_no, 200, None, False, 0.0, clock() - started, "ok")
-            )
-            return ChainResult(result=result, target=target, attempts=records)
+            state.records.append(AttemptRecord(target, attempt_no, 200, None, False, 0.0, clock() - started, "ok"))
+            return ChainResult(result=result, target=target, attempts=state.records)
 
-    raise _exhausted(records, last_error, answered)
+    raise _exhausted(state.records, state.last_error, state.answered)
+
+
+@dataclass
+class _ChainState(Generic[T]):
+    """What the chain has learnt so far: the trail, the last error, and whether anyone answered."""
+
+    records: list[AttemptRecord[T]] = field(default_factory=list)
+    last_error: GatewayError | None = None
+    image_error: UpstreamError | None = None
+    answered: bool = False  # did any upstream produce an HTTP answer (or a non-connect failure)?
+
+    def failed(
+        self, target: T, attempt_no: int, err: GatewayError, breaker: CircuitBreaker, policy: RetryPolicy,
+        rng: random.Random, duration: float,
+    ) -> float | None:
+        """Record one failed try; the delay before retrying this target, or ``None`` to move on.
+
+        Raises when the failure ends the whole request (our own refusal, or a terminal 4xx).
+        """
+        if isinstance(err, UpstreamError):
+            if _counts_as_failure(err):
+                breaker.record_failure()
+            else:
+                breaker.record_success()
+            if getattr(err, "kind", None) != "connect":
+                self.answered = True
+        else:
+            breaker.release()
+        retryable = is_retryable(err)
+        delay = retry_delay(err, attempt_no, policy, rng)
+        if delay is not None and breaker.state != "closed":
+            delay = None  # this failure tripped the breaker: fail over, don't wait
+        self.records.append(
+            AttemptRecord(target, attempt_no, _status(err), err.code, retryable, delay or 0.0, duration)
+        )
+        if isinstance(err, REQUEST_FATAL):
+            raise err
+        self.last_error = err
+        if not isinstance(err, UpstreamError):
+            return None  # our own per-route refusal (e.g. the adapter cannot express the request)
+        if delay is not None:
+            return delay
+        if err.image_rejected:
+            self.image_error = err
+            return None
+        if retryable or _is_per_target(err) or not 400 <= err.status < 500:
+            return None
+        # A terminal 4xx: the request itself is wrong; another route won't fix it.
+        raise ChainFailed(
+            _public_message(err), attempts=self.records, last_error=err, code=err.code, status=err.status,
+        ) from err
 
 
 def _exhausted(

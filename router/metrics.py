@@ -33,6 +33,10 @@ class GatewayMetrics:
         self.ruleset_load_failures = Gauge("aperture_ruleset_load_failures", "Ruleset versions that failed to load (the old one stayed).", registry=r)
         self.ruleset_active = Gauge("aperture_ruleset_active", "1 for the ruleset version serving each arm.", ["version", "arm"], registry=r)
         self.spans_dropped = Gauge("aperture_spans_dropped", "Spans the exporters could not store or send.", registry=r)
+        self.state_fallbacks = Counter(
+            "aperture_state_fallbacks", "State operations the shared store (Redis) failed, by operation and outcome "
+            "(local: served by this process's limits; refused: 503 state_unavailable; lost: bookkeeping dropped).",
+            ["operation", "outcome"], registry=r)
         self._dropped_sources: list[Callable[[], int]] = []
         self.spans_dropped.set_function(lambda: float(sum(f() for f in self._dropped_sources)))
 
@@ -44,6 +48,10 @@ class GatewayMetrics:
         for arm, version in arms.items():
             if version:
                 self.ruleset_active.labels(version=version, arm=arm).set(1)
+
+    def state_fallback(self, operation: str, outcome: str) -> None:
+        """The hook :func:`router.state.build_state` calls when the shared store fails."""
+        self.state_fallbacks.labels(operation=operation, outcome=outcome).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,6 +1,6 @@
 """From a request's features to the chain of routes it will try, under one ruleset version.
 
-A :class:`Policy` is immutable and built once per ruleset version; the router takes one
+A :class:`RoutingPolicy` is immutable and built once per ruleset version; the router takes one
 :class:`PolicySnapshot` per request, so a request is routed by exactly one version from start
 to end even while versions are swapped underneath it.
 
@@ -29,7 +29,9 @@ from router.rules import (
 
 
 @dataclass(frozen=True)
-class Policy:
+class RoutingPolicy:
+    """One ruleset version, as a request is routed by it."""
+
     version: str
     ruleset: Ruleset
 
@@ -39,8 +41,8 @@ class Policy:
 
 @dataclass(frozen=True)
 class PolicySnapshot:
-    active: Policy
-    canary: Policy | None = None
+    active: RoutingPolicy
+    canary: RoutingPolicy | None = None
     canary_fraction: float = 0.0
     generation: int = 0
 
@@ -71,7 +73,7 @@ def explore_routes(catalog: Mapping[str, Any], models: Sequence[str]) -> list[Ta
     return routes
 
 
-def decide(
+def route_request(
     snapshot: PolicySnapshot,
     features: RequestFeatures,
     *,
@@ -102,4 +104,4 @@ def decide(
     return RouteDecision(policy.version, arm_name, choice.rule_id, chain, on_policy)
 
 
-__all__ = ["AUTO_MODEL", "Policy", "PolicySnapshot", "RouteDecision", "decide", "explore_routes"]
+__all__ = ["AUTO_MODEL", "PolicySnapshot", "RouteDecision", "RoutingPolicy", "explore_routes", "route_request"]

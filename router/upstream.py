@@ -1,13 +1,12 @@
 """The one place that talks to upstream providers over the network.
 
 Adapters (``router/providers``) are pure: they build an :class:`UpstreamRequest` and read what
-came back. This module owns the single shared ``httpx.AsyncClient`` (an HTTP/1.1 keep-alive pool)
-and turns every low-level failure into :class:`UpstreamTransportError`, so nothing above it ever
-catches an ``httpx`` exception. Tests inject a transport (``httpx.MockTransport`` or a loopback
-server) instead of patching.
-
-Upstream keys travel in request headers (or, for some APIs, the query string); they are
-scrubbed from every message this module produces and never logged.
+came back. This module owns the connection pools and hands each ``httpx.Request`` straight to
+an ``httpx`` transport (no ``httpx.AsyncClient``: see :class:`UpstreamClient`). Every low-level
+failure becomes :class:`UpstreamTransportError` (:mod:`router.upstream_errors`), so nothing
+above it ever catches an ``httpx`` exception; credentials are scrubbed from every message
+(:mod:`router.redaction`); a streamed answer is read by :class:`router.streaming.ChunkStream`.
+Tests inject a transport (``httpx.MockTransport`` or a loopback server) instead of patching.
 
 Example::
 
@@ -30,11 +29,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from typing import Literal
 
 import httpx
 
@@ -44,111 +41,22 @@ from router.providers.base import (
     AdapterOptions,
     ChatResult,
     ProviderSpec,
-    StreamTranslator,
     UpstreamError,
     UpstreamRequest,
 )
-from router.providers.sse import SSEDecoder, SSEEvent
+from router.redaction import scrubbed
+from router.streaming import ChunkStream
 from router.transport import AiohttpTransport
+from router.upstream_errors import (
+    TRANSPORT_ERRORS,
+    TransportKind,
+    UpstreamTransportError,
+    translate,
+)
 
-log = logging.getLogger("aperture.upstream")
-
-TransportKind = Literal["timeout", "connect", "reset", "protocol"]
 UpstreamEngine = Literal["aiohttp", "httpcore"]
 
-_SECRET_HEADERS = ("authorization", "x-api-key", "x-goog-api-key", "api-key", "proxy-authorization")
-_SECRET_PARAMS = ("key", "api_key", "apikey", "access_token")
-
-
-class UpstreamTransportError(UpstreamError):
-    """No HTTP answer: the upstream timed out, refused the connection or broke it mid-way.
-
-    ``kind`` is ``"connect"`` (nothing was sent: the upstream is unreachable), ``"timeout"`` (the
-    upstream or our pool was too slow), ``"reset"`` (the connection broke or the peer spoke bad
-    HTTP) or ``"protocol"`` (the request could not be sent at all, e.g. a bad URL scheme in the
-    config; not retryable). It is an :class:`UpstreamError`, so retries, breakers and fallback
-    treat it like any other upstream failure.
-    """
-
-    def __init__(self, message: str, *, kind: TransportKind, provider: str | None = None) -> None:
-        status = 504 if kind == "timeout" else 502
-        code = {
-            "timeout": "upstream_timeout",
-            "connect": "upstream_unreachable",
-            "reset": "upstream_connection_reset",
-            "protocol": "upstream_error",
-        }[kind]
-        super().__init__(
-            message,
-            status=status,
-            retryable=kind != "protocol",
-            provider_code=kind,
-            provider=provider,
-            code=code,
-        )
-        self.kind: TransportKind = kind
-
-
-def secrets_of(req: UpstreamRequest) -> list[str]:
-    """The credential strings a request carries (header values and key-like query params)."""
-    found: list[str] = []
-    for name, value in req.headers.items():
-        if name.lower() in _SECRET_HEADERS and value:
-            found.append(value)
-            # "Bearer sk-..." — also scrub the bare key, which is what upstreams echo.
-            _, _, bare = value.partition(" ")
-            if bare:
-                found.append(bare)
-    try:
-        params = httpx.URL(req.url).params
-    except (httpx.InvalidURL, TypeError, ValueError):
-        params = httpx.QueryParams()
-    for name in _SECRET_PARAMS:
-        found.extend(v for v in params.get_list(name) if v)
-    return sorted(set(found), key=len, reverse=True)
-
-
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every secret replaced by ``[redacted]``."""
-    for secret in secrets:
-        if len(secret) >= 4:
-            text = text.replace(secret, "[redacted]")
-    return text
-
-
-def _where(req: UpstreamRequest) -> str:
-    """Scheme, host and port only: paths and queries can carry keys and model names we don't need."""
-    try:
-        url = httpx.URL(req.url)
-        port = f":{url.port}" if url.port else ""
-        return f"{url.scheme}://{url.host}{port}"
-    except (httpx.InvalidURL, TypeError, ValueError):
-        return "<invalid url>"
-
-
-def _classify(exc: Exception) -> tuple[TransportKind, str]:
-    if isinstance(exc, httpx.ConnectTimeout):
-        return "connect", "connect timed out"
-    if isinstance(exc, httpx.PoolTimeout):
-        return "timeout", "no free connection in the pool in time"
-    if isinstance(exc, httpx.TimeoutException | asyncio.TimeoutError):
-        return "timeout", "timed out"
-    if isinstance(exc, httpx.ConnectError):
-        return "connect", "connection failed"
-    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError | httpx.CloseError):
-        return "reset", "connection broken"
-    return "protocol", "request could not be sent"
-
-
-def _translate(exc: Exception, req: UpstreamRequest) -> UpstreamTransportError:
-    kind, what = _classify(exc)
-    detail = redact(str(exc), secrets_of(req)) or type(exc).__name__
-    message = f"upstream {_where(req)} {what} ({type(exc).__name__}: {detail})"
-    log.warning("upstream transport error: %s", message)
-    return UpstreamTransportError(message, kind=kind)
-
-
-_TRANSPORT_ERRORS = (httpx.TransportError, httpx.InvalidURL, asyncio.TimeoutError)
+__all__ = ["ChunkStream", "TransportKind", "UpstreamClient", "UpstreamEngine", "UpstreamTransportError", "pool_sizes"]
 
 
 @functools.lru_cache(maxsize=512)
@@ -291,8 +199,8 @@ class UpstreamClient:
                     return response
                 finally:
                     self._release(pool)
-        except _TRANSPORT_ERRORS as exc:
-            raise _translate(exc, req) from exc
+        except TRANSPORT_ERRORS as exc:
+            raise translate(exc, req) from exc
 
     @asynccontextmanager
     async def stream(
@@ -308,12 +216,12 @@ class UpstreamClient:
         try:
             try:
                 response = await self._open(pool, req, connect_timeout_s, timeout_s)
-            except _TRANSPORT_ERRORS as exc:
-                raise _translate(exc, req) from exc
+            except TRANSPORT_ERRORS as exc:
+                raise translate(exc, req) from exc
             try:
                 yield response
-            except _TRANSPORT_ERRORS as exc:
-                raise _translate(exc, req) from exc
+            except TRANSPORT_ERRORS as exc:
+                raise translate(exc, req) from exc
             finally:
                 await response.aclose()
         finally:
@@ -337,13 +245,13 @@ class UpstreamClient:
         req.headers.update(extra_headers or {})
         resp = await self.send(req, connect_timeout_s=connect_timeout_s, timeout_s=timeout_s)
         if not 200 <= resp.status_code < 300:
-            raise _scrubbed(adapter.classify_error(spec, resp.status_code, resp.headers, resp.content), req)
+            raise scrubbed(adapter.classify_error(spec, resp.status_code, resp.headers, resp.content), req)
         try:
             return adapter.parse_response(
                 spec, resp.status_code, resp.headers, resp.content, request_model=request_model
             )
         except UpstreamError as err:
-            raise _scrubbed(err, req) from None
+            raise scrubbed(err, req) from None
 
     async def open_stream(
         self,
@@ -372,115 +280,17 @@ class UpstreamClient:
             response = await self._open(pool, req, connect_timeout_s, timeout_s)
         except BaseException as exc:
             self._release(pool)
-            if isinstance(exc, _TRANSPORT_ERRORS):
-                raise _translate(exc, req) from exc
+            if isinstance(exc, TRANSPORT_ERRORS):
+                raise translate(exc, req) from exc
             raise
         translator = adapter.stream_translator(request_model=request_model, include_usage=include_usage)
         stream = ChunkStream(response, translator, req, on_close=lambda: self._release(pool))
         try:
             if not 200 <= response.status_code < 300:
                 raw = await stream.read_all()
-                raise _scrubbed(adapter.classify_error(spec, response.status_code, response.headers, raw), req)
+                raise scrubbed(adapter.classify_error(spec, response.status_code, response.headers, raw), req)
             await stream.prime()
         except BaseException:
             await stream.aclose()
             raise
         return stream
-
-
-def _scrubbed(err: UpstreamError, req: UpstreamRequest) -> UpstreamError:
-    """The adapter's verdict with any credential the upstream echoed removed from its text."""
-    clean = redact(err.message, secrets_of(req))
-    if clean != err.message:
-        err.message = clean
-        err.args = (clean,)
-    return err
-
-
-class ChunkStream:
-    """An upstream SSE stream translated to OpenAI ``chat.completion.chunk`` dicts.
-
-    Iterate it (``async for chunk in stream``); transport breaks surface as
-    :class:`UpstreamTransportError`, error events and truncation as the translator's
-    :class:`UpstreamError`. After the end, ``translator.usage`` and ``translator.finish_reason``
-    hold the billing facts. Single consumer; always ``aclose()``.
-    """
-
-    def __init__(
-        self, response: httpx.Response, translator: StreamTranslator, req: UpstreamRequest,
-        *, on_close: Callable[[], None] | None = None,
-    ) -> None:
-        self.response = response
-        self._on_close = on_close
-        self.translator = translator
-        self._req = req
-        self._decoder = SSEDecoder()
-        self._pending: deque[JSON] = deque()
-        self._chunks: AsyncIterator[bytes] = response.aiter_bytes()
-        self._done = False
-
-    @property
-    def status_code(self) -> int:
-        return self.response.status_code
-
-    async def read_all(self) -> bytes:
-        try:
-            return await self.response.aread()
-        except _TRANSPORT_ERRORS as exc:
-            raise _translate(exc, self._req) from exc
-
-    def _feed(self, events: list[SSEEvent]) -> None:
-        for event in events:
-            self._pending.extend(self.translator.feed(event.event, event.data))
-
-    async def _pull(self) -> bool:
-        """Read one network chunk into ``_pending``; ``False`` once the stream is over."""
-        if self._done:
-            return False
-        raw: bytes | None
-        try:
-            raw = await anext(self._chunks)
-        except StopAsyncIteration:
-            raw = None
-        except _TRANSPORT_ERRORS as exc:
-            self._done = True
-            raise _translate(exc, self._req) from exc
-        try:
-            if raw is None:
-                self._done = True
-                self._feed(self._decoder.close())
-                self._pending.extend(self.translator.finish())
-            else:
-                self._feed(self._decoder.feed(raw))
-        except UpstreamError as err:
-            self._done = True
-            raise _scrubbed(err, self._req) from None
-        return True
-
-    async def prime(self) -> None:
-        """Wait until at least one chunk is ready (or the stream ended)."""
-        while not self._pending and await self._pull():
-            pass
-
-    def __aiter__(self) -> ChunkStream:
-        return self
-
-    async def __anext__(self) -> JSON:
-        while not self._pending:
-            if not await self._pull():
-                raise StopAsyncIteration
-        return self._pending.popleft()
-
-    async def aclose(self) -> None:
-        try:
-            await self.response.aclose()
-        finally:
-            on_close, self._on_close = self._on_close, None
-            if on_close is not None:
-                on_close()
-
-    async def __aenter__(self) -> ChunkStream:
-        return self
-
-    async def __aexit__(self, *exc_info: Any) -> None:
-        await self.aclose()

@@ -1,6 +1,6 @@
 """The one place image intake does network I/O: fetching ``http(s)`` image URLs safely.
 
-Every hop (the URL and each redirect) goes through :func:`router.images.guard.check_url`,
+Every hop (the URL and each redirect) goes through :func:`router.images.ssrf.check_url`,
 its host is resolved once, *every* resolved address is checked, and the connection is
 made to the checked address itself with the original ``Host`` header (and, for https,
 SNI and certificate verification on the host name via httpx's ``sni_hostname``
@@ -8,7 +8,7 @@ extension). A second DNS answer therefore never reaches the socket (no DNS rebin
 The body is streamed against a byte cap and the whole fetch runs under one deadline.
 Failures are mapped to the gateway's error family at this boundary; nothing is retried.
 
->>> fetcher = ImageFetcher(policy=GuardPolicy())            # doctest: +SKIP
+>>> fetcher = ImageFetcher(policy=FetchPolicy())            # doctest: +SKIP
 >>> image = await fetcher.fetch("https://example.com/a.png")  # doctest: +SKIP
 """
 
@@ -25,7 +25,7 @@ from urllib.parse import urljoin
 import httpx
 
 from router.errors import ImageFetchFailed, ImageTooLarge
-from router.images.guard import GuardPolicy, IPAddress, ParsedUrl, check_ip, check_url
+from router.images.ssrf import FetchPolicy, IPAddress, ParsedUrl, check_ip, check_url
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
@@ -57,7 +57,7 @@ class ImageFetcher:
     def __init__(
         self,
         *,
-        policy: GuardPolicy | None = None,
+        policy: FetchPolicy | None = None,
         resolver: Resolver | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         connect_timeout_s: float = 5.0,
@@ -66,7 +66,7 @@ class ImageFetcher:
         max_redirects: int = 3,
         user_agent: str = "aperture-image-fetch/0.1",
     ) -> None:
-        self.policy = policy or GuardPolicy()
+        self.policy = policy or FetchPolicy()
         self.resolver: Resolver = resolver or system_resolver
         self.connect_timeout_s = connect_timeout_s
         self.total_timeout_s = total_timeout_s

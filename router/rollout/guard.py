@@ -25,6 +25,7 @@ import numpy as np
 from opentelemetry import trace
 from opentelemetry.trace import TracerProvider
 
+from collector import semconv as sc
 from collector.store import insert_rows, open_store
 from router.rollout.base import Pointer, RolloutConflict, RuleStore, utc_now
 from router.rollout.sequential import (
@@ -274,23 +275,23 @@ class Guard:
             return decision
 
     def _emit(self, p: Pointer, decision: Decision) -> None:
-        with self._tracer.start_as_current_span("aperture.rollout.guard") as span:
+        with self._tracer.start_as_current_span(sc.ROLLOUT_GUARD_SPAN_NAME) as span:
             attrs: dict[str, Any] = {
-                "aperture.rollout.id": p.rollout_id or "",
-                "aperture.rollout.action": decision.action,
-                "aperture.rollout.reason": decision.reason,
-                "aperture.rollout.candidate_version": p.canary or "",
-                "aperture.rollout.active_version": p.active or "",
-                "aperture.rollout.fraction": p.canary_fraction,
-                "aperture.rollout.n_canary": int(decision.statistics.get("n_canary", 0)),
-                "aperture.rollout.n_active": int(decision.statistics.get("n_active", 0)),
-                "aperture.rollout.statistics": json.dumps(decision.statistics, default=str),
+                sc.APERTURE_ROLLOUT_ID: p.rollout_id or "",
+                sc.APERTURE_ROLLOUT_ACTION: decision.action,
+                sc.APERTURE_ROLLOUT_REASON: decision.reason,
+                sc.APERTURE_ROLLOUT_CANDIDATE_VERSION: p.canary or "",
+                sc.APERTURE_ROLLOUT_ACTIVE_VERSION: p.active or "",
+                sc.APERTURE_ROLLOUT_FRACTION: p.canary_fraction,
+                sc.APERTURE_ROLLOUT_N_CANARY: int(decision.statistics.get("n_canary", 0)),
+                sc.APERTURE_ROLLOUT_N_ACTIVE: int(decision.statistics.get("n_active", 0)),
+                sc.APERTURE_ROLLOUT_STATISTICS: json.dumps(decision.statistics, default=str),
             }
             for name, m in decision.statistics.get("metrics", {}).items():
                 for key in ("e_rollback", "e_promote", "mean_canary", "mean_active"):
                     if m.get(key) is not None:
-                        attrs[f"aperture.rollout.{name}.{key}"] = float(m[key])
-            span.add_event("aperture.rollout.decision", attrs)
+                        attrs[sc.rollout_metric_key(name, key)] = float(m[key])
+            span.add_event(sc.ROLLOUT_DECISION_EVENT, attrs)
 
     def run(self, interval_s: float, stop_event: threading.Event) -> None:
         """Step every ``interval_s`` until ``stop_event`` is set; errors are logged, not fatal."""

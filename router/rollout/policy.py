@@ -6,7 +6,7 @@ moves. Swapping is a single attribute assignment; readers take no lock. A versio
 text is corrupt or whose policy fails to build never becomes current: the failure is
 logged and counted and the previous snapshot stays.
 
-    holder = PolicyHolder(store, build=lambda vid, text: Policy(vid, load_ruleset_text(text)),
+    holder = PolicyHolder(store, build=lambda vid, text: RoutingPolicy(vid, load_ruleset_text(text)),
                           snapshot_factory=PolicySnapshot)
     holder.start()               # background poller thread
     snap = holder.snapshot()     # once per request

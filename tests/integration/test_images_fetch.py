@@ -16,13 +16,13 @@ from PIL import Image
 
 from router.errors import ImageFetchFailed, ImageTooLarge, ImageUrlForbidden
 from router.images.fetch import ImageFetcher
-from router.images.guard import GuardPolicy
 from router.images.intake import intake
+from router.images.ssrf import FetchPolicy
 
 buf = io.BytesIO()
 Image.new("RGB", (32, 24), "green").save(buf, "PNG")
 PNG = buf.getvalue()
-ONLY_127_0_0_1 = GuardPolicy(allow_networks=(ipaddress.ip_network("127.0.0.1/32"),))
+ONLY_127_0_0_1 = FetchPolicy(allow_networks=(ipaddress.ip_network("127.0.0.1/32"),))
 
 
 class Handler(BaseHTTPRequestHandler):

@@ -47,7 +47,7 @@ def route_only(name: str, model: str, detail: str) -> str:
 
 def served_generation(stack: Stack) -> int:
     """The pointer generation of the snapshot the gateway routes new requests with."""
-    return int(stack.app.state.gateway._snapshot().generation)
+    return int(stack.app.state.gateway.policy_snapshot().generation)
 
 
 def wait_for(predicate: Callable[[], bool], timeout_s: float = 10.0, what: str = "condition") -> None:
@@ -459,7 +459,7 @@ def test_canary_with_a_worse_route_is_rolled_back_by_evals_and_guard(
         assert (pointer.active, pointer.canary) == ("v0001", None)
         assert store.history()[-1].actor == "guard"
         wait_served(stack, store)
-        assert stack.app.state.gateway._snapshot().canary is None
+        assert stack.app.state.gateway.policy_snapshot().canary is None
         assert transcribe(client, pages[1]) == ("v0001", "gpt-4o:high")
 
         rows = rollout_rows(stack.db)

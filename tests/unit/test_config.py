@@ -44,14 +44,14 @@ def test_bad_configs_are_refused():
 
 
 def test_upstream_engine_is_chosen_in_config_and_checked(monkeypatch):
-    from router.app import create_app
+    from router.app import build_app
 
     cfg = load_config("examples/emulated.yaml")
     assert cfg.upstream.engine == "aiohttp"
     monkeypatch.setenv("APERTURE_UPSTREAM__ENGINE", "httpcore")
     cfg = load_config("examples/emulated.yaml")
     assert cfg.upstream.engine == "httpcore"
-    app = create_app(cfg, snapshot=lambda: None)  # type: ignore[arg-type,return-value]  # never asked: no request
+    app = build_app(cfg, snapshot=lambda: None)  # type: ignore[arg-type,return-value]  # never asked: no request
     assert app.state.gateway.client.pools == 16  # httpcore: 256 connections in pools of 16
     monkeypatch.setenv("APERTURE_UPSTREAM__ENGINE", "curl")
     with pytest.raises(ValidationError):

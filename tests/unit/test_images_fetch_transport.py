@@ -9,10 +9,10 @@ import pytest
 
 from router.errors import ImageFetchFailed, ImageTooLarge, ImageUrlForbidden
 from router.images.fetch import ImageFetcher
-from router.images.guard import GuardPolicy
+from router.images.ssrf import FetchPolicy
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
-LOOPBACK_ONE = GuardPolicy(allow_networks=(ipaddress.ip_network("127.0.0.1/32"),))
+LOOPBACK_ONE = FetchPolicy(allow_networks=(ipaddress.ip_network("127.0.0.1/32"),))
 
 
 def resolver_for(table: dict[str, list[str]]):  # type: ignore[no-untyped-def]
@@ -76,7 +76,7 @@ async def test_resolved_private_addresses_are_refused_before_connecting(answers:
 
 async def test_allow_hosts_skip_the_address_check() -> None:
     transport = Recorder(lambda r: httpx.Response(200, content=PNG))
-    policy = GuardPolicy(allow_hosts=("cdn.internal",))
+    policy = FetchPolicy(allow_hosts=("cdn.internal",))
     async with ImageFetcher(
         policy=policy, resolver=resolver_for({"cdn.internal": ["10.1.2.3"]}), transport=transport
     ) as f:

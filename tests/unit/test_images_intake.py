@@ -21,8 +21,8 @@ from router.errors import (
     UnsupportedImageFormat,
 )
 from router.images.fetch import ImageFetcher
-from router.images.guard import GuardPolicy
 from router.images.intake import ImageLimits, collect_image_parts, intake
+from router.images.ssrf import FetchPolicy
 
 MiB = 1024 * 1024
 
@@ -210,7 +210,7 @@ class Counting(httpx.AsyncBaseTransport):
 
 async def test_same_url_twice_is_fetched_once_and_errors_point_at_the_part() -> None:
     transport = Counting({"/a.png": PNG, "/b.jpg": JPEG})
-    policy = GuardPolicy(allow_networks=(ipaddress.ip_network("127.0.0.1/32"),))
+    policy = FetchPolicy(allow_networks=(ipaddress.ip_network("127.0.0.1/32"),))
     async with ImageFetcher(policy=policy, transport=transport) as fetcher:
         a, b = "http://127.0.0.1:9/a.png", "http://127.0.0.1:9/b.jpg"
         images = await intake(body_with(a, b, a, data_url(PNG), data_url(PNG)), fetcher)

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from router.config import load_config
-from router.policy import Policy, PolicySnapshot, decide, explore_routes
+from router.policy import PolicySnapshot, RoutingPolicy, explore_routes, route_request
 from router.rules import (
     ImageFeatures,
     RequestFeatures,
@@ -115,17 +115,17 @@ def test_invalid_ruleset_text_is_refused(text):
 
 
 def test_explicit_model_is_not_rerouted_unless_claimed(catalog):
-    snap = PolicySnapshot(active=Policy("v1", load_ruleset_text(RULESET)))
-    d = decide(snap, feats(text=24), requested_model="gpt-4.1", requested_detail="low", arm="active")
+    snap = PolicySnapshot(active=RoutingPolicy("v1", load_ruleset_text(RULESET)))
+    d = route_request(snap, feats(text=24), requested_model="gpt-4.1", requested_detail="low", arm="active")
     assert (d.arm, d.target) == ("explicit", Target(model="gpt-4.1", detail="low"))
-    d = decide(snap, feats(text=24), requested_model="gpt-4o", requested_detail="high", arm="active")
+    d = route_request(snap, feats(text=24), requested_model="gpt-4o", requested_detail="high", arm="active")
     assert d.rule_id == "big-text" and d.version == "v1"
 
 
 def test_canary_arm_uses_canary_version():
-    canary = Policy("v2", load_ruleset_text("default: {route: {model: gpt-4.1-mini, detail: low}}"))
-    snap = PolicySnapshot(active=Policy("v1", load_ruleset_text(RULESET)), canary=canary, canary_fraction=0.1)
-    d = decide(snap, feats(), requested_model="aperture/auto", requested_detail=None, arm="canary")
+    canary = RoutingPolicy("v2", load_ruleset_text("default: {route: {model: gpt-4.1-mini, detail: low}}"))
+    snap = PolicySnapshot(active=RoutingPolicy("v1", load_ruleset_text(RULESET)), canary=canary, canary_fraction=0.1)
+    d = route_request(snap, feats(), requested_model="aperture/auto", requested_detail=None, arm="canary")
     assert (d.version, d.arm, d.target.model) == ("v2", "canary", "gpt-4.1-mini")
 
 
@@ -134,11 +134,11 @@ def test_explore_propensity_matches_logging_policy(seed):
     catalog = load_config("examples/emulated.yaml").models
     routes = explore_routes(catalog, ["gpt-4o", "gpt-4o-mini"])
     assert Target(model="gpt-4o", detail="auto") not in routes and len(routes) == 4
-    snap = PolicySnapshot(active=Policy("v1", load_ruleset_text(RULESET)))
-    d = decide(snap, feats(w=3000), requested_model="aperture/auto", requested_detail=None, arm="explore",
+    snap = PolicySnapshot(active=RoutingPolicy("v1", load_ruleset_text(RULESET)))
+    d = route_request(snap, feats(w=3000), requested_model="aperture/auto", requested_detail=None, arm="explore",
                explore_fraction=0.2, explore_set=routes, rng=random.Random(seed))
     expected = 0.2 / 4 + (0.8 if d.target == Target(model="gpt-4o", detail="high") else 0.0)
     assert d.propensity == pytest.approx(expected)
-    active = decide(snap, feats(w=3000), requested_model="aperture/auto", requested_detail=None, arm="active",
+    active = route_request(snap, feats(w=3000), requested_model="aperture/auto", requested_detail=None, arm="active",
                     explore_fraction=0.2, explore_set=routes)
     assert active.propensity == pytest.approx(0.8 + 0.05)

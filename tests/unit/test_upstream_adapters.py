@@ -14,7 +14,8 @@ from router.breaker import BreakerRegistry
 from router.fallback import ChainFailed, run_chain
 from router.providers import ADAPTERS, AdapterOptions, ChatResult, UpstreamError
 from router.retry import RetryPolicy
-from router.upstream import ChunkStream, UpstreamClient, UpstreamTransportError
+from router.streaming import ChunkStream
+from router.upstream import UpstreamClient, UpstreamTransportError
 
 KEY = "sk-proj-SECRET-9f8e7d6c5b4a"
 BODY = {"model": "m", "messages": [{"role": "user", "content": "read this"}]}

@@ -9,12 +9,8 @@ import httpx
 import pytest
 
 from router.providers.base import UpstreamRequest
-from router.upstream import (
-    UpstreamClient,
-    UpstreamTransportError,
-    redact,
-    secrets_of,
-)
+from router.redaction import redact, secrets_of
+from router.upstream import UpstreamClient, UpstreamTransportError
 
 KEY = "sk-test-SECRET-0123456789abcdef"
 

@@ -8,10 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from router.errors import ImageUrlForbidden, InvalidImage
-from router.images.guard import GuardPolicy, check_ip, check_url
+from router.images.ssrf import FetchPolicy, check_ip, check_url
 
-OPEN = GuardPolicy()
-LOOPBACK_OK = GuardPolicy(allow_networks=(ipaddress.ip_network("127.0.0.0/8"),))
+OPEN = FetchPolicy()
+LOOPBACK_OK = FetchPolicy(allow_networks=(ipaddress.ip_network("127.0.0.0/8"),))
 
 REFUSED_URLS = [
     "http://127.0.0.1/a.png",
@@ -96,21 +96,21 @@ def test_allow_listing_loopback_lets_it_through() -> None:
     # localhost also means ::1, which a v4-only allow list does not cover.
     with pytest.raises(ImageUrlForbidden):
         check_url("http://localhost/a", LOOPBACK_OK)
-    both = GuardPolicy(
+    both = FetchPolicy(
         allow_networks=(ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
     )
     assert check_url("http://localhost:9/a", both).port == 9
 
 
 def test_allow_list_is_exact_not_a_prefix() -> None:
-    only_one = GuardPolicy(allow_networks=(ipaddress.ip_network("127.0.0.1/32"),))
+    only_one = FetchPolicy(allow_networks=(ipaddress.ip_network("127.0.0.1/32"),))
     check_ip(ipaddress.ip_address("127.0.0.1"), only_one)
     with pytest.raises(ImageUrlForbidden):
         check_ip(ipaddress.ip_address("127.0.0.2"), only_one)
 
 
 def test_allow_hosts_exact_and_suffix() -> None:
-    policy = GuardPolicy(allow_hosts=("cdn.internal", ".assets.corp"))
+    policy = FetchPolicy(allow_hosts=("cdn.internal", ".assets.corp"))
     assert policy.host_allowed("CDN.internal.")
     assert policy.host_allowed("img.assets.corp")
     assert not policy.host_allowed("evilcdn.internal")
@@ -161,7 +161,7 @@ def test_parsed_url_keeps_host_header_and_target() -> None:
 
 
 def test_policy_from_config_strings() -> None:
-    policy = GuardPolicy.from_config(["127.0.0.1", "10.0.0.0/8", "::1/128"], ["CDN.internal"])
+    policy = FetchPolicy.from_config(["127.0.0.1", "10.0.0.0/8", "::1/128"], ["CDN.internal"])
     check_ip(ipaddress.ip_address("10.9.8.7"), policy)
     check_ip(ipaddress.ip_address("::1"), policy)
     assert policy.host_allowed("cdn.internal")
@@ -169,7 +169,7 @@ def test_policy_from_config_strings() -> None:
         check_ip(ipaddress.ip_address("127.0.0.2"), policy)
 
 
-ALLOW_ALL = GuardPolicy(allow_networks=(ipaddress.ip_network("0.0.0.0/0"),))
+ALLOW_ALL = FetchPolicy(allow_networks=(ipaddress.ip_network("0.0.0.0/0"),))
 
 
 def _render(value: int, radix: str) -> str:

@@ -7,7 +7,7 @@ plainly public, including IPv6 forms that embed a forbidden IPv4 address (mapped
 6to4, NAT64, Teredo). The fetcher resolves names, calls ``check_ip`` on *every*
 address, then connects to the checked address itself, so DNS rebinding cannot slip in.
 
->>> check_ip(ipaddress.ip_address("169.254.169.254"), GuardPolicy())
+>>> check_ip(ipaddress.ip_address("169.254.169.254"), FetchPolicy())
 Traceback (most recent call last):
 router.errors.ImageUrlForbidden: image URL address 169.254.169.254 is link-local
 """
@@ -30,15 +30,15 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 @dataclass(frozen=True, slots=True)
-class GuardPolicy:
+class FetchPolicy:
     """Exceptions to the default "public addresses only" rule.
 
     ``allow_networks``: addresses inside these networks are fetched even if private.
     ``allow_hosts``: host names (lower-case; a leading ``.`` matches any subdomain) whose
     resolved addresses are not checked at all, e.g. an internal image CDN.
 
-    >>> GuardPolicy(allow_networks=(ipaddress.ip_network("127.0.0.0/8"),))
-    GuardPolicy(allow_networks=(IPv4Network('127.0.0.0/8'),), allow_hosts=())
+    >>> FetchPolicy(allow_networks=(ipaddress.ip_network("127.0.0.0/8"),))
+    FetchPolicy(allow_networks=(IPv4Network('127.0.0.0/8'),), allow_hosts=())
     """
 
     allow_networks: tuple[IPNetwork, ...] = ()
@@ -47,7 +47,7 @@ class GuardPolicy:
     @classmethod
     def from_config(
         cls, allow_networks: Iterable[str] = (), allow_hosts: Iterable[str] = ()
-    ) -> GuardPolicy:
+    ) -> FetchPolicy:
         """Build from config strings, e.g. ``from_config(["127.0.0.0/8", "::1/128"])``."""
         return cls(
             tuple(ipaddress.ip_network(n, strict=False) for n in allow_networks),
@@ -87,7 +87,7 @@ class ParsedUrl:
         return f"{self.scheme}://{self.host_header}{self.target}"
 
 
-def check_ip(ip: IPAddress, policy: GuardPolicy) -> None:
+def check_ip(ip: IPAddress, policy: FetchPolicy) -> None:
     """Raise ``ImageUrlForbidden`` unless ``ip`` is public or inside an allowed network."""
     if policy.network_allowed(ip):
         return
@@ -115,7 +115,7 @@ def check_ip(ip: IPAddress, policy: GuardPolicy) -> None:
         raise ImageUrlForbidden(f"image URL address {ip} is {reason}")
 
 
-def check_url(url: str, policy: GuardPolicy) -> ParsedUrl:
+def check_url(url: str, policy: FetchPolicy) -> ParsedUrl:
     """Validate and normalise an image URL; refuse forbidden literal addresses early.
 
     ``ImageUrlForbidden`` (``image_url_forbidden``): scheme other than http/https,

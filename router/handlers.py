@@ -1,0 +1,78 @@
+"""The gateway's endpoints: OpenAI-compatible chat and models, health, Prometheus metrics.
+
+Each handler is a plain function of the request; what it needs (the :class:`Gateway`) is on
+``request.app.state``, put there by :func:`router.app.create_app`. Errors of the
+:class:`GatewayError` family become OpenAI's error body here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from router.errors import GatewayError, InvalidRequest
+from router.gateway import Gateway
+from router.rules import AUTO_MODEL
+
+PROMETHEUS_MEDIA_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def gateway_of(request: Request) -> Gateway:
+    gateway: Gateway = request.app.state.gateway
+    return gateway
+
+
+async def chat_completions(request: Request) -> Response:
+    gateway = gateway_of(request)
+    raw = await request.body()
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        error = InvalidRequest("the request body is not valid JSON", code="invalid_json")
+        gateway.telemetry.count_refusal(error)
+        raise error from exc
+    result = await gateway.chat(body, request.headers)
+    if result.stream is not None:
+        return StreamingResponse(result.stream, media_type="text/event-stream", headers=result.headers)
+    return JSONResponse(result.body, headers=result.headers)
+
+
+async def list_models(request: Request) -> dict[str, Any]:
+    config = gateway_of(request).config
+    data = [{"id": AUTO_MODEL, "object": "model", "created": 0, "owned_by": "aperture"}]
+    data += [
+        {"id": model_id, "object": "model", "created": 0, "owned_by": spec.provider}
+        for model_id, spec in config.models.items()
+    ]
+    return {"object": "list", "data": data}
+
+
+async def healthz(request: Request) -> dict[str, Any]:
+    snap = gateway_of(request).policy_snapshot()
+    return {
+        "status": "ok",
+        "ruleset": {"active": snap.active.version, "canary": snap.canary.version if snap.canary else None,
+                    "canary_fraction": snap.canary_fraction},
+    }
+
+
+async def prometheus(request: Request) -> Response:
+    return Response(gateway_of(request).metrics.render(), media_type=PROMETHEUS_MEDIA_TYPE)
+
+
+async def gateway_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, GatewayError)
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+
+async def parameter_error(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's own checks (e.g. /admin query parameters) answer in OpenAI's shape too."""
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0] if exc.errors() else {}
+    param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
+    error = InvalidRequest(f"{param or 'request'}: {first.get('msg', 'invalid value')}", param=param)
+    return JSONResponse(error.body(), status_code=422)

@@ -1,0 +1,28 @@
+"""The request pipeline: small stages over one :class:`RequestContext`.
+
+A stage is ``async def stage(services, ctx) -> None``: it reads what earlier stages put on
+the context, adds its own part, and answers early by raising a :class:`GatewayError`.
+:class:`router.gateway.Gateway` runs :data:`ADMISSION` in order, then sends and bills; see
+docs/architecture.md ("Request pipeline") for the sequence and where new stages go.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from router.pipeline.admit import admit
+from router.pipeline.context import GatewayResponse, RequestContext
+from router.pipeline.intake import intake_images
+from router.pipeline.keep import keep_images
+from router.pipeline.price import price
+from router.pipeline.route import route
+from router.pipeline.services import Services
+
+Stage = Callable[[Services, RequestContext], Awaitable[None]]
+
+#: Everything before the first byte goes upstream. Guardrails go between ``intake_images``
+#: and ``route``; a response cache goes last (it sets ``ctx.result`` and ``ctx.target``, and
+#: the send stage then leaves them alone).
+ADMISSION: tuple[Stage, ...] = (admit, intake_images, route, price, keep_images)
+
+__all__ = ["ADMISSION", "GatewayResponse", "RequestContext", "Services", "Stage"]

@@ -1,0 +1,119 @@
+"""Send: the route chain upstream, with retries, breakers and fallbacks (``router.fallback``).
+
+Each attempt prepares the images for its target (:func:`router.pipeline.price.price_for`,
+cached per target), builds the upstream body, and runs inside an attempt span. The
+non-streaming call reads the whole answer; the streaming one returns once the first chunk is in
+hand, so everything that fails before that still falls back. Afterwards ``ctx.target`` is the
+route that answered (or, when every route failed, the first one) and ``ctx.attempts`` the trail.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from router.config import ModelSpec
+from router.errors import UpstreamFailed
+from router.fallback import ChainResult, run_chain
+from router.images.prepare import to_data_url
+from router.pipeline.admit import TASK_HEADER
+from router.pipeline.context import JSONObject, PricedImage, RequestContext
+from router.pipeline.price import price_for
+from router.pipeline.services import Services
+from router.providers import ADAPTERS
+from router.providers.base import AdapterOptions, UpstreamError, wants_usage
+from router.rules import Target
+from router.streaming import ChunkStream
+
+R = TypeVar("R")
+#: One attempt's upstream call, ``call(adapter, provider_spec, body, **keywords)``: the upstream
+#: client's ``complete`` or ``open_stream``.
+Call = Callable[..., Awaitable[R]]
+
+
+async def send_completion(services: Services, ctx: RequestContext) -> None:
+    """Non-streaming: ``ctx.result`` is the answer (left alone if an earlier stage answered)."""
+    if ctx.result is not None:
+        return
+    chain = await run_upstream(services, ctx, services.client.complete, stream=False)
+    ctx.result = chain.result
+
+
+async def open_stream(services: Services, ctx: RequestContext) -> None:
+    """Streaming: ``ctx.upstream_stream`` is open with its first chunk ready; the caller closes it."""
+    call = functools.partial(services.client.open_stream, include_usage=wants_usage(ctx.body))
+    chain: ChainResult[Target, ChunkStream] = await run_upstream(services, ctx, call, stream=True)
+    ctx.upstream_stream = chain.result
+
+
+async def run_upstream(services: Services, ctx: RequestContext, call: Call[R], *, stream: bool) -> ChainResult[Target, R]:
+    """Run the decision's chain; record the trail on the context whether it succeeds or not."""
+    decision = ctx.need_decision()
+
+    async def attempt(target: Target, attempt_no: int) -> R:
+        priced = await price_for(services, ctx, target)
+        spec = services.model(target)
+        provider = services.config.providers[spec.provider]
+        with services.telemetry.attempt(ctx, target, attempt_no):
+            kw: dict[str, Any] = dict(
+                api_key=provider.api_key(), options=adapter_options(spec), request_model=target.model,
+                connect_timeout_s=provider.connect_timeout_s, timeout_s=provider.timeout_s,
+                extra_headers=upstream_headers(ctx),
+            )
+            body = upstream_body(ctx, spec, priced, stream=stream)
+            return await call(ADAPTERS[provider.kind], services.specs[spec.provider], body, **kw)
+
+    def accepts_image(target: Target, error: UpstreamError) -> bool:
+        """After a provider refused an image, a fallback only makes sense where we will send
+        something different: another format or a smaller size than the refused attempt."""
+        spec = services.model(target)
+        return bool(spec.limits.downscale_to) or "heic" in spec.limits.formats or target.max_side is not None
+
+    try:
+        chain = await run_chain(
+            list(decision.chain), attempt, policy_for=services.retry_policy, breaker_for=services.breaker,
+            accepts_image=accepts_image, rng=services.rng,
+        )
+    except UpstreamFailed as exc:
+        ctx.attempts = list(getattr(exc, "attempts", []) or [])
+        ctx.target = decision.target
+        raise
+    ctx.attempts = list(chain.attempts)
+    ctx.target = chain.target
+    return chain
+
+
+def upstream_body(ctx: RequestContext, spec: ModelSpec, priced: list[PricedImage], *, stream: bool) -> JSONObject:
+    """The client's body for one target: its upstream model name, and the prepared images inline."""
+    body: JSONObject = json.loads(json.dumps({k: v for k, v in ctx.body.items() if k != "metadata"}))
+    body["model"] = spec.upstream
+    body["stream"] = stream
+    if stream:
+        body["stream_options"] = {"include_usage": True}
+    for image, p in zip(ctx.images, priced, strict=True):
+        part = body["messages"][image.message_index]["content"][image.part_index]
+        part["image_url"] = {"url": to_data_url(p.prepared), "detail": p.detail}
+    return body
+
+
+def adapter_options(spec: ModelSpec) -> AdapterOptions:
+    return AdapterOptions(
+        default_max_tokens=min(1024, spec.max_output_tokens),
+        image_url_mode="inline",
+        media_resolution=spec.media_resolution,
+    )
+
+
+def upstream_headers(ctx: RequestContext) -> dict[str, str]:
+    """The task travels upstream as a hint (the emulator reads it) only when it is a safe
+    header value; a client's ``metadata.task`` can hold anything JSON can (CR/LF, non-ASCII),
+    and it is still recorded on the span either way."""
+    task = ctx.hints.task
+    return {TASK_HEADER: task} if task and header_safe(task) else {}
+
+
+def header_safe(value: str, max_length: int = 256) -> bool:
+    """Printable ASCII only (no CR/LF or other control characters), and not too long."""
+    return len(value) <= max_length and value.isascii() and value.isprintable()

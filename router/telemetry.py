@@ -1,0 +1,248 @@
+"""Every span and metric the gateway writes about a request, written from its context.
+
+The pipeline's stages never touch a span: they fill a :class:`RequestContext`, and this module
+turns it into one request span (``chat <model>``), one span per upstream attempt and one
+``image`` span per image, plus the Prometheus counters. Attribute names come from
+:mod:`collector.semconv`, the leaf the collector maps to columns, so a key cannot drift
+between writer and reader.
+
+Example::
+
+    telemetry = RequestTelemetry(config, tracer_provider, metrics)
+    telemetry.start(ctx)
+    with telemetry.attempt(ctx, target, 0):
+        ...                                   # one upstream try
+    telemetry.finish(ctx)                     # or telemetry.finish(ctx, error)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import Span, Status, StatusCode
+
+from collector import semconv as sc
+from router.config import AppConfig
+from router.errors import GatewayError
+from router.metrics import GatewayMetrics
+from router.pipeline.context import Bill, RequestContext
+from router.rules import Target
+from router.tokens import cost_usd
+
+Attributes = dict[str, Any]
+
+
+class RequestTelemetry:
+    """Writes a request's spans and metrics; one instance per gateway, shared by requests."""
+
+    def __init__(self, config: AppConfig, tracer_provider: trace.TracerProvider | None, metrics: GatewayMetrics) -> None:
+        self.config = config
+        self.tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("aperture.router")
+        self.metrics = metrics
+
+    def provider_kind(self, model: str) -> str:
+        return self.config.providers[self.config.models[model].provider].kind
+
+    def start(self, ctx: RequestContext) -> None:
+        ctx.span = self.tracer.start_span(
+            sc.OPERATION_CHAT,
+            attributes={sc.GEN_AI_OPERATION_NAME: sc.OPERATION_CHAT, sc.APERTURE_REQUEST_ID: ctx.request_id},
+        )
+
+    @contextmanager
+    def attempt(self, ctx: RequestContext, target: Target, attempt_no: int) -> Iterator[Span]:
+        """One upstream try as a child span, with the attempt's latency and outcome counted."""
+        provider = self.config.models[target.model].provider
+        parent = trace.set_span_in_context(ctx.span) if ctx.span is not None else None
+        span = self.tracer.start_span(f"upstream {provider}", context=parent, attributes={
+            sc.APERTURE_ATTEMPT: attempt_no, sc.APERTURE_ROUTE: target.key,
+            sc.GEN_AI_PROVIDER_NAME: self.provider_kind(target.model), sc.GEN_AI_REQUEST_MODEL: target.model,
+        })
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            yield span
+        except GatewayError as exc:
+            outcome = "error"
+            span.set_attribute(sc.ERROR_TYPE, exc.code)
+            span.set_attribute(sc.HTTP_RESPONSE_STATUS_CODE, exc.status)
+            span.set_status(Status(StatusCode.ERROR, exc.code))
+            raise
+        finally:
+            self.metrics.upstream_latency.labels(provider=provider, outcome=outcome).observe(time.perf_counter() - started)
+            self.metrics.upstream_attempts.labels(provider=provider, outcome=outcome).inc()
+            span.end()
+
+    def finish(self, ctx: RequestContext, error: GatewayError | None = None) -> None:
+        """Write everything the context holds onto the request span, count it, and end the span.
+
+        A request refused early gets only what was known by then; a billed one its usage, cost
+        and image spans; ``error`` marks the span failed (a stream cut after its response began
+        is billed *and* failed).
+        """
+        span = ctx.span
+        if span is None:
+            return
+        if ctx.decision is not None:
+            span.update_name(f"{sc.OPERATION_CHAT} {ctx.decision.target.model}")
+        span.set_attributes(self.request_attributes(ctx))
+        bill = ctx.bill
+        if bill is not None:
+            self._image_spans(ctx, span, bill)
+            if not bill.estimated_only:
+                self.metrics.cost.labels(model=bill.target.model, team=ctx.need_principal().team).inc(bill.billed_usd)
+                self.metrics.requests.labels(code="200", model=bill.target.model, arm=ctx.arm).inc()
+        if error is not None:
+            span.set_attribute(sc.ERROR_TYPE, error.code)
+            span.set_status(Status(StatusCode.ERROR, error.message[:200]))
+            model = ctx.target.model if ctx.target is not None else ctx.routed_model
+            self.count_refusal(error, model=model, arm=ctx.arm)
+        else:
+            span.set_status(Status(StatusCode.OK))
+        span.end()
+        if bill is not None:
+            latency = time.perf_counter() - ctx.started
+            self.metrics.request_latency.labels(stream="true" if ctx.stream else "false").observe(latency)
+
+    def count_refusal(self, error: GatewayError, *, model: str = "", arm: str = "") -> None:
+        """Count a refused or failed request (also one refused before it had a context)."""
+        self.metrics.errors.labels(code=error.code).inc()
+        self.metrics.requests.labels(code=str(error.status), model=model, arm=arm).inc()
+
+    # ------------------------------------------------------------------ attribute sets
+    def request_attributes(self, ctx: RequestContext) -> Attributes:
+        """The request span's attributes: what the context knows, stage by stage."""
+        attrs: Attributes = {}
+        if ctx.principal is not None:
+            attrs[sc.APERTURE_TEAM] = ctx.principal.team
+        if ctx.requested_model:
+            attrs[sc.APERTURE_REQUESTED_MODEL] = ctx.requested_model
+            _add_hints(attrs, ctx)
+        if ctx.decision is not None:
+            d = ctx.decision
+            # The route that answered, once known, in place of the decision's first choice.
+            self._add_route(attrs, ctx.target or d.target)
+            attrs.update({
+                sc.APERTURE_RULESET_VERSION: d.version, sc.APERTURE_RULESET_ARM: d.arm,
+                sc.APERTURE_RULE_ID: d.rule_id, sc.APERTURE_ROUTE_PROPENSITY: d.propensity,
+                sc.APERTURE_IMAGE_COUNT: len(ctx.images),
+            })
+        if ctx.estimate_usd is not None:
+            attrs[sc.APERTURE_COST_ESTIMATED_USD] = ctx.estimate_usd
+        if ctx.target is not None:
+            attrs[sc.APERTURE_FALLBACK_PATH] = fallback_path(ctx)
+            attrs[sc.APERTURE_RETRY_COUNT] = max(len(ctx.attempts or ()) - 1, 0)
+        if ctx.bill is not None and not ctx.bill.estimated_only:
+            attrs.update(self._usage_attributes(ctx, ctx.bill))
+        return attrs
+
+    def _add_route(self, attrs: Attributes, target: Target) -> None:
+        attrs[sc.GEN_AI_REQUEST_MODEL] = target.model
+        attrs[sc.GEN_AI_PROVIDER_NAME] = self.provider_kind(target.model)
+        attrs[sc.LLM_MODEL_NAME] = target.model
+        attrs[sc.APERTURE_ROUTE] = target.key
+
+    def _usage_attributes(self, ctx: RequestContext, bill: Bill) -> Attributes:
+        spec = self.config.models[bill.target.model]
+        attrs: Attributes = {
+            sc.GEN_AI_RESPONSE_MODEL: bill.response_model or spec.upstream,
+            sc.GEN_AI_USAGE_INPUT_TOKENS: bill.input_tokens,
+            sc.GEN_AI_USAGE_OUTPUT_TOKENS: bill.output_tokens,
+            sc.LLM_TOKEN_COUNT_PROMPT: bill.input_tokens,
+            sc.LLM_TOKEN_COUNT_COMPLETION: bill.output_tokens,
+            sc.LLM_TOKEN_COUNT_TOTAL: bill.input_tokens + bill.output_tokens,
+            sc.LLM_COST_PROMPT: bill.prompt_cost_usd,
+            sc.LLM_COST_COMPLETION: bill.billed_usd - bill.prompt_cost_usd,
+            sc.LLM_COST_TOTAL: bill.billed_usd,
+            sc.APERTURE_COST_BILLED_USD: bill.billed_usd,
+        }
+        if bill.finish_reason:
+            attrs[sc.GEN_AI_RESPONSE_FINISH_REASONS] = [bill.finish_reason]
+        if self.config.telemetry.capture_content:
+            attrs[sc.GEN_AI_INPUT_MESSAGES] = redacted_messages(ctx)
+            attrs[sc.GEN_AI_OUTPUT_MESSAGES] = json.dumps([{"role": "assistant", "content": bill.answer}])
+            attrs[sc.APERTURE_OUTPUT_TEXT] = bill.answer
+        return attrs
+
+    def _image_spans(self, ctx: RequestContext, parent: Span, bill: Bill) -> None:
+        target = bill.target
+        spec = self.config.models[target.model]
+        decision = ctx.need_decision()
+        parent_ctx = trace.set_span_in_context(parent)
+        common: Attributes = {
+            sc.GEN_AI_PROVIDER_NAME: self.provider_kind(target.model),
+            sc.GEN_AI_REQUEST_MODEL: target.model,
+            sc.APERTURE_TEAM: ctx.need_principal().team,
+            sc.APERTURE_RULESET_VERSION: decision.version,
+            sc.APERTURE_RULESET_ARM: decision.arm,
+            sc.APERTURE_RULE_ID: decision.rule_id,
+            sc.APERTURE_REQUESTED_MODEL: ctx.requested_model,
+            sc.APERTURE_REQUEST_ID: ctx.request_id,
+            sc.APERTURE_ROUTE_PROPENSITY: decision.propensity,
+        }
+        if ctx.hints.task:
+            common[sc.APERTURE_TASK] = ctx.hints.task
+        if ctx.hints.reference_id:
+            common[sc.APERTURE_REFERENCE_ID] = ctx.hints.reference_id
+        priced = ctx.priced.get(target.key, [])
+        for image, p, share, height in zip(ctx.images, priced, bill.image_shares, ctx.text_heights, strict=True):
+            attrs: Attributes = {
+                **common,
+                sc.IMAGE_INDEX: image.index,
+                sc.IMAGE_SHA256: image.sha256,
+                sc.IMAGE_BYTES: image.nbytes,
+                sc.IMAGE_WIDTH: image.header.width,
+                sc.IMAGE_HEIGHT: image.header.height,
+                sc.IMAGE_FORMAT: image.header.format,
+                sc.IMAGE_SOURCE: image.source,
+                sc.IMAGE_DETAIL: p.detail,
+                sc.IMAGE_TOKENS_ESTIMATED: p.tokens,
+                sc.IMAGE_TOKENS_BILLED: share,
+                sc.IMAGE_COST_USD: cost_usd(share, 0, spec.price.input_per_mtok, 0),
+                sc.APERTURE_IMAGE_TOKENS_LOW_ESTIMATE: p.tokens_low,
+            }
+            if bill.estimated_only:
+                attrs[sc.APERTURE_IMAGE_BILLED_FROM] = "estimate"
+            if p.prepared.transcoded_from:
+                attrs[sc.IMAGE_TRANSCODED_FROM] = p.prepared.transcoded_from
+            if p.prepared.resized_to:
+                attrs[sc.IMAGE_RESIZED_TO] = p.prepared.resized_to
+            if height is not None:
+                attrs[sc.APERTURE_IMAGE_TEXT_HEIGHT_PX] = float(height)
+            self.tracer.start_span(sc.IMAGE_SPAN_NAME, context=parent_ctx, attributes=attrs).end()
+            self.metrics.images.labels(model=target.model, detail=p.detail).inc()
+            self.metrics.tokens_estimated.labels(model=target.model).inc(p.tokens)
+            self.metrics.tokens_billed.labels(model=target.model).inc(share)
+
+
+def _add_hints(attrs: Attributes, ctx: RequestContext) -> None:
+    hints = ctx.hints
+    if hints.task:
+        attrs[sc.APERTURE_TASK] = hints.task
+    if hints.reference_id:
+        attrs[sc.APERTURE_REFERENCE_ID] = hints.reference_id
+    if hints.replay:
+        attrs[sc.APERTURE_REPLAY] = True
+
+
+def fallback_path(ctx: RequestContext) -> str:
+    """The routes the request went through, in order, each once in a row (``a > b``)."""
+    path: list[str] = []
+    for record in ctx.attempts or ():
+        key = record.target.key
+        if not path or path[-1] != key:
+            path.append(key)
+    return " > ".join(path) if path else ctx.need_target().key
+
+
+def redacted_messages(ctx: RequestContext) -> str:
+    """The request's messages with every image replaced by its sha256 (never bytes)."""
+    messages = json.loads(json.dumps(ctx.body.get("messages", [])))
+    for image in ctx.images:
+        messages[image.message_index]["content"][image.part_index] = {"type": "image", "sha256": image.sha256}
+    return json.dumps(messages)
