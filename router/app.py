@@ -128,7 +128,7 @@ def build_app(
 
 def _lifespan(gateway: Gateway, on_shutdown: Callable[[], Any] | None) -> Callable[[FastAPI], Any]:
     """Start: warn about open mode, purge expired blobs, reload today's budget ledger.
-    Stop: save the ledger, close the upstream pools, then ``on_shutdown``."""
+    Stop: let shadows in flight finish, save the ledger, close the upstream pools, then ``on_shutdown``."""
     config = gateway.config
     ledger_file = config.resolve_path(config.budgets.ledger_file)
 
@@ -143,6 +143,7 @@ def _lifespan(gateway: Gateway, on_shutdown: Callable[[], Any] | None) -> Callab
             if saved is not None and not gateway.ledger.restore(saved):
                 log.info("budget ledger %s is from another day; starting the day at zero", ledger_file)
         yield
+        await gateway.shadows.drain()  # shadows in flight finish (and are billed) before the pools close
         if ledger_file is not None:
             write_snapshot(ledger_file, gateway.ledger.snapshot())
         await gateway.client.aclose()

@@ -9,6 +9,7 @@ and a request that fails anywhere gives back its budget reservation.
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Mapping
 
@@ -28,6 +29,8 @@ from router.pipeline.context import GatewayResponse, RequestContext
 from router.pipeline.respond import completion_response, stream_response
 from router.pipeline.send import open_stream, send_completion
 from router.pipeline.services import Services, SnapshotSource
+from router.pipeline.shadow import run_shadow, wants_shadow
+from router.shadow import ShadowBudget, ShadowSender
 from router.telemetry import RequestTelemetry
 from router.upstream import UpstreamClient
 
@@ -66,6 +69,9 @@ class Gateway(Services):
             telemetry=RequestTelemetry(config, tracer_provider, self.metrics),
             limiter=limiter, ledger=ledger, breakers=breakers, blobs=blobs, rng=rng,
         )
+        rollout = config.rollout
+        self.shadows = ShadowSender(ShadowBudget(rollout.shadow_max_usd_per_day), rollout.shadow_max_in_flight,
+                                    on_outcome=self.metrics.shadow)
 
     async def chat(self, body: object, headers: Mapping[str, str]) -> GatewayResponse:
         ctx = RequestContext(body, headers)
@@ -73,6 +79,9 @@ class Gateway(Services):
         try:
             for stage in self.stages:
                 await stage(self, ctx)
+            if wants_shadow(self, ctx):
+                self.shadows.submit(functools.partial(run_shadow, self, ctx),
+                                    self.shadows.budget.left() / self.shadows.max_in_flight)
             if ctx.stream:
                 await open_stream(self, ctx)
                 return stream_response(self, ctx)  # billed and recorded when the stream ends

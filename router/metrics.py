@@ -28,6 +28,8 @@ class GatewayMetrics:
         self.images = Counter("aperture_images", "Images seen, by routed model and detail.", ["model", "detail"], registry=r)
         self.tokens_estimated = Counter("aperture_image_tokens_estimated", "Image tokens estimated before forwarding.", ["model"], registry=r)
         self.tokens_billed = Counter("aperture_image_tokens_billed", "Image tokens billed (share of provider usage).", ["model"], registry=r)
+        self.shadows = Counter("aperture_shadows", "Canary requests re-sent on the active version, by outcome.", ["outcome"], registry=r)
+        self.shadow_cost = Counter("aperture_shadow_cost_usd", "Billed cost of shadows in USD.", registry=r)
         self.cost = Counter("aperture_cost_usd", "Billed cost in USD.", ["model", "team"], registry=r)
         self.upstream_attempts = Counter("aperture_upstream_attempts", "Upstream attempts, by provider and outcome.", ["provider", "outcome"], registry=r)
         self.ruleset_load_failures = Gauge("aperture_ruleset_load_failures", "Ruleset versions that failed to load (the old one stayed).", registry=r)
@@ -55,3 +57,8 @@ class GatewayMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    def shadow(self, outcome: str, spent_usd: float) -> None:
+        self.shadows.labels(outcome=outcome).inc()
+        if spent_usd > 0:
+            self.shadow_cost.inc(spent_usd)

@@ -93,16 +93,20 @@ class ShadowSender:
     budget: ShadowBudget
     max_in_flight: int = 8
     stats: ShadowStats = field(default_factory=ShadowStats)
+    #: Told each outcome ("sent", "skipped_busy", "skipped_budget", "failed") and its cost.
+    on_outcome: Callable[[str, float], None] | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def submit(self, run: Callable[[float], Awaitable[float]], per_shadow_usd: float) -> bool:
         """Start one shadow now if a slot and money are free; False when it was skipped."""
         if len(self._tasks) >= self.max_in_flight:
             self.stats.skipped_busy += 1
+            self._tell("skipped_busy", 0.0)
             return False
         reserved = self.budget.reserve(per_shadow_usd)
         if reserved <= 0.0:
             self.stats.skipped_budget += 1
+            self._tell("skipped_budget", 0.0)
             return False
         task = asyncio.get_running_loop().create_task(self._run(run, reserved))
         self._tasks.add(task)
@@ -110,9 +114,10 @@ class ShadowSender:
         return True
 
     async def _run(self, run: Callable[[float], Awaitable[float]], reserved: float) -> None:
-        spent = 0.0
+        spent, outcome = 0.0, "failed"
         try:
             spent = await run(reserved)
+            outcome = "sent"
             self.stats.sent += 1
         except Exception as exc:  # noqa: BLE001 - a shadow's failure is recorded on its span, never raised
             self.stats.failed += 1
@@ -120,6 +125,11 @@ class ShadowSender:
         finally:
             self.budget.settle(reserved, spent)
             self.stats.spent_usd += spent
+            self._tell(outcome, spent)
+
+    def _tell(self, outcome: str, spent: float) -> None:
+        if self.on_outcome is not None:
+            self.on_outcome(outcome, spent)
 
     async def drain(self) -> None:
         """Wait for the shadows in flight (shutdown, tests)."""

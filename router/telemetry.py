@@ -228,6 +228,8 @@ def _add_hints(attrs: Attributes, ctx: RequestContext) -> None:
         attrs[sc.APERTURE_REFERENCE_ID] = hints.reference_id
     if hints.replay:
         attrs[sc.APERTURE_REPLAY] = True
+    if hints.shadow:
+        attrs[sc.APERTURE_SHADOW] = True
 
 
 def fallback_path(ctx: RequestContext) -> str:

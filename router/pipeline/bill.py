@@ -40,7 +40,8 @@ def bill_usage(
     billed = cost_usd(usage.input_tokens, usage.output_tokens, spec.price.input_per_mtok, spec.price.output_per_mtok)
     if ctx.reservation is not None:
         services.ledger.settle(ctx.reservation, billed)
-    services.limiter.adjust(ctx.need_principal(), usage.input_tokens - ctx.text_tokens - sum(p.tokens for p in priced))
+    if not ctx.hints.shadow:  # a shadow never took from the client's limits
+        services.limiter.adjust(ctx.need_principal(), usage.input_tokens - ctx.text_tokens - sum(p.tokens for p in priced))
     ctx.bill = Bill(
         target=target, image_shares=shares, input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
         billed_usd=billed, prompt_cost_usd=cost_usd(usage.input_tokens, 0, spec.price.input_per_mtok, 0),

@@ -51,6 +51,9 @@ class Hints:
     task: str | None = None
     reference_id: str | None = None
     replay: bool = False
+    #: Sent by the gateway itself (a canary request re-sent on the active version), never by a
+    #: client: a client cannot set it, so it cannot dodge limits or budgets with it.
+    shadow: bool = False
 
 
 @dataclass(frozen=True, slots=True)
