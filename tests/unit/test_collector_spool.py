@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,17 @@ from hypothesis import strategies as st
 
 from collector import spool as spool_module
 from collector.spool import Spool, SpoolFull, encode_record, scan
+
+
+def counting_fsync(calls: list[int]) -> Callable[[int], None]:
+    """os.fsync that also notes each call."""
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        calls.append(fd)
+        real(fd)
+
+    return fsync
 
 
 def payloads(spool: Spool) -> list[bytes]:
@@ -42,8 +54,7 @@ def test_consume_removes_records_and_their_segments(tmp_path: Path) -> None:
 
 def test_fsync_is_batched_not_per_append(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
-    real = os.fsync
-    monkeypatch.setattr(spool_module.os, "fsync", lambda fd: (calls.append(fd), real(fd))[1])
+    monkeypatch.setattr(spool_module.os, "fsync", counting_fsync(calls))
     spool = Spool(tmp_path, max_bytes=1 << 20)
     for i in range(50):
         spool.append(b"span batch %d" % i, 1)
@@ -56,8 +67,7 @@ def test_fsync_is_batched_not_per_append(tmp_path: Path, monkeypatch: pytest.Mon
 
 def test_concurrent_syncs_share_fsyncs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
-    real = os.fsync
-    monkeypatch.setattr(spool_module.os, "fsync", lambda fd: (calls.append(fd), real(fd))[1])
+    monkeypatch.setattr(spool_module.os, "fsync", counting_fsync(calls))
     spool = Spool(tmp_path, max_bytes=1 << 22)
     barrier = threading.Barrier(8)
 
