@@ -123,12 +123,25 @@ class CollectorSupervisor:
             log.info("collector restarted (pid %s); workers replay their spools into it", self.proc.pid)
 
     def stop(self, timeout_s: float) -> None:
-        """Stop watching, then stop the collector (it drains its queue into the store)."""
+        """Stop watching, then stop the collector (it drains its queue and spool into the store).
+
+        A collector that died (or is still starting) is first brought up and waited for, so that
+        what it acknowledged into its spool reaches the store before ``serve`` exits.
+        """
         self._stopping.set()
         if self._thread is not None:
             self._thread.join(10)
-        if self.proc is not None:
-            _stop(self.proc, timeout_s)
+        if self.proc is None:
+            return
+        if not self.proc.is_alive():
+            log.warning("the collector is down at shutdown; starting it once more to drain its spool")
+            self.restarts += 1
+            self.proc = self._spawn()
+        try:
+            _wait_healthy(f"http://127.0.0.1:{self.port}/healthz", self.proc)
+        except RuntimeError as exc:
+            log.error("%s; its spool stays for the next start", exc)
+        _stop(self.proc, timeout_s)
 
 
 def _wait_healthy(url: str, proc: Any, timeout_s: float = 60.0) -> None:

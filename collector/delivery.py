@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -67,6 +68,7 @@ class SpoolingOtlpExporter(SpanExporter):
         gzip_body: bool = False,
         timeout_s: float = 5.0,
         max_backoff_s: float = 5.0,
+        shutdown_timeout_s: float = 30.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.endpoint = endpoint
@@ -74,6 +76,7 @@ class SpoolingOtlpExporter(SpanExporter):
         self.spool = spool
         self.gzip_body = gzip_body
         self.max_backoff_s = max_backoff_s
+        self.shutdown_timeout_s = shutdown_timeout_s
         self._client = httpx.Client(timeout=timeout_s, headers=dict(headers or {}), transport=transport, trust_env=False)
         self._lock = threading.Lock()  # one delivery at a time: export and replay keep order
         self._counts_lock = threading.Lock()
@@ -201,7 +204,15 @@ class SpoolingOtlpExporter(SpanExporter):
         return self.replay_once()
 
     def shutdown(self) -> None:
-        self.replay_once()
+        """Deliver the backlog, waiting up to ``shutdown_timeout_s`` for a collector that is
+        restarting; whatever is still undelivered stays in the spool for the next process."""
+        deadline = time.monotonic() + self.shutdown_timeout_s
+        delay = 0.1
+        while not self.replay_once() and time.monotonic() + delay < deadline:
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+        if self.spool.pending_records:
+            log.warning("%d spans stay in %s for the next start", self.spool.pending_spans, self.spool.dir)
         self._stopping.set()
         self._wake.set()
         self._thread.join(10)

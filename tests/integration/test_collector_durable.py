@@ -151,7 +151,7 @@ def test_receiver_with_a_full_spool_answers_503_and_stores_nothing_twice(db: Pat
 
 
 def test_drop_report_is_counted_and_stored(db: Path) -> None:
-    app = create_receiver_app(db)
+    app = create_receiver_app(db, restarts=2)
     with serving_on(app, _free_port()) as url:
         assert httpx.post(f"{url}/v1/dropped", json={"reason": "worker_spool_full", "count": 7}).status_code == 200
         assert httpx.post(f"{url}/v1/dropped", json={"reason": "x"}).status_code == 400
@@ -161,6 +161,7 @@ def test_drop_report_is_counted_and_stored(db: Path) -> None:
     assert dropped(db) == {"worker_spool_full": 7}
     assert 'aperture_collector_spans_dropped_by_reason_total{reason="worker_spool_full"} 7' in metrics
     assert "aperture_collector_spans_dropped_total 7" in metrics
+    assert "aperture_collector_restarts_total 2" in metrics  # as told by serve's supervisor
 
 
 # ----------------------------------------------------------------------------- worker exporter
@@ -183,9 +184,12 @@ def test_exporter_spools_while_the_collector_is_down_and_replays_in_order(db: Pa
 
 def test_a_restarted_worker_replays_what_its_predecessor_spooled(db: Path, tmp_path: Path) -> None:
     port = _free_port()
-    first = SpoolingOtlpExporter(f"http://127.0.0.1:{port}/v1/traces", Spool(tmp_path / "w"), timeout_s=2)
+    first = SpoolingOtlpExporter(f"http://127.0.0.1:{port}/v1/traces", Spool(tmp_path / "w"), timeout_s=2,
+                                 shutdown_timeout_s=0.5)
     first.export(image_spans(3))
+    started = time.monotonic()
     first.shutdown()  # the collector never answered: the batch stays on disk
+    assert time.monotonic() - started < 5
     second = SpoolingOtlpExporter(f"http://127.0.0.1:{port}/v1/traces", Spool(tmp_path / "w"), timeout_s=2)
     try:
         with serving_on(create_receiver_app(db), port):
@@ -244,3 +248,10 @@ def test_each_worker_claims_its_own_spool_slot(tmp_path: Path) -> None:
     assert c == a
     os.close(fd_b)
     os.close(fd_c)
+
+
+def test_restart_backoff_doubles_and_is_capped() -> None:
+    from aperture.servers import restart_delay
+
+    assert [restart_delay(n) for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 4.0]
+    assert restart_delay(20) == 30.0 and restart_delay(7, base_s=1, cap_s=10) == 10
