@@ -14,8 +14,9 @@ Use it as any ``SpanExporter`` (behind ``BatchSpanProcessor``)::
     provider.add_span_processor(BatchSpanProcessor(exporter))
 
 Losses are counted (``dropped``, ``dropped_by_reason``) and reported to the collector's
-``POST /v1/dropped`` (through the spool too, so a report survives a restart), which writes them
-to ``dropped_spans``: a spool that overflows (oldest dropped), a batch the collector refuses as
+``POST /v1/dropped``, which writes them to ``dropped_spans``. Counts not yet reported are kept
+in ``drops.json`` beside the spool (not in it, where a full spool could drop the report itself),
+so a report survives a restart too. The losses: a spool that overflows (oldest dropped), a batch the collector refuses as
 undecodable (400/413), a spool record damaged by a crash.
 
 Export never waits long: one POST with a short timeout, no retries in the caller's thread (the
@@ -46,7 +47,6 @@ from collector.spool import Spool, SpoolFull
 log = logging.getLogger(__name__)
 
 TRACES = b"T"  # payload: ExportTraceServiceRequest protobuf
-DROPS = b"D"  # payload: JSON {"reason", "count"}
 _REFUSED = {400, 413, 415}  # the collector will never take this body: dropped, counted
 
 
@@ -80,10 +80,13 @@ class SpoolingOtlpExporter(SpanExporter):
         self._client = httpx.Client(timeout=timeout_s, headers=dict(headers or {}), transport=transport, trust_env=False)
         self._lock = threading.Lock()  # one delivery at a time: export and replay keep order
         self._counts_lock = threading.Lock()
+        self._replay_lock = threading.Lock()
         self._dropped_by_reason: dict[str, int] = {}
         self._exported = 0
         self._wake = threading.Event()
         self._stopping = threading.Event()
+        self._drops_file = spool.dir / "drops.json"
+        self._unreported = self._load_unreported()
         if spool.corrupt_records:
             self._count_drop("worker_spool_corrupt", spool.corrupt_spans)
         self._thread = threading.Thread(target=self._replay_loop, name="aperture-span-spool", daemon=True)
@@ -106,20 +109,52 @@ class SpoolingOtlpExporter(SpanExporter):
             return self._exported
 
     def _count_drop(self, reason: str, count: int) -> None:
-        """Count a loss and queue its report to the collector (in the spool, after any backlog)."""
+        """Count a loss and keep it for the collector's ``dropped_spans`` until reported."""
         if count <= 0:
             return
         log.error("dropped %d spans: %s", count, reason)
         with self._counts_lock:
             self._dropped_by_reason[reason] = self._dropped_by_reason.get(reason, 0) + count
-        report = DROPS + json.dumps({"reason": reason, "count": count}).encode()
-        try:
-            _, more = self.spool.append(report, 0)
-        except SpoolFull:
-            return
-        if more:
-            self._count_drop("worker_spool_full", more)
+            self._unreported[reason] = self._unreported.get(reason, 0) + count
+            self._save_unreported()
         self._wake.set()
+
+    def _load_unreported(self) -> dict[str, int]:
+        try:
+            data = json.loads(self._drops_file.read_text())
+            return {str(k): int(v) for k, v in data.items() if int(v) > 0}
+        except (OSError, ValueError, AttributeError):
+            return {}
+
+    def _save_unreported(self) -> None:
+        tmp = self._drops_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self._unreported))
+        os.replace(tmp, self._drops_file)
+
+    def _report_drops(self) -> bool:
+        """POST each unreported reason's count; True when nothing is left to report."""
+        with self._counts_lock:
+            pending = dict(self._unreported)
+        for reason, count in pending.items():
+            try:
+                answer = self._client.post(self.drop_endpoint, json={"reason": reason, "count": count})
+            except httpx.HTTPError:
+                return False
+            if answer.status_code != 200:
+                return False
+            with self._counts_lock:
+                left = self._unreported.get(reason, 0) - count
+                if left > 0:
+                    self._unreported[reason] = left
+                else:
+                    self._unreported.pop(reason, None)
+                self._save_unreported()
+        return True
+
+    def _nothing_pending(self) -> bool:
+        with self._counts_lock:
+            unreported = bool(self._unreported)
+        return not unreported and not self.spool.pending_records
 
     # ------------------------------------------------------------------ SpanExporter
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
@@ -159,41 +194,44 @@ class SpoolingOtlpExporter(SpanExporter):
 
     def _post(self, payload: bytes) -> int | None:
         """POST one spool payload; the HTTP status, or None when the collector did not answer."""
-        kind, body = payload[:1], payload[1:]
-        if kind == DROPS:
-            url, headers = self.drop_endpoint, {"Content-Type": "application/json"}
-        else:
-            url, headers = self.endpoint, {"Content-Type": "application/x-protobuf"}
-            if self.gzip_body:
-                body, headers["Content-Encoding"] = gzip.compress(body, 1), "gzip"
+        body, headers = payload[1:], {"Content-Type": "application/x-protobuf"}
+        if self.gzip_body:
+            body, headers["Content-Encoding"] = gzip.compress(body, 1), "gzip"
         try:
-            return self._client.post(url, content=body, headers=headers).status_code
+            return self._client.post(self.endpoint, content=body, headers=headers).status_code
         except httpx.HTTPError as exc:
-            log.debug("collector at %s did not answer: %s", url, exc)
+            log.debug("collector at %s did not answer: %s", self.endpoint, exc)
             return None
 
     # ------------------------------------------------------------------ replay
     def replay_once(self) -> bool:
-        """Deliver spooled records oldest first until one is not accepted; True when the spool is empty."""
-        with self._lock:
-            for position, n_spans, payload in self.spool.records():
+        """Deliver spooled records oldest first until one is not accepted; True when the spool is empty.
+
+        The lock is held per record, not for the whole backlog, so ``export`` (which spools
+        behind a non-empty backlog) never waits longer than one POST.
+        """
+        with self._replay_lock:  # the replay thread, force_flush and shutdown: one at a time
+            return self._replay()
+
+    def _replay(self) -> bool:
+        for position, n_spans, payload in self.spool.records():
+            with self._lock:
                 status = self._post(payload)
                 if status is None or (status not in _REFUSED and status != 200):
                     self.spool.sync()  # it stays a while: make it durable
                     return False
                 self.spool.consume(position)
-                if status == 200:
-                    if payload[:1] == TRACES:
-                        self._add_exported(n_spans)
-                else:
-                    self._count_drop(f"collector_refused_{status}", n_spans)
-            self.spool.sync()
-            return not self.spool.pending_records
+            if status == 200:
+                self._add_exported(n_spans)
+            else:
+                self._count_drop(f"collector_refused_{status}", n_spans)
+        self.spool.sync()
+        return self._report_drops() and self._nothing_pending()
 
     def _replay_loop(self) -> None:
         backoff = 0.1
         while not self._stopping.is_set():
-            self._wake.wait(backoff if self.spool.pending_records else None)
+            self._wake.wait(None if self._nothing_pending() else backoff)
             self._wake.clear()
             if self._stopping.is_set():
                 return

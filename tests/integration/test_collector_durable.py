@@ -3,6 +3,7 @@ what the collector does not take and replays it, and every loss is counted in ``
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -236,7 +237,27 @@ def test_collector_refusing_a_batch_is_a_counted_drop(db: Path, tmp_path: Path) 
     finally:
         exporter.shutdown()
     assert exporter.dropped_by_reason == {"collector_refused_400": 3}
-    assert exporter.spool.pending_records == 0  # the drop report was delivered too
+    assert exporter.spool.pending_records == 0
+    assert json.loads((tmp_path / "w" / "drops.json").read_text()) == {}  # the report was delivered
+
+
+def test_unreported_drops_survive_a_worker_restart(db: Path, tmp_path: Path) -> None:
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/v1/traces"
+    record = len(encode_record(b"T" + encode_spans(image_spans(2)).SerializeToString(), 0))
+    first = SpoolingOtlpExporter(url, Spool(tmp_path / "w", max_bytes=record), timeout_s=2, shutdown_timeout_s=0.2)
+    first.export(image_spans(2))
+    first.export(image_spans(2))  # pushes the first batch out
+    first.shutdown()
+    assert first.dropped_by_reason == {"worker_spool_full": 3}
+    second = SpoolingOtlpExporter(url, Spool(tmp_path / "w", max_bytes=record), timeout_s=2)
+    try:
+        with serving_on(create_receiver_app(db), port) as base:
+            _wait(lambda: httpx.get(f"{base}/healthz").json().get("spans_dropped", 0) == 3)
+            _wait(lambda: second.spool.pending_records == 0)
+    finally:
+        second.shutdown()
+    assert dropped(db) == {"worker_spool_full": 3} and count(db) == 2
 
 
 def test_each_worker_claims_its_own_spool_slot(tmp_path: Path) -> None:
