@@ -17,16 +17,22 @@ import logging
 import multiprocessing
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from aperture.wiring import STARTUP_FAILURE, WORKER_CONFIG_ENV, WORKER_RULES_STORE_ENV
+from aperture.wiring import (
+    STARTUP_FAILURE,
+    WORKER_CONFIG_ENV,
+    WORKER_RULES_STORE_ENV,
+    WORKER_SPOOL_ENV,
+)
 from emulator.testing import running_app
 
-__all__ = ["running_app", "serve_workers", "collector_forward_url"]
+__all__ = ["running_app", "serve_workers", "collector_forward_url", "CollectorSupervisor", "restart_delay"]
 
 log = logging.getLogger("aperture")
 
@@ -50,13 +56,92 @@ def _free_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
-def _run_collector(db: str, host: str, port: int, forward: str | None) -> None:
+def _run_collector(db: str, host: str, port: int, forward: str | None, restarts: int = 0) -> None:
     # Its own process group: a Ctrl-C in the terminal reaches the workers, not the collector,
     # which must outlive them to receive their last spans; the parent stops it afterwards.
     os.setpgrp()
     from collector.receiver import serve_receiver
 
-    serve_receiver(db, host=host, port=port, forward=forward)
+    serve_receiver(db, host=host, port=port, forward=forward, restarts=restarts)
+
+
+def restart_delay(failures: int, base_s: float = 0.5, cap_s: float = 30.0) -> float:
+    """Backoff before restart number ``failures`` (1, 2, …) in a row: base · 2^(n−1), capped."""
+    return min(cap_s, base_s * 2 ** max(0, failures - 1))
+
+
+class CollectorSupervisor:
+    """Starts the child collector and starts it again (with backoff) whenever it dies.
+
+    ``restarts`` counts restarts; the child is told the number, so its /metrics shows it.
+    A collector that stayed up ``stable_s`` resets the backoff.
+    """
+
+    def __init__(self, db: str, port: int, forward: str | None, *, poll_s: float = 0.2,
+                 base_s: float = 0.5, cap_s: float = 30.0, stable_s: float = 60.0) -> None:
+        self.db, self.port, self.forward = db, port, forward
+        self.poll_s, self.base_s, self.cap_s, self.stable_s = poll_s, base_s, cap_s, stable_s
+        self.restarts = 0
+        self.proc: Any = None
+        self._ctx = multiprocessing.get_context("spawn")
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _spawn(self) -> Any:
+        proc = self._ctx.Process(target=_run_collector, args=(self.db, "127.0.0.1", self.port, self.forward,
+                                                              self.restarts), name="aperture-collector")
+        proc.start()
+        return proc
+
+    def start(self) -> None:
+        """Start the collector, wait until it answers, then watch it from a thread."""
+        self.proc = self._spawn()
+        try:
+            _wait_healthy(f"http://127.0.0.1:{self.port}/healthz", self.proc)
+        except BaseException:
+            _stop(self.proc, 10)
+            raise
+        self._thread = threading.Thread(target=self._watch, name="aperture-collector-supervisor", daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        failures, started = 0, time.monotonic()
+        while not self._stopping.wait(self.poll_s):
+            if self.proc.is_alive():
+                if failures and time.monotonic() - started > self.stable_s:
+                    failures = 0
+                continue
+            failures += 1
+            delay = restart_delay(failures, self.base_s, self.cap_s)
+            log.error("the collector (pid %s) died with exit code %s; restarting it in %.1f s (restart %d)",
+                      self.proc.pid, self.proc.exitcode, delay, self.restarts + 1)
+            if self._stopping.wait(delay):
+                return
+            self.restarts += 1
+            self.proc = self._spawn()
+            started = time.monotonic()
+            log.info("collector restarted (pid %s); workers replay their spools into it", self.proc.pid)
+
+    def stop(self, timeout_s: float) -> None:
+        """Stop watching, then stop the collector (it drains its queue and spool into the store).
+
+        A collector that died (or is still starting) is first brought up and waited for, so that
+        what it acknowledged into its spool reaches the store before ``serve`` exits.
+        """
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        if self.proc is None:
+            return
+        if not self.proc.is_alive():
+            log.warning("the collector is down at shutdown; starting it once more to drain its spool")
+            self.restarts += 1
+            self.proc = self._spawn()
+        try:
+            _wait_healthy(f"http://127.0.0.1:{self.port}/healthz", self.proc)
+        except RuntimeError as exc:
+            log.error("%s; its spool stays for the next start", exc)
+        _stop(self.proc, timeout_s)
 
 
 def _wait_healthy(url: str, proc: Any, timeout_s: float = 60.0) -> None:
@@ -83,12 +168,15 @@ def serve_workers(
     rules_store: Path | None = None,
     collector: str | None = None,
     collector_stop_timeout_s: float = 120.0,
+    spool_dir: Path | None = None,
 ) -> int:
     """Serve the gateway with ``workers`` uvicorn processes until SIGTERM / Ctrl-C.
 
     ``collector`` is the OTLP/HTTP traces URL of a collector that is already running; without
     it a child ``aperture collector`` writing ``db_path`` is started on a free loopback port,
-    forwarding to whatever ``OTEL_EXPORTER_OTLP_*`` named before, and stopped last. Returns the
+    forwarding to whatever ``OTEL_EXPORTER_OTLP_*`` named before, restarted when it dies, and
+    stopped last. Workers spool undelivered spans under ``spool_dir`` (default ``<db>.spool``,
+    one ``worker-N`` slot each; ``APERTURE_SERVE_SPOOL_DIR`` when set wins). Returns the
     exit code: 0, or 3 when a worker could not start (bad rules file, …).
     """
     import uvicorn
@@ -96,22 +184,14 @@ def serve_workers(
     child = None
     env = os.environ
     if collector is None:
-        ctx = multiprocessing.get_context("spawn")
         collector_port = _free_port("127.0.0.1")
-        child = ctx.Process(
-            target=_run_collector, args=(str(db_path), "127.0.0.1", collector_port, collector_forward_url(dict(env))),
-            name="aperture-collector",
-        )
+        child = CollectorSupervisor(str(db_path), collector_port, collector_forward_url(dict(env)))
         child.start()
-        try:
-            _wait_healthy(f"http://127.0.0.1:{collector_port}/healthz", child)
-        except BaseException:
-            _stop(child, 10)
-            raise
         collector = f"http://127.0.0.1:{collector_port}/v1/traces"
-        log.info("collector (pid %s) writes %s; workers export to %s", child.pid, db_path, collector)
+        log.info("collector (pid %s) writes %s; workers export to %s", child.proc.pid, db_path, collector)
     # The workers are spawned with this environment.
     env[_TRACES_ENV] = collector
+    env.setdefault(WORKER_SPOOL_ENV, str(spool_dir or db_path.with_name(db_path.name + ".spool")))
     env[WORKER_CONFIG_ENV] = str(config.resolve())
     if rules_store is not None:
         env[WORKER_RULES_STORE_ENV] = str(rules_store.resolve())
@@ -125,7 +205,7 @@ def serve_workers(
                                          loop="auto", http="auto"))
     finally:
         if child is not None:
-            _stop(child, collector_stop_timeout_s)
+            child.stop(collector_stop_timeout_s)
 
 
 def _supervise(config: Any) -> int:

@@ -87,7 +87,12 @@ def telemetry_for(
         from collector.exporter import DuckDBSpanExporter
 
         exporters.append(DuckDBSpanExporter(path))
-    if otlp:
+    if otlp and (spool_root := os.environ.get(WORKER_SPOOL_ENV)):
+        from collector.delivery import exporter_from_env
+
+        # A serve worker: what the collector does not take waits in a local spool (replayed).
+        exporters.append(exporter_from_env(spool_root, int(os.environ.get(WORKER_SPOOL_BYTES_ENV) or 256 << 20)))
+    elif otlp:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         exporters.append(OTLPSpanExporter())  # endpoint, headers, compression from OTEL_EXPORTER_OTLP_*
@@ -146,6 +151,8 @@ def build_policy_source(
 WORKER_CONFIG_ENV = "APERTURE_SERVE_CONFIG"
 STARTUP_FAILURE = 3  # uvicorn's code for "this worker will never start": its supervisor stops, not respawns
 WORKER_RULES_STORE_ENV = "APERTURE_SERVE_RULES_STORE"
+WORKER_SPOOL_ENV = "APERTURE_SERVE_SPOOL_DIR"  # root of the workers' span spools (one slot each)
+WORKER_SPOOL_BYTES_ENV = "APERTURE_SERVE_SPOOL_BYTES"
 
 
 def worker_app() -> Any:

@@ -20,8 +20,13 @@ Then ``serve`` gets SIGTERM (workers finish and flush into the collector, which 
 DuckDB) and the rows are counted: lost = images answered 200 − rows. CPU seconds per process
 group over the load window say where the time went.
 
+``--kill-collector``: halfway through the load, ``kill -9`` the collector ``serve`` started;
+``serve`` restarts it, the workers spool meanwhile and replay, and the count at the end must
+still be 0 lost (the restart count is read from the collector's /healthz).
+
     python -m benchmarks.span_loss [--rate 1000] [--seconds 60] [--gateway-workers 2]
         [--emulator-workers 1] [--load-processes 2] [--concurrency 128] [--upstream replay|emulator]
+        [--kill-collector]
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -314,11 +320,65 @@ def stop(proc: subprocess.Popen[bytes], timeout_s: float = 180.0) -> int | None:
         return None
 
 
-def count_rows(db: Path) -> tuple[int, int]:
+def collector_pid(pid: int) -> int | None:
+    """The collector under ``serve`` (pid ``pid``): the descendant leading its own process group."""
+    roles = process_cpu_s(pid)
+    return next((p for p, (role, _) in roles.items() if role == "collector"), None)
+
+
+def kill_collector(pid: int, after_s: float, killed: dict[str, Any]) -> threading.Timer:
+    """``kill -9`` the collector ``after_s`` seconds from now; note its pid and when."""
+    def kill() -> None:
+        target = collector_pid(pid)
+        if target is not None:
+            os.kill(target, signal.SIGKILL)
+            killed.update(pid=target, at=time.perf_counter())
+
+    timer = threading.Timer(after_s, kill)
+    timer.start()
+    return timer
+
+
+def collector_health(pid: int, timeout_s: float = 60.0) -> dict[str, Any]:
+    """The (restarted) collector's /healthz, found by its listening port in /proc."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        target = collector_pid(pid)
+        port = _listening_port(target) if target else None
+        if port:
+            try:
+                return dict(httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2, trust_env=False).json())
+            except httpx.HTTPError:
+                pass
+        time.sleep(0.2)
+    return {}
+
+
+def _listening_port(pid: int) -> int | None:
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            link = os.readlink(fd)
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        parts = line.split()
+        if parts[3] == "0A" and parts[9] in inodes:  # LISTEN
+            return int(parts[1].split(":")[1], 16)
+    return None
+
+
+def count_rows(db: Path) -> tuple[int, int, int]:
+    """(image rows, request rows, spans recorded as dropped)."""
     with duckdb.connect(str(db), read_only=True) as conn:
         images = conn.execute("SELECT count(*) FROM image_spans").fetchone()
         requests = conn.execute("SELECT count(*) FROM request_spans").fetchone()
-    return int(images[0] if images else 0), int(requests[0] if requests else 0)
+        dropped = conn.execute("SELECT coalesce(sum(count), 0) FROM dropped_spans").fetchone()
+    return int(images[0] if images else 0), int(requests[0] if requests else 0), int(dropped[0] if dropped else 0)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -333,6 +393,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--upstream", choices=["replay", "emulator"], default="replay",
                         help="replay: the emulator answers the first request, a stand-in repeats that answer; "
                              "emulator: the emulator answers every request")
+    parser.add_argument("--kill-collector", action="store_true",
+                        help="kill -9 the collector halfway through; serve must restart it and lose nothing")
     args = parser.parse_args(argv)
 
     python = sys.executable
@@ -375,9 +437,17 @@ def main(argv: list[str] | None = None) -> None:
                 "upstream stand-in": upstream_cpu()}
         roles0 = process_cpu_s(gw.pid)
         wall0 = time.perf_counter()
+        killed: dict[str, Any] = {}
+        timer = kill_collector(gw.pid, args.seconds / 2, killed) if args.kill_collector else None
         load = run_load(gw_port, "/v1/chat/completions", body, rate=args.rate, seconds=args.seconds,
                         concurrency=args.concurrency, processes=args.load_processes)
         wall = time.perf_counter() - wall0
+        if timer is not None:
+            timer.join()
+            health = collector_health(gw.pid)
+            print(f"collector pid {killed.get('pid')} killed with SIGKILL {killed.get('at', wall0) - wall0:.1f} s "
+                  f"into the load; restarts since: {health.get('collector_restarts')}; the restarted collector "
+                  f"received {health.get('spans_received')} spans (replayed spools and new load)")
         # Finished load processes are no longer descendants: their CPU is in our children's times.
         children = os.times()
         roles = cpu_by_role(roles0, process_cpu_s(gw.pid))
@@ -396,7 +466,7 @@ def main(argv: list[str] | None = None) -> None:
             replay.join(10)
         emu_log.close()
         gw_log.close()
-    rows, request_rows = count_rows(db)
+    rows, request_rows, dropped = count_rows(db)
     lost = load.ok - rows
     achieved = load.sent / load.send_window_s if load.send_window_s else 0.0
     answered = load.ok / load.elapsed_s if load.elapsed_s else 0.0
@@ -414,7 +484,8 @@ def main(argv: list[str] | None = None) -> None:
                                     if sec > 0.005))
     how = "clean" if gw_exit in (0, -signal.SIGTERM) else "NOT clean"
     print(f"gateway stopped by SIGTERM in {shutdown_s:.1f} s, exit {gw_exit} ({how})")
-    print(f"sent {load.sent}  ok {load.ok}  image rows {rows}  request rows {request_rows}  lost {lost}")
+    print(f"sent {load.sent}  ok {load.ok}  image rows {rows}  request rows {request_rows}  lost {lost}  "
+          f"recorded as dropped {dropped}")
     # Rows above ``ok`` (never above ``sent``) are requests the gateway finished after the client gave up.
     if load.ok <= rows <= load.sent:
         print("PASS: 0 spans lost")

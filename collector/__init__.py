@@ -10,7 +10,10 @@
 - ``collector.append``: idempotent appends to the span tables (no primary-key index);
 - ``collector.exporter``: ``DuckDBSpanExporter`` for the OTel SDK;
 - ``collector.receiver``: the OTLP/HTTP receiver (``create_receiver_app``,
-  ``serve_receiver``), with optional forwarding;
+  ``serve_receiver``), with optional forwarding; it acknowledges exports once spooled;
+- ``collector.spool``: ``Spool``, the write-ahead spool (segments, CRC, fsync batching, cap);
+- ``collector.delivery``: ``SpoolingOtlpExporter``, a worker's OTLP export that spools what
+  the collector does not take and replays it;
 - ``collector.spend`` and ``collector.parquet``: reports and exports.
 
 Nothing is imported here, so ``import collector`` stays cheap.

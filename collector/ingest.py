@@ -15,19 +15,32 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from collector.columns import Batch, merge_batches
-from collector.store import open_store, record_dropped, write_tables
+from collector.schema import utc_now
+from collector.spool import Position, Spool
+from collector.store import open_store, write_tables
 
 log = logging.getLogger(__name__)
 
 Rows = Batch  # what collector.columns.spans_to_batch returns
 _STOP = object()
+
+
+@dataclass
+class Item:
+    """One accepted export (its rows, and where it ends in the receiver's spool), or a drop report."""
+
+    rows: Rows | None = None
+    n_spans: int = 0
+    position: Position | None = None
+    drops: list[tuple[str, int]] = field(default_factory=list)
 
 
 class Counters:
@@ -44,6 +57,11 @@ class Counters:
     def get(self, name: str) -> int:
         with self._lock:
             return self._values.get(name, 0)
+
+    def dropped(self, reason: str, count: int) -> None:
+        """``spans_dropped`` and ``spans_dropped:<reason>`` (a label in /metrics)."""
+        self.add("spans_dropped", count)
+        self.add(f"spans_dropped:{reason}", count)
 
     def snapshot(self) -> dict[str, int]:
         with self._lock:
@@ -94,7 +112,13 @@ class SpanWriter(_Worker):
     ``min_write_interval_s``, taking everything that arrived meanwhile (at most
     ``max_batch_spans``; a full batch is written at once). The first batch after a quiet spell
     is written straight away, so a lone export is in the store as soon as it can be; a stop
-    writes what is held without waiting. Acknowledged spans wait in memory at most that long.
+    writes what is held without waiting.
+
+    With a ``spool``, what waits here is already on disk (the receiver acknowledged it only
+    then): a write consumes its records from the spool, and on start the writer first drains
+    what a previous process left there (``decode`` turns a spooled payload back into rows).
+    Drops (store errors, undecodable or corrupt spooled records, drop reports from clients) are
+    counted and written to ``dropped_spans`` with the next write that gets through.
     """
 
     def __init__(
@@ -107,6 +131,8 @@ class SpanWriter(_Worker):
         min_write_interval_s: float = 1.0,
         lock_timeout_s: float = 30.0,
         max_attempts: int = 3,
+        spool: Spool | None = None,
+        decode: Callable[[bytes], tuple[Rows, int]] | None = None,
     ) -> None:
         super().__init__("aperture-span-writer", queue_size)
         self.db_path = Path(db_path)
@@ -115,17 +141,27 @@ class SpanWriter(_Worker):
         self.min_write_interval_s = min_write_interval_s
         self.lock_timeout_s = lock_timeout_s
         self.max_attempts = max(1, max_attempts)
+        self.spool = spool
+        self.decode = decode
+        self.replay_until: Position | None = None
+        self._unrecorded: list[dict[str, object]] = []
 
-    def submit(self, rows: Rows, n_spans: int) -> bool:
+    def submit(self, rows: Rows, n_spans: int, position: Position | None = None) -> bool:
         """Queue a request's rows; False when the queue is full (answer 503)."""
         self.start()
         try:
-            self.queue.put_nowait((rows, n_spans))
+            self.queue.put_nowait(Item(rows, n_spans, position))
         except queue.Full:
             return False
         return True
 
+    def report_dropped(self, reason: str, count: int) -> None:
+        """Count a loss and have it written to ``dropped_spans`` (blocks while the queue is full)."""
+        self.start()
+        self.queue.put(Item(drops=[(reason, count)]))
+
     def _loop(self) -> None:
+        self._replay_spool()
         last_write = -float("inf")
         while True:
             item = self.queue.get()
@@ -133,7 +169,7 @@ class SpanWriter(_Worker):
                 self.queue.task_done()
                 return
             items = [item]
-            n_spans = item[1]
+            n_spans = item.n_spans
             stop = False
             not_before = last_write + self.min_write_interval_s
             while n_spans < self.max_batch_spans:
@@ -148,7 +184,7 @@ class SpanWriter(_Worker):
                     stop = True
                     break
                 items.append(more)
-                n_spans += more[1]
+                n_spans += more.n_spans
             last_write = time.monotonic()
             self._write(items, n_spans)
             for _ in items:
@@ -157,27 +193,70 @@ class SpanWriter(_Worker):
                 self.queue.task_done()
                 return
 
-    def _write(self, items: list[tuple[Rows, int]], n_spans: int) -> None:
-        merged = merge_batches(rows for rows, _ in items)
+    def _replay_spool(self) -> None:
+        """Write what the spool held when the receiver started (a previous process's backlog)."""
+        if self.spool is None:
+            return
+        if self.spool.corrupt_records:
+            self._drop("receiver_spool_corrupt", self.spool.corrupt_spans)
+        if self.decode is None or self.replay_until is None:
+            return
+        items: list[Item] = []
+        n_spans = 0
+        for position, count, payload in self.spool.records(self.replay_until):
+            try:
+                rows, count = self.decode(payload)
+            except Exception as exc:
+                log.error("spooled batch of %d spans cannot be decoded: %s", count, exc)
+                items.append(Item(n_spans=0, position=position, drops=[("receiver_spool_undecodable", count)]))
+                continue
+            items.append(Item(rows, count, position))
+            n_spans += count
+            if n_spans >= self.max_batch_spans:
+                self._write(items, n_spans)
+                items, n_spans = [], 0
+        if items:
+            self._write(items, n_spans)
+        if self.replay_until is not None:
+            log.info("receiver spool replayed into the store")
+
+    def _drop(self, reason: str, count: int) -> None:
+        self.counters.dropped(reason, count)
+        self._unrecorded.append({"ts": utc_now(), "reason": reason, "count": count})
+
+    def _write(self, items: list[Item], n_spans: int) -> None:
+        for item in items:
+            for reason, count in item.drops:
+                self._drop(reason, count)
+        merged = merge_batches(item.rows for item in items if item.rows is not None)
+        positions = [item.position for item in items if item.position is not None]
         last: Exception | None = None
         for attempt in range(self.max_attempts):
             try:
                 with open_store(self.db_path, timeout_s=self.lock_timeout_s) as conn:
-                    write_tables(conn, merged)
+                    write_tables(conn, {**merged, "dropped_spans": list(self._unrecorded)} if self._unrecorded else merged)
+                self._unrecorded.clear()
                 self.counters.add("spans_written", n_spans)
                 self.counters.add("store_writes")
-                return
+                break
             except Exception as exc:
                 last = exc
                 if attempt + 1 < self.max_attempts:
                     time.sleep(0.1 * 2**attempt)
-        log.error("dropping %d received spans: %s", n_spans, last)
-        self.counters.add("spans_dropped", n_spans)
+        else:
+            log.error("dropping %d received spans: %s", n_spans, last)
+            self._drop(f"receiver_store_error:{type(last).__name__}", n_spans)
+            self._record_drops_alone()
+        if self.spool is not None and positions:
+            self.spool.consume(max(positions))
+
+    def _record_drops_alone(self) -> None:
         try:
             with open_store(self.db_path, timeout_s=1.0) as conn:
-                record_dropped(conn, f"receiver_store_error:{type(last).__name__}", n_spans)
+                write_tables(conn, {"dropped_spans": list(self._unrecorded)})
+            self._unrecorded.clear()
         except Exception:
-            log.warning("could not record %d dropped spans in the store", n_spans)
+            log.warning("could not record dropped spans in the store yet; kept for the next write")
 
 
 class Forwarder(_Worker):

@@ -8,7 +8,14 @@ here. Answers, per the OTLP/HTTP spec:
 - 400 for a body that cannot be decoded (garbage, truncated, bad gzip/JSON);
 - 413 for a body over ``max_body_bytes`` (Content-Length checked first, then
   counted while streaming and while inflating, so nothing big is buffered);
-- 503 + Retry-After when the writer's queue is full.
+- 503 + Retry-After when the writer's queue or the spool is full.
+
+An export is acknowledged only once it is durable: its (inflated) body is appended to the
+receiver's spool (``collector.spool``) and fsynced, group-committed with the requests around
+it, before the 200; the writer then batches spooled exports into DuckDB (at most one store
+write a second) and consumes them from the spool. A receiver killed before writing replays its
+spool into the store when it starts again. ``POST /v1/dropped`` (JSON ``{"reason", "count"}``)
+lets a client report spans it lost, so they are counted in ``dropped_spans`` too.
 
 ``GET /healthz`` (JSON counters) and ``GET /metrics`` (Prometheus text) report
 spans received/written/dropped, refusals per status code and forward failures.
@@ -39,12 +46,16 @@ from starlette.requests import ClientDisconnect
 from collector.columns import Batch, spans_to_batch
 from collector.ingest import Counters, Forwarder, SpanWriter
 from collector.otlp import OtlpDecodeError, decode_protobuf, from_otlp_json
+from collector.spool import Spool, SpoolFull
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 _CONTENT_TYPES = {PROTOBUF: PROTOBUF, "application/protobuf": PROTOBUF, JSON: JSON}
 _ENCODINGS = {"", "identity", "gzip", "x-gzip", "deflate"}
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+DEFAULT_SPOOL_BYTES = 512 * 1024 * 1024
+_KIND = {PROTOBUF: b"P", JSON: b"J"}
+_KIND_TYPE = {v: k for k, v in _KIND.items()}
 
 
 class BodyTooLarge(Exception):
@@ -85,6 +96,21 @@ def decode_body(
     return spans_to_batch(spans), len(spans), raw
 
 
+def decode_spooled(payload: bytes) -> tuple[Batch, int]:
+    """A spool record (one kind byte, then the inflated body) back into store rows."""
+    content_type = _KIND_TYPE.get(payload[:1])
+    if content_type is None:
+        raise OtlpDecodeError(f"unknown spool record kind {payload[:1]!r}")
+    rows, n_spans, _ = decode_body(payload[1:], content_type, "", len(payload))
+    return rows, n_spans
+
+
+def default_spool_dir(db_path: str | Path) -> Path:
+    """``<db>.spool/receiver`` next to the store file."""
+    path = Path(db_path)
+    return path.with_name(path.name + ".spool") / "receiver"
+
+
 def _status(
     code: int, message: str, content_type: str, headers: Mapping[str, str] | None = None
 ) -> Response:
@@ -120,13 +146,19 @@ class Receiver:
         forward_timeout_s: float,
         lock_timeout_s: float,
         retry_after_s: int,
+        spool_dir: str | Path | None = None,
+        spool_bytes: int = DEFAULT_SPOOL_BYTES,
+        restarts: int = 0,
     ) -> None:
         self.db_path = Path(db_path)
         self.max_body_bytes = max_body_bytes
         self.retry_after_s = retry_after_s
+        self.restarts = restarts
         self.counters = Counters()
+        self.spool = Spool(spool_dir or default_spool_dir(db_path), max_bytes=spool_bytes)
         self.writer = SpanWriter(
-            db_path, self.counters, queue_size=queue_size, lock_timeout_s=lock_timeout_s
+            db_path, self.counters, queue_size=queue_size, lock_timeout_s=lock_timeout_s,
+            spool=self.spool, decode=decode_spooled,
         )
         self.forwarder = (
             Forwarder(
@@ -137,6 +169,7 @@ class Receiver:
         )
 
     def start(self) -> None:
+        self.writer.replay_until = self.spool.end()
         self.writer.start()
         if self.forwarder:
             self.forwarder.start()
@@ -145,6 +178,7 @@ class Receiver:
         self.writer.stop()
         if self.forwarder:
             self.forwarder.stop()
+        self.spool.close()
 
     def flush(self, timeout_s: float = 30.0) -> bool:
         """Wait until every accepted span is stored (and forwarded, when configured)."""
@@ -157,6 +191,8 @@ class Receiver:
         return {
             "status": "ok",
             "queue_depth": self.writer.queue.qsize(),
+            "spool_bytes": self.spool.size_bytes,
+            "collector_restarts": self.restarts,
             **self.counters.snapshot(),
         }
 
@@ -165,10 +201,21 @@ class Receiver:
         lines = [
             "# TYPE aperture_collector_queue_depth gauge",
             f"aperture_collector_queue_depth {self.writer.queue.qsize()}",
+            "# TYPE aperture_collector_spool_bytes gauge",
+            f"aperture_collector_spool_bytes {self.spool.size_bytes}",
+            "# TYPE aperture_collector_restarts_total counter",
+            f"aperture_collector_restarts_total {self.restarts}",
         ]
+        reasons = []
         for name, value in sorted(self.counters.snapshot().items()):
+            if name.startswith("spans_dropped:"):
+                reason = name.split(":", 1)[1].replace("\\", "\\\\").replace('"', '\\"')
+                reasons.append(f'aperture_collector_spans_dropped_by_reason_total{{reason="{reason}"}} {value}')
+                continue
             metric = f"aperture_collector_{name}_total"
             lines += [f"# TYPE {metric} counter", f"{metric} {value}"]
+        if reasons:
+            lines += ["# TYPE aperture_collector_spans_dropped_by_reason_total counter", *reasons]
         return "\n".join(lines) + "\n"
 
     async def handle(self, request: Request) -> Response:
@@ -202,7 +249,7 @@ class Receiver:
             return self._refuse(413, "body too large once decompressed", reply_type)
         except OtlpDecodeError as exc:
             return self._refuse(400, str(exc), reply_type)
-        if n_spans and not self.writer.submit(rows, n_spans):
+        if n_spans and not await self._make_durable(rows, n_spans, raw, content_type):
             self.counters.add("spans_refused", n_spans)
             headers = {"Retry-After": str(self.retry_after_s)}
             return self._refuse(503, "receiver busy, retry later", reply_type, headers)
@@ -211,6 +258,35 @@ class Receiver:
         if self.forwarder and n_spans:
             self.forwarder.submit(raw, content_type)
         return _success(content_type)
+
+    async def _make_durable(self, rows: Batch, n_spans: int, raw: bytes, content_type: str) -> bool:
+        """Spool (then fsync) and queue the export; False when there is no room (answer 503).
+
+        Runs its checks and appends on the event loop, so queue order is spool order; the fsync
+        runs in a thread and covers every export appended before it (group commit).
+        """
+        if self.writer.queue.full():
+            return False
+        try:
+            position, _ = self.spool.append(_KIND[content_type] + raw, n_spans, drop_oldest=False)
+        except SpoolFull:
+            return False
+        if not self.writer.submit(rows, n_spans, position):  # only this loop puts: cannot be full
+            raise RuntimeError("the writer queue filled between check and put")
+        await run_in_threadpool(self.spool.sync)
+        return True
+
+    async def report_dropped(self, request: Request) -> Response:
+        """A client's own loss (its spool overflowed, …): counted here and in ``dropped_spans``."""
+        try:
+            report = json.loads(await request.body())
+            reason, count = str(report["reason"])[:200], int(report["count"])
+        except (ValueError, KeyError, TypeError):
+            return self._refuse(400, "expected JSON {reason, count}", JSON)
+        if count < 0:
+            return self._refuse(400, "count must not be negative", JSON)
+        await run_in_threadpool(self.writer.report_dropped, reason, count)
+        return Response("{}", media_type=JSON)
 
     def _refuse(
         self, code: int, message: str, reply_type: str, headers: Mapping[str, str] | None = None
@@ -229,8 +305,15 @@ def create_receiver_app(
     forward_timeout_s: float = 10.0,
     lock_timeout_s: float = 30.0,
     retry_after_s: int = 1,
+    spool_dir: str | Path | None = None,
+    spool_bytes: int = DEFAULT_SPOOL_BYTES,
+    restarts: int = 0,
 ) -> FastAPI:
-    """Build the receiver app; its ``Receiver`` is at ``app.state.receiver``."""
+    """Build the receiver app; its ``Receiver`` is at ``app.state.receiver``.
+
+    ``spool_dir`` defaults to ``<db>.spool/receiver``; ``restarts`` is how many times a
+    supervisor (``aperture serve --workers``) restarted this collector, for /metrics.
+    """
     receiver = Receiver(
         db_path,
         max_body_bytes=max_body_bytes,
@@ -240,6 +323,9 @@ def create_receiver_app(
         forward_timeout_s=forward_timeout_s,
         lock_timeout_s=lock_timeout_s,
         retry_after_s=retry_after_s,
+        spool_dir=spool_dir,
+        spool_bytes=spool_bytes,
+        restarts=restarts,
     )
 
     @asynccontextmanager
@@ -256,6 +342,10 @@ def create_receiver_app(
     @app.post("/v1/traces")
     async def traces(request: Request) -> Response:
         return await receiver.handle(request)
+
+    @app.post("/v1/dropped")
+    async def dropped(request: Request) -> Response:
+        return await receiver.report_dropped(request)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:

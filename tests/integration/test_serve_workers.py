@@ -137,3 +137,57 @@ def test_serve_workers_stop_when_a_worker_cannot_start(tmp_path: Path) -> None:
     )
     assert result.returncode == 3, result.stderr.decode()[-2000:]
     assert b"gateway worker could not start" in result.stderr
+
+
+def _collector_pid(serve_pid: int) -> int:
+    """The collector is the one child of ``serve`` that leads its own process group."""
+    for pid in _descendants(serve_pid):
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        if int(stat[2]) == pid and b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return pid
+    raise AssertionError("no collector process under serve")
+
+
+def test_serve_workers_kill_9_of_the_collector_loses_no_span(tmp_path: Path) -> None:
+    png = "data:image/png;base64," + base64.b64encode(page_png(32, 24)).decode()
+    with running_emulator(mode="instant", catalog=str(EXAMPLE)) as emulator_url:
+        config = tmp_path / "gateway.yaml"
+        config.write_text(config_text(emulator_url, {"routing.rules_file": str(EXAMPLE.parent / "rules" / "baseline.yaml")}))
+        db, port = tmp_path / "store.duckdb", _free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_EXPORTER_OTLP")}
+        env["APERTURE_IMAGES__TEXT_FEATURES"] = "false"
+        log = (tmp_path / "serve.log").open("wb")
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "from aperture.cli import app; app()", "serve", "--config", str(config),
+             "--port", str(port), "--db", str(db), "--workers", "2"],
+            env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+        )
+        body = {"model": "gpt-4o-mini", "max_tokens": 8, "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "read it"}, {"type": "image_url", "image_url": {"url": png, "detail": "low"}}]}]}
+        answered = 0
+        try:
+            _wait_ready(f"http://127.0.0.1:{port}/healthz", proc)
+            first = _collector_pid(proc.pid)
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+                for i in range(150):
+                    if i == 50:
+                        os.kill(first, signal.SIGKILL)
+                    answered += client.post("/v1/chat/completions", json=body).status_code == 200
+                    time.sleep(0.01)
+            deadline = time.monotonic() + 60
+            while (second := _collector_pid(proc.pid)) == first:  # restarted after its backoff
+                assert time.monotonic() < deadline, "the collector was not restarted"
+                time.sleep(0.1)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            exit_code = proc.wait(timeout=120)
+            log.close()
+    output = (tmp_path / "serve.log").read_text()
+    assert exit_code == 0, output[-3000:]
+    assert second != first and "the collector (pid" in output and "restarting it" in output
+    assert answered == 150
+    with duckdb.connect(str(db), read_only=True) as conn:
+        images, requests = conn.execute("SELECT count(*), count(DISTINCT request_span_id) FROM image_spans").fetchone()  # type: ignore[misc]
+        lost = conn.execute("SELECT coalesce(sum(count), 0) FROM dropped_spans").fetchone()
+    assert (images, requests) == (150, 150)
+    assert lost == (0,)
