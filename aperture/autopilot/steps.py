@@ -8,12 +8,13 @@ its state machine be tested with a recorded fake, while the end-to-end tests run
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from collector.queries.autopilot import replay_spend_usd, traffic_since
+from collector.queries.autopilot import replay_requests_since, replay_spend_usd, traffic_since
 from collector.semconv import QUALITY_EVALUATORS, utc_now
 from router.config import AppConfig
 from router.rollout.base import Pointer, RuleStore
@@ -118,7 +119,7 @@ class StoreLoopSteps:
         # it, like the replays already sent. Spans reach the store a second or so after the
         # answer, so this estimate, not the store, is what keeps a chunk inside the cap.
         per_request = traffic_since(self.db, None).mean_cost_usd or 0.0
-        sent, spent = 0, 0.0
+        sent, spent, started = 0, 0.0, utc_now()
         for start in range(0, len(items), REPLAY_CHUNK):
             chunk = items[start : start + REPLAY_CHUNK]
             requests = sum(1 for i in chunk for r in routes if r.key != i.route)
@@ -128,7 +129,15 @@ class StoreLoopSteps:
                              api_key=settings.api_key, concurrency=2)
             sent += summary.sent
             spent += requests * per_request
+        self._await_spans(started, sent)
         return sent, spent, f"replayed {sent} requests on {len(routes)} routes"
+
+    def _await_spans(self, since: Any, sent: int, timeout_s: float = 60.0) -> None:
+        """Spans reach the store a moment after their answers (an exporter batch, a collector
+        write): score and optimize only once the replays are there, or the timeout passed."""
+        deadline = time.monotonic() + timeout_s
+        while replay_requests_since(self.db, since) < sent and time.monotonic() < deadline:
+            time.sleep(0.5)
 
     def search(self, settings: AutopilotSettings, cycle_id: str) -> SearchOutcome:
         from optimizer.run import OptimizerError, optimize

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from collector.semconv import QUALITY_EVALUATORS, utc_now
-from collector.store import insert_rows, open_store
+from collector.store import open_store
 
 _QUALITY_EVALUATORS = sorted(set(QUALITY_EVALUATORS.values()))
 
@@ -53,13 +53,15 @@ def record_event(
     details: dict[str, Any] | None = None,
 ) -> None:
     """Append one decision to ``autopilot_events``."""
-    row = {
-        "ts": utc_now(), "instance": instance, "cycle_id": cycle_id, "state": state, "step": step,
-        "decision": decision, "reason": reason, "candidate_version": candidate_version,
-        "details": details or {},
-    }
+    # A plain parameterised INSERT: one row needs no Arrow batch, and the controller writes from
+    # its own thread while the gateway's exporter may be writing Arrow batches from another.
     with open_store(db) as conn:
-        insert_rows(conn, "autopilot_events", [row])
+        conn.execute(
+            "INSERT INTO autopilot_events (ts, instance, cycle_id, state, step, decision, reason, "
+            "candidate_version, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [utc_now(), instance, cycle_id, state, step, decision, reason, candidate_version,
+             json.dumps(details or {}, default=str)],
+        )
 
 
 def recent_events(db: str | Path, limit: int = 20) -> list[AutopilotEvent]:
@@ -126,5 +128,15 @@ def canary_requests(db: str | Path, candidate_version: str, since: datetime | No
             "SELECT count(*) FROM request_spans WHERE ruleset_version = ? AND arm = 'canary' "
             "AND NOT coalesce(replay, false) AND (? IS NULL OR ts >= ?)",
             [candidate_version, since, since],
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def replay_requests_since(db: str | Path, since: datetime) -> int:
+    """Replayed requests (not gateway shadows) whose spans reached the store since ``since``."""
+    with open_store(db, read_only=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM request_spans WHERE coalesce(replay, false) AND NOT coalesce(shadow, false) "
+            "AND ts >= ?", [since],
         ).fetchone()
     return int(row[0]) if row else 0
