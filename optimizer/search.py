@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import optuna
 
+from collector.analysis import pareto_indices
 from optimizer.space import Policy, SearchSpace, assign, buckets, build_params
 
 
@@ -59,11 +60,8 @@ class SearchResult:
 
     def pareto(self) -> list[TrialPoint]:
         """Non-dominated trials (lower cost, higher quality), sorted by cost."""
-        front: list[TrialPoint] = []
-        for p in sorted(self.points, key=lambda p: (p.cost, -p.quality)):
-            if not front or p.quality > front[-1].quality + 1e-12:
-                front.append(p)
-        return front
+        rows = pareto_indices([p.cost for p in self.points], [p.quality for p in self.points])
+        return [self.points[i] for i in rows]
 
 
 def evaluate(policy: Policy, m: Matrices) -> tuple[float, float]:
