@@ -149,7 +149,7 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
     from evals.runner import run_evals
     from optimizer.replay import ACTIVE_VERSION, load_items, replay
     from optimizer.routes import candidate_routes
-    from optimizer.run import OptimizerError, optimize, predicted_cost_on
+    from optimizer.run import OptimizerError, OptimizeSettings, optimize, predicted_cost_on
     from router.rollout import actions
     from router.rollout.guard import Guard, GuardConfig
     from router.rollout.sequential import SequentialConfig
@@ -211,12 +211,13 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
                 stage.done("failure clusters", f"({len(clusters)})")
                 tick = stage.bar("optimize (Optuna)", opts.trials)
                 try:
-                    proposal = optimize(
-                        db, cfg.models, tolerance=opts.tolerance, trials=opts.trials, seed=opts.seed,
+                    settings = OptimizeSettings(
+                        tolerance=opts.tolerance, trials=opts.trials, seed=opts.seed,
                         storage=f"sqlite:///{out / 'optuna.db'}", study_name=f"demo-s{opts.seed}",
                         models=list(opts.replay_models), fallback=BASELINE.target(),
-                        plot_path=out / "pareto.png", progress=lambda d, t: tick(1),
                     )
+                    proposal = optimize(db, cfg.models, settings, plot_path=out / "pareto.png",
+                                        progress=lambda d, t: tick(1))
                 except OptimizerError as exc:
                     console.print(f"[red]optimizer refused:[/red] {exc}")
                     raise
