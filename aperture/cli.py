@@ -357,7 +357,7 @@ def guard(
     import threading
 
     from aperture.policies import open_rule_store
-    from optimizer.data import QUALITY_EVALUATORS
+    from collector.semconv import QUALITY_EVALUATORS
     from router.config import load_config
     from router.rollout.guard import Guard, GuardConfig
 
