@@ -310,15 +310,16 @@ def optimize(
     from rich.table import Table
 
     from aperture.policies import open_rule_store, ruleset_validator
-    from optimizer.run import OptimizerError
+    from optimizer.run import OptimizerError, OptimizeSettings
     from optimizer.run import optimize as run_optimize
     from router.config import load_config
     from router.rollout import actions
 
     cfg = load_config(config)
     try:
-        proposal = run_optimize(default_db_path(db), cfg.models, tolerance=tolerance, trials=trials, seed=seed, storage=storage,
-                                models=models.split(",") if models else None, plot_path=plot)
+        settings = OptimizeSettings(tolerance=tolerance, trials=trials, seed=seed, storage=storage,
+                                    models=models.split(",") if models else None)
+        proposal = run_optimize(default_db_path(db), cfg.models, settings, plot_path=plot)
     except OptimizerError as exc:
         _fail(f"no proposal: {exc}")
         return
@@ -356,7 +357,7 @@ def guard(
     import threading
 
     from aperture.policies import open_rule_store
-    from optimizer.data import QUALITY_EVALUATORS
+    from collector.semconv import QUALITY_EVALUATORS
     from router.config import load_config
     from router.rollout.guard import Guard, GuardConfig
 

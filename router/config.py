@@ -25,9 +25,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from router.tokens import TokenRule
-
-ProviderKind = Literal["openai", "anthropic", "gemini"]
+from collector.semconv import ProviderKind
+from router.tokens import TokenRule, rule_from_config
 
 
 class _Strict(BaseModel):
@@ -79,8 +78,7 @@ class ImageRuleConfig(_Strict):
     default_media: str | None = None
 
     def to_rule(self) -> TokenRule:
-        values = {k: v for k, v in self.model_dump().items() if k != "rule" and v is not None}
-        return TokenRule(algo=self.rule, **values)
+        return rule_from_config(self.model_dump())
 
 
 class ModelLimits(_Strict):

@@ -17,8 +17,9 @@ Example::
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 Algo = Literal["tile", "patch", "claude", "claude_legacy", "gemini_fixed", "gemini_tile", "gemini_media"]
 
@@ -64,6 +65,22 @@ class TokenRule:
 
     def __hash__(self) -> int:  # dict fields would make the default hash fail
         return hash((self.algo, self.base, self.tile, self.multiplier, self.max_edge, self.max_tokens))
+
+
+def rule_from_config(image: Mapping[str, Any]) -> TokenRule:
+    """A configuration ``image:`` block (``{rule: tile, base: 85, ...}``) as a :class:`TokenRule`.
+
+    The one conversion from configuration to token math: the gateway's validated config and the
+    emulator's plain-YAML catalog overrides both go through it, so their estimates and bills
+    agree. Keys whose value is ``None`` keep the rule's defaults.
+
+    >>> rule_from_config({"rule": "tile", "base": 85, "tile": 170, "max_dim": None}).max_dim
+    2048
+    """
+    if "rule" not in image:
+        raise ValueError("an image block needs a 'rule'")
+    values = {k: v for k, v in image.items() if k != "rule" and v is not None}
+    return TokenRule(algo=image["rule"], **values)
 
 
 def fit_within(width: int, height: int, max_w: int, max_h: int) -> tuple[int, int]:
