@@ -110,3 +110,9 @@ class UpstreamFailed(GatewayError):
 class UpstreamUnavailable(UpstreamFailed):
     status = 503
     code = "upstream_unavailable"
+
+
+class StructuredOutputInvalid(UpstreamFailed):
+    """The answer broke the request's ``response_format`` JSON schema, after one repair retry."""
+
+    code = "structured_output_invalid"
