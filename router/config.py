@@ -54,8 +54,13 @@ class ProviderConfig(_Strict):
 
 
 class Price(_Strict):
+    """USD per 1M tokens. Cached input (a prompt-cache hit) and cache writes have their own prices
+    where the provider charges differently; unset, they cost the full input price."""
+
     input_per_mtok: float = Field(ge=0)
     output_per_mtok: float = Field(ge=0)
+    cached_input_per_mtok: float | None = Field(default=None, ge=0)
+    cache_write_per_mtok: float | None = Field(default=None, ge=0)
     effective_from: date | None = None
 
 
