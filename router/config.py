@@ -231,9 +231,21 @@ class AppConfig(BaseSettings):
         return not self.virtual_keys
 
     def resolve_path(self, value: str | None) -> Path | None:
+        """A path the gateway writes (store, blobs, rule store, ledger), made absolute.
+
+        One rule for every command: a relative path is relative to where the command runs, not
+        to the config file, so ``aperture serve -c examples/x.yaml`` and ``aperture spend`` in
+        the same directory meet at the same ``./aperture.duckdb``.
+        """
         if value is None:
             return None
-        p = Path(value)
+        return Path(value).expanduser().absolute()
+
+    def resolve_config_path(self, value: str | None) -> Path | None:
+        """A file shipped beside the config (``routing.rules_file``): relative to the config file."""
+        if value is None:
+            return None
+        p = Path(value).expanduser()
         return p if p.is_absolute() else Path(self.base_dir) / p
 
     def admin_key(self) -> str | None:
