@@ -16,7 +16,9 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import shutil
 import socket
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ import httpx
 
 from aperture.wiring import STARTUP_FAILURE, WORKER_CONFIG_ENV, WORKER_RULES_STORE_ENV
 from emulator.testing import running_app
+from router.metrics import MULTIPROC_ENV
 
 __all__ = ["running_app", "serve_workers", "collector_forward_url"]
 
@@ -117,6 +120,12 @@ def serve_workers(
         env[WORKER_RULES_STORE_ENV] = str(rules_store.resolve())
     else:
         env.pop(WORKER_RULES_STORE_ENV, None)
+    # One metrics directory for all workers, so /metrics on any of them sums them all. Set before
+    # the workers are spawned: prometheus-client reads it when it is imported.
+    own_metrics_dir = None
+    if not env.get(MULTIPROC_ENV):
+        own_metrics_dir = tempfile.mkdtemp(prefix="aperture-metrics-")
+        env[MULTIPROC_ENV] = own_metrics_dir
     try:
         # No access log (a line per request is pure overhead; errors are still logged); "auto"
         # takes uvloop + httptools when installed, asyncio + h11 otherwise.
@@ -126,6 +135,9 @@ def serve_workers(
     finally:
         if child is not None:
             _stop(child, collector_stop_timeout_s)
+        if own_metrics_dir is not None:
+            env.pop(MULTIPROC_ENV, None)
+            shutil.rmtree(own_metrics_dir, ignore_errors=True)
 
 
 def _supervise(config: Any) -> int:
