@@ -23,6 +23,7 @@ from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from typer.core import TyperGroup
@@ -87,12 +88,12 @@ class OneLineErrors(TyperGroup):
             # click's own exits and usage errors (typer vendors click, so match by module)
             if type(exc).__module__.startswith(("click", "typer")) or os.environ.get("APERTURE_DEBUG"):
                 raise
-            err.print(f"[red]error:[/red] {one_line(exc)}", highlight=False, soft_wrap=True)
+            err.print(f"[red]error:[/red] {escape(one_line(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_ERROR) from None
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
-    err.print(f"[red]error:[/red] {collapse(message)}", highlight=False, soft_wrap=True)
+    err.print(f"[red]error:[/red] {escape(collapse(message))}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
