@@ -124,7 +124,8 @@ def rows_table(title: str, rows: Sequence[dict[str, Any]], columns: Sequence[str
 
 
 @contextlib.contextmanager
-def progress_bar(label: str, total: int | None, *, enabled: bool = True) -> Iterator[Callable[[int, int | None], None]]:
+def progress_bar(label: str, total: int | None, *, enabled: bool = True,
+                 console: Console | None = None) -> Iterator[Callable[[int, int | None], None]]:
     """A rich progress bar on stderr; yields ``update(done, total)`` for library progress callbacks."""
     if not enabled:
 
@@ -134,7 +135,7 @@ def progress_bar(label: str, total: int | None, *, enabled: bool = True) -> Iter
         yield ignore
         return
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=err, transient=True) as bar:
+    with Progress(*columns, console=console or err, transient=True) as bar:
         task = bar.add_task(label, total=total)
 
         def update(done: int, total: int | None = None) -> None:

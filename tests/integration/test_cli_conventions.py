@@ -114,3 +114,27 @@ def test_guard_once_without_canary_exits_zero(tmp_path: Path) -> None:
     result = runner.invoke(app, ["guard", "--once", "--db", str(tmp_path / "a.duckdb"), "-c", CONFIG,
                                  "--rules-store", str(tmp_path / "rules")])
     assert result.exit_code == 0 and result.output.startswith("idle")
+
+
+def test_progress_bar_follows_the_callback() -> None:
+    import io
+
+    from rich.console import Console
+
+    from aperture.cli_support import progress_bar
+
+    screen = io.StringIO()
+    with progress_bar("work", 4, console=Console(file=screen, force_terminal=True, width=100)) as update:
+        for done in range(1, 5):
+            update(done, None)
+        update(6, 8)  # a library may learn the total late
+    assert "6/8" in screen.getvalue()
+    with progress_bar("off", 2, enabled=False) as quiet:
+        quiet(1, 2)  # a disabled bar takes the same calls and draws nothing
+
+
+def test_workload_generate_reports_progress_and_writes(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["workload", "generate", "--n", "2", "--seed", "3", "--out", str(tmp_path / "w"),
+                                 "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert len((tmp_path / "w" / "ground_truth.jsonl").read_text().splitlines()) == 2
