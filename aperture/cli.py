@@ -29,6 +29,7 @@ from aperture.cli_support import (
     fail,
     one_line,
     progress_bar,
+    require_extra,
     rows_table,
 )
 from aperture.wiring import default_db_path
@@ -182,6 +183,8 @@ def emulate(
     """Serve the offline provider emulator (OpenAI, Anthropic and Gemini wire protocols)."""
     from emulator.server import serve_emulator
 
+    if mode is EmulatorMode.vision:
+        require_extra("rapidocr", "onnxruntime")  # the OCR runs in worker processes: check here, once
     serve_emulator(host=host, port=port, mode=mode.value, catalog=str(catalog) if catalog and catalog.exists() else None,
                    cache_dir=cache_dir, ocr_workers=ocr_workers, latency_ms=latency_ms)
 

@@ -92,6 +92,15 @@ class OneLineErrors(TyperGroup):
             raise typer.Exit(EXIT_ERROR) from None
 
 
+def require_extra(*modules: str) -> None:
+    """Fail in one line, naming the extra, when an optional package is not installed."""
+    import importlib.util
+
+    for module in modules:
+        if importlib.util.find_spec(module) is None:
+            fail(one_line(ModuleNotFoundError(f"No module named {module!r}", name=module)))
+
+
 def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
     err.print(f"[red]error:[/red] {escape(collapse(message))}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)

@@ -55,3 +55,12 @@ def test_a_command_that_needs_an_extra_names_it(tmp_path: Path) -> None:
     """, tmp_path)
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().splitlines() == ["error: this command needs 'optuna': pip install 'aperture-gateway[optimizer]'"]
+
+
+def test_emulate_vision_without_the_ocr_extra_names_it(tmp_path: Path) -> None:
+    done = _run("""
+        from aperture.cli import app
+        app(["emulate", "--port", "1"], prog_name="aperture")
+    """, tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == ["error: this command needs 'rapidocr': pip install 'aperture-gateway[emulator]'"]
