@@ -241,3 +241,31 @@ MESSAGE_OVERHEAD_TOKENS = 4
 def cost_usd(input_tokens: float, output_tokens: float, input_per_mtok: float, output_per_mtok: float) -> float:
     """Price of a call from token counts and per-million prices."""
     return (input_tokens * input_per_mtok + output_tokens * output_per_mtok) / 1_000_000
+
+
+def cached_cost_usd(
+    *,
+    input_tokens: float,
+    output_tokens: float,
+    cached_tokens: float,
+    cache_write_tokens: float,
+    input_per_mtok: float,
+    output_per_mtok: float,
+    cached_per_mtok: float | None = None,
+    cache_write_per_mtok: float | None = None,
+) -> float:
+    """Price of a call whose prompt was partly read from (or written to) the provider's cache.
+
+    ``input_tokens`` is the whole prompt, cached parts included, as the adapters report it; the
+    cached and cache-written parts are billed at their own prices (the full input price when a
+    price is unknown), the rest at the input price. Counts that claim more than the prompt are
+    clipped, so a bad usage report can never make the cost negative.
+    """
+    total = max(input_tokens, 0.0)
+    cached = min(max(cached_tokens, 0.0), total)
+    written = min(max(cache_write_tokens, 0.0), total - cached)
+    plain = total - cached - written
+    cached_price = input_per_mtok if cached_per_mtok is None else cached_per_mtok
+    write_price = input_per_mtok if cache_write_per_mtok is None else cache_write_per_mtok
+    prompt = plain * input_per_mtok + cached * cached_price + written * write_price
+    return (prompt + max(output_tokens, 0.0) * output_per_mtok) / 1_000_000

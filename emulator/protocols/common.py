@@ -70,6 +70,7 @@ class ParsedRequest:
     max_output_tokens: int | None = None
     tool: ToolSpec | None = None  # the function the request forces, if any
     tool_answered: bool = False  # the last turn carries a tool result: answer with text
+    response_schema: Any = None  # a JSON (or Gemini OpenAPI) schema the answer must follow, if any
 
 
 @dataclass(frozen=True)
