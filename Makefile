@@ -30,7 +30,8 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy router collector evals optimizer emulator aperture
+	$(BIN)/mypy router collector evals optimizer emulator aperture ocr
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

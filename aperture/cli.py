@@ -1,15 +1,17 @@
 """The ``aperture`` command. Each subcommand is thin: it parses options and calls into a package.
 
 Every command that touches the store takes ``--db PATH`` (env ``APERTURE_DB``, default
-``./aperture.duckdb``).
+``./aperture.duckdb``); a relative path is relative to where the command runs. Commands that
+report take ``--format table|json``; errors are one line with a non-zero exit code
+(:mod:`aperture.cli_support` has the conventions and the exit codes).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +19,24 @@ import typer
 from rich.console import Console
 
 from aperture.cli_autopilot import autopilot_app
+from aperture.cli_support import (
+    GUARD_EXIT,
+    FormatOption,
+    OneLineErrors,
+    OutputFormat,
+    SpendFormat,
+    emit,
+    existing_store,
+    fail,
+    one_line,
+    progress_bar,
+    require_extra,
+    rows_table,
+)
 from aperture.wiring import default_db_path
 
-app = typer.Typer(help="Aperture: a self-tuning gateway for vision LLM traffic.", no_args_is_help=True, add_completion=False)
+app = typer.Typer(help="Aperture: a self-tuning gateway for vision LLM traffic.", no_args_is_help=True,
+                  cls=OneLineErrors, pretty_exceptions_enable=False)
 workload_app = typer.Typer(help="Synthetic vision workloads with ground truth.", no_args_is_help=True)
 references_app = typer.Typer(help="Ground-truth references for evaluations.", no_args_is_help=True)
 rules_app = typer.Typer(help="Versioned routing rulesets: list, show, diff, validate, propose, canary, promote, rollback.", no_args_is_help=True)
@@ -35,9 +52,51 @@ DbOption = typer.Option(None, "--db", help="DuckDB store (env APERTURE_DB, defau
 ConfigOption = typer.Option(Path("examples/emulated.yaml"), "--config", "-c", help="Gateway configuration file.")
 
 
+class Detail(StrEnum):
+    low = "low"
+    high = "high"
+    auto = "auto"
+    medium = "medium"
+    ultra_high = "ultra_high"
+
+
+class EmulatorMode(StrEnum):
+    vision = "vision"
+    instant = "instant"
+
+
+class SpendBy(StrEnum):
+    model = "model"
+    team = "team"
+    day = "day"
+    detail = "detail"
+    size = "size"
+
+
 def _fail(message: str, code: int = 2) -> None:
-    err.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(code)
+    fail(message, code)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            console.print(f"aperture {version('aperture-gateway')}", highlight=False)
+        except PackageNotFoundError:  # a source tree that was never installed
+            console.print("aperture (not installed)", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Aperture: a self-tuning gateway for vision LLM traffic.
+
+    Exit codes: 0 success, 1 a check failed (rules validate), 2 an error (one line on stderr);
+    guard --once: 0 promote or hold, 10 extend, 20 rollback.
+    """
 
 
 # ----------------------------------------------------------------------------- gateway
@@ -66,7 +125,9 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per upstream call otherwise
     cfg = load_config(config)  # fail here, once, on a bad config rather than in every worker
-    db_path = db or cfg.resolve_path(cfg.telemetry.db_path)
+    db_path = (db or cfg.resolve_path(cfg.telemetry.db_path))
+    db_path = db_path.absolute() if db_path is not None else None
+    console.print(f"store: {db_path if db_path is not None else '(none: spans go by OTLP)'}", highlight=False, soft_wrap=True)
     if workers > 1:
         from aperture.servers import serve_workers
 
@@ -93,19 +154,21 @@ def serve(
 def estimate(
     image: str = typer.Argument(..., help="An image file, or WIDTHxHEIGHT."),
     model: str = typer.Option(..., "--model", "-m", help="Catalog model id."),
-    detail: str = typer.Option("auto", "--detail", "-d", help="low | high | auto | medium | ultra_high"),
+    detail: Detail = typer.Option(Detail.auto, "--detail", "-d", help="Detail level sent upstream."),
     config: Path = ConfigOption,
     output_tokens: int = typer.Option(0, "--output-tokens", help="Add this many output tokens to the cost."),
+    format: OutputFormat = FormatOption,
 ) -> None:
     """Print the image tokens and cost of one image on one model, before sending anything."""
     from aperture.estimate import estimate_image
 
     try:
-        result = estimate_image(image, model=model, detail=detail, config_path=config, output_tokens=output_tokens)
+        result = estimate_image(image, model=model, detail=detail.value, config_path=config, output_tokens=output_tokens)
     except (ValueError, FileNotFoundError) as exc:
-        _fail(str(exc))
+        _fail(one_line(exc))
         return
-    console.print_json(json.dumps(result))
+    emit(console, format, result, lambda: rows_table(f"{model}, detail {detail.value}", [
+        {"field": k, "value": v} for k, v in result.items()]))
 
 
 
@@ -113,7 +176,7 @@ def estimate(
 def emulate(
     host: str = typer.Option("127.0.0.1", help="Interface to bind."),
     port: int = typer.Option(9100, help="Port to bind."),
-    mode: str = typer.Option("vision", help="vision (real OCR model) or instant (no model, for benchmarks)."),
+    mode: EmulatorMode = typer.Option(EmulatorMode.vision, help="vision (real OCR model) or instant (no model, for benchmarks)."),
     catalog: Path | None = typer.Option(Path("examples/emulated.yaml"), help="Gateway config whose model image rules the emulator follows."),
     cache_dir: Path | None = typer.Option(None, help="OCR answer cache (default $APERTURE_CACHE_DIR or ~/.cache/aperture)."),
     ocr_workers: int = typer.Option(2, help="OCR processes."),
@@ -122,9 +185,9 @@ def emulate(
     """Serve the offline provider emulator (OpenAI, Anthropic and Gemini wire protocols)."""
     from emulator.server import serve_emulator
 
-    if mode not in ("vision", "instant"):
-        _fail("--mode must be vision or instant")
-    serve_emulator(host=host, port=port, mode=mode, catalog=str(catalog) if catalog and catalog.exists() else None,
+    if mode is EmulatorMode.vision:
+        require_extra("rapidocr", "onnxruntime")  # the OCR runs in worker processes: check here, once
+    serve_emulator(host=host, port=port, mode=mode.value, catalog=str(catalog) if catalog and catalog.exists() else None,
                    cache_dir=cache_dir, ocr_workers=ocr_workers, latency_ms=latency_ms)
 
 
@@ -138,14 +201,14 @@ def demo(
     trials: int = typer.Option(200, help="Optuna trials."),
     replay_sample: int = typer.Option(64, help="Images replayed to each replayed route."),
     tolerance: float = typer.Option(0.01, help="Quality the proposal may lose (0.01 = 1 point)."),
-    mode: str = typer.Option("vision", help="vision (real OCR) or instant."),
+    mode: EmulatorMode = typer.Option(EmulatorMode.vision, help="vision (real OCR) or instant."),
 ) -> None:
     """Run the whole loop offline: traffic → evals → clusters → optimize → canary → promote or roll back."""
     from aperture.demo import DemoOptions, run_demo
 
     logging.basicConfig(level=logging.WARNING)
     run_demo(DemoOptions(out=out, n=n, fresh=fresh, after=after, seed=seed, trials=trials, replay_sample=replay_sample,
-                         tolerance=tolerance, mode=mode), console)
+                         tolerance=tolerance, mode=mode.value), console)
 
 
 @workload_app.command("generate")
@@ -158,7 +221,14 @@ def workload_generate(
     """Generate a synthetic vision workload with exact ground truth."""
     from emulator.workload import generate_workload
 
-    records = generate_workload(n, seed, out, workers=workers)
+    with progress_bar("generating", n) as update:
+        done = [0]
+
+        def step(k: int) -> None:
+            done[0] += k
+            update(done[0], None)
+
+        records = generate_workload(n, seed, out, workers=workers, progress=step)
     kinds: dict[str, int] = {}
     for r in records:
         kinds[r["kind"]] = kinds.get(r["kind"], 0) + 1
@@ -184,13 +254,14 @@ def eval_(
     since: str | None = typer.Option(None, help="Only spans since this ISO time or duration (e.g. 24h)."),
     workers: int = typer.Option(2, help="Processes."),
     blob_dir: Path | None = typer.Option(None, help="Blob store root, for reference-free OCR."),
+    format: OutputFormat = FormatOption,
 ) -> None:
     """Score the spans not yet scored by each evaluator version."""
     from aperture.wiring import otlp_from_env, telemetry_for
     from collector.spend import parse_since
     from evals.runner import run_evals
 
-    path = default_db_path(db)
+    path = existing_store(default_db_path(db))
     # Scores also go out as gen_ai.evaluation.result events linked to the evaluated spans.
     telemetry = telemetry_for("aperture-evals", path, otlp_from_env())
     try:
@@ -198,7 +269,8 @@ def eval_(
                             tracer_provider=telemetry.provider)
     finally:
         telemetry.shutdown()
-    console.print(summary.rows())
+    rows = summary.rows()
+    emit(console, format, rows, lambda: rows_table(f"evaluations ({summary.cases} cases)", rows))
 
 
 @app.command()
@@ -206,49 +278,42 @@ def clusters(
     db: Path | None = DbOption,
     since: str | None = typer.Option(None, help="Only failures since this ISO time or duration."),
     min_size: int = typer.Option(3, help="Smallest cluster reported."),
+    format: OutputFormat = FormatOption,
 ) -> None:
     """Group failing scores into clusters with a label, a trend and a suggested routing fix."""
-    from rich.table import Table
-
     from collector.spend import parse_since
     from evals.clusters import find_failure_clusters, write_clusters
 
+    existing_store(default_db_path(db))
     found = find_failure_clusters(default_db_path(db), since=parse_since(since) if since else None, min_size=min_size)
     run_id = write_clusters(default_db_path(db), found)
-    table = Table(title=f"failure clusters (run {run_id})")
-    for col in ("evaluator", "label", "size", "trend", "suggested_fix", "examples"):
-        table.add_column(col)
-    for c in found:
-        row = c.printable()
-        table.add_row(*(str(row[k]) for k in ("evaluator", "label", "size", "trend", "suggested_fix", "examples")))
-    console.print(table)
+    rows = [c.printable() for c in found]
+    columns = ("evaluator", "label", "size", "trend", "suggested_fix", "examples")
+    emit(console, format, {"run_id": run_id, "clusters": rows},
+         lambda: rows_table(f"failure clusters (run {run_id})", rows, columns))
 
 
 @app.command()
 def spend(
     db: Path | None = DbOption,
-    by: str = typer.Option("model", help="model | team | day | detail | size"),
+    by: SpendBy = typer.Option(SpendBy.model, help="Group spend by this."),
     since: str | None = typer.Option(None, help="ISO time or duration (e.g. 7d)."),
-    format: str = typer.Option("table", "--format", help="table | csv | json"),
+    format: SpendFormat = typer.Option(SpendFormat.table, "--format", help="table, csv or json."),
     top: int = typer.Option(10, help="How many costly images to list."),
 ) -> None:
     """Spend and image counts, the costliest images, and detail that was not needed."""
     from collector.spend import spend_report, to_csv, to_json, to_tables
     from collector.store import open_store
 
-    if by not in ("model", "team", "day", "detail", "size"):
-        _fail("--by must be one of model, team, day, detail, size")
-    with open_store(default_db_path(db), read_only=True) as conn:
-        report = spend_report(conn, by=by, since=since, top=top)
-    if format == "csv":
+    with open_store(existing_store(default_db_path(db)), read_only=True) as conn:
+        report = spend_report(conn, by=by.value, since=since, top=top)
+    if format is SpendFormat.csv:
         sys.stdout.write(to_csv(report))
-    elif format == "json":
+    elif format is SpendFormat.json:
         sys.stdout.write(to_json(report) + "\n")
-    elif format == "table":
+    else:
         for table in to_tables(report):
             console.print(table)
-    else:
-        _fail("--format must be table, csv or json")
 
 
 @app.command()
@@ -273,6 +338,7 @@ def replay_(
     blob_dir: Path | None = typer.Option(None, help="Blob store root (default: the config's telemetry.blob_dir)."),
     models: str | None = typer.Option(None, help="Comma-separated catalog models to replay to (default: all)."),
     api_key: str = typer.Option("replay", envvar="APERTURE_API_KEY", help="Virtual key for the gateway."),
+    format: OutputFormat = FormatOption,
 ) -> None:
     """Send a stratified sample of stored images to every candidate route (tagged as replay)."""
     from optimizer.replay import ReplayError, load_items, replay
@@ -286,11 +352,16 @@ def replay_(
         return
     routes = candidate_routes(cfg.models, models.split(",") if models else None)
     try:
-        items = load_items(default_db_path(db), root, sample)
+        items = load_items(existing_store(default_db_path(db)), root, sample)
     except ReplayError as exc:
         _fail(str(exc))
         return
-    summary = replay(gateway, items, routes, api_key=api_key)
+    with progress_bar("replaying", None, enabled=format is OutputFormat.table) as update:
+        summary = replay(gateway, items, routes, api_key=api_key, progress=update)
+    if format is OutputFormat.json:
+        emit(console, format, {"sampled": summary.sampled, "routes": summary.routes, "sent": summary.sent,
+                               "failed": summary.failed, "errors": summary.errors}, lambda: "")
+        return
     console.print(f"replayed {summary.sampled} images × {len(summary.routes)} routes: {summary.sent} answered, {summary.failed} failed {summary.errors or ''}")
     console.print("next: `aperture eval` to score them, then `aperture optimize`.")
 
@@ -307,22 +378,41 @@ def optimize(
     rules_store: Path | None = typer.Option(None, "--rules-store", help="Rule store to propose into (default: the config's)."),
     canary: float | None = typer.Option(None, help="Also start the proposal as a canary at this fraction."),
     plot: Path = typer.Option(Path("pareto.png"), help="Where to write the Pareto-front plot."),
+    format: OutputFormat = FormatOption,
 ) -> None:
     """Search routing rules that cut cost without losing quality; propose the winner as a new version."""
     from rich.table import Table
 
     from aperture.policies import open_rule_store, ruleset_validator
-    from optimizer.run import OptimizerError
+    from optimizer.run import OptimizerError, OptimizeSettings
     from optimizer.run import optimize as run_optimize
     from router.config import load_config
     from router.rollout import actions
 
     cfg = load_config(config)
+    store = open_rule_store(cfg, rules_store)  # before the search: a missing rule store fails fast
     try:
-        proposal = run_optimize(default_db_path(db), cfg.models, tolerance=tolerance, trials=trials, seed=seed, storage=storage,
-                                models=models.split(",") if models else None, plot_path=plot)
+        settings = OptimizeSettings(tolerance=tolerance, trials=trials, seed=seed, storage=storage,
+                                    models=models.split(",") if models else None)
+        with progress_bar("optimizing", trials, enabled=format is OutputFormat.table) as update:
+            proposal = run_optimize(existing_store(default_db_path(db)), cfg.models, settings, plot_path=plot,
+                                    progress=update)
     except OptimizerError as exc:
         _fail(f"no proposal: {exc}")
+        return
+    version = store.propose(proposal.text, author="optimizer", note=f"study {proposal.provenance['study']}",
+                            provenance=proposal.provenance, validate=ruleset_validator(cfg))
+    if canary:
+        actions.start_canary(store, version.id, canary, db_path=default_db_path(db), actor="optimizer")
+    if format is OutputFormat.json:
+        emit(console, format, {
+            "proposed": version.id, "canary": canary, "baseline_cost": proposal.baseline_cost,
+            "baseline_quality": proposal.baseline_quality, "predicted_cost": proposal.predicted_cost,
+            "predicted_quality": proposal.predicted_quality, "quality_interval": list(proposal.quality_interval),
+            "savings": proposal.savings, "plot": str(plot),
+            "pareto": [{"trial": p.number, "cost": p.cost, "quality": p.quality, "feasible": p.feasible}
+                       for p in proposal.search.pareto()],
+        }, lambda: "")
         return
     front = Table(title="Pareto front (cost per request, predicted quality)")
     for col in ("trial", "USD / request", "quality", "feasible"):
@@ -337,12 +427,8 @@ def optimize(
         f"{proposal.quality_interval[1]:.4f}]: {proposal.savings:.1%} cheaper. APGR {t.apgr:.3f}; strong-route share for "
         f"95% of the quality gap: {('%.0f%%' % (100 * t.share_for_95)) if t.share_for_95 is not None else 'n/a'}. Plot: {plot}"
     )
-    store = open_rule_store(cfg, rules_store)
-    version = store.propose(proposal.text, author="optimizer", note=f"study {proposal.provenance['study']}",
-                            provenance=proposal.provenance, validate=ruleset_validator(cfg))
     console.print(f"proposed {version.id}")
     if canary:
-        actions.start_canary(store, version.id, canary, db_path=default_db_path(db), actor="optimizer")
         console.print(f"{version.id} is canary at {canary:.0%}")
 
 
@@ -352,23 +438,28 @@ def guard(
     config: Path = ConfigOption,
     rules_store: Path | None = typer.Option(None, "--rules-store", help="Rule store (default: the config's)."),
     interval: float = typer.Option(10.0, help="Seconds between decisions."),
-    once: bool = typer.Option(False, help="Decide once and exit."),
+    once: bool = typer.Option(False, help="Decide once and exit: 0 promote or hold, 10 extend, 20 rollback."),
+    format: OutputFormat = FormatOption,
 ) -> None:
-    """Follow canary vs active and promote, roll back or extend with a sequential test."""
+    """Follow canary vs active and promote, roll back or extend with a sequential test.
+
+    With --once the exit code carries the decision: 0 promote or hold (no canary), 10 extend
+    (not enough evidence yet), 20 rollback.
+    """
     import threading
 
-    from aperture.policies import open_rule_store
-    from optimizer.data import QUALITY_EVALUATORS
+    from collector.semconv import QUALITY_EVALUATORS
     from router.config import load_config
     from router.rollout.guard import Guard, GuardConfig
 
     cfg = load_config(config)
-    g = Guard(default_db_path(db), open_rule_store(cfg, rules_store, bootstrap=False),
+    g = Guard(existing_store(default_db_path(db)), _existing_rule_store(cfg, rules_store),
               GuardConfig(evaluators=tuple(sorted(set(QUALITY_EVALUATORS.values())))))
     if once:
         decision = g.step()
-        console.print(f"{decision.action}: {decision.reason}")
-        return
+        emit(console, format, {"action": decision.action, "reason": decision.reason, "statistics": decision.statistics},
+             lambda: f"{decision.action}: {decision.reason}")
+        raise typer.Exit(GUARD_EXIT.get(decision.action, 0))
     stop = threading.Event()
     try:
         g.run(interval, stop)
@@ -376,24 +467,43 @@ def guard(
         stop.set()
 
 
-def _store(config: Path, rules_store: Path | None) -> tuple[Any, Any]:
+def _existing_rule_store(cfg: Any, rules_store: Path | None) -> Any:
     from aperture.policies import open_rule_store
+
+    root = rules_store or cfg.resolve_path(cfg.routing.rules_store)
+    if root is None:
+        _fail("no rule store: pass --rules-store DIR or set routing.rules_store in the config")
+    if not Path(root).is_dir():
+        _fail(f"no rule store at {Path(root).absolute()}: `aperture serve` creates it (routing.rules_store), "
+              "or pass --rules-store")
+    return open_rule_store(cfg, root, bootstrap=False)
+
+
+def _store(config: Path, rules_store: Path | None) -> tuple[Any, Any]:
     from router.config import load_config
 
     cfg = load_config(config)
-    return cfg, open_rule_store(cfg, rules_store, bootstrap=False)
+    return cfg, _existing_rule_store(cfg, rules_store)
 
 
 RulesStoreOption = typer.Option(None, "--rules-store", help="Rule store directory (default: the config's routing.rules_store).")
 
 
 @rules_app.command("list")
-def rules_list(config: Path = ConfigOption, rules_store: Path | None = RulesStoreOption) -> None:
+def rules_list(config: Path = ConfigOption, rules_store: Path | None = RulesStoreOption,
+               format: OutputFormat = FormatOption) -> None:
     """Every version, and which is active and canary."""
     from rich.table import Table
 
     _, store = _store(config, rules_store)
     p = store.pointer()
+    if format is OutputFormat.json:
+        emit(console, format, {
+            "active": p.active, "canary": p.canary, "canary_fraction": p.canary_fraction,
+            "versions": [{"id": v.id, "parent": v.parent, "created": str(v.created_at), "author": v.author,
+                          "hash": v.content_hash, "note": v.note} for v in store.list()],
+        }, lambda: "")
+        return
     table = Table(title=f"rulesets (active {p.active}, canary {p.canary or '-'} at {p.canary_fraction:.0%})")
     for col in ("id", "parent", "created", "author", "hash", "note"):
         table.add_column(col)
@@ -404,10 +514,17 @@ def rules_list(config: Path = ConfigOption, rules_store: Path | None = RulesStor
 
 
 @rules_app.command("show")
-def rules_show(version: str, config: Path = ConfigOption, rules_store: Path | None = RulesStoreOption) -> None:
-    """Print one version's text."""
+def rules_show(version: str, config: Path = ConfigOption, rules_store: Path | None = RulesStoreOption,
+               format: OutputFormat = FormatOption) -> None:
+    """Print one version's text (json: with its id and the pointer's view of it)."""
     _, store = _store(config, rules_store)
-    sys.stdout.write(store.text(version))
+    text = store.text(version)
+    if format is OutputFormat.json:
+        p = store.pointer()
+        emit(console, format, {"id": version, "active": p.active == version, "canary": p.canary == version,
+                               "text": text}, lambda: "")
+        return
+    sys.stdout.write(text)
 
 
 @rules_app.command("diff")
@@ -510,7 +627,7 @@ def rules_rollback(
 
 # ----------------------------------------------------------------------------- entry
 def main() -> None:  # pragma: no cover - console script shim
-    app()
+    app(prog_name="aperture")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -32,7 +32,6 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
-from rich.table import Table
 
 from aperture.policies import open_rule_store, ruleset_validator
 from aperture.servers import running_app
@@ -46,6 +45,7 @@ from aperture.summary import (
 )
 from aperture.traffic import send_workload
 from aperture.wiring import build_gateway_app
+from collector.semconv import QUALITY_EVALUATORS
 from optimizer.routes import Route
 from router.config import AppConfig, load_config
 
@@ -141,21 +141,79 @@ def demo_config(opts: DemoOptions, emulator_url: str) -> AppConfig:
     return cfg
 
 
+@dataclass(frozen=True)
+class Workloads:
+    train: list[dict[str, Any]]
+    fresh: list[dict[str, Any]]
+    train_dir: Path
+    fresh_dir: Path
+    fresh_prefix: str  # reference-id prefix of the fresh workload's requests
+
+
+@dataclass(frozen=True)
+class Running:
+    """The demo's live system: config, rule store, gateway app and its URL, store paths."""
+
+    cfg: AppConfig
+    store: Any  # router.rollout.base.RuleStore
+    app: Any
+    gateway_url: str
+    db: Path
+    blob_dir: Path
+    baseline_version: str | None
+
+    def flush(self) -> None:
+        self.app.state.telemetry.provider.force_flush()
+
+
+@dataclass(frozen=True)
+class Proposed:
+    proposal: Any  # optimizer.run.Proposal
+    version: str
+
+
+@dataclass(frozen=True)
+class CanaryOutcome:
+    decision: str
+    sent: int  # fresh requests sent while the canary ran
+    shadowed: frozenset[str]  # canary requests already shadowed on the active version
+
+
 def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
+    """Generate → start servers → baseline traffic → replay and evaluate → optimise → canary →
+    traffic after the decision → report; ``extra`` collects what each step measured."""
     from collector.store import load_references, open_store
     from emulator.testing import running_emulator
-    from emulator.workload import generate_workload
-    from evals.clusters import find_failure_clusters, write_clusters
-    from evals.runner import run_evals
-    from optimizer.replay import ACTIVE_VERSION, load_items, replay
-    from optimizer.routes import candidate_routes
-    from optimizer.run import OptimizerError, optimize, predicted_cost_on
-    from router.rollout import actions
-    from router.rollout.guard import Guard, GuardConfig
-    from router.rollout.sequential import SequentialConfig
 
     console = console or Console()
     started = time.perf_counter()
+    out = _fresh_out_dir(opts)
+    db = out / "aperture.duckdb"
+    extra: dict[str, Any] = {"guard_delta": opts.guard_delta, "guard_beta": opts.guard_beta}
+
+    with Stage(console) as stage:
+        wl = generate_workloads(opts, stage)
+        with running_emulator(mode=opts.mode, catalog=str(opts.config), ocr_workers=2) as emulator_url:
+            cfg = demo_config(opts, emulator_url)
+            store = open_rule_store(cfg)
+            with open_store(db) as conn:
+                load_references(conn, wl.train + wl.fresh)
+            app = build_gateway_app(cfg, db_path=db)
+            with running_app(app, name="gateway") as gateway_url:
+                run = Running(cfg, store, app, gateway_url, db, out / "blobs", store.pointer().active)
+                baseline_traffic(run, wl, opts, stage, extra)
+                replay_and_evaluate(run, opts, stage, extra)
+                proposed = cluster_and_optimize(run, opts, stage, console, extra)
+                canary = run_canary(run, wl, proposed.version, opts, stage)
+                extra["canary_requests"] = canary.sent
+                traffic_after(run, wl, proposed.version, canary, opts, stage)
+            extra["gateway_url"] = gateway_url
+    return summarise(run, wl, proposed, canary.decision, opts, console, extra, started)
+
+
+def _fresh_out_dir(opts: DemoOptions) -> Path:
+    """``opts.out`` resolved and created; the previous run's store, rules and report removed
+    unless ``keep`` (workloads stay: they are reused when their generator is unchanged)."""
     out = opts.out.resolve()
     if not opts.keep:
         for name in ("aperture.duckdb", "aperture.duckdb.wal", "rules", "blobs", "optuna.db", "report.html", "pareto.png"):
@@ -166,142 +224,168 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
                 target.unlink()
     out.mkdir(parents=True, exist_ok=True)
     opts.out = out
-    db = out / "aperture.duckdb"
-    train_dir, fresh_dir = out / f"workload-s{opts.seed}", out / f"workload-s{opts.seed + 1}"
-    extra: dict[str, Any] = {"guard_delta": opts.guard_delta, "guard_beta": opts.guard_beta}
+    return out
 
-    with Stage(console) as stage:
-        tick = stage.bar("generate workloads", opts.n + opts.fresh)
-        train = _workload(generate_workload, opts.n, opts.seed, train_dir, tick)
-        fresh = _workload(generate_workload, opts.fresh, opts.seed + 1, fresh_dir, tick)
 
-        with running_emulator(mode=opts.mode, catalog=str(opts.config), ocr_workers=2) as emulator_url:
-            cfg = demo_config(opts, emulator_url)
-            blob_dir = out / "blobs"
-            store = open_rule_store(cfg)
-            baseline_version = store.pointer().active
-            with open_store(db) as conn:
-                load_references(conn, train + fresh)
-            app = build_gateway_app(cfg, db_path=db)
-            telemetry = app.state.telemetry
-            with running_app(app, name="gateway") as gateway_url:
-                # 3. Baseline traffic.
-                tick = stage.bar("baseline traffic (gpt-4o, high)", len(train))
-                base = send_workload(gateway_url, train, train_dir, concurrency=opts.concurrency, progress=tick)
-                extra["baseline_errors"] = base.errors
-                telemetry.provider.force_flush()
+def generate_workloads(opts: DemoOptions, stage: Stage) -> Workloads:
+    """1. A training workload and a fresh one for the traffic that follows."""
+    from emulator.workload import generate_workload
 
-                # 4. Replay a stratified sample to every candidate route, then score everything.
-                routes = [r for r in candidate_routes(cfg.models, list(opts.replay_models)) if r.key in opts.replay_routes]
-                items = load_items(db, blob_dir, opts.replay_sample, seed=opts.seed)
-                total = sum(1 for i in items for r in routes if r.key != i.route)
-                tick = stage.bar(f"replay {len(items)} images × {len(routes)} routes", total)
-                rep = replay(gateway_url, items, routes, concurrency=opts.concurrency, progress=lambda d, t: tick(1))
-                extra["replay"] = {"sent": rep.sent, "failed": rep.failed, "errors": rep.errors}
-                telemetry.provider.force_flush()
-                tick = stage.bar("evaluate", 1)
-                scored = run_evals(db, workers=2, progress=False, blob_dir=blob_dir)
-                tick(1)
-                extra["evaluated"] = scored.cases
+    train_dir, fresh_dir = opts.out / f"workload-s{opts.seed}", opts.out / f"workload-s{opts.seed + 1}"
+    tick = stage.bar("generate workloads", opts.n + opts.fresh)
+    train = _workload(generate_workload, opts.n, opts.seed, train_dir, tick)
+    fresh = _workload(generate_workload, opts.fresh, opts.seed + 1, fresh_dir, tick)
+    return Workloads(train, fresh, train_dir, fresh_dir, f"wl-s{opts.seed + 1}-")
 
-                # 5. Failure clusters, then the optimizer.
-                clusters = find_failure_clusters(db)
-                write_clusters(db, clusters)
-                extra["clusters"] = [c.printable() for c in clusters[:5]]
-                stage.done("failure clusters", f"({len(clusters)})")
-                tick = stage.bar("optimize (Optuna)", opts.trials)
-                try:
-                    proposal = optimize(
-                        db, cfg.models, tolerance=opts.tolerance, trials=opts.trials, seed=opts.seed,
-                        storage=f"sqlite:///{out / 'optuna.db'}", study_name=f"demo-s{opts.seed}",
-                        models=list(opts.replay_models), fallback=BASELINE.target(),
-                        plot_path=out / "pareto.png", progress=lambda d, t: tick(1),
-                    )
-                except OptimizerError as exc:
-                    console.print(f"[red]optimizer refused:[/red] {exc}")
-                    raise
-                version = store.propose(proposal.text, author="optimizer", note="demo proposal",
-                                        provenance=proposal.provenance, validate=ruleset_validator(cfg))
-                extra["proposal"] = proposal
 
-                # 6. Canary on the fresh workload, guarded.
-                actions.start_canary(store, version.id, opts.canary_fraction, db_path=db, actor="demo")
-                _wait_for(lambda: app.state.gateway.policy_snapshot().canary is not None)
-                # The demo tolerates a 10-point drop in the guard (a safety net against gross
-                # regressions, decided within the demo's traffic); the optimizer's own constraint
-                # is the 1-point one. Production defaults are stricter (docs/rollout.md).
-                # Paired: every canary request is shadowed on the active version (a tagged
-                # replay), so the guard tests quality differences on the same images.
-                guard = Guard(db, store, GuardConfig(
-                    evaluators=tuple(sorted(set(_quality_evaluators()))), error_delta=opts.guard_delta, paired=True,
-                    sequential=SequentialConfig(delta=opts.guard_delta, beta=opts.guard_beta),
-                ))
-                decision = "extend"
-                sent = 0
-                shadowed: set[str] = set()
-                tick = stage.bar(f"canary {version.id} at {opts.canary_fraction:.0%} (+ shadows)", len(fresh) - opts.after)
-                while sent < len(fresh) - opts.after and decision not in ("promote", "rollback"):
-                    batch = fresh[sent : sent + opts.canary_batch]
-                    send_workload(gateway_url, batch, fresh_dir, concurrency=opts.concurrency, progress=tick)
-                    sent += len(batch)
-                    telemetry.provider.force_flush()
-                    canary = [s for s in phase_requests(db, f"wl-s{opts.seed + 1}-", version.id)["span_id"].to_list()
-                              if s not in shadowed]
-                    if canary:
-                        replay(gateway_url, load_items(db, blob_dir, 0, span_ids=canary), [ACTIVE_VERSION],
-                               concurrency=opts.concurrency)
-                        shadowed.update(canary)
-                        telemetry.provider.force_flush()
-                    run_evals(db, workers=2, progress=False, blob_dir=blob_dir)
-                    decision = guard.step().action
-                extra["canary_requests"] = sent
-                # 7. The rest of the fresh traffic on whatever the guard left active.
-                _wait_for(lambda: app.state.gateway.policy_snapshot().canary is None, timeout_s=5)
-                rest = fresh[sent : sent + opts.after]
-                if rest:
-                    tick = stage.bar("traffic after the decision", len(rest))
-                    send_workload(gateway_url, rest, fresh_dir, concurrency=opts.concurrency, progress=tick)
-                telemetry.provider.force_flush()
-                run_evals(db, workers=2, progress=False, blob_dir=blob_dir)
+def baseline_traffic(run: Running, wl: Workloads, opts: DemoOptions, stage: Stage, extra: dict[str, Any]) -> None:
+    """3. The training workload through the gateway on the first version (the baseline)."""
+    tick = stage.bar("baseline traffic (gpt-4o, high)", len(wl.train))
+    base = send_workload(run.gateway_url, wl.train, wl.train_dir, concurrency=opts.concurrency, progress=tick)
+    extra["baseline_errors"] = base.errors
+    run.flush()
 
-                # 8. Shadow: every fresh image the candidate served, sent again on the baseline
-                # route (tagged as replay, so it never counts as traffic). Same images, same
-                # prompts: the paired comparison the before/after claim rests on.
-                # (The canary's own shadows ran on the active version, the baseline: reused.)
-                served = [s for s in phase_requests(db, f"wl-s{opts.seed + 1}-", version.id)["span_id"].to_list()
-                          if s not in shadowed]
-                shadow_items = load_items(db, blob_dir, 0, span_ids=served) if served else []
-                if shadow_items:
-                    tick = stage.bar("shadow on the baseline route", sum(1 for i in shadow_items if i.route != BASELINE.key))
-                    replay(gateway_url, shadow_items, [BASELINE], concurrency=opts.concurrency, progress=lambda d, t: tick(1))
-                    telemetry.provider.force_flush()
-                    run_evals(db, workers=2, progress=False, blob_dir=blob_dir)
-            extra["gateway_url"] = gateway_url
 
-    before_df = phase_requests(db, f"wl-s{opts.seed}-", baseline_version)
-    after_df = phase_requests(db, f"wl-s{opts.seed + 1}-", version.id)
-    # The fair comparison: the same fresh traffic, split at random between the two versions.
-    extra["baseline_on_fresh"] = totals(phase_requests(db, f"wl-s{opts.seed + 1}-", baseline_version))
-    extra["paired"] = paired_totals(paired_requests(db, f"wl-s{opts.seed + 1}-", version.id, BASELINE.key))
-    result = DemoResult(totals(before_df), totals(after_df), decision, version.id, out / "report.html", db, extra)
+def replay_and_evaluate(run: Running, opts: DemoOptions, stage: Stage, extra: dict[str, Any]) -> None:
+    """4. Replay a stratified sample to every candidate route, then score everything."""
+    from evals.runner import run_evals
+    from optimizer.replay import load_items, replay
+    from optimizer.routes import candidate_routes
+
+    routes = [r for r in candidate_routes(run.cfg.models, list(opts.replay_models)) if r.key in opts.replay_routes]
+    items = load_items(run.db, run.blob_dir, opts.replay_sample, seed=opts.seed)
+    total = sum(1 for i in items for r in routes if r.key != i.route)
+    tick = stage.bar(f"replay {len(items)} images × {len(routes)} routes", total)
+    rep = replay(run.gateway_url, items, routes, concurrency=opts.concurrency, progress=lambda d, t: tick(1))
+    extra["replay"] = {"sent": rep.sent, "failed": rep.failed, "errors": rep.errors}
+    run.flush()
+    tick = stage.bar("evaluate", 1)
+    scored = run_evals(run.db, workers=2, progress=False, blob_dir=run.blob_dir)
+    tick(1)
+    extra["evaluated"] = scored.cases
+
+
+def cluster_and_optimize(run: Running, opts: DemoOptions, stage: Stage, console: Console,
+                         extra: dict[str, Any]) -> Proposed:
+    """5. Failure clusters, then the optimizer; its ruleset is proposed as a new version."""
+    from evals.clusters import find_failure_clusters, write_clusters
+    from optimizer.run import OptimizerError, OptimizeSettings, optimize
+
+    clusters = find_failure_clusters(run.db)
+    write_clusters(run.db, clusters)
+    extra["clusters"] = [c.printable() for c in clusters[:5]]
+    stage.done("failure clusters", f"({len(clusters)})")
+    tick = stage.bar("optimize (Optuna)", opts.trials)
+    try:
+        settings = OptimizeSettings(
+            tolerance=opts.tolerance, trials=opts.trials, seed=opts.seed,
+            storage=f"sqlite:///{opts.out / 'optuna.db'}", study_name=f"demo-s{opts.seed}",
+            models=list(opts.replay_models), fallback=BASELINE.target(),
+        )
+        proposal = optimize(run.db, run.cfg.models, settings, plot_path=opts.out / "pareto.png",
+                            progress=lambda d, t: tick(1))
+    except OptimizerError as exc:
+        console.print(f"[red]optimizer refused:[/red] {exc}")
+        raise
+    version = run.store.propose(proposal.text, author="optimizer", note="demo proposal",
+                                provenance=proposal.provenance, validate=ruleset_validator(run.cfg))
+    extra["proposal"] = proposal
+    return Proposed(proposal, version.id)
+
+
+def run_canary(run: Running, wl: Workloads, version: str, opts: DemoOptions, stage: Stage) -> CanaryOutcome:
+    """6. Canary on the fresh workload, each canary request shadowed on the active version, until
+    the guard promotes or rolls back (or the canary's share of the fresh images is used up)."""
+    from evals.runner import run_evals
+    from optimizer.replay import ACTIVE_VERSION, load_items, replay
+    from router.rollout import actions
+    from router.rollout.guard import Guard, GuardConfig
+    from router.rollout.sequential import SequentialConfig
+
+    app = run.app
+    actions.start_canary(run.store, version, opts.canary_fraction, db_path=run.db, actor="demo")
+    _wait_for(lambda: app.state.gateway.policy_snapshot().canary is not None)
+    # The demo tolerates a 10-point drop in the guard (a safety net against gross
+    # regressions, decided within the demo's traffic); the optimizer's own constraint
+    # is the 1-point one. Production defaults are stricter (docs/rollout.md).
+    # Paired: every canary request is shadowed on the active version (a tagged
+    # replay), so the guard tests quality differences on the same images.
+    guard = Guard(run.db, run.store, GuardConfig(
+        evaluators=tuple(sorted(set(QUALITY_EVALUATORS.values()))), error_delta=opts.guard_delta, paired=True,
+        sequential=SequentialConfig(delta=opts.guard_delta, beta=opts.guard_beta),
+    ))
+    decision, sent, shadowed = "extend", 0, set()
+    budget = len(wl.fresh) - opts.after
+    tick = stage.bar(f"canary {version} at {opts.canary_fraction:.0%} (+ shadows)", budget)
+    while sent < budget and decision not in ("promote", "rollback"):
+        batch = wl.fresh[sent : sent + opts.canary_batch]
+        send_workload(run.gateway_url, batch, wl.fresh_dir, concurrency=opts.concurrency, progress=tick)
+        sent += len(batch)
+        run.flush()
+        canary = [s for s in phase_requests(run.db, wl.fresh_prefix, version)["span_id"].to_list()
+                  if s not in shadowed]
+        if canary:
+            replay(run.gateway_url, load_items(run.db, run.blob_dir, 0, span_ids=canary), [ACTIVE_VERSION],
+                   concurrency=opts.concurrency)
+            shadowed.update(canary)
+            run.flush()
+        run_evals(run.db, workers=2, progress=False, blob_dir=run.blob_dir)
+        decision = guard.step().action
+    return CanaryOutcome(decision, sent, frozenset(shadowed))
+
+
+def traffic_after(run: Running, wl: Workloads, version: str, canary: CanaryOutcome, opts: DemoOptions,
+                  stage: Stage) -> None:
+    """7. The rest of the fresh traffic on whatever the guard left active, then the shadows."""
+    from evals.runner import run_evals
+    from optimizer.replay import load_items, replay
+
+    app = run.app
+    _wait_for(lambda: app.state.gateway.policy_snapshot().canary is None, timeout_s=5)
+    rest = wl.fresh[canary.sent : canary.sent + opts.after]
+    if rest:
+        tick = stage.bar("traffic after the decision", len(rest))
+        send_workload(run.gateway_url, rest, wl.fresh_dir, concurrency=opts.concurrency, progress=tick)
+    run.flush()
+    run_evals(run.db, workers=2, progress=False, blob_dir=run.blob_dir)
+
+    # 8. Shadow: every fresh image the candidate served, sent again on the baseline
+    # route (tagged as replay, so it never counts as traffic). Same images, same
+    # prompts: the paired comparison the before/after claim rests on.
+    # (The canary's own shadows ran on the active version, the baseline: reused.)
+    served = [s for s in phase_requests(run.db, wl.fresh_prefix, version)["span_id"].to_list()
+              if s not in canary.shadowed]
+    shadow_items = load_items(run.db, run.blob_dir, 0, span_ids=served) if served else []
+    if shadow_items:
+        tick = stage.bar("shadow on the baseline route", sum(1 for i in shadow_items if i.route != BASELINE.key))
+        replay(run.gateway_url, shadow_items, [BASELINE], concurrency=opts.concurrency, progress=lambda d, t: tick(1))
+        run.flush()
+        run_evals(run.db, workers=2, progress=False, blob_dir=run.blob_dir)
+
+
+def summarise(run: Running, wl: Workloads, proposed: Proposed, decision: str, opts: DemoOptions,
+              console: Console, extra: dict[str, Any], started: float) -> DemoResult:
+    """Before/after from the store (the fair comparison: the same fresh traffic, split at random
+    between the two versions, and paired on the shadowed images); the report and the summary."""
+    from aperture.report import print_summary, write_report
+    from optimizer.run import predicted_cost_on
+
+    db, version, proposal = run.db, proposed.version, proposed.proposal
+    before_df = phase_requests(db, f"wl-s{opts.seed}-", run.baseline_version)
+    after_df = phase_requests(db, wl.fresh_prefix, version)
+    extra["baseline_on_fresh"] = totals(phase_requests(db, wl.fresh_prefix, run.baseline_version))
+    extra["paired"] = paired_totals(paired_requests(db, wl.fresh_prefix, version, BASELINE.key))
+    result = DemoResult(totals(before_df), totals(after_df), decision, version, opts.out / "report.html", db, extra)
     extra["buckets_before"] = by_bucket(before_df)
     extra["buckets_after"] = by_bucket(after_df)
     extra["routes_after"] = route_mix(after_df)
     extra["predicted_cost_on_after"] = (
-        predicted_cost_on(proposal.ruleset, cfg.models, _traffic_frame(after_df, db)) if after_df.height else None
+        predicted_cost_on(proposal.ruleset, run.cfg.models, _traffic_frame(after_df, db)) if after_df.height else None
     )
     extra["elapsed_s"] = time.perf_counter() - started
-    from aperture.report import write_report
-
     write_report(result, proposal)
-    print_summary(console, result, proposal)
+    print_summary(console, result, proposal, BASELINE.key)
     return result
-
-
-def _quality_evaluators() -> list[str]:
-    from optimizer.data import QUALITY_EVALUATORS
-
-    return list(QUALITY_EVALUATORS.values())
 
 
 def _traffic_frame(after_df: Any, db: Path) -> Any:
@@ -329,55 +413,3 @@ def _wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition() and time.monotonic() < deadline:
         time.sleep(0.05)
-
-
-def print_summary(console: Console, result: DemoResult, proposal: Any) -> None:
-    b, a = result.before, result.after
-    table = Table(title="Aperture demo: before and after the loop", show_lines=False)
-    for col in ("", "requests", "images", "spend (USD)", "USD / image", "quality"):
-        table.add_column(col, justify="right" if col else "left")
-    table.add_row("before: baseline on training traffic", str(b["requests"]), str(b["images"]), f"{b['spend_usd']:.4f}", f"{b['cost_per_image_usd']:.6f}", f"{b['quality']:.3f}")
-    f = result.extra.get("baseline_on_fresh") or {}
-    if f.get("requests"):
-        table.add_row("baseline on the fresh traffic (active arm)", str(f["requests"]), str(f["images"]), f"{f['spend_usd']:.4f}",
-                      f"{f['cost_per_image_usd']:.6f}", f"{f['quality']:.3f}")
-    table.add_row(f"after: {result.candidate} on the fresh traffic ({result.decision})", str(a["requests"]), str(a["images"]), f"{a['spend_usd']:.4f}", f"{a['cost_per_image_usd']:.6f}", f"{a['quality']:.3f}")
-    console.print(table)
-    buckets = Table(title="per size bucket (USD / image, quality)")
-    for col in ("size", "before USD/img", "before q", "after USD/img", "after q"):
-        buckets.add_column(col)
-    after_rows = {r["size_bucket"]: r for r in result.extra["buckets_after"].iter_rows(named=True)}
-    for row in result.extra["buckets_before"].iter_rows(named=True):
-        other = after_rows.get(row["size_bucket"], {})
-        buckets.add_row(row["size_bucket"], f"{row['cost_per_image_usd']:.6f}", _fmt(row["quality"]),
-                        _fmt(other.get("cost_per_image_usd"), 6), _fmt(other.get("quality")))
-    console.print(buckets)
-    pair = result.extra.get("paired") or {}
-    if pair.get("pairs"):
-        console.print(
-            f"on the same {pair['pairs']} fresh images, served by {result.candidate} and shadowed on {BASELINE.key}: "
-            f"cost {pair['baseline_cost_usd']:.4f} → {pair['cost_usd']:.4f} USD, cut by [bold]{pair['cost_cut']:.1%}[/bold]; "
-            f"quality {pair['baseline_quality']:.3f} → {pair['quality']:.3f} "
-            f"([bold]{pair['quality_delta'] * 100:+.1f} points[/bold], 95 % interval {pair['delta_low'] * 100:+.1f} to "
-            f"{pair['delta_high'] * 100:+.1f})."
-        )
-    console.print(
-        f"Guard decision: [bold]{result.decision}[/bold] after {result.extra.get('canary_requests')} fresh requests "
-        f"(guard: δ = {result.extra.get('guard_delta')}, β = {result.extra.get('guard_beta')}, α = 0.005)."
-    )
-    predicted = result.extra.get("predicted_cost_on_after")
-    if predicted:
-        console.print(f"predicted cost of the after-traffic {predicted:.4f} USD vs billed {a['spend_usd']:.4f} USD "
-                      f"({(predicted / a['spend_usd'] - 1) * 100 if a['spend_usd'] else 0:+.2f} %).")
-    lo, hi = (x - proposal.baseline_quality for x in proposal.quality_interval)
-    console.print(f"proposal (on the training traffic): savings {proposal.savings:.1%}, quality "
-                  f"{(proposal.predicted_quality - proposal.baseline_quality) * 100:+.1f} points "
-                  f"[{lo * 100:+.1f}, {hi * 100:+.1f}] against the baseline"
-                  + (f"; realised {pair['quality_delta'] * 100:+.1f} points, "
-                     f"{'inside' if lo <= pair['quality_delta'] <= hi else 'outside'} that interval"
-                     if pair.get("pairs") else ""))
-    console.print(f"store: {result.db}\nreport: {result.report}\nelapsed: {result.extra['elapsed_s']:.0f} s")
-
-
-def _fmt(value: Any, digits: int = 3) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"

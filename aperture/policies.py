@@ -49,7 +49,7 @@ def ruleset_validator(config: AppConfig) -> Callable[[str], list[str]]:
 
 
 def rules_file_text(config: AppConfig) -> str:
-    path = config.resolve_path(config.routing.rules_file)
+    path = config.resolve_config_path(config.routing.rules_file)
     if path is None:
         return DEFAULT_RULES % config.routing.default_model
     return path.read_text(encoding="utf-8")

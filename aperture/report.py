@@ -8,6 +8,8 @@ import io
 from typing import Any
 
 import polars as pl
+from rich.console import Console
+from rich.table import Table
 
 
 def _png(fig: Any) -> str:
@@ -90,3 +92,56 @@ def write_report(result: Any, proposal: Any) -> None:
         parts.append("<h2>Failure clusters (top)</h2>")
         parts.append(_table(pl.DataFrame([{k: str(v) for k, v in c.items()} for c in extra["clusters"]])))
     result.report.write_text("\n".join(parts), encoding="utf-8")
+
+
+def print_summary(console: Console, result: Any, proposal: Any, baseline: str) -> None:
+    """The demo's before/after on the console (``result`` is an ``aperture.demo.DemoResult``)."""
+    b, a = result.before, result.after
+    table = Table(title="Aperture demo: before and after the loop", show_lines=False)
+    for col in ("", "requests", "images", "spend (USD)", "USD / image", "quality"):
+        table.add_column(col, justify="right" if col else "left")
+    table.add_row("before: baseline on training traffic", str(b["requests"]), str(b["images"]), f"{b['spend_usd']:.4f}", f"{b['cost_per_image_usd']:.6f}", f"{b['quality']:.3f}")
+    f = result.extra.get("baseline_on_fresh") or {}
+    if f.get("requests"):
+        table.add_row("baseline on the fresh traffic (active arm)", str(f["requests"]), str(f["images"]), f"{f['spend_usd']:.4f}",
+                      f"{f['cost_per_image_usd']:.6f}", f"{f['quality']:.3f}")
+    table.add_row(f"after: {result.candidate} on the fresh traffic ({result.decision})", str(a["requests"]), str(a["images"]), f"{a['spend_usd']:.4f}", f"{a['cost_per_image_usd']:.6f}", f"{a['quality']:.3f}")
+    console.print(table)
+    buckets = Table(title="per size bucket (USD / image, quality)")
+    for col in ("size", "before USD/img", "before q", "after USD/img", "after q"):
+        buckets.add_column(col)
+    after_rows = {r["size_bucket"]: r for r in result.extra["buckets_after"].iter_rows(named=True)}
+    for row in result.extra["buckets_before"].iter_rows(named=True):
+        other = after_rows.get(row["size_bucket"], {})
+        buckets.add_row(row["size_bucket"], f"{row['cost_per_image_usd']:.6f}", _fmt(row["quality"]),
+                        _fmt(other.get("cost_per_image_usd"), 6), _fmt(other.get("quality")))
+    console.print(buckets)
+    pair = result.extra.get("paired") or {}
+    if pair.get("pairs"):
+        console.print(
+            f"on the same {pair['pairs']} fresh images, served by {result.candidate} and shadowed on {baseline}: "
+            f"cost {pair['baseline_cost_usd']:.4f} → {pair['cost_usd']:.4f} USD, cut by [bold]{pair['cost_cut']:.1%}[/bold]; "
+            f"quality {pair['baseline_quality']:.3f} → {pair['quality']:.3f} "
+            f"([bold]{pair['quality_delta'] * 100:+.1f} points[/bold], 95 % interval {pair['delta_low'] * 100:+.1f} to "
+            f"{pair['delta_high'] * 100:+.1f})."
+        )
+    console.print(
+        f"Guard decision: [bold]{result.decision}[/bold] after {result.extra.get('canary_requests')} fresh requests "
+        f"(guard: δ = {result.extra.get('guard_delta')}, β = {result.extra.get('guard_beta')}, α = 0.005)."
+    )
+    predicted = result.extra.get("predicted_cost_on_after")
+    if predicted:
+        console.print(f"predicted cost of the after-traffic {predicted:.4f} USD vs billed {a['spend_usd']:.4f} USD "
+                      f"({(predicted / a['spend_usd'] - 1) * 100 if a['spend_usd'] else 0:+.2f} %).")
+    lo, hi = (x - proposal.baseline_quality for x in proposal.quality_interval)
+    console.print(f"proposal (on the training traffic): savings {proposal.savings:.1%}, quality "
+                  f"{(proposal.predicted_quality - proposal.baseline_quality) * 100:+.1f} points "
+                  f"[{lo * 100:+.1f}, {hi * 100:+.1f}] against the baseline"
+                  + (f"; realised {pair['quality_delta'] * 100:+.1f} points, "
+                     f"{'inside' if lo <= pair['quality_delta'] <= hi else 'outside'} that interval"
+                     if pair.get("pairs") else ""))
+    console.print(f"store: {result.db}\nreport: {result.report}\nelapsed: {result.extra['elapsed_s']:.0f} s")
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"

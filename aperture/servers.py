@@ -16,7 +16,9 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import shutil
 import socket
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -31,6 +33,7 @@ from aperture.wiring import (
     WORKER_SPOOL_ENV,
 )
 from emulator.testing import running_app
+from router.metrics import MULTIPROC_ENV
 
 __all__ = ["running_app", "serve_workers", "collector_forward_url", "CollectorSupervisor", "restart_delay"]
 
@@ -197,6 +200,12 @@ def serve_workers(
         env[WORKER_RULES_STORE_ENV] = str(rules_store.resolve())
     else:
         env.pop(WORKER_RULES_STORE_ENV, None)
+    # One metrics directory for all workers, so /metrics on any of them sums them all. Set before
+    # the workers are spawned: prometheus-client reads it when it is imported.
+    own_metrics_dir = None
+    if not env.get(MULTIPROC_ENV):
+        own_metrics_dir = tempfile.mkdtemp(prefix="aperture-metrics-")
+        env[MULTIPROC_ENV] = own_metrics_dir
     try:
         # No access log (a line per request is pure overhead; errors are still logged); "auto"
         # takes uvloop + httptools when installed, asyncio + h11 otherwise.
@@ -206,6 +215,9 @@ def serve_workers(
     finally:
         if child is not None:
             child.stop(collector_stop_timeout_s)
+        if own_metrics_dir is not None:
+            env.pop(MULTIPROC_ENV, None)
+            shutil.rmtree(own_metrics_dir, ignore_errors=True)
 
 
 def _supervise(config: Any) -> int:

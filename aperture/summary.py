@@ -6,8 +6,8 @@ from pathlib import Path
 
 import polars as pl
 
+from collector.semconv import QUALITY_EVALUATORS
 from collector.store import fetch_df, open_store
-from optimizer.data import QUALITY_EVALUATORS
 
 # A request's quality: the score of the evaluator that judges its task (see _quality_cases).
 _QUALITY_CTE = """

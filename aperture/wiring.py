@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,38 @@ def default_db_path(db: str | os.PathLike[str] | None = None) -> Path:
 def otlp_from_env() -> bool:
     """The standard OTLP variables say where to export: their presence turns export on."""
     return bool(os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
+
+
+OTLP_PROTOCOLS = ("http/protobuf", "grpc")
+
+
+def otlp_protocol(environ: Mapping[str, str] | None = None) -> str:
+    """The OTLP protocol the standard variables ask for (traces-specific first), http/protobuf by default.
+
+    ``http/json`` is in the spec but has no Python exporter, so it is refused rather than ignored.
+    """
+    env = os.environ if environ is None else environ
+    raw = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf"
+    protocol = raw.strip().lower()
+    if protocol not in OTLP_PROTOCOLS:
+        raise ValueError(f"OTEL_EXPORTER_OTLP_PROTOCOL={raw!r} is not supported; use one of {', '.join(OTLP_PROTOCOLS)}")
+    return protocol
+
+
+def otlp_span_exporter(environ: Mapping[str, str] | None = None) -> SpanExporter:
+    """An OTLP span exporter for the protocol in the environment; endpoint, headers and compression
+    come from the other ``OTEL_EXPORTER_OTLP_*`` variables, read by the exporter itself."""
+    if otlp_protocol(environ) == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+            OTLPSpanExporter as GrpcExporter,
+        )
+
+        return GrpcExporter()
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+        OTLPSpanExporter as HttpExporter,
+    )
+
+    return HttpExporter()
 
 
 def otlp_wanted(config: AppConfig) -> bool:
@@ -93,9 +125,7 @@ def telemetry_for(
         # A serve worker: what the collector does not take waits in a local spool (replayed).
         exporters.append(exporter_from_env(spool_root, int(os.environ.get(WORKER_SPOOL_BYTES_ENV) or 256 << 20)))
     elif otlp:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-        exporters.append(OTLPSpanExporter())  # endpoint, headers, compression from OTEL_EXPORTER_OTLP_*
+        exporters.append(otlp_span_exporter())
     for exporter in [*exporters, *(extra_exporters or [])]:
         provider.add_span_processor(
             BatchSpanProcessor(exporter, max_queue_size=65536, max_export_batch_size=2048, schedule_delay_millis=schedule_delay_ms)

@@ -125,7 +125,7 @@ def rate(cases: list[EvalCase], cache_dir: Path) -> dict[str, float]:
 
 def store_rate(cases: list[EvalCase], tmp: Path, workers: int) -> dict[str, float]:
     """Evaluations per second of ``run_evals`` over a store holding ``cases`` as spans."""
-    from collector.schema import utc_now
+    from collector.semconv import utc_now
     from collector.store import insert_rows, load_references, open_store
     from evals.runner import run_evals
 

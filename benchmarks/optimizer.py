@@ -9,7 +9,7 @@ import argparse
 import time
 from pathlib import Path
 
-from optimizer.run import optimize
+from optimizer.run import OptimizeSettings, optimize
 from optimizer.synthetic import DEFAULT_REPLAY, synthetic_observations
 from router.config import load_config
 
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter()
     obs = synthetic_observations(catalog, args.images, seed=1, replay_routes=DEFAULT_REPLAY, replay_every=10)
     t1 = time.perf_counter()
-    p = optimize("unused", catalog, observations=obs, trials=args.trials, seed=1, tolerance=0.01)
+    p = optimize("unused", catalog, OptimizeSettings(trials=args.trials, seed=1, tolerance=0.01), observations=obs)
     t2 = time.perf_counter()
     print(f"{args.images} logged images, {obs.scored.height} scored rows, {len(p.search.points)} trials "
           f"(early stop: {p.search.stopped_early})")

@@ -15,7 +15,8 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import math
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -52,6 +53,7 @@ __all__ = [
     "open_read_only",
     "optimizer_trials",
     "pareto_front",
+    "pareto_indices",
     "rollout_timeline",
     "spend_by",
     "table_counts",
@@ -339,15 +341,31 @@ def optimizer_trials(storage: str | Path, study_name: str | None = None) -> pl.D
     return pl.DataFrame(rows, schema=_TRIAL_SCHEMA)
 
 
-def pareto_front(trials: pl.DataFrame) -> pl.DataFrame:
-    """Trials no other trial beats on both axes (lower cost, higher quality), cheapest first.
+def pareto_indices(costs: Sequence[float | None], qualities: Sequence[float | None]) -> list[int]:
+    """Positions of the points no other point beats on both axes (lower cost, higher quality),
+    cheapest first. Pure, and the one front in the project: the optimizer's
+    ``SearchResult.pareto`` and :func:`pareto_front` both use it.
 
-    Same rule as ``optimizer.search.SearchResult.pareto``: sort by (cost, −quality) and keep
-    each trial that raises the best quality seen so far.
+    Sort by (cost, −quality) and keep each point that raises the best quality seen so far (by
+    more than 1e-12, so of equal points the first is kept). A point with a NaN or None is never
+    on it.
+
+    >>> pareto_indices([3.0, 1.0, 2.0, 2.0], [0.9, 0.5, 0.4, 0.8])
+    [1, 3, 0]
     """
-    ordered = trials.filter(pl.col("quality").is_not_nan()).sort(
-        ["cost", "quality"], descending=[False, True]
-    )
-    best = ordered["quality"].cum_max().shift(1)
-    keep = best.is_null() | (ordered["quality"] > best + 1e-12)
-    return ordered.filter(keep)
+    points = {
+        i: (float(c), float(q))
+        for i, (c, q) in enumerate(zip(costs, qualities, strict=True))
+        if c is not None and q is not None and not (math.isnan(c) or math.isnan(q))
+    }
+    front: list[int] = []
+    for i in sorted(points, key=lambda i: (points[i][0], -points[i][1])):
+        if not front or points[i][1] > points[front[-1]][1] + 1e-12:
+            front.append(i)
+    return front
+
+
+def pareto_front(trials: pl.DataFrame) -> pl.DataFrame:
+    """Trials no other trial beats on both axes (lower cost, higher quality), cheapest first."""
+    rows = pareto_indices(trials["cost"].to_list(), trials["quality"].to_list())
+    return trials[pl.Series(rows, dtype=pl.UInt32)]

@@ -31,7 +31,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from collector.columns import spans_to_batch
 from collector.otlp import from_readable_span
-from collector.schema import utc_now
+from collector.semconv import utc_now
 from collector.store import open_store, record_dropped, write_tables
 
 log = logging.getLogger(__name__)

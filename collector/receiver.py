@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,9 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from google.rpc import status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
@@ -197,26 +200,11 @@ class Receiver:
         }
 
     def prometheus_text(self) -> str:
-        """Counters in the Prometheus text format (no global registry involved)."""
-        lines = [
-            "# TYPE aperture_collector_queue_depth gauge",
-            f"aperture_collector_queue_depth {self.writer.queue.qsize()}",
-            "# TYPE aperture_collector_spool_bytes gauge",
-            f"aperture_collector_spool_bytes {self.spool.size_bytes}",
-            "# TYPE aperture_collector_restarts_total counter",
-            f"aperture_collector_restarts_total {self.restarts}",
-        ]
-        reasons = []
-        for name, value in sorted(self.counters.snapshot().items()):
-            if name.startswith("spans_dropped:"):
-                reason = name.split(":", 1)[1].replace("\\", "\\\\").replace('"', '\\"')
-                reasons.append(f'aperture_collector_spans_dropped_by_reason_total{{reason="{reason}"}} {value}')
-                continue
-            metric = f"aperture_collector_{name}_total"
-            lines += [f"# TYPE {metric} counter", f"{metric} {value}"]
-        if reasons:
-            lines += ["# TYPE aperture_collector_spans_dropped_by_reason_total counter", *reasons]
-        return "\n".join(lines) + "\n"
+        """Queue depth and counters in the Prometheus text format, through prometheus-client
+        (a registry of its own, read at scrape time: no global state)."""
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_ReceiverMetrics(self))
+        return generate_latest(registry).decode()
 
     async def handle(self, request: Request) -> Response:
         media = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -375,3 +363,26 @@ def serve_receiver(
 
     uvicorn.run(create_receiver_app(db, forward_url=forward, **options), host=host, port=port,
                 access_log=False, loop="auto", http="auto")
+
+
+class _ReceiverMetrics(Collector):
+    """The receiver's live numbers as metric families, read when scraped."""
+
+    def __init__(self, receiver: Receiver) -> None:
+        self.receiver = receiver
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("aperture_collector_queue_depth", "Span batches waiting to be written.",
+                                value=self.receiver.writer.queue.qsize())
+        yield GaugeMetricFamily("aperture_collector_spool_bytes", "Acknowledged span batches not yet in the store, bytes.",
+                                value=self.receiver.spool.size_bytes)
+        yield CounterMetricFamily("aperture_collector_restarts", "Times serve restarted a dead collector.",
+                                  value=self.receiver.restarts)
+        reasons = CounterMetricFamily("aperture_collector_spans_dropped_by_reason", "Spans dropped, by reason.",
+                                      labels=["reason"])
+        for name, value in sorted(self.receiver.counters.snapshot().items()):
+            if name.startswith("spans_dropped:"):
+                reasons.add_metric([name.split(":", 1)[1]], value)
+                continue
+            yield CounterMetricFamily(f"aperture_collector_{name}", f"Collector {name.replace('_', ' ')}.", value=value)
+        yield reasons

@@ -29,7 +29,8 @@ import pyarrow as pa
 
 from collector.append import WRITE_LOCK, add_span_meta, append
 from collector.record import to_json
-from collector.schema import LOG_TABLES, latest_version, migrate, utc_now
+from collector.schema import LOG_TABLES, latest_version, migrate
+from collector.semconv import utc_now
 
 _ARROW_TYPES: dict[str, pa.DataType] = {
     "VARCHAR": pa.string(),

@@ -13,10 +13,10 @@ import re
 
 from rapidfuzz import fuzz, process
 
+from collector.semconv import TASKS
 from emulator.ocr import OcrLine
 from emulator.workload.fields import FIELDS, FieldSpec
 
-TASKS = ("transcribe", "extract", "describe")
 NOT_FOUND = "I cannot find that in the image."
 NO_TEXT = "I cannot read any text in this image."
 TAG_ALIASES = {"ocr": "transcribe", "transcription": "transcribe", "read": "transcribe",

@@ -31,8 +31,9 @@ from PIL import Image, UnidentifiedImageError
 
 from emulator import answers
 from emulator.ocr import OcrEngine
-from emulator.protocols.common import DecodedImage, ImageRef, sniff_format
+from emulator.protocols.common import DecodedImage, ImageRef
 from emulator.vision import profile_for, see
+from router.images.sniff import claimed_format
 
 
 @dataclass(frozen=True)
@@ -128,8 +129,9 @@ def make_answerer(mode: str, cache_dir: str | Path | None = None) -> Answerer:
 
 def decode_image(ref: ImageRef, data: bytes) -> DecodedImage:
     """Format by magic bytes and size from the header (no full decode). Unreadable bytes come
-    back with width 0 so that each protocol refuses them in its own words."""
-    fmt = sniff_format(data)
+    back with width 0 so that each protocol refuses them in its own words. The format comes from
+    the gateway's own sniffer (``router.images.sniff``, pure), so the two never disagree."""
+    fmt = claimed_format(data)
     if fmt is None:
         return DecodedImage(ref, data, None)
     if fmt in ("heic", "heif"):

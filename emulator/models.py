@@ -15,13 +15,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
-from router.tokens import TokenRule
-
-ProviderKind = Literal["openai", "anthropic", "gemini"]
+from collector.semconv import ProviderKind
+from router.tokens import TokenRule, rule_from_config
 
 OPENAI_DETAILS = ("low", "high", "auto")
 ANTHROPIC_DETAILS = ("auto",)
@@ -77,14 +76,6 @@ DEFAULT_MODELS: Mapping[str, ModelEntry] = {
 _DETAILS_BY_KIND: dict[str, tuple[str, ...]] = {
     "openai": OPENAI_DETAILS, "anthropic": ANTHROPIC_DETAILS, "gemini": GEMINI_2_DETAILS,
 }
-
-
-def rule_from_config(image: Mapping[str, Any]) -> TokenRule:
-    """A gateway ``image:`` block (``{rule: tile, base: 85, ...}``) as a :class:`TokenRule`."""
-    values = {k: v for k, v in image.items() if k != "rule" and v is not None}
-    if "rule" not in image:
-        raise ValueError("an image block needs a 'rule'")
-    return TokenRule(algo=image["rule"], **values)
 
 
 def apply_overrides(base: Mapping[str, ModelEntry], config: Mapping[str, Any]) -> dict[str, ModelEntry]:

@@ -1,17 +1,17 @@
-"""A real local OCR model (rapidocr, PP-OCR ONNX weights shipped in its wheel) behind a
-small engine with a disk cache, so emulated vision answers are real and survive restarts.
+"""The emulator's reading of an image: the shared OCR engine (``ocr.engine``: rapidocr,
+PP-OCR ONNX weights shipped in its wheel, with a disk cache), run on the inked region at the
+detector scale of the whole image and grouped into lines, so emulated vision answers are
+real and survive restarts.
 
     >>> engine = OcrEngine(cache_dir=Path("/tmp/ocr-cache"))           # doctest: +SKIP
     >>> [line.text for line in engine.read(Image.open("invoice.png"))]  # doctest: +SKIP
     ['Brightline Corp', '2585 Lakeview Blvd', ...]
 
-Threading: one engine runs the model in one thread at a time (a lock), with onnxruntime
-limited to one thread, so several emulator processes can share two cores. onnxruntime
-releases the GIL while it runs (about 94 % of an OCR call), so two engines in two threads
-of one process really read two images at once. The cache is safe across threads and
-processes: entries are written to a temporary file and renamed.
+Threading (see ``ocr.engine``): one engine runs the model in one thread at a time, with
+onnxruntime limited to one thread, so several emulator processes can share two cores; two
+engines in two threads of one process really read two images at once.
 
-Speed: the model runs with denormal floats flushed to zero (`emulator.fpu`); the detector
+Speed: the model runs with denormal floats flushed to zero (`ocr.fpu`); the detector
 only looks at the part of the image that has ink (`content_box`, with a margin), at the scale
 it would have used for the whole image (`detector_scale`), and a blank image skips the model. The recogniser still reads text crops from the pixels given,
 so what resolution costs in quality is unchanged.
@@ -20,13 +20,9 @@ so what resolution costs in quality is unchanged.
 from __future__ import annotations
 
 import hashlib
-import json
-import logging
 import math
-import os
 import statistics
-import threading
-from contextlib import nullcontext
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,9 +30,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from emulator.fpu import denormals_flushed
+from ocr import engine as shared
 
-OCR_CACHE_VERSION = 3  # 2: detector reads the inked region only; recogniser settings. 3: denormals flushed
+# 2: detector reads the inked region only; recogniser settings. 3: denormals flushed.
+# 4: the shared engine's cache key (settings and flush flag are in it).
+OCR_CACHE_VERSION = 4
 MAX_SIDE = 4096  # the engine reads what it is given; the caller decides the resolution
 DET_MIN_SIDE = 736  # rapidocr's default: the detector upsamples a short side below this
 INK_DELTA = 40  # a pixel is ink when a channel differs this much from the background
@@ -53,11 +51,26 @@ class OcrLine:
     score: float
 
 
-def default_cache_dir(env: dict[str, str] | None = None) -> Path:
+#: rapidocr settings of the emulator's engine; part of the cache key.
+SETTINGS: Mapping[str, Any] = {
+    "Global.log_level": "critical",
+    "Global.use_cls": False,
+    "Global.max_side_len": MAX_SIDE,
+    "EngineConfig.onnxruntime.intra_op_num_threads": 1,
+    "EngineConfig.onnxruntime.inter_op_num_threads": 1,
+    # Measured on this model (docs/benchmarks.md): the arena saves ~8 % of detector time;
+    # one text line per recogniser run beats batches of 6, which pad every line to the
+    # widest in the batch; and padding short lines to 192 px instead of 320 cuts ~14 % of
+    # CPU per read with the same CER.
+    "EngineConfig.onnxruntime.enable_cpu_mem_arena": True,
+    "Rec.rec_batch_num": 1,
+    "Rec.rec_img_shape": [3, 48, 192],
+}
+
+
+def default_cache_dir(env: Mapping[str, str] | None = None) -> Path:
     """`$APERTURE_CACHE_DIR/ocr` when set, else `~/.cache/aperture/ocr`."""
-    env = dict(os.environ) if env is None else env
-    root = env.get("APERTURE_CACHE_DIR")
-    return Path(root) / "ocr" if root else Path.home() / ".cache" / "aperture" / "ocr"
+    return shared.default_cache_dir("ocr", env)
 
 
 def reading_order(boxes: list[OcrLine], overlap: float = 0.5) -> list[OcrLine]:
@@ -121,69 +134,44 @@ def content_box(rgb: np.ndarray, pad: int = CROP_PAD) -> tuple[int, int, int, in
 
 
 class OcrEngine:
-    """rapidocr behind a lock and a JSON disk cache. `instant=True` never loads or runs the
-    model and returns no lines (for benchmarks of everything around OCR)."""
+    """The shared engine with the emulator's settings, reading lines. `instant=True` never
+    loads or runs the model and returns no lines (for benchmarks of everything around OCR)."""
 
     def __init__(self, cache_dir: Path | str | None = None, *, use_cache: bool = True,
                  instant: bool = False, flush_denormals: bool = True) -> None:
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        self.use_cache = use_cache
+        cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.engine = shared.OcrEngine(SETTINGS, namespace="ocr", cache_dir=cache_dir,
+                                       use_cache=use_cache, flush_denormals=flush_denormals)
         self.instant = instant
-        self.flush_denormals = flush_denormals  # off only to measure what flushing saves
-        self.model_calls = 0
-        self.cache_hits = 0
-        self._lock = threading.Lock()
-        self._ocr: Any = None
 
-    def _model(self) -> Any:
-        if self._ocr is None:
-            import onnxruntime
-            from rapidocr import RapidOCR
+    @property
+    def model_calls(self) -> int:
+        return self.engine.model_calls
 
-            onnxruntime.set_default_logger_severity(3)
-            self._ocr = RapidOCR(params={
-                "Global.log_level": "critical",
-                "Global.use_cls": False,
-                "Global.max_side_len": MAX_SIDE,
-                "EngineConfig.onnxruntime.intra_op_num_threads": 1,
-                "EngineConfig.onnxruntime.inter_op_num_threads": 1,
-                # Measured on this model (docs/benchmarks.md): the arena saves ~8 % of
-                # detector time; one text line per recogniser run beats batches of 6, which
-                # pad every line to the widest in the batch; and padding short lines to 192
-                # px instead of 320 cuts ~14 % of CPU per read with the same CER.
-                "EngineConfig.onnxruntime.enable_cpu_mem_arena": True,
-                "Rec.rec_batch_num": 1,
-                "Rec.rec_img_shape": [3, 48, 192],
-            })
-            logging.getLogger("RapidOCR").setLevel(logging.CRITICAL)
-        return self._ocr
+    @property
+    def cache_hits(self) -> int:
+        return self.engine.cache_hits
 
-    # -- cache -------------------------------------------------------------------------
-    def _path(self, key: str) -> Path:
-        digest = hashlib.sha256(f"v{OCR_CACHE_VERSION}:{key}".encode()).hexdigest()
-        return self.cache_dir / digest[:2] / f"{digest}.json"
+    @property
+    def model_loaded(self) -> bool:
+        return self.engine.model_loaded
+
+    def _key(self, key: str) -> str:
+        return f"lines-v{OCR_CACHE_VERSION}:{key}"
 
     def lookup(self, key: str) -> list[OcrLine] | None:
         """Cached lines for `key`, or None. A damaged entry counts as a miss."""
-        if not self.use_cache or self.instant:
+        if self.instant:
             return None
+        raw = self.engine.lookup(self._key(key))
         try:
-            raw = json.loads(self._path(key).read_text("utf-8"))
-            lines = [OcrLine(t, (b[0], b[1], b[2], b[3]), s) for t, b, s in raw["lines"]]
-        except (OSError, ValueError, KeyError, TypeError, IndexError):
+            return None if raw is None else [OcrLine(t, (b[0], b[1], b[2], b[3]), s) for t, b, s in raw]
+        except (ValueError, TypeError, IndexError):
             return None
-        self.cache_hits += 1
-        return lines
 
-    def _store(self, key: str, lines: list[OcrLine]) -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        body = json.dumps({"key": key, "lines": [[x.text, list(x.box), x.score] for x in lines]})
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_text(body, "utf-8")
-        os.replace(tmp, path)
+    def store(self, key: str, lines: list[OcrLine]) -> None:
+        self.engine.store(self._key(key), [[x.text, list(x.box), x.score] for x in lines])
 
-    # -- reading -----------------------------------------------------------------------
     def read(self, image: Image.Image, key: str | None = None) -> list[OcrLine]:
         """Lines of text in `image`, in reading order. `key` names the input for the cache
         (default: a hash of the pixels)."""
@@ -194,10 +182,8 @@ class OcrEngine:
         if cached is not None:
             return cached
         lines = reading_order(self._run(np.asarray(image.convert("RGB"))))
-        if self.use_cache:
-            self._store(key, lines)
+        self.store(key, lines)
         return lines
-
 
     def _run(self, rgb: np.ndarray) -> list[OcrLine]:
         """The model on the inked region of `rgb`, boxes in the coordinates of `rgb`."""
@@ -208,17 +194,8 @@ class OcrEngine:
         crop = np.ascontiguousarray(rgb[y0:y1, x0:x1])
         # The detector scales the crop as it would have scaled the whole image.
         scale = detector_scale(rgb.shape[1], rgb.shape[0])
-        with self._lock:
-            model = self._model()
-            det = model._load_det_model()
-            if scale > 1.0:
-                det.limit_type, det.limit_side_len = "min", min(crop.shape[:2]) * scale
-            else:
-                det.limit_type, det.limit_side_len = "max", MAX_SIDE * 2
-            with denormals_flushed() if self.flush_denormals else nullcontext():
-                result = model(crop)
-            self.model_calls += 1
-        return _boxes(result, offset=(x0, y0))
+        limit = ("min", min(crop.shape[:2]) * scale) if scale > 1.0 else ("max", MAX_SIDE * 2)
+        return _lines(self.engine.run(crop, det_limit=limit), offset=(x0, y0))
 
 
 def skew_degrees(polys: list[list[tuple[float, float]]]) -> float:
@@ -233,22 +210,17 @@ def skew_degrees(polys: list[list[tuple[float, float]]]) -> float:
     return statistics.median(angles) if angles else 0.0
 
 
-def _boxes(result: Any, offset: tuple[float, float] = (0.0, 0.0)) -> list[OcrLine]:
+def _lines(boxes: list[shared.OcrBox], offset: tuple[float, float] = (0.0, 0.0)) -> list[OcrLine]:
     """Axis-aligned boxes, measured in a frame rotated to undo the page skew, so that a
     scanned page tilted a few degrees still groups into its real lines."""
-    boxes = getattr(result, "boxes", None)
-    txts = getattr(result, "txts", None)
-    scores = getattr(result, "scores", None)
-    if boxes is None or txts is None or scores is None:
-        return []
     dx, dy = offset
-    polys = [[(float(x) + dx, float(y) + dy) for x, y in poly] for poly in boxes]
+    polys = [[(x + dx, y + dy) for x, y in b.points] for b in boxes]
     angle = skew_degrees(polys)
     if abs(angle) < 0.3:
         angle = 0.0
     cos, sin = math.cos(math.radians(-angle)), math.sin(math.radians(-angle))
     out = []
-    for poly, text, score in zip(polys, txts, scores, strict=False):
+    for poly, text, score in zip(polys, (b.text for b in boxes), (b.score for b in boxes), strict=True):
         pts = [(x * cos - y * sin, x * sin + y * cos) for x, y in poly]
         xs, ys = [p[0] for p in pts], [p[1] for p in pts]
         out.append(OcrLine(str(text), (min(xs), min(ys), max(xs), max(ys)), float(score)))

@@ -42,7 +42,7 @@ from emulator.protocols.common import (
     output_tokens,
     truncate_to_tokens,
 )
-from emulator.protocols.tools import make_call
+from emulator.protocols.tools import make_call, schema_answer
 from router.tokens import effective_size, estimate_image_tokens
 
 logger = logging.getLogger(__name__)
@@ -235,6 +235,8 @@ async def _reply(request: Request, parsed: ParsedRequest, model: ModelEntry, see
     text, truncated = truncate_to_tokens(text, parsed.max_output_tokens)
     reply_id = _reply_id(parsed.protocol, request.url.path, raw, tag)
     call = None
+    if parsed.response_schema is not None and not truncated:  # constrained decoding: JSON by the schema
+        text = schema_answer(parsed.response_schema, text)
     if parsed.tool is not None and not parsed.tool_answered:  # a forced call; after its result, text
         call = make_call(parsed.tool, text, reply_id, _CALL_PREFIX[parsed.protocol])
         truncated = False

@@ -28,7 +28,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from collector.schema import utc_now
+from collector.semconv import utc_now
 from collector.store import insert_rows, open_store
 from evals.cases import naive_utc
 from evals.cluster_features import FEATURES, add_features, load_scored

@@ -27,7 +27,7 @@ from typing import Any
 from opentelemetry.trace import TracerProvider
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from collector.schema import utc_now
+from collector.semconv import utc_now
 from collector.store import insert_rows, open_store
 from evals.base import Evaluator, Score, safe_evaluate
 from evals.cases import PendingCase, select_pending

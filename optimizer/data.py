@@ -14,14 +14,8 @@ from pathlib import Path
 
 import polars as pl
 
+from collector.semconv import QUALITY_EVALUATORS
 from collector.store import fetch_df, open_store
-
-# The evaluator whose score is "quality" for each task (evals/ names).
-QUALITY_EVALUATORS: Mapping[str, str] = {
-    "transcribe": "ocr_faithfulness",
-    "extract": "field_accuracy",
-    "describe": "grounding",
-}
 
 _REQUESTS_SQL = """
 WITH img AS (

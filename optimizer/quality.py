@@ -16,9 +16,8 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.model_selection import KFold
 from threadpoolctl import threadpool_limits
 
+from collector.semconv import TASKS
 from optimizer.routes import Route
-
-TASKS = ("transcribe", "extract", "describe")
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import optuna
 
+from collector.analysis import pareto_indices
 from optimizer.space import Policy, SearchSpace, assign, buckets, build_params
 
 
@@ -59,11 +60,8 @@ class SearchResult:
 
     def pareto(self) -> list[TrialPoint]:
         """Non-dominated trials (lower cost, higher quality), sorted by cost."""
-        front: list[TrialPoint] = []
-        for p in sorted(self.points, key=lambda p: (p.cost, -p.quality)):
-            if not front or p.quality > front[-1].quality + 1e-12:
-                front.append(p)
-        return front
+        rows = pareto_indices([p.cost for p in self.points], [p.quality for p in self.points])
+        return [self.points[i] for i in rows]
 
 
 def evaluate(policy: Policy, m: Matrices) -> tuple[float, float]:
@@ -156,20 +154,7 @@ def run_search(
     seeds: list[dict[str, object]] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> SearchResult:
-    floor = baseline_quality - tolerance
-
-    def objective(trial: optuna.Trial) -> float:
-        policy = build_params(trial, space)
-        cost, quality, lower = evaluate_bounds(policy, m)
-        violation = max(0.0, floor - lower)
-        trial.set_user_attr("cost", cost)
-        trial.set_user_attr("quality", quality)
-        trial.set_user_attr("quality_lower", lower)
-        trial.set_user_attr("feasible", violation == 0.0)
-        trial.set_user_attr("violation", violation)
-        trial.set_constraint("quality_floor", violation)
-        return cost
-
+    objective = _objective(space, m, floor=baseline_quality - tolerance)
     with warnings.catch_warnings():
         # multivariate/group/constraints are stable in practice but still flagged experimental.
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -177,19 +162,7 @@ def run_search(
             seed=seed, n_startup_trials=min(25, max(5, trials // 5)), multivariate=True, group=True,
         )
     logging.getLogger("optuna").setLevel(logging.WARNING)
-    # A SQLite study is searched in memory and written back at the end: Optuna's RDB storage costs
-    # ~10× the search itself on SQLite (every trial re-reads the study). A server database
-    # (PostgreSQL) is used live, so that several workers share one study while it runs.
-    mirror = storage is not None and storage.startswith("sqlite")
-    persistent = None
-    if mirror:
-        persistent = optuna.create_study(study_name=study_name, storage=storage, direction="minimize", load_if_exists=True)
-        study = optuna.create_study(study_name=study_name, sampler=sampler, direction="minimize")
-        study.add_trials(persistent.get_trials(deepcopy=False))
-    else:
-        study = optuna.create_study(
-            study_name=study_name, storage=storage, sampler=sampler, direction="minimize", load_if_exists=True
-        )
+    study, persistent = _open_study(study_name, storage, sampler)
     already = len(study.trials)  # finished trials of a resumed study (before the seeds are queued)
     for params in seeds or []:
         study.enqueue_trial(params, skip_if_exists=True)
@@ -211,3 +184,40 @@ def run_search(
     feasible = [p for p in points if p.feasible]
     best = min(feasible, key=lambda p: (p.cost, -p.quality)) if feasible else None
     return SearchResult(study_name, best, points, baseline_cost, baseline_quality, stopper.stopped)
+
+
+def _objective(space: SearchSpace, m: Matrices, floor: float) -> Callable[[optuna.Trial], float]:
+    """Cost to minimise, with the lower bound's shortfall below ``floor`` as Optuna's constraint."""
+
+    def objective(trial: optuna.Trial) -> float:
+        policy = build_params(trial, space)
+        cost, quality, lower = evaluate_bounds(policy, m)
+        violation = max(0.0, floor - lower)
+        trial.set_user_attr("cost", cost)
+        trial.set_user_attr("quality", quality)
+        trial.set_user_attr("quality_lower", lower)
+        trial.set_user_attr("feasible", violation == 0.0)
+        trial.set_user_attr("violation", violation)
+        trial.set_constraint("quality_floor", violation)
+        return cost
+
+    return objective
+
+
+def _open_study(study_name: str, storage: str | None,
+                sampler: optuna.samplers.BaseSampler) -> tuple[optuna.Study, optuna.Study | None]:
+    """The study to search in, and the persistent one to write back to (SQLite only).
+
+    A SQLite study is searched in memory and written back at the end: Optuna's RDB storage costs
+    ~10× the search itself on SQLite (every trial re-reads the study). A server database
+    (PostgreSQL) is used live, so that several workers share one study while it runs.
+    """
+    if storage is not None and storage.startswith("sqlite"):
+        persistent = optuna.create_study(study_name=study_name, storage=storage, direction="minimize", load_if_exists=True)
+        study = optuna.create_study(study_name=study_name, sampler=sampler, direction="minimize")
+        study.add_trials(persistent.get_trials(deepcopy=False))
+        return study, persistent
+    study = optuna.create_study(
+        study_name=study_name, storage=storage, sampler=sampler, direction="minimize", load_if_exists=True
+    )
+    return study, None

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
-from router.tokens import MESSAGE_OVERHEAD_TOKENS, estimate_text_tokens
+from router.tokens import MESSAGE_OVERHEAD_TOKENS, cached_cost_usd, estimate_text_tokens
 
 
 def message_texts(messages: Iterable[Mapping[str, Any]]) -> Iterable[str]:
@@ -57,3 +57,28 @@ def billed_image_tokens(
         return []
     whole = image_tokens if image_tokens is not None else max(input_tokens - text_estimate, 0)
     return apportion(whole, image_estimates)
+
+
+class _Price(Protocol):
+    input_per_mtok: float
+    output_per_mtok: float
+    cached_input_per_mtok: float | None
+    cache_write_per_mtok: float | None
+
+
+class _Usage(Protocol):
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    cache_write_tokens: int
+
+
+def billed_cost_usd(usage: _Usage, price: _Price) -> float:
+    """What a call cost: cached input (OpenAI ``cached_tokens``, Anthropic cache reads, Gemini
+    ``cachedContentTokenCount``) at the cached price, Anthropic cache writes at the write price."""
+    return cached_cost_usd(
+        input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+        cached_tokens=usage.cached_tokens, cache_write_tokens=usage.cache_write_tokens,
+        input_per_mtok=price.input_per_mtok, output_per_mtok=price.output_per_mtok,
+        cached_per_mtok=price.cached_input_per_mtok, cache_write_per_mtok=price.cache_write_per_mtok,
+    )

@@ -25,10 +25,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from collector.semconv import ProviderKind
 from router.rollout.settings import AutopilotSettings, RolloutSettings
-from router.tokens import TokenRule
-
-ProviderKind = Literal["openai", "anthropic", "gemini"]
+from router.tokens import TokenRule, rule_from_config
 
 
 class _Strict(BaseModel):
@@ -55,8 +54,13 @@ class ProviderConfig(_Strict):
 
 
 class Price(_Strict):
+    """USD per 1M tokens. Cached input (a prompt-cache hit) and cache writes have their own prices
+    where the provider charges differently; unset, they cost the full input price."""
+
     input_per_mtok: float = Field(ge=0)
     output_per_mtok: float = Field(ge=0)
+    cached_input_per_mtok: float | None = Field(default=None, ge=0)
+    cache_write_per_mtok: float | None = Field(default=None, ge=0)
     effective_from: date | None = None
 
 
@@ -80,8 +84,7 @@ class ImageRuleConfig(_Strict):
     default_media: str | None = None
 
     def to_rule(self) -> TokenRule:
-        values = {k: v for k, v in self.model_dump().items() if k != "rule" and v is not None}
-        return TokenRule(algo=self.rule, **values)
+        return rule_from_config(self.model_dump())
 
 
 class ModelLimits(_Strict):
@@ -265,9 +268,21 @@ class AppConfig(BaseSettings):
         return not self.virtual_keys
 
     def resolve_path(self, value: str | None) -> Path | None:
+        """A path the gateway writes (store, blobs, rule store, ledger), made absolute.
+
+        One rule for every command: a relative path is relative to where the command runs, not
+        to the config file, so ``aperture serve -c examples/x.yaml`` and ``aperture spend`` in
+        the same directory meet at the same ``./aperture.duckdb``.
+        """
         if value is None:
             return None
-        p = Path(value)
+        return Path(value).expanduser().absolute()
+
+    def resolve_config_path(self, value: str | None) -> Path | None:
+        """A file shipped beside the config (``routing.rules_file``): relative to the config file."""
+        if value is None:
+            return None
+        p = Path(value).expanduser()
         return p if p.is_absolute() else Path(self.base_dir) / p
 
     def admin_key(self) -> str | None:

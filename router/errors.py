@@ -118,3 +118,9 @@ class StateUnavailable(GatewayError):
     status = 503
     code = "state_unavailable"
     type = "api_error"
+
+
+class StructuredOutputInvalid(UpstreamFailed):
+    """The answer broke the request's ``response_format`` JSON schema, after one repair retry."""
+
+    code = "structured_output_invalid"

@@ -1,19 +1,44 @@
 """Prometheus metrics of one gateway instance (its own registry, so tests can build many apps).
 
 Names are part of the contract with ``deploy/grafana`` dashboards; keep them stable.
+
+Under ``aperture serve --workers N`` every worker is its own process, and a scrape reaches only
+one of them. ``serve`` then sets ``PROMETHEUS_MULTIPROC_DIR`` (before the workers start, since
+prometheus-client reads it at import) and each worker's values live in files there;
+:meth:`GatewayMetrics.render` sums every worker's files (prometheus-client's multiprocess mode),
+so any worker answers for all. Gauges say how they combine: ``livesum`` or ``livemax``.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def multiprocess_dir() -> str | None:
+    """The directory prometheus-client's multiprocess mode uses, when this process is in it."""
+    return os.environ.get(MULTIPROC_ENV) or None
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
 class GatewayMetrics:
-    def __init__(self) -> None:
+    """The gateway's metrics. ``multiproc_dir`` (default: :func:`multiprocess_dir`) turns on the
+    sum over worker processes; it must be the directory prometheus-client was imported with."""
+
+    def __init__(self, multiproc_dir: str | None = None) -> None:
+        self.multiproc_dir = multiproc_dir or multiprocess_dir()
         r = self.registry = CollectorRegistry()
         self.requests = Counter(
             "aperture_requests", "Chat requests answered, by HTTP status code, routed model and ruleset arm "
@@ -32,31 +57,43 @@ class GatewayMetrics:
         self.shadow_cost = Counter("aperture_shadow_cost_usd", "Billed cost of shadows in USD.", registry=r)
         self.cost = Counter("aperture_cost_usd", "Billed cost in USD.", ["model", "team"], registry=r)
         self.upstream_attempts = Counter("aperture_upstream_attempts", "Upstream attempts, by provider and outcome.", ["provider", "outcome"], registry=r)
-        self.ruleset_load_failures = Gauge("aperture_ruleset_load_failures", "Ruleset versions that failed to load (the old one stayed).", registry=r)
-        self.ruleset_active = Gauge("aperture_ruleset_active", "1 for the ruleset version serving each arm.", ["version", "arm"], registry=r)
-        self.spans_dropped = Gauge("aperture_spans_dropped", "Spans the exporters could not store or send.", registry=r)
+        self.ruleset_load_failures = Gauge("aperture_ruleset_load_failures", "Ruleset versions that failed to load (the old one stayed).",
+                                           registry=r, multiprocess_mode="livemax")
+        self.ruleset_active = Gauge("aperture_ruleset_active", "1 for the ruleset version serving each arm.", ["version", "arm"],
+                                    registry=r, multiprocess_mode="livemax")
+        self.spans_dropped = Gauge("aperture_spans_dropped", "Spans the exporters could not store or send.", registry=r,
+                                   multiprocess_mode="livesum")
         self.state_fallbacks = Counter(
             "aperture_state_fallbacks", "State operations the shared store (Redis) failed, by operation and outcome "
             "(local: served by this process's limits; refused: 503 state_unavailable; lost: bookkeeping dropped).",
             ["operation", "outcome"], registry=r)
         self._dropped_sources: list[Callable[[], int]] = []
-        self.spans_dropped.set_function(lambda: float(sum(f() for f in self._dropped_sources)))
+        self._ruleset_labels: set[tuple[str, str]] = set()
 
     def add_dropped_source(self, source: Callable[[], int]) -> None:
         self._dropped_sources.append(source)
 
     def set_ruleset(self, arms: dict[str, str | None]) -> None:
-        self.ruleset_active.clear()
-        for arm, version in arms.items():
-            if version:
-                self.ruleset_active.labels(version=version, arm=arm).set(1)
+        # Zero the old labels rather than clear(): in multiprocess mode a cleared child would keep
+        # its last value in the worker's file.
+        current = {(version, arm) for arm, version in arms.items() if version}
+        for version, arm in self._ruleset_labels - current:
+            self.ruleset_active.labels(version=version, arm=arm).set(0)
+        for version, arm in current:
+            self.ruleset_active.labels(version=version, arm=arm).set(1)
+        self._ruleset_labels |= current
 
     def state_fallback(self, operation: str, outcome: str) -> None:
         """The hook :func:`router.state.build_state` calls when the shared store fails."""
         self.state_fallbacks.labels(operation=operation, outcome=outcome).inc()
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        self.spans_dropped.set(float(sum(f() for f in self._dropped_sources)))
+        if self.multiproc_dir is None:
+            return generate_latest(self.registry)
+        combined = CollectorRegistry()
+        multiprocess.MultiProcessCollector(combined, path=self.multiproc_dir)
+        return generate_latest(combined)
 
     def shadow(self, outcome: str, spent_usd: float) -> None:
         self.shadows.labels(outcome=outcome).inc()

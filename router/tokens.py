@@ -17,8 +17,9 @@ Example::
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 Algo = Literal["tile", "patch", "claude", "claude_legacy", "gemini_fixed", "gemini_tile", "gemini_media"]
 
@@ -64,6 +65,22 @@ class TokenRule:
 
     def __hash__(self) -> int:  # dict fields would make the default hash fail
         return hash((self.algo, self.base, self.tile, self.multiplier, self.max_edge, self.max_tokens))
+
+
+def rule_from_config(image: Mapping[str, Any]) -> TokenRule:
+    """A configuration ``image:`` block (``{rule: tile, base: 85, ...}``) as a :class:`TokenRule`.
+
+    The one conversion from configuration to token math: the gateway's validated config and the
+    emulator's plain-YAML catalog overrides both go through it, so their estimates and bills
+    agree. Keys whose value is ``None`` keep the rule's defaults.
+
+    >>> rule_from_config({"rule": "tile", "base": 85, "tile": 170, "max_dim": None}).max_dim
+    2048
+    """
+    if "rule" not in image:
+        raise ValueError("an image block needs a 'rule'")
+    values = {k: v for k, v in image.items() if k != "rule" and v is not None}
+    return TokenRule(algo=image["rule"], **values)
 
 
 def fit_within(width: int, height: int, max_w: int, max_h: int) -> tuple[int, int]:
@@ -224,3 +241,31 @@ MESSAGE_OVERHEAD_TOKENS = 4
 def cost_usd(input_tokens: float, output_tokens: float, input_per_mtok: float, output_per_mtok: float) -> float:
     """Price of a call from token counts and per-million prices."""
     return (input_tokens * input_per_mtok + output_tokens * output_per_mtok) / 1_000_000
+
+
+def cached_cost_usd(
+    *,
+    input_tokens: float,
+    output_tokens: float,
+    cached_tokens: float,
+    cache_write_tokens: float,
+    input_per_mtok: float,
+    output_per_mtok: float,
+    cached_per_mtok: float | None = None,
+    cache_write_per_mtok: float | None = None,
+) -> float:
+    """Price of a call whose prompt was partly read from (or written to) the provider's cache.
+
+    ``input_tokens`` is the whole prompt, cached parts included, as the adapters report it; the
+    cached and cache-written parts are billed at their own prices (the full input price when a
+    price is unknown), the rest at the input price. Counts that claim more than the prompt are
+    clipped, so a bad usage report can never make the cost negative.
+    """
+    total = max(input_tokens, 0.0)
+    cached = min(max(cached_tokens, 0.0), total)
+    written = min(max(cache_write_tokens, 0.0), total - cached)
+    plain = total - cached - written
+    cached_price = input_per_mtok if cached_per_mtok is None else cached_per_mtok
+    write_price = input_per_mtok if cache_write_per_mtok is None else cache_write_per_mtok
+    prompt = plain * input_per_mtok + cached * cached_price + written * write_price
+    return (prompt + max(output_tokens, 0.0) * output_per_mtok) / 1_000_000

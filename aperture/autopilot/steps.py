@@ -140,18 +140,18 @@ class StoreLoopSteps:
             time.sleep(0.5)
 
     def search(self, settings: AutopilotSettings, cycle_id: str) -> SearchOutcome:
-        from optimizer.run import OptimizerError, optimize
+        from optimizer.run import OptimizerError, OptimizeSettings, optimize
 
         replayed, usd, replay_reason = self._replay(settings)
         if replayed:
             self.score()
         active = self.store.pointer().active
         try:
-            proposal = optimize(
-                self.db, self.config.models, tolerance=settings.tolerance, trials=settings.trials,
-                seed=settings.seed, storage=f"sqlite:///{self.workdir / 'optuna.db'}",
-                study_name=f"autopilot-{cycle_id}", models=settings.allowed_models or None,
-            )
+            proposal = optimize(self.db, self.config.models, OptimizeSettings(
+                tolerance=settings.tolerance, trials=settings.trials, seed=settings.seed,
+                storage=f"sqlite:///{self.workdir / 'optuna.db'}", study_name=f"autopilot-{cycle_id}",
+                models=settings.allowed_models or None,
+            ))
         except OptimizerError as exc:
             return SearchOutcome(None, f"optimizer refused: {exc}; {replay_reason}", replayed, usd)
         details = {"savings": proposal.savings, "predicted_quality": proposal.predicted_quality,

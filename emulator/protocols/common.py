@@ -52,7 +52,7 @@ class DecodedImage:
 
     ref: ImageRef
     data: bytes
-    format: str | None  # png | jpeg | gif | webp | heic | heif | None (unknown)
+    format: str | None  # router.images.sniff.claimed_format: png | jpeg | … | None (not an image)
     width: int = 0
     height: int = 0
     animated: bool = False
@@ -70,6 +70,7 @@ class ParsedRequest:
     max_output_tokens: int | None = None
     tool: ToolSpec | None = None  # the function the request forces, if any
     tool_answered: bool = False  # the last turn carries a tool result: answer with text
+    response_schema: Any = None  # a JSON (or Gemini OpenAPI) schema the answer must follow, if any
 
 
 @dataclass(frozen=True)
@@ -114,29 +115,6 @@ def b64decode_strict(value: str) -> bytes:
         return base64.b64decode(value.encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError) as exc:
         raise ValueError("invalid base64") from exc
-
-
-_HEIC_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs"}
-_HEIF_BRANDS = {b"mif1", b"msf1", b"heif", b"avif"}
-
-
-def sniff_format(data: bytes) -> str | None:
-    """The image format from its magic bytes: png, jpeg, gif, webp, heic, heif, or None."""
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return "gif"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    if data[4:8] == b"ftyp":
-        brand = data[8:12]
-        if brand in _HEIC_BRANDS:
-            return "heic"
-        if brand in _HEIF_BRANDS and brand != b"avif":
-            return "heif"
-    return None
 
 
 def split_chunks(text: str, pieces: int = 4) -> list[str]:

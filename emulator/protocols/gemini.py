@@ -157,7 +157,21 @@ def parse(body: Any, path_model: str | None = None) -> ParsedRequest:
     last = contents[-1]["parts"]
     answered = any(isinstance(p, Mapping) and get_any(p, "functionResponse", "function_response") for p in last)
     return ParsedRequest(NAME, path_model or "", prompt, text_tokens(texts), images, False, True, max_out,
-                         _forced_tool(body), answered)
+                         _forced_tool(body), answered, _response_schema(config))
+
+
+def _response_schema(config: Mapping[str, Any]) -> Any:
+    """``responseSchema`` (OpenAPI subset) or ``responseJsonSchema``, honoured only with the JSON
+    mime type, as the API requires."""
+    schema = get_any(config, "responseSchema", "response_schema")
+    json_schema = get_any(config, "responseJsonSchema", "response_json_schema")
+    if schema is None and json_schema is None:
+        return None
+    mime = get_any(config, "responseMimeType", "response_mime_type")
+    if mime != "application/json":
+        raise invalid("* GenerateContentRequest.generation_config.response_mime_type: response_mime_type must be "
+                      "application/json when response_schema is set.")
+    return schema if schema is not None else json_schema
 
 
 def _declarations(body: Mapping[str, Any]) -> list[ToolSpec]:

@@ -175,7 +175,20 @@ def parse(body: Any, path_model: str | None = None) -> ParsedRequest:
                     f"{max_out} instead.", param="max_tokens", code="integer_below_min_value")
     prompt = "\n".join(t for parts in texts for t in parts)
     return ParsedRequest(NAME, model, prompt, text_tokens(texts), images, stream, include_usage, max_out,
-                         _forced_tool(body), messages[-1].get("role") == "tool")
+                         _forced_tool(body), messages[-1].get("role") == "tool", _response_schema(body))
+
+
+def _response_schema(body: Mapping[str, Any]) -> Any:
+    """``response_format: {"type": "json_schema", "json_schema": {"schema"}}``: the answer's schema."""
+    fmt = body.get("response_format")
+    if not isinstance(fmt, Mapping) or fmt.get("type") != "json_schema":
+        return None
+    spec = fmt.get("json_schema")
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("name"), str):
+        raise error(400, "Missing required parameter: 'response_format.json_schema.name'.",
+                    param="response_format.json_schema.name", code="missing_required_parameter")
+    schema = spec.get("schema")
+    return schema if isinstance(schema, Mapping) else {"type": "object"}
 
 
 def _check_tool_turn(messages: list[Any], i: int) -> None:

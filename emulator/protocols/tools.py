@@ -98,6 +98,15 @@ def fill_arguments(spec: ToolSpec, answer: str) -> dict[str, Any]:
     return args
 
 
+def schema_answer(schema: Any, answer: str) -> str:
+    """The JSON text a model constrained to ``schema`` answers: an object's required properties
+    filled as a forced call's arguments would be, any other type as the text itself."""
+    kind = schema.get("type") if isinstance(schema, Mapping) else None
+    if str(kind or "object").lower() != "object":
+        return json.dumps(answer, ensure_ascii=False)
+    return json.dumps(fill_arguments(ToolSpec("", required_params(schema)), answer), ensure_ascii=False)
+
+
 def make_call(spec: ToolSpec, answer: str, reply_id: str, prefix: str) -> ToolCall:
     """The call the emulated model makes; ``prefix`` is the provider's id style (``call_``, ``toolu_01``)."""
     digest = hashlib.sha256(f"{reply_id}\0{spec.name}".encode()).hexdigest()

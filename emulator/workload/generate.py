@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from collector.semconv import TASKS
 from emulator.workload import effects
 from emulator.workload.encode import EXTENSIONS, FORMATS, encode
 from emulator.workload.fields import FIELDS
@@ -61,6 +62,51 @@ def _target(rng: random.Random, long_side: int, aspect: float) -> tuple[int, int
     return max(1, round(long_side * aspect)), long_side
 
 
+def _draw(effect: str | None, builder: Any, rng: random.Random, nprng: np.random.Generator,
+          target: tuple[int, int], font_px: int, params: dict[str, Any]) -> tuple[Image.Image, Any, Any, int]:
+    """The document drawn and photographed (a sign) or scanned: (image, rendered, doc, row budget).
+    Draws from ``rng`` in a fixed order, so a (seed, index) always gives the same image."""
+    if effect == "sign":
+        budget = rng.choice((1, 2, 2, 3, 3, 3))
+        doc = builder(rng, budget)
+        plate = render(doc, font_px, (0, 0))
+        size = (max(target[0], round(plate.image.width / 0.8)),
+                max(target[1], round(plate.image.height / 0.8)))
+        angle, blur, sigma = rng.uniform(-4, 4), rng.uniform(0.3, 1.2), rng.uniform(4, 12)
+        params.update(angle=round(angle, 3), blur=round(blur, 3), noise_sigma=round(sigma, 3))
+        return effects.sign_photo(plate.image, size, nprng, angle, blur, sigma), plate, doc, budget
+    line_h = font_px * 1.6
+    budget = max(4, int((target[1] - 2 * margin(font_px, target[0])) / line_h))
+    doc = builder(rng, budget)
+    rendered = render(doc, font_px, target)
+    image = rendered.image
+    if effect == "scan":
+        angle = rng.choice((-1, 1)) * rng.uniform(0.7, 4.0)
+        sigma, gray = rng.uniform(4, 10), rng.random() < 0.5
+        image = effects.scan(image, nprng, angle, sigma, gray)
+        params.update(angle=round(angle, 3), noise_sigma=round(sigma, 3), grayscale=gray)
+    return image, rendered, doc, budget
+
+
+def _choose_task(kind: str, rng: random.Random, overrides: dict[str, Any], qa: list[dict[str, Any]],
+                 params: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    """The item's task (an extract item asks its first question), and its questions in order."""
+    task = overrides.get("task", weighted(rng, TASK_MIX))
+    if task == "extract":
+        if not qa:
+            task = "transcribe"
+        else:
+            want = overrides.get("field") or rng.choice(qa)["field"]
+            asked = [q for q in qa if q["field"] == want]
+            if not asked:
+                raise ValueError(f"field {want!r} is not on this {kind}; has {[q['field'] for q in qa]}")
+            qa = asked + [q for q in qa if q["field"] != want]
+            params["ask_field"] = want
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}")
+    return task, qa
+
+
 def generate_item(kind: str, seed: int, index: int, **overrides: Any) -> GeneratedItem:
     """One image and its ground-truth record. `overrides` pin parameters (format, task, field,
     font_px, long_side, quality, builder) that are otherwise drawn from the kind's ranges."""
@@ -88,27 +134,7 @@ def generate_item(kind: str, seed: int, index: int, **overrides: Any) -> Generat
         "format": fmt, "quality": quality, "text_height_metric": "cap_height",
     }
 
-    if spec.effect == "sign":
-        budget = rng.choice((1, 2, 2, 3, 3, 3))
-        doc = builder(rng, budget)
-        plate = render(doc, font_px, (0, 0))
-        size = (max(target[0], round(plate.image.width / 0.8)),
-                max(target[1], round(plate.image.height / 0.8)))
-        angle, blur, sigma = rng.uniform(-4, 4), rng.uniform(0.3, 1.2), rng.uniform(4, 12)
-        image = effects.sign_photo(plate.image, size, nprng, angle, blur, sigma)
-        rendered = plate
-        params.update(angle=round(angle, 3), blur=round(blur, 3), noise_sigma=round(sigma, 3))
-    else:
-        line_h = font_px * 1.6
-        budget = max(4, int((target[1] - 2 * margin(font_px, target[0])) / line_h))
-        doc = builder(rng, budget)
-        rendered = render(doc, font_px, target)
-        image = rendered.image
-        if spec.effect == "scan":
-            angle = rng.choice((-1, 1)) * rng.uniform(0.7, 4.0)
-            sigma, gray = rng.uniform(4, 10), rng.random() < 0.5
-            image = effects.scan(image, nprng, angle, sigma, gray)
-            params.update(angle=round(angle, 3), noise_sigma=round(sigma, 3), grayscale=gray)
+    image, rendered, doc, budget = _draw(spec.effect, builder, rng, nprng, target, font_px, params)
     if max(image.size) > MAX_SIDE:
         raise ValueError(f"{kind} item {index} came out {image.size}, over {MAX_SIDE}px")
     params["row_budget"] = budget
@@ -120,19 +146,7 @@ def generate_item(kind: str, seed: int, index: int, **overrides: Any) -> Generat
     fields = {k: v for k, v in doc.fields.items() if v in text}
     qa = [{"question": FIELDS[k].question, "answer": v, "field": k}
           for k, v in fields.items() if k in FIELDS]
-    task = overrides.get("task", weighted(rng, TASK_MIX))
-    if task == "extract":
-        if not qa:
-            task = "transcribe"
-        else:
-            want = overrides.get("field") or rng.choice(qa)["field"]
-            asked = [q for q in qa if q["field"] == want]
-            if not asked:
-                raise ValueError(f"field {want!r} is not on this {kind}; has {[q['field'] for q in qa]}")
-            qa = asked + [q for q in qa if q["field"] != want]
-            params["ask_field"] = want
-    if task not in ("transcribe", "extract", "describe"):
-        raise ValueError(f"unknown task {task!r}")
+    task, qa = _choose_task(kind, rng, overrides, qa, params)
     prompt = qa[0]["question"] if task == "extract" else PROMPTS[task]
 
     data = encode(image, fmt, quality)

@@ -31,8 +31,7 @@ def read_bmff(d: bytes | bytearray) -> tuple[str, int, int, bool]:
         raise InvalidImage("ISO-BMFF ftyp box has an invalid size")
     if ftyp_size > n:
         raise InvalidImage("ISO-BMFF ftyp box is truncated")
-    major = bytes(d[8:12])
-    brands = {major} | {bytes(d[i : i + 4]) for i in range(16, ftyp_size - 3, 4)}
+    major, brands = _brands(d, ftyp_size)
     fmt = _format_from_brands(major, brands)
     animated = bool(major in _SEQUENCE or (brands & _SEQUENCE and major not in _AVIF | _HEIC))
 
@@ -48,6 +47,23 @@ def read_bmff(d: bytes | bytearray) -> tuple[str, int, int, bool]:
         raise InvalidImage(f"{fmt.upper()} has no meta box (truncated or not a still image)")
     width, height = _primary_size(d, meta[0] + 4, meta[1])  # meta is a full box
     return fmt, width, height, animated
+
+
+def brand_format(d: bytes | bytearray) -> str | None:
+    """``avif`` / ``heic`` / ``heif`` from the ``ftyp`` brands alone, or None when they name none."""
+    if len(d) < 16 or d[4:8] != b"ftyp":
+        return None
+    (ftyp_size,) = struct.unpack_from(">I", d, 0)
+    major, brands = _brands(d, max(16, min(ftyp_size, len(d), 4096)))
+    try:
+        return _format_from_brands(major, brands)
+    except UnsupportedImageFormat:
+        return None
+
+
+def _brands(d: bytes | bytearray, ftyp_size: int) -> tuple[bytes, set[bytes]]:
+    major = bytes(d[8:12])
+    return major, {major} | {bytes(d[i : i + 4]) for i in range(16, ftyp_size - 3, 4)}
 
 
 def _format_from_brands(major: bytes, brands: set[bytes]) -> str:

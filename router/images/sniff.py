@@ -20,7 +20,7 @@ import struct
 from dataclasses import dataclass
 
 from router.errors import InvalidImage, UnsupportedImageFormat
-from router.images._bmff import read_bmff
+from router.images._bmff import brand_format, read_bmff
 from router.images._nonimage import describe_non_image
 
 FORMATS: frozenset[str] = frozenset(
@@ -100,6 +100,29 @@ def sniff(data: bytes | bytearray) -> ImageHeader:
     if _is_prefix_of_magic(data):
         raise InvalidImage("image data is truncated inside the file signature")
     raise UnsupportedImageFormat(describe_non_image(data))
+
+
+def claimed_format(data: bytes | bytearray) -> str | None:
+    """The format the magic bytes claim, without reading the header; None when they claim none.
+
+    For a caller that must tell "not an image" from "an image whose header is broken" in its
+    own words (the emulator answers each the way its provider does). Never raises.
+    """
+    if data.startswith(_PNG_SIG):
+        return "png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "gif"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    if data[4:8] == b"ftyp":
+        return brand_format(data)
+    if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return "tiff"
+    if data.startswith(b"BM") and len(data) >= 18:
+        return "bmp"
+    return None
 
 
 def check_complete(data: bytes | bytearray, header: ImageHeader) -> None:

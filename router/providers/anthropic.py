@@ -8,6 +8,7 @@ cumulative, so the last value wins; it is never summed.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,6 +40,7 @@ from router.providers.messages import (
     obj,
     tool_call,
 )
+from router.providers.structured import STRUCTURED_VALUE_TOOL, anthropic_answer, is_structured_tool
 
 SPEC = ProviderSpec(
     kind="anthropic",
@@ -106,20 +108,27 @@ def parse_response(
         raise malformed("anthropic response has no content", "anthropic")
     texts: list[str] = []
     calls: list[JSON] = []
+    structured = False
     for block in doc["content"]:
         if not isinstance(block, dict):
             continue
         if block.get("type") == "text":
             texts.append(str(block.get("text") or ""))
         elif block.get("type") == "tool_use":
+            answer = anthropic_answer(block.get("name"), block.get("input"))
+            if answer is not None:  # the forced structured-output tool: its input is the answer
+                structured = True
+                texts = [answer]
+                continue
             args = block.get("input")
             calls.append(tool_call(block.get("id"), block.get("name"), {} if args is None else args))
     message: JSON = {"role": "assistant", "content": "".join(texts) if texts or not calls else None}
     if calls:
         message["tool_calls"] = calls
+    reason = FINISH_REASONS.get(str(doc.get("stop_reason")), "stop")
     choices: list[JSON] = [{
         "index": 0, "message": message,
-        "finish_reason": FINISH_REASONS.get(str(doc.get("stop_reason")), "stop"),
+        "finish_reason": "stop" if structured and reason == "tool_calls" else reason,
     }]
     return completion_result(
         doc.get("id") or "chatcmpl-anthropic", choices, usage_from(doc.get("usage")),
@@ -161,6 +170,8 @@ class AnthropicStreamTranslator(StreamTranslator):
         super().__init__(**kwargs)
         self._tool_slot: dict[int, int] = {}  # content block index -> OpenAI tool_calls index
         self._raw_usage: dict[str, Any] = {}
+        # content block index -> buffered input JSON of the forced structured-output tool
+        self._structured: dict[int, list[str]] = {}
 
     def feed(self, event: str | None, data: str) -> list[JSON]:
         doc = load_json_event(data, "anthropic")
@@ -179,19 +190,26 @@ class AnthropicStreamTranslator(StreamTranslator):
             return self._role() + self._block_start(doc)
         if kind == "content_block_delta":
             return self._block_delta(doc)
+        if kind == "content_block_stop":
+            return self._structured_stop(doc)
         if kind == "message_delta":
             self._merge_usage(doc.get("usage"))
             delta = obj(doc.get("delta"))
             reason = delta.get("stop_reason")
             if isinstance(reason, str) and self.finish_reason is None:
-                self.finish_reason = FINISH_REASONS.get(reason, "stop")
+                mapped = FINISH_REASONS.get(reason, "stop")
+                self.finish_reason = "stop" if self._structured and mapped == "tool_calls" else mapped
                 return self._role() + [self._chunk({}, self.finish_reason)]
-        return []  # content_block_stop, message_stop, ping and unknown events
+        return []  # message_stop, ping and unknown events
 
     def _block_start(self, doc: JSON) -> list[JSON]:
         block = obj(doc.get("content_block"))
         if block.get("type") == "text" and isinstance(block.get("text"), str) and block["text"]:
             return [self._chunk({"content": block["text"]})]
+        if block.get("type") == "tool_use" and isinstance(doc.get("index"), int) and is_structured_tool(block.get("name")):
+            # The structured answer arrives as tool input; it goes out as content.
+            self._structured[doc["index"]] = [str(block.get("name"))]
+            return []
         if block.get("type") == "tool_use" and isinstance(doc.get("index"), int):
             slot = self._tool_slot[doc["index"]] = len(self._tool_slot)
             call = {
@@ -205,12 +223,29 @@ class AnthropicStreamTranslator(StreamTranslator):
         delta = obj(doc.get("delta"))
         if delta.get("type") == "text_delta" and isinstance(delta.get("text"), str):
             return self._role() + [self._chunk({"content": delta["text"]})] if delta["text"] else []
+        if delta.get("type") == "input_json_delta" and doc.get("index") in self._structured:
+            partial = delta.get("partial_json")
+            if isinstance(partial, str) and partial:
+                self._structured[doc["index"]].append(partial)
+            return []
         if delta.get("type") == "input_json_delta":
             slot = self._tool_slot.get(doc.get("index"))  # type: ignore[arg-type]
             partial = delta.get("partial_json")
             if slot is not None and isinstance(partial, str) and partial:
                 return [self._chunk({"tool_calls": [{"index": slot, "function": {"arguments": partial}}]})]
         return []  # thinking, signature and citation deltas have no OpenAI counterpart
+
+    def _structured_stop(self, doc: JSON) -> list[JSON]:
+        parts = self._structured.get(doc.get("index"))  # type: ignore[arg-type]
+        if not parts:
+            return []
+        name, raw = parts[0], "".join(parts[1:])
+        try:
+            value = json.loads(raw) if raw else {}
+        except ValueError:  # a broken answer stays visible as it came, for validation to report
+            return self._role() + [self._chunk({"content": raw})]
+        answer = anthropic_answer(name, value) if name == STRUCTURED_VALUE_TOOL else raw or "{}"
+        return self._role() + [self._chunk({"content": answer})]
 
     def _merge_usage(self, raw: Any) -> None:
         if isinstance(raw, dict):

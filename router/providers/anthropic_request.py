@@ -3,7 +3,8 @@
 System/developer messages become top-level ``system``; tool results ride in user turns;
 consecutive same-role turns are merged because the API wants user/assistant alternation; image
 parts become base64 or URL sources (the detail level has no Anthropic counterpart and is
-dropped); ``max_tokens`` is required, so ``AdapterOptions.default_max_tokens`` fills it in.
+dropped); ``response_format: json_schema`` becomes a forced tool (:mod:`router.providers.structured`);
+``max_tokens`` is required, so ``AdapterOptions.default_max_tokens`` fills it in.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from router.providers.messages import (
     refuse_n,
     tool_arguments,
 )
+from router.providers.structured import anthropic_forced_tool, schema_format
 
 _PARAMS: ParamTable = {
     "max_completion_tokens": ("max_tokens", int),
@@ -41,7 +43,8 @@ def build_request(
     out.setdefault("max_tokens", options.default_max_tokens)
     if system:
         out["system"] = system
-    out.update(_tools(body))
+    fmt = schema_format(body)
+    out.update(anthropic_forced_tool(fmt, body) if fmt is not None else _tools(body))
     if isinstance(body.get("user"), str):
         out["metadata"] = {"user_id": body["user"]}
     if stream:

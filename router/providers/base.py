@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal, Protocol
 
+from collector.semconv import ProviderKind
 from router.errors import GatewayError
 
-ProviderKind = Literal["openai", "anthropic", "gemini"]
 Headers = Mapping[str, str]
 JSON = dict[str, Any]
 

@@ -24,6 +24,7 @@ from router.providers.messages import (
     text_content,
     tool_arguments,
 )
+from router.providers.structured import gemini_generation, schema_format
 
 _GENERATION: ParamTable = {
     "max_completion_tokens": ("maxOutputTokens", int),
@@ -60,7 +61,10 @@ def build_request(
     if system:
         out["systemInstruction"] = {"parts": [{"text": system}]}
     generation = map_params(body, _GENERATION)
-    if (body.get("response_format") or {}).get("type") in ("json_object", "json_schema"):
+    fmt = schema_format(body)
+    if fmt is not None:
+        generation.update(gemini_generation(fmt))
+    elif (body.get("response_format") or {}).get("type") == "json_object":
         generation["responseMimeType"] = "application/json"
     if options.media_resolution and not options.per_part_media_resolution and levels:
         # ULTRA_HIGH exists per part only; globally the most any image asked for, up to HIGH.

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from collector.semconv import utc_now
 from router.rollout.records import (
     CorruptVersion,
     InvalidRuleset,
@@ -33,7 +34,6 @@ from router.rollout.records import (
     content_hash,
     format_version_id,
     unified_diff,
-    utc_now,
 )
 
 
@@ -241,5 +241,4 @@ __all__ = [
     "content_hash",
     "format_version_id",
     "unified_diff",
-    "utc_now",
 ]

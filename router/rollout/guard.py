@@ -26,8 +26,9 @@ from opentelemetry import trace
 from opentelemetry.trace import TracerProvider
 
 from collector import semconv as sc
+from collector.semconv import utc_now
 from collector.store import insert_rows, open_store
-from router.rollout.base import Pointer, RolloutConflict, RuleStore, utc_now
+from router.rollout.base import Pointer, RolloutConflict, RuleStore
 from router.rollout.sequential import (
     Decision,
     MetricResult,

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import replace
 
+from collector.semconv import utc_now
 from router.rollout.base import (
     CorruptVersion,
     Pointer,
@@ -17,7 +18,6 @@ from router.rollout.base import (
     Validate,
     content_hash,
     format_version_id,
-    utc_now,
 )
 
 

@@ -9,7 +9,7 @@ import difflib
 import hashlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from router.errors import GatewayError
@@ -58,11 +58,6 @@ class RolloutConflict(RolloutError):
 
 def content_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def utc_now() -> datetime:
-    """Naive UTC, like every timestamp in the trace store."""
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def _ts(value: datetime | None) -> str | None:
@@ -188,5 +183,4 @@ __all__ = [
     "content_hash",
     "format_version_id",
     "unified_diff",
-    "utc_now",
 ]

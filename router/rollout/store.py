@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
+from collector.semconv import utc_now
 from router.rollout.base import (
     CorruptVersion,
     InvalidRuleset,
@@ -42,7 +43,6 @@ from router.rollout.base import (
     content_hash,
     format_version_id,
     unified_diff,
-    utc_now,
 )
 
 log = logging.getLogger(__name__)

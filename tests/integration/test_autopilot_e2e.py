@@ -50,19 +50,19 @@ def workloads(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict
 
 def test_the_autopilot_promotes_a_good_proposal_untouched(tmp_path: Path, workloads: Any) -> None:
     root, train, fresh = workloads
-    with running_emulator(mode="vision", catalog=str(EXAMPLES / "emulated.yaml"), ocr_workers=2) as emulator_url:
-        with LoopSession(_config(emulator_url, RAILS), tmp_path / "run") as session:
-            with open_store(session.db) as conn:
-                load_references(conn, train + fresh)
-            session.send(train, root / "train")
-            searched = session.wait_for(lambda: any(e.step == "canary" and e.decision == "start" for e in session.events())
-                                        or any(e.step == "search" and e.decision == "nothing" for e in session.events()),
-                                        timeout_s=400)
-            assert searched, "\n".join(f"{e.step} {e.decision}: {e.reason}" for e in session.events())
-            session.send(fresh, root / "fresh", until=lambda: session.decided() is not None)
-            session.wait_for(lambda: session.decided() is not None, timeout_s=120)
-            events = [(e.step, e.decision, e.reason) for e in session.events()]
-            decided = session.decided()
+    with (running_emulator(mode="vision", catalog=str(EXAMPLES / "emulated.yaml"), ocr_workers=2) as emulator_url,
+          LoopSession(_config(emulator_url, RAILS), tmp_path / "run") as session):
+        with open_store(session.db) as conn:
+            load_references(conn, train + fresh)
+        session.send(train, root / "train")
+        searched = session.wait_for(lambda: any(e.step == "canary" and e.decision == "start" for e in session.events())
+                                    or any(e.step == "search" and e.decision == "nothing" for e in session.events()),
+                                    timeout_s=400)
+        assert searched, "\n".join(f"{e.step} {e.decision}: {e.reason}" for e in session.events())
+        session.send(fresh, root / "fresh", until=lambda: session.decided() is not None)
+        session.wait_for(lambda: session.decided() is not None, timeout_s=120)
+        events = [(e.step, e.decision, e.reason) for e in session.events()]
+        decided = session.decided()
     assert decided is not None and decided.decision == "promote", "\n".join(" ".join(e) for e in events)
     assert session.traffic.errors == {} and session.traffic.ok == session.traffic.sent
     pointer = DirectoryRuleStore(tmp_path / "run" / "rules").pointer()

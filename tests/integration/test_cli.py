@@ -31,11 +31,11 @@ def run(*args: str) -> str:
 
 
 def test_estimate_size_and_file(tmp_path):
-    out = json.loads(run("estimate", "1920x1080", "--model", "claude-sonnet-4-5", "--config", CONFIG))
+    out = json.loads(run("estimate", "1920x1080", "--model", "claude-sonnet-4-5", "--config", CONFIG, "--format", "json"))
     assert out["image_tokens"] == 1560 and out["model_sees"] == "1456x819"
     image = tmp_path / "page.png"
     image.write_bytes(page_png(1024, 1024))
-    out = json.loads(run("estimate", str(image), "--model", "gpt-4o", "--detail", "high", "--config", CONFIG))
+    out = json.loads(run("estimate", str(image), "--model", "gpt-4o", "--detail", "high", "--config", CONFIG, "--format", "json"))
     assert out["image_tokens"] == 765 and out["format"] == "png"
     assert out["cost_usd"] == pytest.approx(765 * 2.5 / 1e6)
     bad = runner.invoke(app, ["estimate", "1x1", "--model", "gpt-9", "--config", CONFIG])

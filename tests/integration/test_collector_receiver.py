@@ -241,8 +241,8 @@ def test_bad_bodies_are_refused_and_store_stays_intact(db: Path) -> None:
     assert (count(db), count(db, "spans")) == before
     assert health["status"] == "ok" and health["requests_refused_400"] == 6
     assert health["requests_refused_413"] == 3 and health["requests_refused_415"] == 2
-    assert "aperture_collector_requests_refused_413_total 3\n" in metrics
-    assert "aperture_collector_spans_written_total 4\n" in metrics
+    assert "aperture_collector_requests_refused_413_total 3.0\n" in metrics
+    assert "aperture_collector_spans_written_total 4.0\n" in metrics
 
 
 HOLD_LOCK = """

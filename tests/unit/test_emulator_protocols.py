@@ -18,11 +18,11 @@ from emulator.protocols.common import (
     ParsedRequest,
     ProtocolError,
     Reply,
-    sniff_format,
     split_chunks,
     text_tokens,
     truncate_to_tokens,
 )
+from router.images.sniff import claimed_format
 
 
 def img_bytes(fmt: str = "PNG", size: tuple[int, int] = (8, 8)) -> bytes:
@@ -44,20 +44,20 @@ def refused(fn, *args) -> ProtocolError:  # type: ignore[no-untyped-def]
 # --- common -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("fmt,name", [("PNG", "png"), ("JPEG", "jpeg"), ("GIF", "gif"), ("WEBP", "webp")])
-def test_sniff_format(fmt: str, name: str) -> None:
-    assert sniff_format(img_bytes(fmt)) == name
+def test_claimed_format(fmt: str, name: str) -> None:
+    assert claimed_format(img_bytes(fmt)) == name
 
 
 def test_sniff_heic() -> None:
     import pillow_heif
 
     pillow_heif.register_heif_opener()
-    assert sniff_format(img_bytes("HEIF")) in ("heic", "heif")
+    assert claimed_format(img_bytes("HEIF")) in ("heic", "heif")
 
 
 @given(st.binary(max_size=64))
 def test_sniff_never_raises(data: bytes) -> None:
-    assert sniff_format(data) in (None, "png", "jpeg", "gif", "webp", "heic", "heif")
+    assert claimed_format(data) in (None, "png", "jpeg", "gif", "webp", "heic", "heif", "avif", "tiff", "bmp")
 
 
 @given(st.text(max_size=300), st.integers(min_value=1, max_value=8))

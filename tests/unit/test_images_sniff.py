@@ -12,7 +12,14 @@ from PIL import Image
 
 from router.errors import InvalidImage, UnsupportedImageFormat
 from router.images.pil import register_heif
-from router.images.sniff import FORMATS, ImageHeader, check_complete, mime_for, sniff
+from router.images.sniff import (
+    FORMATS,
+    ImageHeader,
+    check_complete,
+    claimed_format,
+    mime_for,
+    sniff,
+)
 
 
 def encode(im: Image.Image, fmt: str, **kwargs: object) -> bytes:
@@ -48,6 +55,7 @@ def test_sniff_reads_exact_size_of_pillow_images(
     data = encode(Image.new(mode, (width, height), 128), fmt)
     header = sniff(data)
     assert (header.format, header.width, header.height) == (PIL_FORMATS[fmt], width, height)
+    assert claimed_format(data) == header.format
     assert header.mime == mime_for(header.format)
     assert header.animated is False
     check_complete(data, header)
@@ -71,6 +79,7 @@ def test_sniff_webp_variants(kwargs: dict[str, object], size: tuple[int, int]) -
 def test_sniff_iso_bmff_images(fmt: str, size: tuple[int, int]) -> None:
     header = sniff(encode(Image.new("RGB", size, (9, 90, 200)), fmt, quality=30))
     assert header.format == {"AVIF": "avif", "HEIF": "heic"}[fmt]
+    assert claimed_format(encode(Image.new("RGB", size), fmt, quality=30)) == header.format
     assert (header.width, header.height) == size
 
 
@@ -169,6 +178,28 @@ def test_truncated_or_corrupt_headers_are_invalid(data: bytes) -> None:
     with pytest.raises(InvalidImage) as info:
         sniff(data)
     assert info.value.code == "invalid_image"
+
+
+@pytest.mark.parametrize(
+    ("data", "claimed"),
+    [
+        (_png()[:20], "png"),
+        (_jpeg()[:10], "jpeg"),
+        (b"GIF89a\x01\x00", "gif"),
+        (b"\x00\x00\x00\x14ftypheic\x00\x00\x00\x00mif1", "heic"),
+        (b"\x00\x00\x00\x14ftypqt  \x00\x00\x00\x00qt  ", None),
+        (b"<svg xmlns='http://www.w3.org/2000/svg'/>", None),
+        (b"", None),
+    ],
+)
+def test_claimed_format_names_broken_images_without_raising(data: bytes, claimed: str | None) -> None:
+    """The emulator tells "not an image" from "a broken PNG" by this, as its providers do."""
+    assert claimed_format(data) == claimed
+
+
+@given(st.binary(max_size=64))
+def test_claimed_format_never_raises(data: bytes) -> None:
+    assert claimed_format(data) in FORMATS | {None}
 
 
 @pytest.mark.parametrize("maker", [_png, _jpeg])

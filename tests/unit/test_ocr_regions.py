@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from emulator.ocr import CROP_PAD, DET_MIN_SIDE, OcrEngine, _boxes, content_box, detector_scale
+from emulator.ocr import CROP_PAD, DET_MIN_SIDE, OcrEngine, _lines, content_box, detector_scale
+from ocr.engine import OcrBox
 
 
 def _canvas(w: int, h: int, colour: tuple[int, int, int] = (255, 255, 255)) -> np.ndarray:
@@ -51,15 +52,11 @@ def test_detector_scale_upsamples_only_below_the_minimum_short_side(w: int, h: i
 def test_blank_image_skips_the_model(tmp_path: Path) -> None:
     engine = OcrEngine(cache_dir=tmp_path)
     assert engine.read(Image.new("RGB", (640, 480), "white")) == []
-    assert engine.model_calls == 0 and engine._ocr is None
+    assert engine.model_calls == 0 and not engine.model_loaded
 
 
 def test_boxes_are_shifted_back_to_the_full_image() -> None:
-    class Result:
-        boxes = [[(0, 0), (50, 0), (50, 10), (0, 10)]]
-        txts = ["Total"]
-        scores = [0.9]
-
-    (line,) = _boxes(Result(), offset=(100, 40))
+    box = OcrBox(((0, 0), (50, 0), (50, 10), (0, 10)), "Total", 0.9)
+    (line,) = _lines([box], offset=(100, 40))
     assert line.text == "Total" and line.box == (100, 40, 150, 50)
 

@@ -3,12 +3,14 @@ text the model sees below ~7 px is misread, above it is read."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import optuna
 import pytest
 
 from optimizer.routes import Route, candidate_routes
-from optimizer.run import OptimizerError, optimize
+from optimizer.run import OptimizerError, OptimizeSettings, optimize
 from optimizer.space import SearchSpace, assign, build_params, to_ruleset
 from optimizer.synthetic import DEFAULT_REPLAY, synthetic_observations
 from router.config import load_config
@@ -26,8 +28,9 @@ def synthetic(catalog, n=400, seed=0, replay_routes=()):
 
 def test_finds_cheaper_rules_within_tolerance(catalog, tmp_path):
     obs = synthetic(catalog, replay_routes=DEFAULT_REPLAY)
-    p = optimize("unused.duckdb", catalog, tolerance=0.01, trials=80, seed=3, observations=obs,
-                 storage=f"sqlite:///{tmp_path}/study.db", study_name="t", plot_path=tmp_path / "front.png")
+    settings = OptimizeSettings(tolerance=0.01, trials=80, seed=3, storage=f"sqlite:///{tmp_path}/study.db",
+                                study_name="t")
+    p = optimize("unused.duckdb", catalog, settings, observations=obs, plot_path=tmp_path / "front.png")
     assert p.savings >= 0.5
     assert p.predicted_quality >= p.baseline_quality - 0.01
     assert p.quality_interval[0] <= p.predicted_quality <= p.quality_interval[1]
@@ -43,8 +46,7 @@ def test_finds_cheaper_rules_within_tolerance(catalog, tmp_path):
         space_route = p.policy.bucket_routes  # noqa: F841 - kept for readability of the failure
         assert Route(target.model, target.detail).key == candidate_routes(catalog)[idx].key
     # Resumable: the same study continues in the same storage.
-    again = optimize("unused.duckdb", catalog, tolerance=0.01, trials=90, seed=3, observations=obs,
-                     storage=f"sqlite:///{tmp_path}/study.db", study_name="t")
+    again = optimize("unused.duckdb", catalog, replace(settings, trials=90), observations=obs)
     assert len(again.search.points) == 90
 
 
@@ -60,17 +62,18 @@ def test_fixed_trial_rebuilds_the_same_policy(catalog):
 
 def test_refuses_without_data_for_other_routes(catalog):
     with pytest.raises(OptimizerError, match="exploration|replay"):
-        optimize("unused.duckdb", catalog, observations=synthetic(catalog), trials=5)
+        optimize("unused.duckdb", catalog, OptimizeSettings(trials=5), observations=synthetic(catalog))
 
 
 def test_refuses_too_little_data(catalog):
     with pytest.raises(OptimizerError, match="too little data"):
-        optimize("unused.duckdb", catalog, observations=synthetic(catalog, n=10), trials=5)
+        optimize("unused.duckdb", catalog, OptimizeSettings(trials=5), observations=synthetic(catalog, n=10))
 
 
 def test_refuses_single_model_catalog(catalog):
     with pytest.raises(OptimizerError, match="single model"):
-        optimize("unused.duckdb", {"gpt-4o": catalog["gpt-4o"]}, observations=synthetic(catalog), trials=5)
+        optimize("unused.duckdb", {"gpt-4o": catalog["gpt-4o"]}, OptimizeSettings(trials=5),
+                 observations=synthetic(catalog))
 
 
 def test_observed_scores_replace_predictions_where_measured():

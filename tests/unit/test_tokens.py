@@ -13,6 +13,7 @@ from router.tokens import (
     effective_size,
     estimate_image_tokens,
     estimate_text_tokens,
+    rule_from_config,
 )
 
 GPT4O = TokenRule("tile", base=85, tile=170)
@@ -184,3 +185,17 @@ def test_text_tokens_and_cost():
 def test_rejects_empty_dimensions():
     with pytest.raises(ValueError):
         estimate_image_tokens(GPT4O, 0, 10)
+
+
+def test_rule_from_config_is_the_one_conversion_for_gateway_and_emulator() -> None:
+    from emulator.models import apply_overrides
+    from router.config import ImageRuleConfig
+
+    block = {"rule": "patch", "multiplier": 2.46, "max_dim": None}
+    assert rule_from_config(block) == TokenRule("patch", multiplier=2.46)
+    assert ImageRuleConfig.model_validate(block).to_rule() == rule_from_config(block)
+    table = apply_overrides({}, {"providers": {"p": {"kind": "openai"}},
+                                 "models": {"m": {"provider": "p", "image": block}}})
+    assert table["m"].rule == rule_from_config(block)
+    with pytest.raises(ValueError, match="needs a 'rule'"):
+        rule_from_config({"base": 85})

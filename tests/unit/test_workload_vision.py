@@ -127,16 +127,17 @@ def test_bad_effective_size_is_refused() -> None:
 def test_instant_engine_never_runs_the_model(tmp_path: Path) -> None:
     engine = OcrEngine(cache_dir=tmp_path, instant=True)
     assert see(png(), (20, 10), FALLBACK_PROFILE, engine) == []
-    assert engine.model_calls == 0 and engine._ocr is None and not any(tmp_path.iterdir())
+    assert engine.model_calls == 0 and not engine.model_loaded and not any(tmp_path.iterdir())
 
 
 def test_cache_round_trip_and_damaged_entries(tmp_path: Path) -> None:
     engine = OcrEngine(cache_dir=tmp_path)
     lines = [OcrLine("Total: $1.00", (1.0, 2.0, 3.0, 4.0), 0.97)]
-    engine._store("k1", lines)
+    engine.store("k1", lines)
     assert OcrEngine(cache_dir=tmp_path).lookup("k1") == lines
-    engine._path("k2").parent.mkdir(parents=True, exist_ok=True)
-    engine._path("k2").write_text("{broken")
+    broken = engine.engine.cache_path(engine._key("k2"))
+    broken.parent.mkdir(parents=True, exist_ok=True)
+    broken.write_text("{broken")
     assert engine.lookup("k2") is None and engine.lookup("absent") is None
     assert not list(tmp_path.rglob("*.tmp"))
 

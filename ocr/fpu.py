@@ -7,7 +7,7 @@ CPU and give the same text (docs/benchmarks.md).
 
 onnxruntime has a session option for this, but it reaches the thread that calls ``run`` only
 through a process-wide once: the first session built in the process decides, for the thread
-that built it. The emulator builds and runs its sessions on worker threads, so the flags are
+that built it. The emulator and evals build and run their sessions on worker threads, so the flags are
 set here instead, around each call, through glibc's ``fegetenv``/``fesetenv`` (the SSE
 control word is the ``__mxcsr`` field of x86-64 ``fenv_t``), and the thread's previous
 state is restored afterwards. Elsewhere (another CPU or C library) this is a no-op and reads

@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from emulator.fpu import DAZ, FTZ, denormals_flushed, mxcsr
+from ocr.fpu import DAZ, FTZ, denormals_flushed, mxcsr
 
 pytestmark = pytest.mark.skipif(mxcsr() is None, reason="needs x86-64 glibc")
 STATUS = 0x3F  # exception flags: sticky, set by the arithmetic the tests do
