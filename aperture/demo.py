@@ -32,9 +32,9 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+from rich.table import Table
 
-from aperture.policies import open_rule_store, ruleset_validator
-from aperture.servers import running_app
+from aperture.autopilot.session import LoopSession
 from aperture.summary import (
     by_bucket,
     paired_requests,
@@ -43,13 +43,10 @@ from aperture.summary import (
     route_mix,
     totals,
 )
-from aperture.traffic import send_workload
-from aperture.wiring import build_gateway_app
-from collector.semconv import QUALITY_EVALUATORS
 from optimizer.routes import Route
 from router.config import AppConfig, load_config
 
-EXAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "examples" / "emulated.yaml"
+EXAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "examples" / "autopilot.yaml"
 BASELINE = Route("gpt-4o", "high")  # the first version's route for everything: the strongest model at high detail
 
 
@@ -79,6 +76,7 @@ class DemoOptions:
     # few percent of images needs dozens of replays per route to show at all.
     replay_routes: tuple[str, ...] = ("gpt-4o:low", "gpt-4.1-mini:high", "gemini-2.5-flash:auto")
     keep: bool = False
+    search_timeout_s: float = 900.0  # the longest the demo waits for the autopilot's first canary
 
 
 @dataclass
@@ -131,13 +129,22 @@ class Stage:
 
 
 def demo_config(opts: DemoOptions, emulator_url: str) -> AppConfig:
+    """``examples/autopilot.yaml`` with the demo's rails: search once the training traffic is
+    scored, replay the demo's routes, shadow every canary request, a guard that decides within
+    the demo's traffic (δ = 10 points; production defaults are stricter, docs/rollout.md)."""
     cfg = load_config(opts.config, environ={**os.environ, "APERTURE_EMULATOR_URL": emulator_url})
-    cfg.telemetry.capture_content = True
-    cfg.telemetry.blob_dir = str((opts.out / "blobs").resolve())
-    cfg.telemetry.db_path = str((opts.out / "aperture.duckdb").resolve())
-    cfg.routing.rules_store = str((opts.out / "rules").resolve())
     cfg.routing.poll_interval_s = 0.2
     cfg.routing.sticky = "reference"  # the same workload image always lands in the same arm: reruns are comparable
+    cfg.rollout = cfg.rollout.model_copy(update={"paired": True, "shadow_fraction": 1.0, "delta": opts.guard_delta,
+                                                 "beta": opts.guard_beta, "error_delta": opts.guard_delta})
+    cfg.autopilot = cfg.autopilot.model_copy(update={
+        "enabled": True, "interval_s": 1.0, "lease_ttl_s": 30.0, "min_evidence": opts.n, "min_new_requests": opts.n,
+        "replay_sample": opts.replay_sample, "replay_routes": list(opts.replay_routes),
+        "allowed_models": list(opts.replay_models), "trials": opts.trials, "tolerance": opts.tolerance,
+        "min_savings": 0.05, "seed": opts.seed, "canary_fraction": opts.canary_fraction,
+        "max_canary_fraction": opts.canary_fraction, "max_canary_requests": opts.fresh, "cooldown_s": 3600.0,
+        "max_replay_usd_per_day": 5.0,
+    })
     return cfg
 
 
@@ -172,43 +179,39 @@ class Proposed:
     version: str
 
 
-@dataclass(frozen=True)
-class CanaryOutcome:
-    decision: str
-    sent: int  # fresh requests sent while the canary ran
-    shadowed: frozenset[str]  # canary requests already shadowed on the active version
-
-
 def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
-    """Generate → start servers → baseline traffic → replay and evaluate → optimise → canary →
-    traffic after the decision → report; ``extra`` collects what each step measured."""
+    """Generate → start the emulator, a gateway and the autopilot → send the training traffic →
+    the autopilot scores, replays, optimizes, proposes and starts a canary on its own → send the
+    fresh traffic while its guard decides → the rest after the decision → report from the store."""
     from collector.store import load_references, open_store
     from emulator.testing import running_emulator
 
     console = console or Console()
     started = time.perf_counter()
     out = _fresh_out_dir(opts)
-    db = out / "aperture.duckdb"
     extra: dict[str, Any] = {"guard_delta": opts.guard_delta, "guard_beta": opts.guard_beta}
-
     with Stage(console) as stage:
         wl = generate_workloads(opts, stage)
-        with running_emulator(mode=opts.mode, catalog=str(opts.config), ocr_workers=2) as emulator_url:
-            cfg = demo_config(opts, emulator_url)
-            store = open_rule_store(cfg)
-            with open_store(db) as conn:
+        with (running_emulator(mode=opts.mode, catalog=str(opts.config), ocr_workers=2) as emulator_url,
+              LoopSession(demo_config(opts, emulator_url), out, owner="demo") as session):
+            with open_store(session.db) as conn:
                 load_references(conn, wl.train + wl.fresh)
-            app = build_gateway_app(cfg, db_path=db)
-            with running_app(app, name="gateway") as gateway_url:
-                run = Running(cfg, store, app, gateway_url, db, out / "blobs", store.pointer().active)
-                baseline_traffic(run, wl, opts, stage, extra)
-                replay_and_evaluate(run, opts, stage, extra)
-                proposed = cluster_and_optimize(run, opts, stage, console, extra)
-                canary = run_canary(run, wl, proposed.version, opts, stage)
-                extra["canary_requests"] = canary.sent
-                traffic_after(run, wl, proposed.version, canary, opts, stage)
-            extra["gateway_url"] = gateway_url
-    return summarise(run, wl, proposed, canary.decision, opts, console, extra, started)
+            feed = EventFeed(session, console)
+            run = Running(session.config, session.autopilot_steps().store, session.app, session.gateway_url,
+                          session.db, out / "blobs", session.autopilot_steps().pointer().active)
+            sent = autopilot_cycle(session, wl, opts, stage, feed, extra)
+            extra["gateway_url"] = session.gateway_url
+            extra["traffic"] = {"sent": session.traffic.sent, "ok": session.traffic.ok, "errors": session.traffic.errors}
+    proposal = session.autopilot_steps().last_proposal
+    decided = session.decided()
+    if proposal is None or decided is None:
+        console.print("[yellow]The autopilot made no decision on this traffic; its record:[/yellow]")
+        print_timeline(console, session.events(), started)
+        return DemoResult({}, {}, "none", None, out / "report.html", session.db, extra)
+    extra["canary_requests"] = sent
+    print_timeline(console, session.events(), started)
+    return summarise(run, wl, Proposed(proposal, decided.candidate_version or ""), decided.decision, opts, console,
+                     extra, started)
 
 
 def _fresh_out_dir(opts: DemoOptions) -> Path:
@@ -238,129 +241,66 @@ def generate_workloads(opts: DemoOptions, stage: Stage) -> Workloads:
     return Workloads(train, fresh, train_dir, fresh_dir, f"wl-s{opts.seed + 1}-")
 
 
-def baseline_traffic(run: Running, wl: Workloads, opts: DemoOptions, stage: Stage, extra: dict[str, Any]) -> None:
-    """3. The training workload through the gateway on the first version (the baseline)."""
-    tick = stage.bar("baseline traffic (gpt-4o, high)", len(wl.train))
-    base = send_workload(run.gateway_url, wl.train, wl.train_dir, concurrency=opts.concurrency, progress=tick)
-    extra["baseline_errors"] = base.errors
-    run.flush()
+class EventFeed:
+    """Prints each autopilot decision once, as the store records it."""
+
+    def __init__(self, session: LoopSession, console: Console) -> None:
+        self.session, self.console, self.seen = session, console, 0
+
+    def poll(self) -> None:
+        events = self.session.events()
+        for e in events[self.seen:]:
+            if e.decision not in ("wait",):
+                self.console.print(f"  [dim]autopilot[/dim] {e.step}: [bold]{e.decision}[/bold] — {e.reason}",
+                                   highlight=False)
+        self.seen = len(events)
 
 
-def replay_and_evaluate(run: Running, opts: DemoOptions, stage: Stage, extra: dict[str, Any]) -> None:
-    """4. Replay a stratified sample to every candidate route, then score everything."""
-    from evals.runner import run_evals
-    from optimizer.replay import load_items, replay
-    from optimizer.routes import candidate_routes
+def autopilot_cycle(session: LoopSession, wl: Workloads, opts: DemoOptions, stage: Stage, feed: EventFeed,
+                    extra: dict[str, Any]) -> int:
+    """3-7. Traffic as an application sends it; every loop step is the autopilot's. Returns the
+    fresh requests sent while the canary ran."""
+    tick = stage.bar("training traffic (baseline ruleset)", len(wl.train))
+    session.send(wl.train, wl.train_dir, batch=opts.canary_batch, concurrency=opts.concurrency, progress=tick)
+    stage.done("autopilot: score, replay, optimize, propose")
 
-    routes = [r for r in candidate_routes(run.cfg.models, list(opts.replay_models)) if r.key in opts.replay_routes]
-    items = load_items(run.db, run.blob_dir, opts.replay_sample, seed=opts.seed)
-    total = sum(1 for i in items for r in routes if r.key != i.route)
-    tick = stage.bar(f"replay {len(items)} images × {len(routes)} routes", total)
-    rep = replay(run.gateway_url, items, routes, concurrency=opts.concurrency, progress=lambda d, t: tick(1))
-    extra["replay"] = {"sent": rep.sent, "failed": rep.failed, "errors": rep.errors}
-    run.flush()
-    tick = stage.bar("evaluate", 1)
-    scored = run_evals(run.db, workers=2, progress=False, blob_dir=run.blob_dir)
-    tick(1)
-    extra["evaluated"] = scored.cases
+    def canary_or_nothing() -> bool:
+        feed.poll()
+        return any((e.step, e.decision) in (("canary", "start"), ("search", "nothing"), ("canary", "dry_run"))
+                   for e in session.events())
 
-
-def cluster_and_optimize(run: Running, opts: DemoOptions, stage: Stage, console: Console,
-                         extra: dict[str, Any]) -> Proposed:
-    """5. Failure clusters, then the optimizer; its ruleset is proposed as a new version."""
-    from evals.clusters import find_failure_clusters, write_clusters
-    from optimizer.run import OptimizerError, OptimizeSettings, optimize
-
-    clusters = find_failure_clusters(run.db)
-    write_clusters(run.db, clusters)
-    extra["clusters"] = [c.printable() for c in clusters[:5]]
-    stage.done("failure clusters", f"({len(clusters)})")
-    tick = stage.bar("optimize (Optuna)", opts.trials)
-    try:
-        settings = OptimizeSettings(
-            tolerance=opts.tolerance, trials=opts.trials, seed=opts.seed,
-            storage=f"sqlite:///{opts.out / 'optuna.db'}", study_name=f"demo-s{opts.seed}",
-            models=list(opts.replay_models), fallback=BASELINE.target(),
-        )
-        proposal = optimize(run.db, run.cfg.models, settings, plot_path=opts.out / "pareto.png",
-                            progress=lambda d, t: tick(1))
-    except OptimizerError as exc:
-        console.print(f"[red]optimizer refused:[/red] {exc}")
-        raise
-    version = run.store.propose(proposal.text, author="optimizer", note="demo proposal",
-                                provenance=proposal.provenance, validate=ruleset_validator(run.cfg))
-    extra["proposal"] = proposal
-    return Proposed(proposal, version.id)
-
-
-def run_canary(run: Running, wl: Workloads, version: str, opts: DemoOptions, stage: Stage) -> CanaryOutcome:
-    """6. Canary on the fresh workload, each canary request shadowed on the active version, until
-    the guard promotes or rolls back (or the canary's share of the fresh images is used up)."""
-    from evals.runner import run_evals
-    from optimizer.replay import ACTIVE_VERSION, load_items, replay
-    from router.rollout import actions
-    from router.rollout.guard import Guard, GuardConfig
-    from router.rollout.sequential import SequentialConfig
-
-    app = run.app
-    actions.start_canary(run.store, version, opts.canary_fraction, db_path=run.db, actor="demo")
-    _wait_for(lambda: app.state.gateway.policy_snapshot().canary is not None)
-    # The demo tolerates a 10-point drop in the guard (a safety net against gross
-    # regressions, decided within the demo's traffic); the optimizer's own constraint
-    # is the 1-point one. Production defaults are stricter (docs/rollout.md).
-    # Paired: every canary request is shadowed on the active version (a tagged
-    # replay), so the guard tests quality differences on the same images.
-    guard = Guard(run.db, run.store, GuardConfig(
-        evaluators=tuple(sorted(set(QUALITY_EVALUATORS.values()))), error_delta=opts.guard_delta, paired=True,
-        sequential=SequentialConfig(delta=opts.guard_delta, beta=opts.guard_beta),
-    ))
-    decision, sent, shadowed = "extend", 0, set()
+    session.wait_for(canary_or_nothing, timeout_s=opts.search_timeout_s)
+    if not any(e.step == "canary" and e.decision == "start" for e in session.events()):
+        return 0
     budget = len(wl.fresh) - opts.after
-    tick = stage.bar(f"canary {version} at {opts.canary_fraction:.0%} (+ shadows)", budget)
-    while sent < budget and decision not in ("promote", "rollback"):
-        batch = wl.fresh[sent : sent + opts.canary_batch]
-        send_workload(run.gateway_url, batch, wl.fresh_dir, concurrency=opts.concurrency, progress=tick)
-        sent += len(batch)
-        run.flush()
-        canary = [s for s in phase_requests(run.db, wl.fresh_prefix, version)["span_id"].to_list()
-                  if s not in shadowed]
-        if canary:
-            replay(run.gateway_url, load_items(run.db, run.blob_dir, 0, span_ids=canary), [ACTIVE_VERSION],
-                   concurrency=opts.concurrency)
-            shadowed.update(canary)
-            run.flush()
-        run_evals(run.db, workers=2, progress=False, blob_dir=run.blob_dir)
-        decision = guard.step().action
-    return CanaryOutcome(decision, sent, frozenset(shadowed))
+    tick = stage.bar(f"traffic while the canary runs (at {opts.canary_fraction:.0%})", budget)
 
+    def decided() -> bool:
+        feed.poll()
+        return session.decided() is not None
 
-def traffic_after(run: Running, wl: Workloads, version: str, canary: CanaryOutcome, opts: DemoOptions,
-                  stage: Stage) -> None:
-    """7. The rest of the fresh traffic on whatever the guard left active, then the shadows."""
-    from evals.runner import run_evals
-    from optimizer.replay import load_items, replay
-
-    app = run.app
-    _wait_for(lambda: app.state.gateway.policy_snapshot().canary is None, timeout_s=5)
-    rest = wl.fresh[canary.sent : canary.sent + opts.after]
+    sent = session.send(wl.fresh[:budget], wl.fresh_dir, batch=opts.canary_batch, concurrency=opts.concurrency,
+                        until=decided, progress=tick)
+    session.wait_for(decided, timeout_s=120)
+    rest = wl.fresh[sent : sent + opts.after]
     if rest:
         tick = stage.bar("traffic after the decision", len(rest))
-        send_workload(run.gateway_url, rest, wl.fresh_dir, concurrency=opts.concurrency, progress=tick)
-    run.flush()
-    run_evals(run.db, workers=2, progress=False, blob_dir=run.blob_dir)
+        session.send(rest, wl.fresh_dir, batch=opts.canary_batch, concurrency=opts.concurrency, progress=tick)
+    stage.done("autopilot: score the last traffic")
+    session.wait_for(lambda: session.unscored() == 0, timeout_s=300)
+    feed.poll()
+    return sent
 
-    # 8. Shadow: every fresh image the candidate served, sent again on the baseline
-    # route (tagged as replay, so it never counts as traffic). Same images, same
-    # prompts: the paired comparison the before/after claim rests on.
-    # (The canary's own shadows ran on the active version, the baseline: reused.)
-    served = [s for s in phase_requests(run.db, wl.fresh_prefix, version)["span_id"].to_list()
-              if s not in canary.shadowed]
-    shadow_items = load_items(run.db, run.blob_dir, 0, span_ids=served) if served else []
-    if shadow_items:
-        tick = stage.bar("shadow on the baseline route", sum(1 for i in shadow_items if i.route != BASELINE.key))
-        replay(run.gateway_url, shadow_items, [BASELINE], concurrency=opts.concurrency, progress=lambda d, t: tick(1))
-        run.flush()
-        run_evals(run.db, workers=2, progress=False, blob_dir=run.blob_dir)
+
+def print_timeline(console: Console, events: list[Any], started: float) -> None:
+    """What the autopilot did, from its rows in the store."""
+    table = Table(title="What the autopilot did (autopilot_events)")
+    for col in ("time (UTC)", "step", "decision", "reason"):
+        table.add_column(col)
+    for e in events:
+        if e.decision != "wait":
+            table.add_row(f"{e.ts:%H:%M:%S}", e.step, e.decision, e.reason)
+    console.print(table)
 
 
 def summarise(run: Running, wl: Workloads, proposed: Proposed, decision: str, opts: DemoOptions,
@@ -407,9 +347,3 @@ def _workload(generate: Any, n: int, seed: int, out_dir: Path, tick: Callable[[i
             tick(n)
             return records
     return list(generate(n, seed, out_dir, workers=2, progress=tick))
-
-
-def _wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.05)

@@ -27,7 +27,7 @@ from aperture.policies import open_rule_store, ruleset_validator
 from aperture.servers import running_app
 from aperture.traffic import TrafficResult, send_workload
 from aperture.wiring import build_gateway_app
-from collector.queries.autopilot import AutopilotEvent, recent_events
+from collector.queries.autopilot import AutopilotEvent, recent_events, traffic_since
 from router.config import AppConfig
 
 
@@ -113,6 +113,18 @@ class LoopSession:
             if pace_s:
                 time.sleep(pace_s)
         return sent
+
+    def autopilot_steps(self) -> StoreLoopSteps:
+        assert self.autopilot is not None and isinstance(self.autopilot.steps, StoreLoopSteps)
+        return self.autopilot.steps
+
+    def unscored(self) -> int:
+        """User requests answered but not yet scored (0 once the autopilot caught up)."""
+        try:
+            stats = traffic_since(self.db, None)
+        except Exception:  # noqa: BLE001 - the store may be mid-write
+            return -1
+        return stats.requests - stats.scored
 
     def events(self, limit: int = 200) -> list[AutopilotEvent]:
         """The autopilot's decisions, oldest first."""

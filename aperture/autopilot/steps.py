@@ -79,6 +79,8 @@ class StoreLoopSteps:
         self.validate = validate
         self.tracer_provider = tracer_provider
         self._guard: Any = None
+        #: The optimizer's last proposal (the demo's report reads it).
+        self.last_proposal: Any = None
 
     # -- scoring -------------------------------------------------------------------------------
     def score(self) -> int:
@@ -150,10 +152,11 @@ class StoreLoopSteps:
             proposal = optimize(self.db, self.config.models, OptimizeSettings(
                 tolerance=settings.tolerance, trials=settings.trials, seed=settings.seed,
                 storage=f"sqlite:///{self.workdir / 'optuna.db'}", study_name=f"autopilot-{cycle_id}",
-                models=settings.allowed_models or None,
-            ))
+                models=settings.allowed_models or None, fallback=fallback_target(settings.fallback_route),
+            ), plot_path=self.workdir / f"pareto-{cycle_id}.png")
         except OptimizerError as exc:
             return SearchOutcome(None, f"optimizer refused: {exc}; {replay_reason}", replayed, usd)
+        self.last_proposal = proposal
         details = {"savings": proposal.savings, "predicted_quality": proposal.predicted_quality,
                    "baseline_quality": proposal.baseline_quality, "active": active}
         if proposal.savings < settings.min_savings:
@@ -225,3 +228,13 @@ class StoreLoopSteps:
 
     def pointer(self) -> Pointer:
         return self.store.pointer()
+
+
+def fallback_target(route: str | None) -> Any:
+    """``"model:detail"`` as the proposal's fallback target (None: the optimizer's default)."""
+    if not route:
+        return None
+    from optimizer.routes import Route
+
+    model, _, detail = route.partition(":")
+    return Route(model, detail).target()

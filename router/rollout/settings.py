@@ -103,6 +103,8 @@ class AutopilotSettings(_Strict):
     #: Routes replayed to learn their quality ("model:detail"; empty: every candidate route).
     replay_routes: list[str] = Field(default_factory=list)
     replay_sample: int = Field(default=48, ge=1)
+    #: The route a proposal's rules fall back to when their own target fails ("model:detail").
+    fallback_route: str | None = None
     trials: int = Field(default=150, ge=1)
     #: The quality drop (0-1) a proposal may have against the baseline on the logged traffic.
     tolerance: float = Field(default=0.01, ge=0.0, le=0.5)
@@ -139,10 +141,21 @@ class AutopilotSettings(_Strict):
     @classmethod
     def _routes(cls, value: list[str]) -> list[str]:
         for route in value:
-            model, _, detail = route.partition(":")
-            if not model or not detail:
-                raise ValueError(f"a replay route is 'model:detail', got {route!r}")
+            _route(route)
+        return value
+
+    @field_validator("fallback_route")
+    @classmethod
+    def _fallback(cls, value: str | None) -> str | None:
+        if value is not None:
+            _route(value)
         return value
 
     def frozen_at(self, moment: datetime) -> FreezeWindow | None:
         return next((w for w in self.freeze_windows if w.covers(moment)), None)
+
+
+def _route(route: str) -> None:
+    model, _, detail = route.partition(":")
+    if not model or not detail:
+        raise ValueError(f"a route is 'model:detail', got {route!r}")
