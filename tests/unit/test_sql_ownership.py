@@ -57,9 +57,9 @@ def _literals(tree: ast.AST) -> list[tuple[int, str]]:
                 inner.add(id(value))
                 parts.append(value.value if isinstance(value, ast.Constant) else "{}")
             out.append((node.lineno, "".join(str(p) for p in parts)))
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-            if id(node) not in skip and id(node) not in inner:
-                out.append((node.lineno, node.value))
+        elif (isinstance(node, ast.Constant) and isinstance(node.value, str)
+              and id(node) not in skip and id(node) not in inner):
+            out.append((node.lineno, node.value))
     return out
 
 
