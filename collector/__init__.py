@@ -11,6 +11,9 @@
 - ``collector.exporter``: ``DuckDBSpanExporter`` for the OTel SDK;
 - ``collector.receiver``: the OTLP/HTTP receiver (``create_receiver_app``,
   ``serve_receiver``), with optional forwarding;
+- ``collector.queries``: one typed query module per consumer (guard, evals, optimizer,
+  summary) and the ``rollouts`` / score / cluster writers; no other package writes SQL;
+- ``collector.blobs``: the content-addressed blob store's layout (write, read, path);
 - ``collector.spend`` and ``collector.parquet``: reports and exports.
 
 Nothing is imported here, so ``import collector`` stays cheap.
