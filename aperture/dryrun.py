@@ -7,23 +7,16 @@ from pathlib import Path
 import numpy as np
 from rich.table import Table
 
-from collector.store import fetch_df, open_store
+from collector.queries.summary import last_images
+from collector.store import open_store
 from optimizer.routes import Route, assigned_costs
 from router.config import AppConfig
 from router.rules import ImageFeatures, RequestFeatures, Ruleset, choose_route
 
-_LAST_SQL = """
-SELECT r.span_id, r.route, r.task, r.team, r.requested_model, r.billed_cost_usd, r.input_tokens, r.output_tokens,
-       i.width, i.height, i.bytes, i.format, i.text_height_px, i.tokens_billed
-FROM request_spans r JOIN image_spans i ON i.request_span_id = r.span_id AND i.trace_id = r.trace_id
-WHERE r.status = 'ok' AND NOT coalesce(r.replay, false) AND i.image_index = 0
-ORDER BY r.ts DESC LIMIT $last
-"""
-
 
 def dry_run(db: Path, ruleset: Ruleset, config: AppConfig, *, last: int = 1000) -> Table:
     with open_store(db, read_only=True) as conn:
-        df = fetch_df(conn, _LAST_SQL, {"last": last})
+        df = last_images(conn, last)
     table = Table(title=f"dry run over the last {df.height} logged images")
     for col in ("route now", "route under this ruleset", "images", "cost now (USD)", "estimated (USD)"):
         table.add_column(col)

@@ -14,6 +14,9 @@
 - ``collector.spool``: ``Spool``, the write-ahead spool (segments, CRC, fsync batching, cap);
 - ``collector.delivery``: ``SpoolingOtlpExporter``, a worker's OTLP export that spools what
   the collector does not take and replays it;
+- ``collector.queries``: one typed query module per consumer (guard, evals, optimizer,
+  summary) and the ``rollouts`` / score / cluster writers; no other package writes SQL;
+- ``collector.blobs``: the content-addressed blob store's layout (write, read, path);
 - ``collector.spend`` and ``collector.parquet``: reports and exports.
 
 Nothing is imported here, so ``import collector`` stays cheap.

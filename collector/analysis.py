@@ -26,7 +26,7 @@ import duckdb
 import polars as pl
 
 from collector.schema import TABLES
-from collector.spend import SIZE_BUCKET, parse_since
+from collector.spend import SAVINGS_SQL, SIZE_BUCKET, parse_since
 from collector.store import StoreNotFoundError, connect, fetch_df, open_store
 
 #: Group key per ``by``: text, "unknown" for a missing value (like ``aperture spend``).
@@ -37,9 +37,6 @@ GROUPINGS: dict[str, str] = {
     "detail": "coalesce(detail, 'unknown')",
     "size": SIZE_BUCKET,
 }
-_TOKENS = "coalesce(tokens_billed, tokens_estimated)"
-#: What low detail would have saved on one image row, at that row's cost per token.
-SAVINGS_SQL = f"greatest({_TOKENS} - tokens_low_estimate, 0) * (cost_usd / nullif({_TOKENS}, 0))"
 
 Source = duckdb.DuckDBPyConnection | str | Path
 Since = str | datetime | date | timedelta | None

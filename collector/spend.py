@@ -42,7 +42,9 @@ GROUPINGS: dict[str, str] = {
     "size": SIZE_BUCKET,
 }
 _TOKENS = "coalesce(tokens_billed, tokens_estimated)"
-_SAVINGS = f"greatest({_TOKENS} - tokens_low_estimate, 0) * (cost_usd / nullif({_TOKENS}, 0))"
+#: What low detail would have saved on one image row, at that row's cost per token (shared
+#: with the notebooks' queries in ``collector.analysis``, so both agree to the cent).
+SAVINGS_SQL = f"greatest({_TOKENS} - tokens_low_estimate, 0) * (cost_usd / nullif({_TOKENS}, 0))"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([mhdw])\s*$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -175,7 +177,7 @@ def spend_report(
         "sum(u), sum(u * savings), sum(u * lt), sum(u * sm) FROM ("
         f"  SELECT {GROUPINGS[by]} AS k, cost_usd, tokens_estimated, tokens_billed, "
         f"  ({unneeded})::INTEGER AS u, ({large_text})::INTEGER AS lt, "
-        f"  ({small})::INTEGER AS sm, {_SAVINGS} AS savings FROM {source} {where}"
+        f"  ({small})::INTEGER AS sm, {SAVINGS_SQL} AS savings FROM {source} {where}"
         ") GROUP BY k ORDER BY spend DESC NULLS LAST, k NULLS LAST",
         [*unneeded_params, text_height_px, small_long_side_px, small_long_side_px, *params],
     ).fetchall()
@@ -207,7 +209,7 @@ def spend_report(
         []
         if not n_unneeded or not top
         else conn.execute(
-            f"SELECT {_IMAGE_COLUMNS}, {_SAVINGS} AS savings FROM {source} "
+            f"SELECT {_IMAGE_COLUMNS}, {SAVINGS_SQL} AS savings FROM {source} "
             f"{and_where} {plain} ORDER BY savings DESC NULLS LAST, rowid LIMIT ?",
             [*params, *unneeded_params, top],
         ).fetchall()

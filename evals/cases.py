@@ -8,7 +8,6 @@ evaluator's version re-scores everything and re-runs are free.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,11 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import pyarrow as pa
 
+from collector.blobs import read_blob
+from collector.queries.evals import pending_requests, request_images
 from evals.base import EvalCase, Evaluator, ImageInfo, Reference
-
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -31,12 +29,8 @@ class BlobLoader:
     sha256: str
 
     def __call__(self) -> bytes | None:
-        if not _SHA256.fullmatch(self.sha256):
-            return None  # never let a stored value walk out of the blob root
-        try:
-            return (self.root / self.sha256[:2] / self.sha256).read_bytes()
-        except FileNotFoundError:
-            return None
+        # A stored value that is not a digest reads as missing: it never leaves the blob root.
+        return read_blob(self.root, self.sha256)
 
 
 @dataclass(frozen=True)
@@ -89,10 +83,6 @@ def naive_utc(ts: datetime) -> datetime:
     return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo is not None else ts
 
 
-def _since_clause(since: datetime | None) -> tuple[str, list[Any]]:
-    return ("AND rs.ts >= ?", [naive_utc(since)]) if since is not None else ("", [])
-
-
 def select_pending(
     conn: duckdb.DuckDBPyConnection,
     evaluators: Sequence[Evaluator],
@@ -104,35 +94,9 @@ def select_pending(
     """Request spans that some of ``evaluators`` have not scored yet, as cases."""
     if not evaluators:
         return []
-    ev_rows = pa.table(
-        {
-            "evaluator": [e.name for e in evaluators],
-            "evaluator_version": [e.version for e in evaluators],
-        }
-    )
-    conn.register("_aperture_evs", ev_rows)
-    since_sql, params = _since_clause(since)
-    limit_sql = f"LIMIT {int(limit)}" if limit is not None else ""
-    try:
-        rows = conn.execute(
-            f"""
-            WITH pending AS (
-              SELECT rs.trace_id, rs.span_id, list(ev.evaluator ORDER BY ev.evaluator) AS evs
-              FROM request_spans rs CROSS JOIN _aperture_evs ev
-              LEFT JOIN eval_scores es ON es.span_id = rs.span_id
-                AND es.evaluator = ev.evaluator AND es.evaluator_version = ev.evaluator_version
-              WHERE es.span_id IS NULL {since_sql}
-              GROUP BY rs.trace_id, rs.span_id)
-            SELECT p.evs, rs.trace_id, rs.span_id, rs.task, rs.model, rs.route, rs.status,
-                   rs.error_type, rs.reference_id, rs.input_text, rs.output_text,
-                   r.reference_id, r.kind, r.task, r.text, r.lines, r.fields, r.qa, r.image_sha256
-            FROM pending p JOIN request_spans rs USING (trace_id, span_id)
-            LEFT JOIN "references" r ON r.reference_id = rs.reference_id
-            ORDER BY rs.ts, rs.span_id {limit_sql}""",
-            params,
-        ).fetchall()
-    finally:
-        conn.unregister("_aperture_evs")
+    since_utc = naive_utc(since) if since is not None else None
+    rows = pending_requests(conn, [(e.name, e.version) for e in evaluators],
+                            since=since_utc, limit=None if limit is None else int(limit))
     images = _images(conn, [(r[1], r[2]) for r in rows], blob_dir)
     out = []
     for (
@@ -193,20 +157,7 @@ def _images(
 ) -> dict[tuple[str, str], tuple[tuple[ImageInfo, str | None], ...]]:
     if not keys:
         return {}
-    conn.register(
-        "_aperture_keys",
-        pa.table({"trace_id": [k[0] for k in keys], "span_id": [k[1] for k in keys]}),
-    )
-    try:
-        rows = conn.execute(
-            """SELECT i.trace_id, i.request_span_id, i.sha256, i.width, i.height, i.format,
-                      i.detail, i.model, i.text_height_px, i.task
-               FROM image_spans i JOIN _aperture_keys k
-                 ON i.trace_id = k.trace_id AND i.request_span_id = k.span_id
-               ORDER BY i.trace_id, i.request_span_id, i.image_index"""
-        ).fetchall()
-    finally:
-        conn.unregister("_aperture_keys")
+    rows = request_images(conn, keys)
     grouped: dict[tuple[str, str], list[tuple[ImageInfo, str | None]]] = {}
     for trace_id, parent, sha, w, h, fmt, detail, model, th, task in rows:
         loader = BlobLoader(Path(blob_dir), sha) if blob_dir is not None and sha else None

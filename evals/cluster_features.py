@@ -15,6 +15,8 @@ import duckdb
 import numpy as np
 import polars as pl
 
+from collector.queries.evals import scored_verdicts
+
 FEATURES = (
     "f_model",
     "f_detail",
@@ -151,27 +153,7 @@ def explanation_terms(
 
 def load_scored(conn: duckdb.DuckDBPyConnection, *, since: datetime | None = None) -> pl.DataFrame:
     """Latest scored verdict per (span, evaluator) with its request and first image's features."""
-    where = "AND rs.ts >= ?" if since is not None else ""
-    sql = f"""
-        WITH latest AS (
-          SELECT * FROM eval_scores WHERE status = 'scored'
-          QUALIFY row_number() OVER (PARTITION BY span_id, evaluator ORDER BY ts DESC) = 1),
-        first_image AS (
-          SELECT * FROM image_spans
-          QUALIFY row_number() OVER (PARTITION BY trace_id, request_span_id ORDER BY image_index) = 1),
-        image_cost AS (
-          SELECT trace_id, request_span_id, avg(cost_usd) AS cost_per_image
-          FROM image_spans GROUP BY 1, 2)
-        SELECT es.span_id, es.evaluator, es.passed, es.explanation, rs.ts,
-               coalesce(rs.route, rs.model || ':' || fi.detail) AS route,
-               coalesce(fi.model, rs.model) AS model, fi.detail, fi.width, fi.height,
-               fi.format, coalesce(rs.task, fi.task) AS task, fi.text_height_px, ic.cost_per_image
-        FROM latest es
-        JOIN request_spans rs ON rs.span_id = es.span_id
-        LEFT JOIN first_image fi ON fi.trace_id = rs.trace_id AND fi.request_span_id = rs.span_id
-        LEFT JOIN image_cost ic ON ic.trace_id = rs.trace_id AND ic.request_span_id = rs.span_id
-        WHERE es.passed IS NOT NULL {where}"""
-    return conn.sql(sql, params=[since] if since is not None else None).pl()
+    return scored_verdicts(conn, since=since)
 
 
 def add_features(df: pl.DataFrame) -> pl.DataFrame:

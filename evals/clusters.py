@@ -28,8 +28,9 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
+from collector.queries.evals import record_clusters
 from collector.semconv import utc_now
-from collector.store import insert_rows, open_store
+from collector.store import open_store
 from evals.cases import naive_utc
 from evals.cluster_features import FEATURES, add_features, load_scored
 from evals.cluster_fix import RouteFix, suggest_fix
@@ -328,6 +329,5 @@ def write_clusters(
 ) -> str:
     """Append one clustering run to ``failure_clusters``; returns its run id."""
     run_id = run_id or uuid.uuid4().hex[:12]
-    with open_store(db_path) as conn:
-        insert_rows(conn, "failure_clusters", cluster_rows(clusters, run_id, utc_now()))
+    record_clusters(db_path, cluster_rows(clusters, run_id, utc_now()))
     return run_id

@@ -27,8 +27,9 @@ from typing import Any
 from opentelemetry.trace import TracerProvider
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from collector.queries.evals import record_scores
 from collector.semconv import utc_now
-from collector.store import insert_rows, open_store
+from collector.store import open_store
 from evals.base import Evaluator, Score, safe_evaluate
 from evals.cases import PendingCase, select_pending
 from evals.registry import all_evaluators, get
@@ -183,8 +184,7 @@ def run_evals(
             return
         ts = utc_now()
         rows = [score_row(t, s, sc, ts) for t, s, sc in buffer]
-        with open_store(db_path) as wconn:
-            summary.written += insert_rows(wconn, "eval_scores", rows, on_conflict="ignore")
+        summary.written += record_scores(db_path, rows)
         if tracer_provider is not None:
             summary.emitted += emit_scores(tracer_provider, buffer)
         buffer.clear()

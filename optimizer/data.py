@@ -14,35 +14,11 @@ from pathlib import Path
 
 import polars as pl
 
+from collector.queries.optimizer import mean_scores, routed_requests
 from collector.semconv import QUALITY_EVALUATORS
-from collector.store import fetch_df, open_store
+from collector.store import open_store
 
-_REQUESTS_SQL = """
-WITH img AS (
-    SELECT trace_id, request_span_id,
-           arg_max(width, width * height) AS width,
-           arg_max(height, width * height) AS height,
-           arg_max(sha256, width * height) AS sha256,
-           min(text_height_px) AS text_height_px,
-           count(*) AS n_images,
-           sum(tokens_billed) AS image_tokens,
-           sum(cost_usd) AS image_cost_usd
-    FROM image_spans GROUP BY trace_id, request_span_id
-)
-SELECT r.trace_id, r.span_id, r.ts, r.route, r.model, r.arm, coalesce(r.propensity, 1.0) AS propensity,
-       coalesce(r.task, 'transcribe') AS task, coalesce(r.replay, false) AS replay,
-       r.ruleset_version, r.input_tokens, r.output_tokens, r.billed_cost_usd,
-       img.sha256, img.width, img.height, img.text_height_px, img.n_images, img.image_tokens, img.image_cost_usd
-FROM request_spans r
-JOIN img ON img.trace_id = r.trace_id AND img.request_span_id = r.span_id
-WHERE r.status = 'ok' AND r.route IS NOT NULL AND ($since IS NULL OR r.ts >= $since)
-"""
-
-_SCORES_SQL = """
-SELECT span_id, evaluator, avg(score) AS score
-FROM eval_scores WHERE status = 'scored' AND score IS NOT NULL
-GROUP BY span_id, evaluator
-"""
+__all__ = ["QUALITY_EVALUATORS", "Observations", "load_observations"]
 
 
 @dataclass(frozen=True)
@@ -61,8 +37,8 @@ class Observations:
 
 def load_observations(db: str | Path, *, since: datetime | None = None, evaluators: Mapping[str, str] = QUALITY_EVALUATORS) -> Observations:
     with open_store(db, read_only=True) as conn:
-        requests = fetch_df(conn, _REQUESTS_SQL, {"since": since})
-        scores = fetch_df(conn, _SCORES_SQL)
+        requests = routed_requests(conn, since=since)
+        scores = mean_scores(conn)
     mapping = pl.DataFrame({"task": list(evaluators), "evaluator": list(evaluators.values())})
     quality = (
         requests.select("span_id", "task")

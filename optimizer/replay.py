@@ -21,7 +21,9 @@ from typing import Any
 import httpx
 import polars as pl
 
-from collector.store import fetch_df, open_store
+from collector.blobs import read_blob
+from collector.queries.optimizer import replayable_requests
+from collector.store import open_store
 from optimizer.routes import Route
 from router.images.sniff import sniff
 from router.rules import AUTO_MODEL
@@ -30,15 +32,6 @@ from router.rules import AUTO_MODEL
 # always takes the active arm, so this is a shadow of the request on the active version (what
 # a paired canary guard compares the canary's answer with).
 ACTIVE_VERSION = Route(AUTO_MODEL, "auto")
-
-_SAMPLE_SQL = """
-SELECT r.span_id, r.trace_id, r.task, r.reference_id, r.input_text, r.route,
-       i.sha256, i.width, i.height, i.text_height_px, i.format
-FROM request_spans r
-JOIN image_spans i ON i.request_span_id = r.span_id AND i.trace_id = r.trace_id
-WHERE r.status = 'ok' AND NOT coalesce(r.replay, false) AND r.input_text IS NOT NULL AND r.n_images = 1
-"""
-
 
 class ReplayError(Exception):
     """Replay cannot run: the message says what is missing."""
@@ -90,7 +83,7 @@ def load_items(
     """A stratified sample of ``n`` stored requests, or exactly the requests ``span_ids`` (to
     shadow what a ruleset served on another route)."""
     with open_store(db, read_only=True) as conn:
-        df = fetch_df(conn, _SAMPLE_SQL)
+        df = replayable_requests(conn)
     df = df.sort("sha256", "task", "span_id", nulls_last=True)  # the same store samples the same images
     if span_ids is not None:
         df = df.filter(pl.col("span_id").is_in(list(span_ids)))
@@ -102,10 +95,9 @@ def load_items(
     df = df.unique(subset=["sha256", "task"], keep="first", maintain_order=True)
     items = []
     for row in stratified_sample(df, n, seed).iter_rows(named=True):
-        path = blob_dir / row["sha256"][:2] / row["sha256"]
-        if not path.is_file():
+        data = read_blob(blob_dir, row["sha256"])
+        if data is None:
             continue
-        data = path.read_bytes()
         mime = sniff(data[:65536]).mime
         messages = json.loads(row["input_text"])
         url = f"data:{mime};base64,{base64.b64encode(data).decode()}"

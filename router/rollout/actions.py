@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from collector.queries.guard import record_rollout
 from router.rollout.base import Pointer, RuleStore, Validate
-from router.rollout.guard import record_rollout
+from router.rollout.guard import rollout_record
 
 
 def start_canary(
@@ -27,8 +28,8 @@ def start_canary(
 ) -> Pointer:
     after = store.start_canary(version_id, fraction, actor=actor, reason=reason, validate=validate)
     if db_path is not None:
-        record_rollout(db_path, after, "start", reason or f"canary started by {actor or 'operator'}",
-                       {"actor": actor})
+        record_rollout(db_path, rollout_record(
+            after, "start", reason or f"canary started by {actor or 'operator'}", {"actor": actor}))
     return after
 
 
@@ -38,8 +39,8 @@ def manual_promote(
     before = store.pointer()
     after = store.promote(actor=actor, reason=reason, expect_generation=before.generation)
     if db_path is not None:
-        record_rollout(db_path, before, "manual_promote", reason or f"promoted by {actor or 'operator'}",
-                       {"actor": actor})
+        record_rollout(db_path, rollout_record(
+            before, "manual_promote", reason or f"promoted by {actor or 'operator'}", {"actor": actor}))
     return after
 
 
@@ -55,8 +56,9 @@ def manual_rollback(
     after = store.rollback(to, actor=actor, reason=reason, expect_generation=before.generation)
     if db_path is not None:
         candidate = before.canary or before.active
-        record_rollout(db_path, before, "manual_rollback", reason or f"rolled back by {actor or 'operator'}",
-                       {"actor": actor, "now_active": after.active}, candidate=candidate)
+        record_rollout(db_path, rollout_record(
+            before, "manual_rollback", reason or f"rolled back by {actor or 'operator'}",
+            {"actor": actor, "now_active": after.active}, candidate=candidate))
     return after
 
 

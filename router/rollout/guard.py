@@ -26,8 +26,17 @@ from opentelemetry import trace
 from opentelemetry.trace import TracerProvider
 
 from collector import semconv as sc
-from collector.semconv import utc_now
-from collector.store import insert_rows, open_store
+from collector.queries.guard import (
+    GuardWindow,
+    RolloutRecord,
+    arm_costs,
+    arm_scores,
+    paired_scores,
+    record_rollout,
+    recorded_decision,
+    window_requests,
+)
+from collector.store import open_store
 from router.rollout.base import Pointer, RolloutConflict, RuleStore
 from router.rollout.sequential import (
     Decision,
@@ -40,43 +49,6 @@ from router.rollout.sequential import (
 )
 
 log = logging.getLogger(__name__)
-
-_ROWS = """
-    SELECT span_id, ts, arm = 'canary' AS is_canary, coalesce(status, 'ok') = 'error' AS failed
-    FROM request_spans
-    WHERE ts >= ? AND ((arm = 'canary' AND ruleset_version = ?) OR (arm = 'active' AND ruleset_version = ?))
-      AND (? OR NOT coalesce(replay, false))
-"""
-
-
-
-def _paired_sql(value: str, marks: str) -> str:
-    """Canary requests with the mean score of their shadows (replays of the same largest image
-    and task on the active version, sent after them), in arrival order."""
-    return f"""
-        WITH img AS (
-            SELECT trace_id, request_span_id, arg_max(sha256, width * height) AS sha256
-            FROM image_spans GROUP BY trace_id, request_span_id
-        ), e AS (
-            SELECT span_id, avg({value}) AS v FROM eval_scores AS e
-            WHERE evaluator IN ({marks}) AND status = 'scored' AND {value} IS NOT NULL AND isfinite({value})
-            GROUP BY span_id
-        ), c AS (
-            SELECT r.span_id, r.ts, coalesce(r.task, 'transcribe') AS task, img.sha256
-            FROM request_spans r JOIN img ON img.trace_id = r.trace_id AND img.request_span_id = r.span_id
-            WHERE r.ts >= ? AND r.arm = 'canary' AND r.ruleset_version = ? AND NOT coalesce(r.replay, false)
-        ), s AS (
-            SELECT r.span_id, r.ts, coalesce(r.task, 'transcribe') AS task, img.sha256
-            FROM request_spans r JOIN img ON img.trace_id = r.trace_id AND img.request_span_id = r.span_id
-            WHERE r.ts >= ? AND r.ruleset_version = ? AND r.arm = 'active' AND coalesce(r.replay, false)
-              AND coalesce(r.status, 'ok') = 'ok'
-        )
-        SELECT c.ts, c.span_id, any_value(ec.v) AS v, avg(es.v) AS shadow
-        FROM c JOIN e ec ON ec.span_id = c.span_id
-        JOIN s ON s.sha256 = c.sha256 AND s.task = c.task AND s.ts >= c.ts
-        JOIN e es ON es.span_id = s.span_id
-        GROUP BY c.ts, c.span_id ORDER BY c.ts, c.span_id"""
-
 
 @dataclass(frozen=True)
 class GuardConfig:
@@ -106,8 +78,7 @@ class GuardConfig:
     sequential: SequentialConfig = field(default_factory=SequentialConfig)
 
 
-def record_rollout(
-    db_path: str | Path,
+def rollout_record(
     pointer: Pointer,
     decision: str,
     reason: str,
@@ -116,22 +87,20 @@ def record_rollout(
     n_canary: int = 0,
     n_active: int = 0,
     candidate: str | None = None,
-) -> None:
-    """Append one row to ``rollouts`` (``pointer`` is the state the decision was taken on)."""
-    row = {
-        "ts": utc_now(),
-        "rollout_id": pointer.rollout_id,
-        "candidate_version": candidate or pointer.canary,
-        "active_version": pointer.active,
-        "decision": decision,
-        "fraction": pointer.canary_fraction,
-        "n_canary": n_canary,
-        "n_active": n_active,
-        "statistics": statistics or {},
-        "reason": reason,
-    }
-    with open_store(db_path) as conn:
-        insert_rows(conn, "rollouts", [row])
+) -> RolloutRecord:
+    """The ``rollouts`` row for a decision taken on ``pointer`` (the state before acting);
+    :func:`collector.queries.guard.record_rollout` writes it."""
+    return RolloutRecord(
+        rollout_id=pointer.rollout_id,
+        candidate_version=candidate or pointer.canary,
+        active_version=pointer.active,
+        decision=decision,
+        fraction=pointer.canary_fraction,
+        reason=reason,
+        statistics=statistics or {},
+        n_canary=n_canary,
+        n_active=n_active,
+    )
 
 
 class Guard:
@@ -154,34 +123,16 @@ class Guard:
 
     # -- reading ---------------------------------------------------------------------------
     def _load(self, conn: Any, p: Pointer) -> dict[str, Any]:
-        since = p.canary_started_at or p.updated_at
-        params = [since, p.canary, p.active, self.config.include_replay]
-        base = conn.execute(_ROWS + " ORDER BY ts, span_id", params).fetchnumpy()
-        data: dict[str, Any] = {"requests": base, "scores": {}}
-        value = ("greatest(0.0, least(1.0, e.score))" if self.config.score_field == "score"
-                 else "CAST(e.passed AS DOUBLE)")
+        window = GuardWindow(p.canary_started_at or p.updated_at, p.canary, p.active,
+                             self.config.include_replay)
+        data: dict[str, Any] = {"requests": window_requests(conn, window), "scores": {}}
         groups = ([(name, (name,)) for name in self.config.evaluators] if self.config.per_evaluator
                   else [("quality", self.config.evaluators)] if self.config.evaluators else [])
+        scores = paired_scores if self.config.paired else arm_scores
         for metric, names in groups:
-            marks = ", ".join("?" for _ in names)
-            if self.config.paired:
-                data["scores"][metric] = conn.execute(_paired_sql(value, marks), [*names, since, p.canary, since, p.active]).fetchnumpy()
-                continue
-            sql = f"""
-                WITH r AS ({_ROWS}),
-                e AS (SELECT * FROM eval_scores WHERE evaluator IN ({marks}) AND status = 'scored'
-                      QUALIFY row_number() OVER (PARTITION BY span_id, evaluator
-                                                 ORDER BY ts DESC, evaluator_version DESC) = 1)
-                SELECT any_value(r.is_canary) AS is_canary, avg({value}) AS v
-                FROM r JOIN e USING (span_id)
-                WHERE {value} IS NOT NULL AND isfinite({value})
-                GROUP BY r.ts, r.span_id ORDER BY r.ts, r.span_id"""
-            data["scores"][metric] = conn.execute(sql, [*params, *names]).fetchnumpy()
+            data["scores"][metric] = scores(conn, window, names, self.config.score_field)
         if self.config.include_cost:
-            sql = f"""WITH r AS ({_ROWS})
-                SELECT r.is_canary, i.cost_usd FROM image_spans i JOIN r ON i.request_span_id = r.span_id
-                WHERE i.cost_usd IS NOT NULL AND isfinite(i.cost_usd)"""
-            data["cost"] = conn.execute(sql, params).fetchnumpy()
+            data["cost"] = arm_costs(conn, window)
         return data
 
     @staticmethod
@@ -245,13 +196,9 @@ class Guard:
             with open_store(self.db_path) as conn:
                 data = self._load(conn, p)
                 fingerprint = self._fingerprint(p, data)
-                last = conn.execute(
-                    "SELECT decision, reason, statistics FROM rollouts WHERE rollout_id = ? "
-                    "AND json_extract_string(statistics, '$.fingerprint') = ? ORDER BY ts DESC LIMIT 1",
-                    [p.rollout_id, fingerprint],
-                ).fetchall()
-            if last:
-                return Decision(last[0][0], json.loads(last[0][2]), last[0][1])
+                last = recorded_decision(conn, p.rollout_id, fingerprint)
+            if last is not None:
+                return Decision(last[0], last[2], last[1])  # type: ignore[arg-type]
             decision = self.evaluate(data)
             req = data["requests"]
             n_canary = int(np.sum(req["is_canary"]))
@@ -269,8 +216,8 @@ class Guard:
                 except RolloutConflict as exc:
                     log.warning("guard decision %s not applied: %s", decision.action, exc.message)
                     return Decision("idle", stats, f"pointer changed meanwhile: {exc.message}")
-            record_rollout(self.db_path, p, decision.action, decision.reason, stats,
-                           n_canary=n_canary, n_active=stats["n_active"])
+            record_rollout(self.db_path, rollout_record(p, decision.action, decision.reason, stats,
+                                                        n_canary=n_canary, n_active=stats["n_active"]))
             self._emit(p, decision)
             log.info("rollout %s: %s (%s)", p.rollout_id, decision.action, decision.reason)
             return decision
@@ -304,4 +251,4 @@ class Guard:
             stop_event.wait(interval_s)
 
 
-__all__ = ["Guard", "GuardConfig", "record_rollout"]
+__all__ = ["Guard", "GuardConfig", "rollout_record"]
