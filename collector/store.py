@@ -71,6 +71,25 @@ def _is_config_clash(exc: Exception) -> bool:
     return isinstance(exc, duckdb.ConnectionException) and "configuration" in str(exc)
 
 
+#: DuckDB tears a file's database down when its last connection in the process closes and
+#: builds it anew on the next open. An open or close racing another thread's Arrow scan of the
+#: same file can find the Python table functions missing ("python_arrow_scan does not exist"),
+#: so opens and closes are serialized within a process: they are short next to the work
+#: between them, and a lock held by another process is waited for outside this lock.
+_LIFECYCLE = threading.Lock()
+
+
+def _duckdb_connect(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
+    with _LIFECYCLE:
+        return duckdb.connect(path, read_only=read_only)
+
+
+def close_store(conn: duckdb.DuckDBPyConnection) -> None:
+    """Close a connection from :func:`connect` (serialized with opens, see ``_LIFECYCLE``)."""
+    with _LIFECYCLE:
+        conn.close()
+
+
 def connect(
     path: str | Path, *, read_only: bool = False, timeout_s: float = 30.0
 ) -> duckdb.DuckDBPyConnection:
@@ -91,12 +110,11 @@ def connect(
     delay = 0.01
     while True:
         try:
-            conn = duckdb.connect(str(path), read_only=read_only and not memory)
+            conn = _duckdb_connect(str(path), read_only and not memory)
             break
         except duckdb.Error as exc:
             if read_only and _is_config_clash(exc):
-                conn = duckdb.connect(str(path))
-                return conn
+                return _duckdb_connect(str(path), False)
             if not (_is_lock_error(exc) or _is_config_clash(exc)):
                 raise StoreError(f"cannot open store {str(path)!r}: {exc}") from exc
             if time.monotonic() + delay > deadline:
@@ -109,7 +127,7 @@ def connect(
         try:
             _migrate_once(conn)
         except BaseException:
-            conn.close()
+            close_store(conn)
             raise
     return conn
 
@@ -147,7 +165,7 @@ def open_store(
     try:
         yield conn
     finally:
-        conn.close()
+        close_store(conn)
 
 
 def fetch_df(
