@@ -136,7 +136,8 @@ class Autopilot:
             try:
                 self.tick()
             except Exception as exc:  # noqa: BLE001 - report, wait, try again; never act on a failure
-                log.warning("autopilot tick failed, waiting: %s: %s", type(exc).__name__, exc)
+                log.warning("autopilot tick failed, waiting: %s: %s", type(exc).__name__, exc,
+                            exc_info=log.isEnabledFor(logging.DEBUG))
                 self.metrics.cycles.labels(outcome="error").inc()
             if once:
                 return

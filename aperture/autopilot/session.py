@@ -84,7 +84,7 @@ class LoopSession:
         folder = Path(store.root) / "autopilot"
         steps = StoreLoopSteps(self.config, self.db, store, blob_dir=Path(str(self.config.telemetry.blob_dir)),
                                workdir=folder, validate=ruleset_validator(self.config),
-                               tracer_provider=telemetry.provider)
+                               tracer_provider=telemetry.provider, optuna_path=self.out / "optuna.db")
         self.autopilot = Autopilot(self.config.autopilot, self.db, steps, StateFile(folder),
                                    FileLease(folder, self.owner, self.config.autopilot.lease_ttl_s),
                                    tracer_provider=telemetry.provider)

@@ -70,8 +70,10 @@ class StoreLoopSteps:
         workdir: Path,
         validate: Callable[[str], list[str]] | None = None,
         tracer_provider: Any = None,
+        optuna_path: Path | None = None,
     ) -> None:
         self.config = config
+        self.optuna_path = optuna_path or workdir / "optuna.db"
         self.db = db
         self.store = store
         self.blob_dir = blob_dir
@@ -151,7 +153,7 @@ class StoreLoopSteps:
         try:
             proposal = optimize(self.db, self.config.models, OptimizeSettings(
                 tolerance=settings.tolerance, trials=settings.trials, seed=settings.seed,
-                storage=f"sqlite:///{self.workdir / 'optuna.db'}", study_name=f"autopilot-{cycle_id}",
+                storage=f"sqlite:///{self.optuna_path}", study_name=f"autopilot-{cycle_id}",
                 models=settings.allowed_models or None, fallback=fallback_target(settings.fallback_route),
             ), plot_path=self.workdir / f"pareto-{cycle_id}.png")
         except OptimizerError as exc:
