@@ -12,6 +12,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+from router.cache import cache_response_header
 from router.errors import GatewayError, UpstreamFailed
 from router.pipeline.bill import bill_estimate, bill_usage
 from router.pipeline.context import GatewayResponse, RequestContext
@@ -19,12 +20,17 @@ from router.pipeline.services import Services
 
 
 def response_headers(ctx: RequestContext) -> dict[str, str]:
-    return {
+    """The gateway's headers; ``x-aperture-cache: hit|miss`` when the response cache was consulted."""
+    headers = {
         "x-aperture-request-id": ctx.request_id,
         "x-aperture-route": ctx.need_target().key,
         "x-aperture-ruleset": ctx.need_decision().version,
         "x-aperture-estimated-cost-usd": f"{ctx.estimate():.8f}",
     }
+    decision = ctx.cache_decision
+    if decision is not None and (decision.lookup or decision.store):
+        headers.update(cache_response_header(ctx.cache_hit is not None))
+    return headers
 
 
 def completion_response(ctx: RequestContext) -> GatewayResponse:
@@ -66,9 +72,9 @@ async def relay(services: Services, ctx: RequestContext) -> AsyncIterator[bytes]
         await upstream.aclose()
         usage = upstream.translator.usage
         if error is None and usage is not None:
-            bill_usage(services, ctx, usage, upstream.translator.finish_reason, "".join(text_parts), None)
+            await bill_usage(services, ctx, usage, upstream.translator.finish_reason, "".join(text_parts), None)
         else:
-            bill_estimate(services, ctx)
+            await bill_estimate(services, ctx)
         services.telemetry.finish(ctx, error)
 
 
