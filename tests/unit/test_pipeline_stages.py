@@ -224,7 +224,7 @@ async def test_telemetry_of_a_billed_request_writes_one_image_span_per_image(con
     assert "upstream openai" in spans
 
 
-@pytest.mark.parametrize("module", ["router.telemetry", "router.pipeline.services", "router.handlers"])
+@pytest.mark.parametrize("module", ["router.telemetry", "router.pipeline.services", "router.handlers", "router.pipeline.cache", "router.pipeline.respond", "router.cache"])
 def test_a_module_imports_first_without_a_cycle(module: str) -> None:
     done = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
