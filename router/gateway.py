@@ -26,9 +26,9 @@ from router.limits import RateLimiter
 from router.metrics import GatewayMetrics
 from router.pipeline import ADMISSION, Stage
 from router.pipeline.bill import bill_completion
-from router.pipeline.cache import cached_response, store_completion
+from router.pipeline.cache import store_completion
 from router.pipeline.context import GatewayResponse, RequestContext
-from router.pipeline.respond import completion_response, stream_response
+from router.pipeline.respond import cached_response, completion_response, stream_response
 from router.pipeline.send import open_stream, send_completion
 from router.pipeline.services import Services, SnapshotSource
 from router.state import StateBackend

@@ -9,29 +9,28 @@ team's setting decide whether it is read or written (:func:`router.cache.decide_
 On a hit nothing goes upstream: the budget hold is released (the answer costs nothing) and the
 request's token estimate is given back to the key's TPM bucket, while the request still counts
 against its RPM. The entry is re-served as the client asked: JSON, or an SSE stream. On a miss
-the send and bill stages run as usual and a complete, successful non-streamed answer from the
-first route is stored with what it cost; errors never are (:func:`router.cache.is_cacheable`).
+the send and bill stages run as usual and a complete, successful answer from the first route is
+stored with what it cost: a JSON completion as sent, a relayed stream rebuilt by
+:class:`StreamCapture` when it was one plain-text choice that ended with a finish reason and
+its usage. Errors never are (:func:`router.cache.is_cacheable`).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 
 from router.cache import (
     CACHE_HEADER,
     CachedResponse,
     cache_key,
-    completion_sse,
     decide_cache,
     is_cacheable,
     key_team,
     parse_cache_mode,
 )
-from router.pipeline.context import GatewayResponse, JSONObject, RequestContext
-from router.pipeline.respond import response_headers
+from router.pipeline.context import JSONObject, RequestContext
 from router.pipeline.services import Services
-from router.providers.base import wants_usage
+from router.providers.base import Usage
 
 
 async def lookup_cache(services: Services, ctx: RequestContext) -> None:
@@ -62,24 +61,6 @@ async def lookup_cache(services: Services, ctx: RequestContext) -> None:
     await state.limits.adjust(ctx.need_principal(), -tokens)
 
 
-def cached_response(services: Services, ctx: RequestContext) -> GatewayResponse:
-    """The hit as the client asked for it; telemetry is written now (nothing more will happen)."""
-    hit = ctx.cache_hit
-    if hit is None:
-        raise RuntimeError("no cache hit to answer from")
-    headers = response_headers(ctx)
-    services.telemetry.finish(ctx)
-    if not ctx.stream:
-        return GatewayResponse(headers=headers, body=dict(hit.completion))
-    events = completion_sse(hit.completion, include_usage=wants_usage(ctx.body))
-    return GatewayResponse(headers=headers, stream=_replay(events))
-
-
-async def _replay(events: list[bytes]) -> AsyncIterator[bytes]:
-    for event in events:
-        yield event
-
-
 async def store_completion(services: Services, ctx: RequestContext, completion: JSONObject) -> bool:
     """Store a complete answer from the route the key names; ``True`` when it was stored."""
     cache, decision, key, bill = services.cache, ctx.cache_decision, ctx.cache_key, ctx.bill
@@ -89,3 +70,38 @@ async def store_completion(services: Services, ctx: RequestContext, completion: 
         return False  # a fallback answered: the key names the first route, not this one
     entry = CachedResponse(completion=completion, cost_usd=bill.billed_usd, route=bill.target.key, stored_at=time.time())
     return await cache.put(key, entry)
+
+
+class StreamCapture:
+    """Rebuilds a relayed stream's completion for the cache, or gives up on anything but plain text.
+
+    Tool calls, refusals, several choices or a chunk without ``choices`` in the middle would need
+    more than the joined text to re-serve faithfully; such a stream is simply not stored.
+    """
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.created = 0
+        self.plain = True
+
+    def observe(self, chunk: JSONObject) -> None:
+        self.created = self.created or int(chunk.get("created") or 0)
+        for choice in chunk.get("choices") or []:
+            delta = choice.get("delta") or {}
+            if choice.get("index", 0) != 0 or delta.get("tool_calls") or delta.get("refusal") or delta.get("function_call"):
+                self.plain = False
+            content = delta.get("content")
+            if isinstance(content, str):
+                self.parts.append(content)
+
+    def completion(self, ctx: RequestContext, usage: Usage, finish_reason: str | None) -> JSONObject | None:
+        if not self.plain or not finish_reason:
+            return None
+        return {
+            "id": "chatcmpl-" + ctx.request_id[4:], "object": "chat.completion", "created": self.created,
+            "model": ctx.need_target().model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(self.parts)},
+                         "logprobs": None, "finish_reason": finish_reason}],
+            "usage": {"prompt_tokens": usage.input_tokens, "completion_tokens": usage.output_tokens,
+                      "total_tokens": usage.input_tokens + usage.output_tokens},
+        }

@@ -89,3 +89,22 @@ def test_errors_are_never_cached(stack):
     answer = ask(stack, "sk-a", "errors")
     assert answer.headers["x-aperture-cache"] == "miss" and answer.parse().choices[0].message.content
     assert [r["status"] for r in stack.emulator_requests()] == [500, 500, 500, 200]
+
+
+def test_a_streamed_answer_is_stored_and_served_to_both_kinds(stack):
+    stack.clear_emulator()
+    messages = image_message(data_url(page_png(64, 48, text="streamed")))
+    openai_client = client(stack, "sk-a")
+    with openai_client.chat.completions.with_streaming_response.create(
+        model="gpt-4o", messages=messages, max_tokens=16, stream=True,
+    ) as first:
+        assert first.headers["x-aperture-cache"] == "miss"
+        text = "".join(c.choices[0].delta.content or "" for c in first.parse() if c.choices)
+    hit = openai_client.chat.completions.with_raw_response.create(model="gpt-4o", messages=messages, max_tokens=16)
+    assert hit.headers["x-aperture-cache"] == "hit" and hit.parse().choices[0].message.content == text
+    stream = openai_client.chat.completions.create(
+        model="gpt-4o", messages=messages, max_tokens=16, stream=True, stream_options={"include_usage": True})
+    chunks = list(stream)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == text
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+    assert len(stack.emulator_requests()) == 1

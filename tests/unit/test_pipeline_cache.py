@@ -45,3 +45,35 @@ async def test_store_completion(answered_by: Target, store: bool, completion: di
     assert (entry is not None) is stored
     if entry is not None:
         assert entry.cost_usd == 0.002 and entry.route == FIRST.key and entry.completion == completion
+
+
+def chunk(delta: dict[str, Any], index: int = 0) -> dict[str, Any]:
+    return {"created": 7, "choices": [{"index": index, "delta": delta}]}
+
+
+@pytest.mark.parametrize(
+    ("chunks", "finish", "expected"),
+    [
+        ([chunk({"role": "assistant", "content": ""}), chunk({"content": "TO"}), chunk({"content": "TAL"})], "stop", "TOTAL"),
+        ([chunk({"content": "TO"})], None, None),  # no finish reason: not a complete answer
+        ([chunk({"tool_calls": [{"index": 0, "function": {"name": "f"}}]})], "tool_calls", None),
+        ([chunk({"content": "a"}), chunk({"content": "b"}, index=1)], "stop", None),  # n > 1
+        ([chunk({"refusal": "no"})], "stop", None),
+    ],
+)
+def test_stream_capture(chunks: list[dict[str, Any]], finish: str | None, expected: str | None) -> None:
+    from router.pipeline.cache import StreamCapture
+    from router.providers.base import Usage
+
+    capture = StreamCapture()
+    for c in chunks:
+        capture.observe(c)
+    ctx = context(FIRST)
+    ctx.target = FIRST
+    completion = capture.completion(ctx, Usage(input_tokens=10, output_tokens=2), finish)
+    if expected is None:
+        assert completion is None
+    else:
+        assert completion is not None and completion["choices"][0]["message"]["content"] == expected
+        assert completion["usage"] == {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}
+        assert completion["created"] == 7 and completion["model"] == "gpt-4o"
