@@ -28,6 +28,7 @@ from opentelemetry import trace
 from router import handlers
 from router.blobs import BlobStore
 from router.budgets import read_snapshot, write_snapshot
+from router.cache import build_cache
 from router.config import AppConfig
 from router.errors import GatewayError
 from router.gateway import Gateway
@@ -36,6 +37,7 @@ from router.images.ssrf import FetchPolicy
 from router.keys import open_mode_warning
 from router.metrics import GatewayMetrics
 from router.pipeline.services import SnapshotSource
+from router.state import build_state
 from router.upstream import UpstreamClient
 
 log = logging.getLogger("aperture.router")
@@ -71,7 +73,14 @@ def build_gateway(
     tracer_provider: trace.TracerProvider | None = None,
     metrics: GatewayMetrics | None = None,
 ) -> Gateway:
-    """Every dependency of the gateway built from config; pass one in to replace it."""
+    """Every dependency of the gateway built from config; pass one in to replace it.
+
+    ``state.backend: memory`` (the default) keeps limits, budgets and breakers in this process;
+    ``redis`` shares them through Redis, its failures counted in ``aperture_state_fallbacks``.
+    The response cache is built when ``cache.enabled``. No connection opens before a request.
+    """
+    metrics = metrics or GatewayMetrics()
+    state = None if config.state.backend == "memory" else build_state(config, on_fallback=metrics.state_fallback)
     blobs = None
     if config.telemetry.blob_dir:
         blob_dir = config.resolve_path(config.telemetry.blob_dir)
@@ -85,6 +94,8 @@ def build_gateway(
         tracer_provider=tracer_provider,
         metrics=metrics,
         blobs=blobs,
+        state=state,
+        cache=build_cache(config),
     )
 
 
@@ -128,9 +139,10 @@ def build_app(
 
 def _lifespan(gateway: Gateway, on_shutdown: Callable[[], Any] | None) -> Callable[[FastAPI], Any]:
     """Start: warn about open mode, purge expired blobs, reload today's budget ledger.
-    Stop: save the ledger, close the upstream pools, then ``on_shutdown``."""
+    Stop: save the ledger, close the upstream pools and the state and cache connections, then
+    ``on_shutdown``. With a shared state backend the day's ledger lives there, not in the file."""
     config = gateway.config
-    ledger_file = config.resolve_path(config.budgets.ledger_file)
+    ledger_file = config.resolve_path(config.budgets.ledger_file) if gateway.shared_state is None else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -146,6 +158,7 @@ def _lifespan(gateway: Gateway, on_shutdown: Callable[[], Any] | None) -> Callab
         if ledger_file is not None:
             write_snapshot(ledger_file, gateway.ledger.snapshot())
         await gateway.client.aclose()
+        await gateway.close_state()
         if on_shutdown is not None:
             on_shutdown()
 
