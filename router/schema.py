@@ -112,7 +112,7 @@ def validate_part(part: object, role: str, where: str) -> None:
             raise InvalidRequest(f"{where}.image_url.url must be a non-empty string",
                                  param=f"{where}.image_url.url")
         detail = image.get("detail")
-        if detail is not None and detail not in IMAGE_DETAILS:
+        if detail is not None and (not isinstance(detail, str) or detail not in IMAGE_DETAILS):
             raise InvalidRequest(f"{where}.image_url.detail must be one of {sorted(IMAGE_DETAILS)}",
                                  param=f"{where}.image_url.detail")
 

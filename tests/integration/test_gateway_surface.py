@@ -17,7 +17,13 @@ import duckdb
 import httpx
 import pytest
 
-from tests.integration.gateway_harness import Stack, data_url, image_message, page_png, running_stack
+from tests.integration.gateway_harness import (
+    Stack,
+    data_url,
+    image_message,
+    page_png,
+    running_stack,
+)
 
 pytestmark = pytest.mark.slow
 
