@@ -175,3 +175,14 @@ def test_a_good_request_with_hints_passes(stack: Stack, client: httpx.Client, tm
     r = client.post("/v1/chat/completions", json={**good_body(), "metadata": {"reference_id": 42}},
                     headers={"x-aperture-task": "transcribe"})
     assert r.status_code == 200, r.text
+
+
+def test_a_60_mb_body_is_refused_under_the_default_cap(tmp_path: Path) -> None:
+    """The default ``server.max_body_bytes`` (48 MiB) refuses a 60 MB body up front, and the
+    connection answers the next request (the server discards the unread rest)."""
+    body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "x" * 60_000_000}]}).encode()
+    with running_stack(tmp_path) as default_stack:
+        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        with httpx.Client(base_url=default_stack.gateway, timeout=120, limits=limits) as c:
+            refused(default_stack, c, 413, "request_too_large", None, content=body,
+                    headers={"content-type": "application/json"})
