@@ -22,12 +22,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from router.errors import InvalidRequest
+from router.tokens import DETAILS
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 #: OpenAI's content part types; ``refusal`` only appears in assistant turns. Whether the routed
 #: provider takes audio or file parts is the adapter's to say (``unsupported_content``).
 PART_TYPES = frozenset({"text", "image_url", "input_audio", "file", "refusal"})
-IMAGE_DETAILS = frozenset({"auto", "low", "high"})
+#: OpenAI's three and the gateway's wider vocabulary (``medium``, ``ultra_high``: Gemini levels).
+IMAGE_DETAILS = frozenset(DETAILS)
 #: Hint ids (task, reference id) are stored on every span and may travel upstream as a header.
 HINT_MAX_LENGTH = 128
 HINT_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+=#-]*")
@@ -112,7 +114,7 @@ def validate_part(part: object, role: str, where: str) -> None:
             raise InvalidRequest(f"{where}.image_url.url must be a non-empty string",
                                  param=f"{where}.image_url.url")
         detail = image.get("detail")
-        if detail is not None and (not isinstance(detail, str) or detail not in IMAGE_DETAILS):
+        if detail is not None and (not isinstance(detail, str) or detail.lower() not in IMAGE_DETAILS):
             raise InvalidRequest(f"{where}.image_url.detail must be one of {sorted(IMAGE_DETAILS)}",
                                  param=f"{where}.image_url.detail")
 
