@@ -24,6 +24,7 @@ import httpx
 from fastapi import APIRouter, FastAPI
 from fastapi.exceptions import RequestValidationError
 from opentelemetry import trace
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from router import handlers
 from router.blobs import BlobStore
@@ -102,6 +103,7 @@ def create_app(
     app.state.metrics = gateway.metrics
     app.add_exception_handler(GatewayError, handlers.gateway_error)
     app.add_exception_handler(RequestValidationError, handlers.parameter_error)
+    app.add_exception_handler(StarletteHTTPException, handlers.http_error)
     app.add_middleware(SurfaceMiddleware, max_body_bytes=gateway.config.server.max_body_bytes,
                        on_error=_recorder(gateway))
     app.add_api_route(CHAT_PATH, handlers.chat_completions, methods=["POST"])

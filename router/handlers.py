@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from router.errors import GatewayError, InvalidRequest
 from router.gateway import Gateway
@@ -85,4 +86,22 @@ async def parameter_error(request: Request, exc: Exception) -> JSONResponse:
     first = exc.errors()[0] if exc.errors() else {}
     param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
     error = InvalidRequest(f"{param or 'request'}: {first.get('msg', 'invalid value')}", param=param)
+    gateway_of(request).telemetry.count_refusal(error)
     return JSONResponse(error.body(), status_code=error.status)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own answers (an unknown path, a wrong method) in OpenAI's shape, counted."""
+    assert isinstance(exc, StarletteHTTPException)
+    error = GatewayError(str(exc.detail), code=_http_code(exc.status_code), status=exc.status_code, headers=dict(exc.headers or {}))
+    error.type = "invalid_request_error"
+    gateway_of(request).telemetry.count_refusal(error)
+    return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+
+
+def _http_code(status: int) -> str:
+    if status == 404:
+        return "not_found"
+    if status == 405:
+        return "method_not_allowed"
+    return "http_error"

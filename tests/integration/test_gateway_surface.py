@@ -186,3 +186,17 @@ def test_a_60_mb_body_is_refused_under_the_default_cap(tmp_path: Path) -> None:
         with httpx.Client(base_url=default_stack.gateway, timeout=120, limits=limits) as c:
             refused(default_stack, c, 413, "request_too_large", None, content=body,
                     headers={"content-type": "application/json"})
+
+
+@pytest.mark.parametrize(("method", "path", "status", "code"), [
+    ("GET", "/v1/chat/completions", 405, "method_not_allowed"),
+    ("POST", "/v1/chat", 404, "not_found"),
+])
+def test_the_framework_s_own_refusals_are_openai_shaped_and_counted(
+    stack: Stack, client: httpx.Client, method: str, path: str, status: int, code: str
+) -> None:
+    before = errors_counted(client, code)
+    r = client.request(method, path)
+    assert r.status_code == status and r.json()["error"]["code"] == code
+    assert errors_counted(client, code) == before + 1
+    assert client.post("/v1/chat/completions", json=good_body()).status_code == 200
