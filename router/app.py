@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -24,6 +24,7 @@ import httpx
 from fastapi import APIRouter, FastAPI
 from fastapi.exceptions import RequestValidationError
 from opentelemetry import trace
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from router import handlers
 from router.blobs import BlobStore
@@ -38,9 +39,11 @@ from router.keys import open_mode_warning
 from router.metrics import GatewayMetrics
 from router.pipeline.services import SnapshotSource
 from router.state import build_state
+from router.surface import OnError, SurfaceMiddleware
 from router.upstream import UpstreamClient
 
 log = logging.getLogger("aperture.router")
+CHAT_PATH = "/v1/chat/completions"
 
 
 def build_fetcher(
@@ -111,13 +114,29 @@ def create_app(
     app.state.metrics = gateway.metrics
     app.add_exception_handler(GatewayError, handlers.gateway_error)
     app.add_exception_handler(RequestValidationError, handlers.parameter_error)
-    app.add_api_route("/v1/chat/completions", handlers.chat_completions, methods=["POST"])
+    app.add_exception_handler(StarletteHTTPException, handlers.http_error)
+    app.add_middleware(SurfaceMiddleware, max_body_bytes=gateway.config.server.max_body_bytes,
+                       on_error=_recorder(gateway))
+    app.add_api_route(CHAT_PATH, handlers.chat_completions, methods=["POST"])
     app.add_api_route("/v1/models", handlers.list_models, methods=["GET"])
     app.add_api_route("/healthz", handlers.healthz, methods=["GET"])
     app.add_api_route("/metrics", handlers.prometheus, methods=["GET"])
     if admin_router is not None:
         app.include_router(admin_router)
     return app
+
+
+def _recorder(gateway: Gateway) -> OnError:
+    """What the surface middleware answered itself: a chat request gets its failed span, any
+    other path is counted."""
+
+    def record(path: str, headers: Mapping[str, str], error: GatewayError) -> None:
+        if path == CHAT_PATH:
+            gateway.refuse(headers, error)
+        else:
+            gateway.telemetry.count_refusal(error)
+
+    return record
 
 
 def build_app(

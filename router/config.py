@@ -134,6 +134,19 @@ class ImagesConfig(_Strict):
     text_features: bool = True
 
 
+class ServerConfig(_Strict):
+    """Limits of the HTTP surface, enforced before a request reaches the pipeline.
+
+    ``max_body_bytes`` (48 MiB) holds the largest inline request any provider takes (Anthropic
+    32 MB, Gemini 20 MB inline; OpenAI's 20 MB per image is 26.7 MB as base64) with room to
+    spare; bigger image sets go by URL, which the gateway fetches under ``images`` limits.
+    ``max_json_depth`` is far above any chat body (a tool schema nests a dozen levels).
+    """
+
+    max_body_bytes: int = Field(default=48 * 1024 * 1024, gt=0)
+    max_json_depth: int = Field(default=64, ge=8, le=512)
+
+
 class SsrfConfig(_Strict):
     allow_networks: list[str] = Field(default_factory=list)
     allow_hosts: list[str] = Field(default_factory=list)
@@ -221,6 +234,7 @@ class AppConfig(BaseSettings):
     admin_key_env: str | None = "APERTURE_ADMIN_KEY"
     images: ImagesConfig = Field(default_factory=ImagesConfig)
     ssrf: SsrfConfig = Field(default_factory=SsrfConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
     upstream: UpstreamConfig = Field(default_factory=UpstreamConfig)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     budgets: BudgetsConfig = Field(default_factory=BudgetsConfig)

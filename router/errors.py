@@ -52,6 +52,19 @@ class InvalidRequest(GatewayError):
     type = "invalid_request_error"
 
 
+class InvalidJson(InvalidRequest):
+    code = "invalid_json"
+
+
+class JsonTooDeep(InvalidRequest):
+    code = "json_too_deep"
+
+
+class RequestTooLarge(InvalidRequest):
+    status = 413
+    code = "request_too_large"
+
+
 class InvalidImage(InvalidRequest):
     code = "invalid_image"
 

@@ -154,6 +154,10 @@ class ChainBreaker(Protocol):
 
     async def state(self) -> BreakerState: ...
 
+    def retry_in_s(self) -> float:
+        """Seconds until an open breaker lets a probe through (for ``Retry-After``)."""
+        ...
+
 
 class LocalBreaker:
     """A :class:`CircuitBreaker` of this process behind the async :class:`ChainBreaker` calls."""
@@ -175,6 +179,9 @@ class LocalBreaker:
 
     async def state(self) -> BreakerState:
         return self.breaker.state
+
+    def retry_in_s(self) -> float:
+        return self.breaker.retry_in_s()
 
 
 def _chain_breaker(breaker: CircuitBreaker | ChainBreaker) -> ChainBreaker:
@@ -231,6 +238,7 @@ async def run_chain(
         while True:
             if not await breaker.allow():
                 state.records.append(AttemptRecord(target, attempt_no, None, "circuit_open", True, 0.0, 0.0, "skipped"))
+                state.breaker_wait(breaker.retry_in_s())
                 break
             started = clock()
             try:
@@ -249,7 +257,7 @@ async def run_chain(
             state.records.append(AttemptRecord(target, attempt_no, 200, None, False, 0.0, clock() - started, "ok"))
             return ChainResult(result=result, target=target, attempts=state.records)
 
-    raise _exhausted(state.records, state.last_error, state.answered)
+    raise _exhausted(state.records, state.last_error, state.answered, state.reopens_in_s)
 
 
 @dataclass
@@ -260,6 +268,10 @@ class _ChainState(Generic[T]):
     last_error: GatewayError | None = None
     image_error: UpstreamError | None = None
     answered: bool = False  # did any upstream produce an HTTP answer (or a non-connect failure)?
+    reopens_in_s: float | None = None  # the soonest an open breaker of the chain lets a probe through
+
+    def breaker_wait(self, seconds: float) -> None:
+        self.reopens_in_s = seconds if self.reopens_in_s is None else min(self.reopens_in_s, seconds)
 
     async def failed(
         self, target: T, attempt_no: int, err: GatewayError, breaker: ChainBreaker, policy: RetryPolicy,
@@ -304,14 +316,18 @@ class _ChainState(Generic[T]):
 
 
 def _exhausted(
-    records: list[AttemptRecord[Any]], last: GatewayError | None, answered: bool
+    records: list[AttemptRecord[Any]], last: GatewayError | None, answered: bool,
+    reopens_in_s: float | None = None,
 ) -> GatewayError:
     tried = sum(1 for r in records if r.outcome != "skipped")
     if not answered and (last is None or isinstance(last, UpstreamError)):
         what = last.message if last is not None else "every route's circuit breaker is open"
-        return ChainUnavailable(
+        unavailable = ChainUnavailable(
             f"no upstream is available ({tried} tries): {what}", attempts=records, last_error=last
         )
+        if reopens_in_s is not None:  # a breaker said when it will try again: tell the client
+            unavailable.headers["retry-after"] = str(max(1, math.ceil(reopens_in_s)))
+        return unavailable
     if last is None:  # pragma: no cover - answered implies an error was seen
         return ChainFailed("every route failed", attempts=records, last_error=None)
     if not isinstance(last, UpstreamError):

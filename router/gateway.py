@@ -74,6 +74,13 @@ class Gateway(Services):
             state=state, cache=cache,
         )
 
+    def refuse(self, headers: Mapping[str, str], error: GatewayError) -> None:
+        """Record a request refused before the pipeline could start (its body was too large or
+        not JSON): a failed request span and the error metrics, as for any other refusal."""
+        ctx = RequestContext(None, headers)
+        self.telemetry.start(ctx)
+        self.telemetry.finish(ctx, error)
+
     async def chat(self, body: object, headers: Mapping[str, str]) -> GatewayResponse:
         ctx = RequestContext(body, headers)
         self.telemetry.start(ctx)

@@ -21,6 +21,7 @@ from router.pipeline.cache import StreamCapture, store_completion
 from router.pipeline.context import GatewayResponse, RequestContext
 from router.pipeline.services import Services
 from router.providers.base import wants_usage
+from router.upstream_errors import UpstreamTransportError
 
 
 def response_headers(ctx: RequestContext) -> dict[str, str]:
@@ -85,7 +86,9 @@ async def relay(services: Services, ctx: RequestContext) -> AsyncIterator[bytes]
                 _collect_text(chunk, text_parts)
                 capture.observe(chunk)
                 yield sse(chunk)
-        except GatewayError as exc:
+        except UpstreamTransportError as exc:  # the connection broke, timed out or went silent
+            error = UpstreamFailed(f"upstream stream broke: {exc.message}", code="upstream_stream_broken")
+        except GatewayError as exc:  # an error event from the provider keeps its own code
             error = exc
         except Exception as exc:  # anything else cut the stream mid-way
             error = UpstreamFailed(f"upstream stream broke: {type(exc).__name__}", code="upstream_stream_broken")

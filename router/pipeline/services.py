@@ -161,3 +161,7 @@ class SharedBreaker:
 
     async def state(self) -> BreakerState:
         return await self.store.state(self.name, self.settings)
+
+    def retry_in_s(self) -> float:
+        """The shared store keeps no opening time here: the cool-down is the longest wait."""
+        return float(self.settings.cooldown_s)
