@@ -25,6 +25,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from router.guardrails.config import GuardrailsConfig
 from router.tokens import TokenRule
 
 ProviderKind = Literal["openai", "anthropic", "gemini"]
@@ -188,6 +189,7 @@ class AppConfig(BaseSettings):
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     budgets: BudgetsConfig = Field(default_factory=BudgetsConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    guardrails: GuardrailsConfig = Field(default_factory=GuardrailsConfig)
     base_dir: str = "."
 
     @classmethod

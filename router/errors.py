@@ -110,3 +110,11 @@ class UpstreamFailed(GatewayError):
 class UpstreamUnavailable(UpstreamFailed):
     status = 503
     code = "upstream_unavailable"
+
+
+class ImageBlocked(InvalidRequest):
+    """A guardrail detector in ``block`` mode fired. 422: the request is well-formed but its
+    content is refused; the message names the detector so the client knows which rule fired."""
+
+    status = 422
+    code = "image_blocked"
