@@ -22,11 +22,9 @@ def normalise(text: str) -> str:
     for token in folded.lower().split():
         # Fold leet only inside tokens that also hold letters, so plain numbers stay numbers.
         words.append(token.translate(_LEET) if re.search(r"[a-z]", token) else token)
-    joined = " ".join(words)
+    joined = re.sub(r"[^a-z0-9]+", " ", " ".join(words)).strip()
     # "i g n o r e" → "ignore": runs of ≥ 3 single letters separated by single spaces.
-    joined = re.sub(r"\b(?:[a-z] ){2,}[a-z]\b", lambda m: m.group().replace(" ", ""), joined)
-    joined = re.sub(r"[^a-z0-9 ]+", " ", joined)
-    return re.sub(r"\s+", " ", joined).strip()
+    return re.sub(r"\b(?:[a-z] ){2,}[a-z]\b", lambda m: m.group().replace(" ", ""), joined)
 
 
 _ANY = r"(?:\w+ ){0,3}"

@@ -103,7 +103,8 @@ def has_text_likely(data: bytes) -> bool:
     with Image.open(io.BytesIO(data)) as img:
         small = img.convert("L").resize((64, 64))
         lo, hi = small.getextrema()
-    return bool(hi - lo >= 24)
+    assert isinstance(lo, (int, float)) and isinstance(hi, (int, float))
+    return hi - lo >= 24
 
 
 def _narrow(box: Box, text: str, start: int, end: int) -> Box:
@@ -116,7 +117,7 @@ def _narrow(box: Box, text: str, start: int, end: int) -> Box:
 
 
 def _pii(det: Detectors, images: Sequence[GuardImage], texts: Sequence[str]) -> tuple[float, list[tuple[int, Box]]]:
-    score, regions = 0.0, []
+    score, regions = 0.0, list[tuple[int, Box]]()
     for index, image in enumerate(images):
         for line in det.read_text(image):
             for f in find_pii(line.text):
@@ -128,7 +129,7 @@ def _pii(det: Detectors, images: Sequence[GuardImage], texts: Sequence[str]) -> 
 
 
 def _injection(det: Detectors, images: Sequence[GuardImage], texts: Sequence[str]) -> tuple[float, list[tuple[int, Box]]]:
-    score, regions = 0.0, []
+    score, regions = 0.0, list[tuple[int, Box]]()
     for index, image in enumerate(images):
         lines = det.read_text(image)
         s = score_injection(" ".join(line.text for line in lines)).score
