@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -78,20 +79,24 @@ class Detectors:
     reader: TextReader | None = None
     cache_size: int = 4096
     _cache: OrderedDict[str, list[TextLine]] = field(default_factory=OrderedDict)
+    # One reading at a time: detectors running in parallel over the same image then share one
+    # OCR pass instead of racing to two (the OCR engine is CPU-bound and serialised anyway).
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def read_text(self, image: GuardImage) -> list[TextLine]:
         """OCR lines of ``image``, cached by sha256 (bounded LRU); blocking: call off the loop."""
         if self.reader is None:
             raise RuntimeError("no text reader configured")
-        cached = self._cache.get(image.sha256)
-        if cached is not None:
-            self._cache.move_to_end(image.sha256)
-            return cached
-        lines = self.reader.read(image.data) if has_text_likely(image.data) else []
-        self._cache[image.sha256] = lines
-        while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
-        return lines
+        with self._lock:
+            cached = self._cache.get(image.sha256)
+            if cached is not None:
+                self._cache.move_to_end(image.sha256)
+                return cached
+            lines = self.reader.read(image.data) if has_text_likely(image.data) else []
+            self._cache[image.sha256] = lines
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+            return lines
 
 
 def has_text_likely(data: bytes) -> bool:
