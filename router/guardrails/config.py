@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Action = Literal["off", "shadow", "flag", "block", "redact"]
 OnError = Literal["open", "closed"]
@@ -20,6 +20,12 @@ DETECTORS: tuple[DetectorName, ...] = ("pii", "faces", "nsfw", "injection")
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("action", mode="before", check_fields=False)
+    @classmethod
+    def _yaml_off(cls, value: object) -> object:
+        """YAML 1.1 reads a bare ``off`` as ``False``; take it as the action ``off``."""
+        return "off" if value is False else value
 
 
 class DetectorSettings(_Strict):
