@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from collector.semconv import ProviderKind
+from router.guardrails.config import GuardrailsConfig
 from router.tokens import TokenRule, rule_from_config
 
 
@@ -241,6 +242,7 @@ class AppConfig(BaseSettings):
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     state: StateConfig = Field(default_factory=StateConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
+    guardrails: GuardrailsConfig = Field(default_factory=GuardrailsConfig)
     base_dir: str = "."
 
     @classmethod

@@ -137,3 +137,11 @@ class StructuredOutputInvalid(UpstreamFailed):
     """The answer broke the request's ``response_format`` JSON schema, after one repair retry."""
 
     code = "structured_output_invalid"
+
+
+class ImageBlocked(InvalidRequest):
+    """A guardrail detector in ``block`` mode fired. 422: the request is well-formed but its
+    content is refused; the message names the detector so the client knows which rule fired."""
+
+    status = 422
+    code = "image_blocked"
