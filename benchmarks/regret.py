@@ -43,11 +43,13 @@ BASELINE = Route("gpt-4o", "high")
 REPLAYED = (Route("gpt-4o", "low"), Route("gpt-4.1-mini", "high"), Route("gemini-2.5-flash", "auto"))
 TOLERANCE = 0.01
 GUARD = SequentialConfig(delta=0.10, beta=0.10)  # the demo's guard_delta and guard_beta
+STRICT = SequentialConfig(delta=0.03, beta=0.10)  # a guard whose δ is near the optimizer's tolerance
 
 
 @dataclass
 class LoopOutcome:
     decision: str
+    strict_decision: str
     predicted_cut: float
     cost_cut: float  # realised on fresh traffic, paired, had the proposal been served
     quality_diff: float  # candidate − baseline on the same fresh images
@@ -55,7 +57,7 @@ class LoopOutcome:
 
     @property
     def deployed_cut(self) -> float:
-        return self.cost_cut if self.decision == "promote" else 0.0
+        return self.cost_cut if self.decision.startswith("promote") else 0.0
 
 
 def workload(n: int, seed: int, out: Path, mix: dict[str, float] | None) -> list[Item]:
@@ -113,18 +115,26 @@ def run_loop(reader: WorldReader, train: list[Item], fresh: list[Item], routes: 
                             models=MODELS, tolerance=TOLERANCE, trials=trials, seed=seed)
     except OptimizerError as exc:
         print(f"  optimizer refused: {exc}")
-        return LoopOutcome("not proposed", 0.0, 0.0, 0.0, {})
+        return LoopOutcome("not proposed", "not proposed", 0.0, 0.0, 0.0, {})
     index = {r.key: i for i, r in enumerate(routes)}
     chosen = np.array([index[route_of(proposal.ruleset, it).key] for it in fresh])
     base = index[BASELINE.key]
     keep, q = valid(q_fresh, base)
     cols = np.flatnonzero(keep)
     cand_q, base_q = q[chosen[cols], cols], q[base, cols]
-    result = evaluate_paired_metric("quality", cand_q, base_q, GUARD)
-    decision = result.action if result.action != "extend" else "undecided (not promoted)"
+    decision, strict = (_decide(cand_q, base_q, g) for g in (GUARD, STRICT))
     cut = 1.0 - c_fresh[chosen[cols], cols].sum() / c_fresh[base, cols].sum()
     shares = {routes[r].key: float(np.mean(chosen == r)) for r in np.unique(chosen)}
-    return LoopOutcome(decision, proposal.savings, float(cut), float(cand_q.mean() - base_q.mean()), shares)
+    return LoopOutcome(decision, strict, proposal.savings, float(cut), float(cand_q.mean() - base_q.mean()), shares)
+
+
+def _decide(canary: np.ndarray, shadow: np.ndarray, config: SequentialConfig) -> str:
+    """The guard's paired sequential decision after all pairs; undecided means not promoted."""
+    result = evaluate_paired_metric("quality", canary, shadow, config)
+    stats = result.statistics
+    if result.action == "extend":
+        return f"undecided after {len(canary)} pairs (not promoted)"
+    return f"{result.action} at pair {stats.get('canary_at_decision')}"
 
 
 def oracle_on(items: list[Item], q_fresh: np.ndarray, c_fresh: np.ndarray, base: int, by_task: bool) -> OracleResult:
@@ -156,7 +166,7 @@ def run_world(name: str, args: argparse.Namespace, catalog: dict, out: Path) -> 
     print(f"{world.key:<24} oracle cut {plain.cost_cut:6.1%} (+task {tasked.cost_cut:6.1%}) "
           f"on {len(used)} route(s) {used}, text cuts {plain.text_cuts}, side cuts {plain.side_cuts}")
     print(f"{'':<24} loop: predicted {loop.predicted_cut:6.1%}; fresh paired cut {loop.cost_cut:6.1%}, "
-          f"quality {loop.quality_diff * 100:+.2f} pt; guard {loop.decision}; "
+          f"quality {loop.quality_diff * 100:+.2f} pt; guard {loop.decision}; δ=0.03 guard {loop.strict_decision}; "
           f"deployed cut {loop.deployed_cut:6.1%}; captured {captured:6.1%} of the oracle's")
     print(f"{'':<24} baseline quality {plain.baseline_quality:.3f}; proposal routes {loop.routes}; "
           f"{time.perf_counter() - t0:.0f} s")
