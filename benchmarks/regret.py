@@ -107,12 +107,13 @@ def route_of(ruleset: Ruleset, item: Item) -> Route:
 
 
 def run_loop(reader: WorldReader, train: list[Item], fresh: list[Item], routes: list[Route], q_fresh: np.ndarray,
-             c_fresh: np.ndarray, catalog: dict, trials: int, seed: int) -> LoopOutcome:
+             c_fresh: np.ndarray, catalog: dict, args: argparse.Namespace) -> LoopOutcome:
     seen = [BASELINE, *REPLAYED]
     q_train, c_train = reader.matrices(train, seen)
     try:
         proposal = optimize("unused", catalog, observations=observations(train, seen, q_train, c_train, catalog),
-                            models=MODELS, tolerance=TOLERANCE, trials=trials, seed=seed)
+                            models=MODELS, tolerance=TOLERANCE, trials=args.trials, seed=args.seed,
+                            unseen_loss=args.unseen_loss, confidence=args.confidence)
     except OptimizerError as exc:
         print(f"  optimizer refused: {exc}")
         return LoopOutcome("not proposed", "not proposed", 0.0, 0.0, 0.0, {})
@@ -123,6 +124,8 @@ def run_loop(reader: WorldReader, train: list[Item], fresh: list[Item], routes: 
     cols = np.flatnonzero(keep)
     cand_q, base_q = q[chosen[cols], cols], q[base, cols]
     decision, strict = (_decide(cand_q, base_q, g) for g in (GUARD, STRICT))
+    if (chosen == base).all():
+        decision = strict = "nothing to guard (the proposal keeps the baseline route)"
     cut = 1.0 - c_fresh[chosen[cols], cols].sum() / c_fresh[base, cols].sum()
     shares = {routes[r].key: float(np.mean(chosen == r)) for r in np.unique(chosen)}
     return LoopOutcome(decision, strict, proposal.savings, float(cut), float(cand_q.mean() - base_q.mean()), shares)
@@ -160,7 +163,7 @@ def run_world(name: str, args: argparse.Namespace, catalog: dict, out: Path) -> 
     base = [r.key for r in routes].index(BASELINE.key)
     plain = oracle_on(fresh, q_fresh, c_fresh, base, by_task=False)
     tasked = oracle_on(fresh, q_fresh, c_fresh, base, by_task=True)
-    loop = run_loop(reader, train, fresh, routes, q_fresh, c_fresh, catalog, args.trials, args.seed)
+    loop = run_loop(reader, train, fresh, routes, q_fresh, c_fresh, catalog, args)
     captured = loop.deployed_cut / plain.cost_cut if plain.cost_cut > 0 else float("nan")
     used = sorted(routes[r].key for r in plain.routes_used())
     print(f"{world.key:<24} oracle cut {plain.cost_cut:6.1%} (+task {tasked.cost_cut:6.1%}) "
@@ -179,11 +182,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--trials", type=int, default=200)
     p.add_argument("--worlds", nargs="+", default=list(WORLDS))
+    p.add_argument("--unseen-loss", type=float, default=0.25, help="optimize()'s allowance for unseen failures")
+    p.add_argument("--confidence", type=float, default=0.9, help="optimize()'s lower-bound confidence")
     p.add_argument("--out", type=Path, default=Path("bench-out/regret"))
     args = p.parse_args(argv)
     catalog = load_config(CONFIG).models
     print(f"train {args.train} images (seed {args.seed}), fresh {args.fresh} (seed {args.seed + 1}), "
-          f"tolerance {TOLERANCE}, guard δ={GUARD.delta} β={GUARD.beta}")
+          f"tolerance {TOLERANCE}, guard δ={GUARD.delta} β={GUARD.beta}; optimizer unseen_loss {args.unseen_loss}, "
+          f"confidence {args.confidence}")
     for name in args.worlds:
         run_world(name, args, catalog, args.out)
 
