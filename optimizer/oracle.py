@@ -9,7 +9,9 @@ Rules have the optimizer's shape (``optimizer.space``): up to ``max_text_cuts`` 
 height (‰), up to ``max_side_cuts`` on the long side, one route per bucket, one for images with
 no text estimate; with ``by_task`` every bucket is further split by task. For each choice of
 cuts, the route per bucket is a multiple-choice knapsack (least cost at a quality floor),
-solved exactly by enumeration when small and by a Lagrangian sweep otherwise.
+solved exactly by enumeration when small and by a Lagrangian sweep otherwise (optimal on the
+convex hull of the choices, so it may miss a cheaper point between two; the result with the
+task split is never worse than without).
 
     >>> cost = np.array([[2.0, 2.0], [1.0, 1.0]]); q = np.array([[1.0, 1.0], [1.0, 0.0]])
     >>> r = oracle(cost, q, np.array([5.0, 50.0]), np.array([800.0, 800.0]), np.array(["a", "a"]), 0, 0.01)
@@ -97,6 +99,9 @@ def oracle(cost: np.ndarray, quality: np.ndarray, permille: np.ndarray, long_sid
     floor = (base_q - tolerance) * n
     text_grid, side_grid = grids(permille, long_side)
     best = OracleResult(np.full(n, baseline), base_cost, base_q, base_cost, base_q, (), (), by_task)
+    if by_task:  # rules without a task split are rules with one too; the sweep alone may miss them
+        best = oracle(cost, quality, permille, long_side, task, baseline, tolerance,
+                      max_text_cuts=max_text_cuts, max_side_cuts=max_side_cuts)
     for k in range(max_text_cuts + 1):
         for tcuts in itertools.combinations(text_grid, k):
             for j in range(max_side_cuts + 1):

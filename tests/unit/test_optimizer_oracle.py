@@ -49,3 +49,17 @@ def test_cheapest_choice_meets_the_floor_and_matches_brute_force(n_b, n_r, seed)
     assert qual[rows, choice].sum() >= floor - 1e-9
     best = min(cost[rows, list(c)].sum() for c in np.ndindex(*([n_r] * n_b)) if qual[rows, list(c)].sum() >= floor - 1e-9)
     assert abs(cost[rows, choice].sum() - best) < 1e-9
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(0, 10_000))
+def test_the_task_split_never_finds_less(seed):
+    rng = np.random.default_rng(seed)
+    n = 24
+    cost = np.vstack([np.full(n, 3.0), rng.uniform(0.5, 1.5, n), rng.uniform(0.1, 0.5, n)])
+    quality = np.vstack([np.ones(n), rng.uniform(0.6, 1.0, n), rng.uniform(0.3, 1.0, n)])
+    task = rng.choice(["transcribe", "extract", "describe"], n)
+    args = (cost, quality, rng.uniform(2, 40, n), rng.choice([800.0, 1600.0], n), task, 0, 0.02)
+    plain, tasked = oracle(*args), oracle(*args, by_task=True)
+    assert tasked.cost <= plain.cost + 1e-12
+    assert tasked.quality >= tasked.baseline_quality - 0.02 - 1e-9
