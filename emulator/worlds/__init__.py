@@ -99,7 +99,7 @@ WORLDS: dict[str, World] = {w.name: w for w in (
           "Every route reads every image equally well: the same pixels (long side 1536), no misreads.",
           profiles=MappingProxyType({}), read_side=1536),
     World("adversarial", 1,
-          "As pixels, except that gpt-4.1-mini misses half the lines of tabular reports.",
+          "As pixels, except that OpenAI's small tiers (gpt-4.1-mini, ...) miss half the lines of tabular reports.",
           MappingProxyType({"openai/small": Misreads(kinds=_frozen({"report": 0.5}))})),
 )}
 
