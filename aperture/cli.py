@@ -181,14 +181,23 @@ def emulate(
     cache_dir: Path | None = typer.Option(None, help="OCR answer cache (default $APERTURE_CACHE_DIR or ~/.cache/aperture)."),
     ocr_workers: int = typer.Option(2, help="OCR processes."),
     latency_ms: int = typer.Option(0, help="Latency added to every answer."),
+    world: str = typer.Option("pixels", help="Emulated world: how each model reads (see --list-worlds)."),
+    list_worlds: bool = typer.Option(False, "--list-worlds", help="List the emulated worlds and exit."),
 ) -> None:
     """Serve the offline provider emulator (OpenAI, Anthropic and Gemini wire protocols)."""
     from emulator.server import serve_emulator
+    from emulator.worlds import WORLDS
 
+    if list_worlds:
+        for w in WORLDS.values():
+            console.print(f"{w.name}@{w.version}  {w.summary}", highlight=False, soft_wrap=True)
+        return
+    if world not in WORLDS:
+        _fail(f"unknown world {world!r}; known: {', '.join(sorted(WORLDS))}")
     if mode is EmulatorMode.vision:
         require_extra("rapidocr", "onnxruntime")  # the OCR runs in worker processes: check here, once
     serve_emulator(host=host, port=port, mode=mode.value, catalog=str(catalog) if catalog and catalog.exists() else None,
-                   cache_dir=cache_dir, ocr_workers=ocr_workers, latency_ms=latency_ms)
+                   cache_dir=cache_dir, ocr_workers=ocr_workers, latency_ms=latency_ms, world=world)
 
 
 @app.command()
@@ -202,13 +211,17 @@ def demo(
     replay_sample: int = typer.Option(64, help="Images replayed to each replayed route."),
     tolerance: float = typer.Option(0.01, help="Quality the proposal may lose (0.01 = 1 point)."),
     mode: EmulatorMode = typer.Option(EmulatorMode.vision, help="vision (real OCR) or instant."),
+    world: str = typer.Option("pixels", help="Emulated world (aperture emulate --list-worlds); pixels keeps the demo's time goals."),
 ) -> None:
     """Run the whole loop offline: traffic → evals → clusters → optimize → canary → promote or roll back."""
     from aperture.demo import DemoOptions, run_demo
+    from emulator.worlds import WORLDS
 
+    if world not in WORLDS:
+        _fail(f"unknown world {world!r}; known: {', '.join(sorted(WORLDS))}")
     logging.basicConfig(level=logging.WARNING)
     run_demo(DemoOptions(out=out, n=n, fresh=fresh, after=after, seed=seed, trials=trials, replay_sample=replay_sample,
-                         tolerance=tolerance, mode=mode.value), console)
+                         tolerance=tolerance, mode=mode.value, world=world), console)
 
 
 @workload_app.command("generate")

@@ -66,6 +66,7 @@ class DemoOptions:
     canary_batch: int = 40
     concurrency: int = 4
     mode: str = "vision"
+    world: str = "pixels"  # emulated world (emulator.worlds); the default keeps the demo's numbers and time goals
     config: Path = EXAMPLE_CONFIG
     # The candidates worth learning about: cheaper per image than gpt-4o at high detail.
     # gpt-4o-mini is left out (its image price equals gpt-4o's by design, providers.md §1.2),
@@ -192,7 +193,7 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
     extra: dict[str, Any] = {"guard_delta": opts.guard_delta, "guard_beta": opts.guard_beta}
     with Stage(console) as stage:
         wl = generate_workloads(opts, stage)
-        with (running_emulator(mode=opts.mode, catalog=str(opts.config), ocr_workers=2) as emulator_url,
+        with (running_emulator(mode=opts.mode, catalog=str(opts.config), ocr_workers=2, world=opts.world) as emulator_url,
               LoopSession(demo_config(opts, emulator_url), out, owner="demo") as session):
             with open_store(session.db) as conn:
                 load_references(conn, wl.train + wl.fresh)

@@ -8,6 +8,7 @@ is the only version (``file-<hash>``) and changes need a restart.
 
 from __future__ import annotations
 
+import hmac
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -106,10 +107,9 @@ def admin_router(config: AppConfig, store: RuleStore, holder: PolicyHolder[Any],
     """``/admin/rules/...``: the same operations as ``aperture rules``, behind the admin key."""
 
     def require_admin(authorization: str | None = Header(default=None)) -> str:
-        key = config.admin_key()
-        token = (authorization or "").removeprefix("Bearer ").strip()
-        if not key or not token or not _equal(token, key):
-            raise AuthenticationFailed("an admin key is required (Authorization: Bearer <APERTURE_ADMIN_KEY>)", code="invalid_admin_key")
+        if not admin_authorized(authorization, config.admin_key()):
+            raise AuthenticationFailed("an admin key is required (Authorization: Bearer <APERTURE_ADMIN_KEY>)",
+                                       code="invalid_admin_key", param="authorization")
         return "admin"
 
     router = APIRouter(prefix="/admin", dependencies=[Depends(require_admin)])
@@ -144,7 +144,9 @@ def admin_router(config: AppConfig, store: RuleStore, holder: PolicyHolder[Any],
         return store.propose(text, author=author, note=note).to_json()
 
     @router.post("/rules/{version_id}/canary")
-    def canary(version_id: str, fraction: float = Query(..., gt=0, lt=1)) -> dict[str, Any]:
+    def canary(version_id: str, fraction: float = Query(...)) -> dict[str, Any]:
+        # The range is the rule store's to check, so the API and the CLI refuse alike
+        # (400 invalid_canary_fraction).
         pointer = actions.start_canary(store, version_id, fraction, db_path=db_path, actor="admin-api")
         holder.refresh()
         return pointer.to_json()
@@ -164,10 +166,15 @@ def admin_router(config: AppConfig, store: RuleStore, holder: PolicyHolder[Any],
     return router
 
 
-def _equal(a: str, b: str) -> bool:
-    import hmac
-
-    return hmac.compare_digest(a.encode(), b.encode())
+def admin_authorized(authorization: str | None, key: str | None) -> bool:
+    """Only ``Authorization: Bearer <key>`` (the scheme in any case, one space) with the exact
+    key, compared in constant time; a raw key, another scheme, or no key configured is refused."""
+    if not key or authorization is None:
+        return False
+    scheme, space, token = authorization.partition(" ")
+    if not space or scheme.lower() != "bearer" or not token:
+        return False
+    return hmac.compare_digest(token.encode("utf-8"), key.encode("utf-8"))
 
 
 __all__ = ["open_rule_store", "policy_source", "ruleset_validator"]

@@ -162,6 +162,8 @@ REQUEST_COLUMNS: tuple[tuple[str, str, Coerce], ...] = (
     ("shadow", sc.APERTURE_SHADOW, as_bool),
     ("input_text", sc.GEN_AI_INPUT_MESSAGES, as_json_text),
     ("output_text", sc.APERTURE_OUTPUT_TEXT, as_str),
+    ("cache_hit", sc.APERTURE_CACHE_HIT, as_bool),
+    ("cache_saved_usd", sc.APERTURE_CACHE_SAVED_USD, as_float),
 )
 
 

@@ -199,6 +199,10 @@ MIGRATIONS: list[Migration] = [
     Migration(1, "initial store: spans, typed image/request spans, evals, rollouts", _V1),
     Migration(2, "append-only span tables behind views; image spans stored once", _V2),
     Migration(3, "autopilot decisions; shadows told apart from replays", _V3),
+    Migration(4, "request spans: response-cache hit and the cost it saved", (
+        add_column("request_spans", "cache_hit", "BOOLEAN"),
+        add_column("request_spans", "cache_saved_usd", "DOUBLE"),
+    )),
 ]
 
 TABLES: tuple[str, ...] = (

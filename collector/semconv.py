@@ -169,3 +169,13 @@ PROVIDER_KINDS: tuple[str, ...] = ("openai", "anthropic", "gemini")
 def utc_now() -> datetime:
     """Naive UTC: every TIMESTAMP column in the store holds UTC."""
     return datetime.now(UTC).replace(tzinfo=None)
+
+# --- Image guardrails ------------------------------------------------------------------------
+IMAGE_GUARDRAIL_DETECTOR: Final = "image.guardrail.detector"
+IMAGE_GUARDRAIL_VERDICT: Final = "image.guardrail.verdict"
+IMAGE_GUARDRAIL_SCORE: Final = "image.guardrail.score"
+IMAGE_GUARDRAIL_LATENCY_MS: Final = "image.guardrail.latency_ms"
+IMAGE_GUARDRAIL_ACTION: Final = "image.guardrail.action"
+IMAGE_GUARDRAIL_ERROR: Final = "image.guardrail.error"
+#: Span event name, one per detector verdict.
+IMAGE_GUARDRAIL_EVENT: Final = "image.guardrail"

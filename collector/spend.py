@@ -98,6 +98,8 @@ class SpendReport:
     unneeded_detail: UnneededDetail
     text_height_threshold_px: float
     small_long_side_px: int
+    cache_hits: int = 0
+    cache_saved_usd: float = 0.0  # what the response cache's hits would have cost
 
 
 def parse_since(
@@ -214,6 +216,7 @@ def spend_report(
             [*params, *unneeded_params, top],
         ).fetchall()
     )
+    cache_hits, cache_saved = _cache_savings(conn, where, params)
     return SpendReport(
         by=by,
         since=start,
@@ -232,7 +235,23 @@ def spend_report(
         ),
         text_height_threshold_px=text_height_px,
         small_long_side_px=small_long_side_px,
+        cache_hits=cache_hits,
+        cache_saved_usd=cache_saved,
     )
+
+
+def _cache_savings(conn: duckdb.DuckDBPyConnection, where: str, params: list[Any]) -> tuple[int, float]:
+    """Requests answered from the response cache and what they would have cost (``request_spans``
+    of schema 4 or later; an older file has no such column and reports none)."""
+    columns = conn.execute(
+        "SELECT column_name FROM duckdb_columns() WHERE table_name = 'request_spans' "
+        "AND schema_name = current_schema() AND column_name = 'cache_saved_usd'"
+    ).fetchall()
+    if not columns:
+        return 0, 0.0
+    hit = f"{where} {'AND' if where else 'WHERE'} cache_hit"
+    row = conn.execute(f"SELECT count(*), sum(cache_saved_usd) FROM request_spans {hit}", params).fetchall()[0]
+    return int(row[0] or 0), float(row[1] or 0.0)
 
 
 # ---------------------------------------------------------------- renderers
@@ -277,6 +296,8 @@ def to_table(report: SpendReport) -> Table:
         f"detail not needed: {u.images:,} images ({u.large_text:,} with text ≥ "
         f"{report.text_height_threshold_px:g}px, {u.small_image:,} ≤ {report.small_long_side_px}px), "
         f"{_usd(u.savings_usd)} saveable at low detail"
+        + (f" · response cache: {report.cache_hits:,} hits saved {_usd(report.cache_saved_usd)}"
+           if report.cache_hits else "")
     )
     return table
 

@@ -32,7 +32,9 @@ from PIL import Image, UnidentifiedImageError
 from emulator import answers
 from emulator.ocr import OcrEngine
 from emulator.protocols.common import DecodedImage, ImageRef
-from emulator.vision import profile_for, see
+from emulator.vision import see
+from emulator.worlds import World, get_world
+from emulator.worlds.misreads import ReadContext, misread
 from router.images.sniff import claimed_format
 
 
@@ -102,9 +104,10 @@ class VisionAnswerer(Answerer):
 
     mode = "vision"
 
-    def __init__(self, cache_dir: str | Path | None = None) -> None:
+    def __init__(self, cache_dir: str | Path | None = None, world: World | None = None) -> None:
         self._cache_dir = cache_dir
         self._local = threading.local()
+        self.world = world or get_world(None)
 
     def _engine(self) -> OcrEngine:
         engine = getattr(self._local, "engine", None)
@@ -113,17 +116,25 @@ class VisionAnswerer(Answerer):
         return engine
 
     def answer(self, request: AnswerRequest) -> str:
-        profile = profile_for(request.profile)
-        engine = self._engine()
-        lines = [line for img in request.images for line in see(img.data, img.effective, profile, engine)]
+        world, engine = self.world, self._engine()
+        profile = world.profile(request.profile)
+        misreads = world.misreads_for(request.profile)
+        lines = []
+        for img in request.images:
+            read = see(img.data, world.read_size((img.width, img.height), img.effective), profile, engine)
+            ctx = ReadContext(world.key, request.profile, img.sha256, request.task, request.prompt)
+            lines.extend(misread(read, ctx, misreads))
         return answers.answer(request.task, request.prompt, lines)
 
 
-def make_answerer(mode: str, cache_dir: str | Path | None = None) -> Answerer:
+def make_answerer(mode: str, cache_dir: str | Path | None = None, world: str | None = None) -> Answerer:
+    """``world`` names the emulated world (``emulator.worlds``; default ``pixels``); the
+    instant answerer reads nothing, so no world changes it."""
+    chosen = get_world(world)
     if mode == "instant":
         return InstantAnswerer()
     if mode == "vision":
-        return VisionAnswerer(cache_dir)
+        return VisionAnswerer(cache_dir, chosen)
     raise ValueError(f"unknown emulator mode {mode!r}; expected 'vision' or 'instant'")
 
 

@@ -60,6 +60,7 @@ class EmulatorState:
     mode: str
     latency_ms: int = 0
     fault_hold_s: float = 30.0
+    world: str = "pixels@1"  # name@version of the emulated world (emulator.worlds)
     faults: FaultQueue = field(default_factory=FaultQueue)
     log: RequestLog = field(default_factory=RequestLog)
 

@@ -10,6 +10,7 @@ One call's path through the emulator is in :mod:`emulator.pipeline`.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -23,6 +24,9 @@ from emulator.faults import parse_fault_spec
 from emulator.models import build_model_table
 from emulator.pipeline import EmulatorState, error_response, handle
 from emulator.protocols import PROTOCOLS, anthropic, gemini, openai
+from emulator.worlds import get_world
+
+logger = logging.getLogger(__name__)
 
 
 class _EmulatorApp(FastAPI):
@@ -40,7 +44,7 @@ def _control_routes(app: FastAPI) -> None:
     @app.get("/_emulator/health")
     async def health(request: Request) -> dict[str, Any]:
         state: EmulatorState = request.app.state.emulator
-        return {"status": "ok", "mode": state.mode, "models": sorted(state.models)}
+        return {"status": "ok", "mode": state.mode, "world": state.world, "models": sorted(state.models)}
 
     @app.post("/_emulator/faults")
     async def add_fault(request: Request) -> Response:
@@ -109,11 +113,15 @@ def _protocol_routes(app: FastAPI) -> None:
 
 def create_emulator_app(*, mode: str = "vision", catalog: str | Path | None = None,
                         cache_dir: str | Path | None = None, ocr_workers: int = 1, latency_ms: int = 0,
-                        fault_hold_s: float = 30.0) -> FastAPI:
+                        fault_hold_s: float = 30.0, world: str | None = None) -> FastAPI:
     """The emulator as a FastAPI app. ``mode`` "vision" runs real OCR; "instant" loads no model.
-    ``catalog`` is a gateway config whose ``models:`` rules override the built-in table."""
+    ``catalog`` is a gateway config whose ``models:`` rules override the built-in table.
+    ``world`` names how models read (``emulator.worlds``; default ``pixels``); its
+    ``name@version`` is logged and shown on ``/_emulator/health`` so a run can be reproduced."""
+    chosen = get_world(world)
     models = build_model_table(catalog)
-    engine = Engine(make_answerer(mode, cache_dir), workers=ocr_workers)
+    engine = Engine(make_answerer(mode, cache_dir, chosen.name), workers=ocr_workers)
+    logger.info("emulator world %s (%s)", chosen.key, chosen.summary)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -124,7 +132,7 @@ def create_emulator_app(*, mode: str = "vision", catalog: str | Path | None = No
 
     app = _EmulatorApp(title="Aperture provider emulator", lifespan=lifespan, docs_url=None, redoc_url=None,
                        openapi_url=None)
-    app.state.emulator = EmulatorState(models, engine, mode, latency_ms, fault_hold_s)
+    app.state.emulator = EmulatorState(models, engine, mode, latency_ms, fault_hold_s, world=chosen.key)
     _protocol_routes(app)
     _control_routes(app)
     return app

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -24,10 +24,12 @@ import httpx
 from fastapi import APIRouter, FastAPI
 from fastapi.exceptions import RequestValidationError
 from opentelemetry import trace
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from router import handlers
 from router.blobs import BlobStore
 from router.budgets import read_snapshot, write_snapshot
+from router.cache import build_cache
 from router.config import AppConfig
 from router.errors import GatewayError
 from router.gateway import Gateway
@@ -36,9 +38,12 @@ from router.images.ssrf import FetchPolicy
 from router.keys import open_mode_warning
 from router.metrics import GatewayMetrics
 from router.pipeline.services import SnapshotSource
+from router.state import build_state
+from router.surface import OnError, SurfaceMiddleware
 from router.upstream import UpstreamClient
 
 log = logging.getLogger("aperture.router")
+CHAT_PATH = "/v1/chat/completions"
 
 
 def build_fetcher(
@@ -71,7 +76,14 @@ def build_gateway(
     tracer_provider: trace.TracerProvider | None = None,
     metrics: GatewayMetrics | None = None,
 ) -> Gateway:
-    """Every dependency of the gateway built from config; pass one in to replace it."""
+    """Every dependency of the gateway built from config; pass one in to replace it.
+
+    ``state.backend: memory`` (the default) keeps limits, budgets and breakers in this process;
+    ``redis`` shares them through Redis, its failures counted in ``aperture_state_fallbacks``.
+    The response cache is built when ``cache.enabled``. No connection opens before a request.
+    """
+    metrics = metrics or GatewayMetrics()
+    state = None if config.state.backend == "memory" else build_state(config, on_fallback=metrics.state_fallback)
     blobs = None
     if config.telemetry.blob_dir:
         blob_dir = config.resolve_path(config.telemetry.blob_dir)
@@ -85,6 +97,8 @@ def build_gateway(
         tracer_provider=tracer_provider,
         metrics=metrics,
         blobs=blobs,
+        state=state,
+        cache=build_cache(config),
     )
 
 
@@ -100,13 +114,29 @@ def create_app(
     app.state.metrics = gateway.metrics
     app.add_exception_handler(GatewayError, handlers.gateway_error)
     app.add_exception_handler(RequestValidationError, handlers.parameter_error)
-    app.add_api_route("/v1/chat/completions", handlers.chat_completions, methods=["POST"])
+    app.add_exception_handler(StarletteHTTPException, handlers.http_error)
+    app.add_middleware(SurfaceMiddleware, max_body_bytes=gateway.config.server.max_body_bytes,
+                       on_error=_recorder(gateway))
+    app.add_api_route(CHAT_PATH, handlers.chat_completions, methods=["POST"])
     app.add_api_route("/v1/models", handlers.list_models, methods=["GET"])
     app.add_api_route("/healthz", handlers.healthz, methods=["GET"])
     app.add_api_route("/metrics", handlers.prometheus, methods=["GET"])
     if admin_router is not None:
         app.include_router(admin_router)
     return app
+
+
+def _recorder(gateway: Gateway) -> OnError:
+    """What the surface middleware answered itself: a chat request gets its failed span, any
+    other path is counted."""
+
+    def record(path: str, headers: Mapping[str, str], error: GatewayError) -> None:
+        if path == CHAT_PATH:
+            gateway.refuse(headers, error)
+        else:
+            gateway.telemetry.count_refusal(error)
+
+    return record
 
 
 def build_app(
@@ -128,9 +158,11 @@ def build_app(
 
 def _lifespan(gateway: Gateway, on_shutdown: Callable[[], Any] | None) -> Callable[[FastAPI], Any]:
     """Start: warn about open mode, purge expired blobs, reload today's budget ledger.
-    Stop: let shadows in flight finish, save the ledger, close the upstream pools, then ``on_shutdown``."""
+    Stop: let shadows in flight finish, save the ledger, close the upstream pools and the state and
+    cache connections, then ``on_shutdown``. With a shared state backend the day's ledger lives
+    there, not in the file."""
     config = gateway.config
-    ledger_file = config.resolve_path(config.budgets.ledger_file)
+    ledger_file = config.resolve_path(config.budgets.ledger_file) if gateway.shared_state is None else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -147,6 +179,7 @@ def _lifespan(gateway: Gateway, on_shutdown: Callable[[], Any] | None) -> Callab
         if ledger_file is not None:
             write_snapshot(ledger_file, gateway.ledger.snapshot())
         await gateway.client.aclose()
+        await gateway.close_state()
         if on_shutdown is not None:
             on_shutdown()
 

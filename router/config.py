@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from collector.semconv import ProviderKind
+from router.guardrails.config import GuardrailsConfig
 from router.rollout.settings import AutopilotSettings, RolloutSettings
 from router.tokens import TokenRule, rule_from_config
 
@@ -135,6 +136,19 @@ class ImagesConfig(_Strict):
     text_features: bool = True
 
 
+class ServerConfig(_Strict):
+    """Limits of the HTTP surface, enforced before a request reaches the pipeline.
+
+    ``max_body_bytes`` (48 MiB) holds the largest inline request any provider takes (Anthropic
+    32 MB, Gemini 20 MB inline; OpenAI's 20 MB per image is 26.7 MB as base64) with room to
+    spare; bigger image sets go by URL, which the gateway fetches under ``images`` limits.
+    ``max_json_depth`` is far above any chat body (a tool schema nests a dozen levels).
+    """
+
+    max_body_bytes: int = Field(default=48 * 1024 * 1024, gt=0)
+    max_json_depth: int = Field(default=64, ge=8, le=512)
+
+
 class SsrfConfig(_Strict):
     allow_networks: list[str] = Field(default_factory=list)
     allow_hosts: list[str] = Field(default_factory=list)
@@ -222,6 +236,7 @@ class AppConfig(BaseSettings):
     admin_key_env: str | None = "APERTURE_ADMIN_KEY"
     images: ImagesConfig = Field(default_factory=ImagesConfig)
     ssrf: SsrfConfig = Field(default_factory=SsrfConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
     upstream: UpstreamConfig = Field(default_factory=UpstreamConfig)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     budgets: BudgetsConfig = Field(default_factory=BudgetsConfig)
@@ -230,6 +245,7 @@ class AppConfig(BaseSettings):
     autopilot: AutopilotSettings = Field(default_factory=AutopilotSettings)
     state: StateConfig = Field(default_factory=StateConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
+    guardrails: GuardrailsConfig = Field(default_factory=GuardrailsConfig)
     base_dir: str = "."
 
     @classmethod

@@ -52,6 +52,19 @@ class InvalidRequest(GatewayError):
     type = "invalid_request_error"
 
 
+class InvalidJson(InvalidRequest):
+    code = "invalid_json"
+
+
+class JsonTooDeep(InvalidRequest):
+    code = "json_too_deep"
+
+
+class RequestTooLarge(InvalidRequest):
+    status = 413
+    code = "request_too_large"
+
+
 class InvalidImage(InvalidRequest):
     code = "invalid_image"
 
@@ -124,3 +137,11 @@ class StructuredOutputInvalid(UpstreamFailed):
     """The answer broke the request's ``response_format`` JSON schema, after one repair retry."""
 
     code = "structured_output_invalid"
+
+
+class ImageBlocked(InvalidRequest):
+    """A guardrail detector in ``block`` mode fired. 422: the request is well-formed but its
+    content is refused; the message names the detector so the client knows which rule fired."""
+
+    status = 422
+    code = "image_blocked"

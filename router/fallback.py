@@ -41,9 +41,9 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
-from router.breaker import CircuitBreaker
+from router.breaker import BreakerState, CircuitBreaker
 from router.errors import (
     AuthenticationFailed,
     BudgetExceeded,
@@ -140,6 +140,54 @@ class ChainUnavailable(UpstreamUnavailable, _ChainError):
         self.last_error = last_error
 
 
+class ChainBreaker(Protocol):
+    """One target's breaker as the chain uses it: async, so its state may live in Redis
+    (:class:`router.pipeline.services.SharedBreaker`); a local :class:`CircuitBreaker` is adapted."""
+
+    async def allow(self) -> bool: ...
+
+    async def record_success(self) -> None: ...
+
+    async def record_failure(self) -> None: ...
+
+    async def release(self) -> None: ...
+
+    async def state(self) -> BreakerState: ...
+
+    def retry_in_s(self) -> float:
+        """Seconds until an open breaker lets a probe through (for ``Retry-After``)."""
+        ...
+
+
+class LocalBreaker:
+    """A :class:`CircuitBreaker` of this process behind the async :class:`ChainBreaker` calls."""
+
+    def __init__(self, breaker: CircuitBreaker) -> None:
+        self.breaker = breaker
+
+    async def allow(self) -> bool:
+        return self.breaker.allow()
+
+    async def record_success(self) -> None:
+        self.breaker.record_success()
+
+    async def record_failure(self) -> None:
+        self.breaker.record_failure()
+
+    async def release(self) -> None:
+        self.breaker.release()
+
+    async def state(self) -> BreakerState:
+        return self.breaker.state
+
+    def retry_in_s(self) -> float:
+        return self.breaker.retry_in_s()
+
+
+def _chain_breaker(breaker: CircuitBreaker | ChainBreaker) -> ChainBreaker:
+    return LocalBreaker(breaker) if isinstance(breaker, CircuitBreaker) else breaker
+
+
 def _status(err: GatewayError) -> int | None:
     """The upstream's HTTP status; ``None`` when no upstream answered (transport, our refusal)."""
     if not isinstance(err, UpstreamError) or getattr(err, "kind", None) is not None:
@@ -169,7 +217,7 @@ async def run_chain(
     attempt: Callable[[T, int], Awaitable[R]],
     *,
     policy_for: Callable[[T], RetryPolicy],
-    breaker_for: Callable[[T], CircuitBreaker],
+    breaker_for: Callable[[T], CircuitBreaker | ChainBreaker],
     accepts_image: Callable[[T, UpstreamError], bool],
     sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
     rng: random.Random | None = None,
@@ -184,31 +232,32 @@ async def run_chain(
         if state.image_error is not None and not accepts_image(target, state.image_error):
             state.records.append(AttemptRecord(target, 0, None, "image_not_accepted", False, 0.0, 0.0, "skipped"))
             continue
-        breaker = breaker_for(target)
+        breaker = _chain_breaker(breaker_for(target))
         policy = policy_for(target)
         attempt_no = 0
         while True:
-            if not breaker.allow():
+            if not await breaker.allow():
                 state.records.append(AttemptRecord(target, attempt_no, None, "circuit_open", True, 0.0, 0.0, "skipped"))
+                state.breaker_wait(breaker.retry_in_s())
                 break
             started = clock()
             try:
                 result = await attempt(target, attempt_no)
             except GatewayError as err:
-                delay = state.failed(target, attempt_no, err, breaker, policy, rng, clock() - started)
+                delay = await state.failed(target, attempt_no, err, breaker, policy, rng, clock() - started)
                 if delay is None:
                     break
                 await sleep(delay)
                 attempt_no += 1
                 continue
             except BaseException:
-                breaker.release()
+                await breaker.release()
                 raise
-            breaker.record_success()
+            await breaker.record_success()
             state.records.append(AttemptRecord(target, attempt_no, 200, None, False, 0.0, clock() - started, "ok"))
             return ChainResult(result=result, target=target, attempts=state.records)
 
-    raise _exhausted(state.records, state.last_error, state.answered)
+    raise _exhausted(state.records, state.last_error, state.answered, state.reopens_in_s)
 
 
 @dataclass
@@ -219,9 +268,13 @@ class _ChainState(Generic[T]):
     last_error: GatewayError | None = None
     image_error: UpstreamError | None = None
     answered: bool = False  # did any upstream produce an HTTP answer (or a non-connect failure)?
+    reopens_in_s: float | None = None  # the soonest an open breaker of the chain lets a probe through
 
-    def failed(
-        self, target: T, attempt_no: int, err: GatewayError, breaker: CircuitBreaker, policy: RetryPolicy,
+    def breaker_wait(self, seconds: float) -> None:
+        self.reopens_in_s = seconds if self.reopens_in_s is None else min(self.reopens_in_s, seconds)
+
+    async def failed(
+        self, target: T, attempt_no: int, err: GatewayError, breaker: ChainBreaker, policy: RetryPolicy,
         rng: random.Random, duration: float,
     ) -> float | None:
         """Record one failed try; the delay before retrying this target, or ``None`` to move on.
@@ -230,16 +283,16 @@ class _ChainState(Generic[T]):
         """
         if isinstance(err, UpstreamError):
             if _counts_as_failure(err):
-                breaker.record_failure()
+                await breaker.record_failure()
             else:
-                breaker.record_success()
+                await breaker.record_success()
             if getattr(err, "kind", None) != "connect":
                 self.answered = True
         else:
-            breaker.release()
+            await breaker.release()
         retryable = is_retryable(err)
         delay = retry_delay(err, attempt_no, policy, rng)
-        if delay is not None and breaker.state != "closed":
+        if delay is not None and await breaker.state() != "closed":
             delay = None  # this failure tripped the breaker: fail over, don't wait
         self.records.append(
             AttemptRecord(target, attempt_no, _status(err), err.code, retryable, delay or 0.0, duration)
@@ -263,14 +316,18 @@ class _ChainState(Generic[T]):
 
 
 def _exhausted(
-    records: list[AttemptRecord[Any]], last: GatewayError | None, answered: bool
+    records: list[AttemptRecord[Any]], last: GatewayError | None, answered: bool,
+    reopens_in_s: float | None = None,
 ) -> GatewayError:
     tried = sum(1 for r in records if r.outcome != "skipped")
     if not answered and (last is None or isinstance(last, UpstreamError)):
         what = last.message if last is not None else "every route's circuit breaker is open"
-        return ChainUnavailable(
+        unavailable = ChainUnavailable(
             f"no upstream is available ({tried} tries): {what}", attempts=records, last_error=last
         )
+        if reopens_in_s is not None:  # a breaker said when it will try again: tell the client
+            unavailable.headers["retry-after"] = str(max(1, math.ceil(reopens_in_s)))
+        return unavailable
     if last is None:  # pragma: no cover - answered implies an error was seen
         return ChainFailed("every route failed", attempts=records, last_error=None)
     if not isinstance(last, UpstreamError):

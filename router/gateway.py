@@ -2,8 +2,9 @@
 
 ``Gateway.chat`` is the whole life of one ``POST /v1/chat/completions``, independent of the
 web framework: the admission stages (:data:`router.pipeline.ADMISSION`: admit → intake →
-route → price → keep), then send (the upstream chain) and bill, with telemetry written once
-from the finished context. Nothing is sent upstream before every admission stage has passed,
+route → price → keep → cache), then send (the upstream chain) and bill, with telemetry
+written once from the finished context. A response-cache hit is answered from the entry
+(as a stream when the client asked for one) and nothing is sent. Nothing is sent upstream before every admission stage has passed,
 and a request that fails anywhere gives back its budget reservation.
 """
 
@@ -18,6 +19,7 @@ from opentelemetry import trace
 from router.blobs import BlobStore
 from router.breaker import BreakerRegistry
 from router.budgets import BudgetLedger
+from router.cache import ResponseCache
 from router.config import AppConfig
 from router.errors import GatewayError
 from router.images.fetch import ImageFetcher
@@ -25,12 +27,14 @@ from router.limits import RateLimiter
 from router.metrics import GatewayMetrics
 from router.pipeline import ADMISSION, Stage
 from router.pipeline.bill import bill_completion
+from router.pipeline.cache import store_completion
 from router.pipeline.context import GatewayResponse, RequestContext
-from router.pipeline.respond import completion_response, stream_response
+from router.pipeline.respond import cached_response, completion_response, stream_response
 from router.pipeline.send import open_stream, send_completion
 from router.pipeline.services import Services, SnapshotSource
 from router.pipeline.shadow import run_shadow, wants_shadow
 from router.shadow import ShadowBudget, ShadowSender
+from router.state import StateBackend
 from router.telemetry import RequestTelemetry
 from router.upstream import UpstreamClient
 
@@ -62,16 +66,26 @@ class Gateway(Services):
         breakers: BreakerRegistry | None = None,
         blobs: BlobStore | None = None,
         rng: random.Random | None = None,
+        state: StateBackend | None = None,
+        cache: ResponseCache | None = None,
     ) -> None:
         self.metrics = metrics or GatewayMetrics()
         super().__init__(
             config, client=client, fetcher=fetcher, snapshot=snapshot,
             telemetry=RequestTelemetry(config, tracer_provider, self.metrics),
             limiter=limiter, ledger=ledger, breakers=breakers, blobs=blobs, rng=rng,
+            state=state, cache=cache,
         )
         rollout = config.rollout
         self.shadows = ShadowSender(ShadowBudget(rollout.shadow_max_usd_per_day), rollout.shadow_max_in_flight,
                                     on_outcome=self.metrics.shadow)
+
+    def refuse(self, headers: Mapping[str, str], error: GatewayError) -> None:
+        """Record a request refused before the pipeline could start (its body was too large or
+        not JSON): a failed request span and the error metrics, as for any other refusal."""
+        ctx = RequestContext(None, headers)
+        self.telemetry.start(ctx)
+        self.telemetry.finish(ctx, error)
 
     async def chat(self, body: object, headers: Mapping[str, str]) -> GatewayResponse:
         ctx = RequestContext(body, headers)
@@ -79,6 +93,8 @@ class Gateway(Services):
         try:
             for stage in self.stages:
                 await stage(self, ctx)
+            if ctx.cache_hit is not None:
+                return cached_response(self, ctx)
             if wants_shadow(self, ctx):
                 self.shadows.submit(functools.partial(run_shadow, self, ctx),
                                     self.shadows.budget.left() / self.shadows.max_in_flight)
@@ -86,12 +102,15 @@ class Gateway(Services):
                 await open_stream(self, ctx)
                 return stream_response(self, ctx)  # billed and recorded when the stream ends
             await send_completion(self, ctx)
-            bill_completion(self, ctx)
+            await bill_completion(self, ctx)
+            response = completion_response(ctx)
+            if response.body is not None:
+                await store_completion(self, ctx, response.body)
             self.telemetry.finish(ctx)
-            return completion_response(ctx)
+            return response
         except BaseException as exc:
             if ctx.reservation is not None:
-                self.ledger.release(ctx.reservation)
+                await self.state.budgets.release(ctx.reservation)
             error = exc if isinstance(exc, GatewayError) else GatewayError(f"internal error: {type(exc).__name__}")
             self.telemetry.finish(ctx, error)
             raise

@@ -7,16 +7,20 @@ Each handler is a plain function of the request; what it needs (the :class:`Gate
 
 from __future__ import annotations
 
-import json
+import logging
 from typing import Any
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from router.errors import GatewayError, InvalidRequest
 from router.gateway import Gateway
 from router.rules import AUTO_MODEL
+from router.surface import parse_json
+
+log = logging.getLogger("aperture.router")
 
 PROMETHEUS_MEDIA_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -27,15 +31,22 @@ def gateway_of(request: Request) -> Gateway:
 
 
 async def chat_completions(request: Request) -> Response:
+    """The body is read under the size cap (the surface middleware counts it) and parsed under
+    the depth limit; a refusal there is recorded like any pipeline refusal. An unexpected error
+    in the pipeline (already recorded by the gateway) answers OpenAI's 500 body."""
     gateway = gateway_of(request)
-    raw = await request.body()
     try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        error = InvalidRequest("the request body is not valid JSON", code="invalid_json")
-        gateway.telemetry.count_refusal(error)
-        raise error from exc
-    result = await gateway.chat(body, request.headers)
+        body = parse_json(await request.body(), gateway.config.server.max_json_depth)
+    except GatewayError as error:
+        gateway.refuse(request.headers, error)
+        raise
+    try:
+        result = await gateway.chat(body, request.headers)
+    except GatewayError:
+        raise
+    except Exception as exc:
+        log.error("unhandled error in the request pipeline", exc_info=exc)
+        raise GatewayError(f"internal error: {type(exc).__name__}") from exc
     if result.stream is not None:
         return StreamingResponse(result.stream, media_type="text/event-stream", headers=result.headers)
     return JSONResponse(result.body, headers=result.headers)
@@ -75,4 +86,22 @@ async def parameter_error(request: Request, exc: Exception) -> JSONResponse:
     first = exc.errors()[0] if exc.errors() else {}
     param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
     error = InvalidRequest(f"{param or 'request'}: {first.get('msg', 'invalid value')}", param=param)
-    return JSONResponse(error.body(), status_code=422)
+    gateway_of(request).telemetry.count_refusal(error)
+    return JSONResponse(error.body(), status_code=error.status)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own answers (an unknown path, a wrong method) in OpenAI's shape, counted."""
+    assert isinstance(exc, StarletteHTTPException)
+    error = GatewayError(str(exc.detail), code=_http_code(exc.status_code), status=exc.status_code, headers=dict(exc.headers or {}))
+    error.type = "invalid_request_error"
+    gateway_of(request).telemetry.count_refusal(error)
+    return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+
+
+def _http_code(status: int) -> str:
+    if status == 404:
+        return "not_found"
+    if status == 405:
+        return "method_not_allowed"
+    return "http_error"

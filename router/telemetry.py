@@ -27,6 +27,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
 
 from collector import semconv as sc
+from router.cache import cache_span_attributes
 from router.config import AppConfig
 from router.errors import GatewayError
 from router.metrics import GatewayMetrics
@@ -97,6 +98,8 @@ class RequestTelemetry:
             if not bill.estimated_only:
                 self.metrics.cost.labels(model=bill.target.model, team=ctx.need_principal().team).inc(bill.billed_usd)
                 self.metrics.requests.labels(code="200", model=bill.target.model, arm=ctx.arm).inc()
+        elif ctx.cache_hit is not None and error is None:  # answered from the cache: billed nothing
+            self.metrics.requests.labels(code="200", model=ctx.need_target().model, arm=ctx.arm).inc()
         if error is not None:
             span.set_attribute(sc.ERROR_TYPE, error.code)
             span.set_status(Status(StatusCode.ERROR, error.message[:200]))
@@ -105,7 +108,7 @@ class RequestTelemetry:
         else:
             span.set_status(Status(StatusCode.OK))
         span.end()
-        if bill is not None:
+        if bill is not None or (ctx.cache_hit is not None and error is None):
             latency = time.perf_counter() - ctx.started
             self.metrics.request_latency.labels(stream="true" if ctx.stream else "false").observe(latency)
 
@@ -139,6 +142,8 @@ class RequestTelemetry:
             attrs[sc.APERTURE_RETRY_COUNT] = max(len(ctx.attempts or ()) - 1, 0)
         if ctx.bill is not None and not ctx.bill.estimated_only:
             attrs.update(self._usage_attributes(ctx, ctx.bill))
+        if ctx.cache_decision is not None:
+            attrs.update(cache_span_attributes(ctx.cache_decision, ctx.cache_hit))
         return attrs
 
     def _add_route(self, attrs: Attributes, target: Target) -> None:

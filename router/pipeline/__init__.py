@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from router.pipeline.admit import admit
+from router.pipeline.cache import lookup_cache
 from router.pipeline.context import GatewayResponse, RequestContext
 from router.pipeline.intake import intake_images
 from router.pipeline.keep import keep_images
@@ -21,8 +22,8 @@ from router.pipeline.services import Services
 Stage = Callable[[Services, RequestContext], Awaitable[None]]
 
 #: Everything before the first byte goes upstream. Guardrails go between ``intake_images``
-#: and ``route``; a response cache goes last (it sets ``ctx.result`` and ``ctx.target``, and
-#: the send stage then leaves them alone).
-ADMISSION: tuple[Stage, ...] = (admit, intake_images, route, price, keep_images)
+#: and ``route``; the response cache goes last (on a hit it sets ``ctx.cache_hit``,
+#: ``ctx.result`` and ``ctx.target``, and the gateway answers without sending).
+ADMISSION: tuple[Stage, ...] = (admit, intake_images, route, price, keep_images, lookup_cache)
 
 __all__ = ["ADMISSION", "GatewayResponse", "RequestContext", "Services", "Stage"]

@@ -12,12 +12,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from router.config import AppConfig
-from router.errors import InvalidRequest, UnknownModel
+from router.errors import UnknownModel
 from router.keys import authenticate
 from router.pipeline.context import Hints, JSONObject, RequestContext
 from router.pipeline.services import Services
 from router.policy import PolicySnapshot
 from router.rules import AUTO_MODEL
+from router.schema import check_hint, validate_chat_body
 
 TASK_HEADER = "x-aperture-task"
 REFERENCE_HEADER = "x-aperture-reference-id"
@@ -37,16 +38,10 @@ async def admit(services: Services, ctx: RequestContext) -> None:
 
 
 def validated_body(raw: object) -> tuple[JSONObject, str]:
-    """The body as a JSON object with non-empty ``messages`` and a ``model``; else 400."""
-    if not isinstance(raw, dict):
-        raise InvalidRequest("the request body must be a JSON object", code="invalid_request")
-    messages = raw.get("messages")
-    if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
-        raise InvalidRequest("'messages' must be a non-empty list of message objects", param="messages")
-    model = raw.get("model")
-    if not isinstance(model, str) or not model:
-        raise InvalidRequest("'model' is required", param="model")
-    return raw, model
+    """The body as a well-formed chat request (:func:`router.schema.validate_chat_body`); else 400."""
+    validate_chat_body(raw)
+    assert isinstance(raw, dict)
+    return raw, raw["model"]
 
 
 def check_model(model: str, snapshot: PolicySnapshot, config: AppConfig) -> None:
@@ -59,14 +54,18 @@ def check_model(model: str, snapshot: PolicySnapshot, config: AppConfig) -> None
 
 
 def read_hints(body: JSONObject, headers: Mapping[str, str]) -> Hints:
-    """Headers win over ``metadata``; a hint is recorded as text whatever JSON type it came as."""
+    """Headers win over ``metadata``; ids are bounded and charset-checked
+    (:func:`router.schema.check_hint`), a number is recorded as its text."""
     raw_metadata = body.get("metadata")
     metadata: dict[str, Any] = raw_metadata if isinstance(raw_metadata, dict) else {}
-    task = headers.get(TASK_HEADER) or metadata.get("task")
-    reference_id = headers.get(REFERENCE_HEADER) or metadata.get("reference_id")
+    task = _hint(headers, TASK_HEADER, metadata, "task")
+    reference_id = _hint(headers, REFERENCE_HEADER, metadata, "reference_id")
     replay = (headers.get(REPLAY_HEADER) or str(metadata.get("replay", ""))).lower() in _TRUE
-    return Hints(
-        task=str(task) if task else None,
-        reference_id=str(reference_id) if reference_id else None,
-        replay=replay,
-    )
+    return Hints(task=task, reference_id=reference_id, replay=replay)
+
+
+def _hint(headers: Mapping[str, str], header: str, metadata: Mapping[str, Any], key: str) -> str | None:
+    value = headers.get(header)
+    if value:
+        return check_hint(value, header)
+    return check_hint(metadata.get(key), f"metadata.{key}")

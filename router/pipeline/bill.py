@@ -18,15 +18,15 @@ from router.providers.base import Usage
 from router.tokens import cost_usd
 
 
-def bill_completion(services: Services, ctx: RequestContext) -> None:
+async def bill_completion(services: Services, ctx: RequestContext) -> None:
     """Bill a non-streamed answer from its reported usage."""
     result = ctx.result
     if result is None:
         raise RuntimeError("nothing to bill: the send stage has not run")
-    bill_usage(services, ctx, result.usage, result.finish_reason, answer_text(result.completion), result.upstream_model)
+    await bill_usage(services, ctx, result.usage, result.finish_reason, answer_text(result.completion), result.upstream_model)
 
 
-def bill_usage(
+async def bill_usage(
     services: Services, ctx: RequestContext, usage: Usage, finish_reason: str | None, answer: str,
     response_model: str | None,
 ) -> None:
@@ -38,10 +38,11 @@ def bill_usage(
         image_estimates=[p.tokens for p in priced],
     )
     billed = cost_usd(usage.input_tokens, usage.output_tokens, spec.price.input_per_mtok, spec.price.output_per_mtok)
+    state = services.state
     if ctx.reservation is not None:
-        services.ledger.settle(ctx.reservation, billed)
+        await state.budgets.settle(ctx.reservation, billed)
     if not ctx.hints.shadow:  # a shadow never took from the client's limits
-        services.limiter.adjust(ctx.need_principal(), usage.input_tokens - ctx.text_tokens - sum(p.tokens for p in priced))
+        await state.limits.adjust(ctx.need_principal(), usage.input_tokens - ctx.text_tokens - sum(p.tokens for p in priced))
     ctx.bill = Bill(
         target=target, image_shares=shares, input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
         billed_usd=billed, prompt_cost_usd=cost_usd(usage.input_tokens, 0, spec.price.input_per_mtok, 0),
@@ -49,12 +50,12 @@ def bill_usage(
     )
 
 
-def bill_estimate(services: Services, ctx: RequestContext) -> None:
+async def bill_estimate(services: Services, ctx: RequestContext) -> None:
     """A stream that ended without usage (cut, or an error event): the estimate is the bill."""
     target = ctx.need_target()
     priced = ctx.priced.get(target.key, [])
     if ctx.reservation is not None:
-        services.ledger.settle(ctx.reservation, ctx.estimate())
+        await services.state.budgets.settle(ctx.reservation, ctx.estimate())
     ctx.bill = Bill(target=target, image_shares=[p.tokens for p in priced], estimated_only=True)
 
 

@@ -3,7 +3,7 @@
 A :class:`RequestContext` starts with what the client sent (body, headers, a request id and the
 start time) and gains a field per stage: the principal (admit), the policy snapshot and hints
 (admit), the intake images and features (intake), the route decision (route), priced images,
-the estimate and the budget reservation (price), attempts and the upstream result (send), and
+the estimate and the budget reservation (price), the cache decision and any hit (cache), attempts and the upstream result (send), and
 the bill (bill). Telemetry is written from the finished context in one place
 (:mod:`router.telemetry`), so a stage never touches a span.
 
@@ -22,6 +22,7 @@ from typing import Any
 from opentelemetry.trace import Span
 
 from router.budgets import Reservation
+from router.cache.policy import CacheDecision, CachedResponse
 from router.fallback import AttemptRecord
 from router.images.intake import IntakeImage
 from router.images.prepare import PreparedImage
@@ -116,6 +117,10 @@ class RequestContext:
     priced: dict[str, list[PricedImage]] = field(default_factory=dict)
     estimate_usd: float | None = None
     reservation: Reservation | None = None
+    # cache
+    cache_decision: CacheDecision | None = None
+    cache_key: str | None = None
+    cache_hit: CachedResponse | None = None
     # send
     attempts: list[AttemptRecord[Target]] | None = None
     target: Target | None = None

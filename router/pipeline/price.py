@@ -39,8 +39,9 @@ async def price(services: Services, ctx: RequestContext) -> None:
                         spec.price.input_per_mtok, spec.price.output_per_mtok)
     ctx.estimate_usd = estimate
     services.ledger.check_request_cap(estimate, ctx.headers.get(MAX_COST_HEADER), services.config.budgets.max_request_cost_usd)
-    services.limiter.check(principal, ctx.text_tokens + image_tokens)
-    ctx.reservation = services.ledger.reserve(principal, estimate)
+    state = services.state
+    await state.limits.check(principal, ctx.text_tokens + image_tokens)
+    ctx.reservation = await state.budgets.reserve(principal, estimate)
 
 
 def output_estimate(ctx: RequestContext) -> int:

@@ -3,7 +3,9 @@
 A relayed stream is billed and its telemetry written when it ends, however it ends (finished,
 broken upstream, client gone): the generator's ``finally`` runs the bill stage and
 :meth:`RequestTelemetry.finish`. A break mid-stream becomes one OpenAI-style error event and
-``[DONE]``, never a hang.
+``[DONE]``, never a hang. A relayed stream that ends complete is offered to the response
+cache (:class:`router.pipeline.cache.StreamCapture`), and a cache hit is answered here too,
+as JSON or re-served as SSE events (:func:`router.cache.completion_sse`).
 """
 
 from __future__ import annotations
@@ -12,19 +14,28 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+from router.cache import cache_response_header, completion_sse
 from router.errors import GatewayError, UpstreamFailed
 from router.pipeline.bill import bill_estimate, bill_usage
+from router.pipeline.cache import StreamCapture, store_completion
 from router.pipeline.context import GatewayResponse, RequestContext
 from router.pipeline.services import Services
+from router.providers.base import wants_usage
+from router.upstream_errors import UpstreamTransportError
 
 
 def response_headers(ctx: RequestContext) -> dict[str, str]:
-    return {
+    """The gateway's headers; ``x-aperture-cache: hit|miss`` when the response cache was consulted."""
+    headers = {
         "x-aperture-request-id": ctx.request_id,
         "x-aperture-route": ctx.need_target().key,
         "x-aperture-ruleset": ctx.need_decision().version,
         "x-aperture-estimated-cost-usd": f"{ctx.estimate():.8f}",
     }
+    decision = ctx.cache_decision
+    if decision is not None and (decision.lookup or decision.store):
+        headers.update(cache_response_header(ctx.cache_hit is not None))
+    return headers
 
 
 def completion_response(ctx: RequestContext) -> GatewayResponse:
@@ -34,6 +45,24 @@ def completion_response(ctx: RequestContext) -> GatewayResponse:
     completion = dict(ctx.result.completion)
     completion["model"] = ctx.need_target().model
     return GatewayResponse(headers=response_headers(ctx), body=completion)
+
+
+def cached_response(services: Services, ctx: RequestContext) -> GatewayResponse:
+    """The hit as the client asked for it; telemetry is written now (nothing more will happen)."""
+    hit = ctx.cache_hit
+    if hit is None:
+        raise RuntimeError("no cache hit to answer from")
+    headers = response_headers(ctx)
+    services.telemetry.finish(ctx)
+    if not ctx.stream:
+        return GatewayResponse(headers=headers, body=dict(hit.completion))
+    events = completion_sse(hit.completion, include_usage=wants_usage(ctx.body))
+    return GatewayResponse(headers=headers, stream=_replay(events))
+
+
+async def _replay(events: list[bytes]) -> AsyncIterator[bytes]:
+    for event in events:
+        yield event
 
 
 def stream_response(services: Services, ctx: RequestContext) -> GatewayResponse:
@@ -47,6 +76,7 @@ async def relay(services: Services, ctx: RequestContext) -> AsyncIterator[bytes]
     model = ctx.need_target().model
     response_id = "chatcmpl-" + ctx.request_id[4:]
     text_parts: list[str] = []
+    capture = StreamCapture()
     error: GatewayError | None = None
     try:
         try:
@@ -54,8 +84,11 @@ async def relay(services: Services, ctx: RequestContext) -> AsyncIterator[bytes]
                 chunk["id"] = response_id
                 chunk["model"] = model
                 _collect_text(chunk, text_parts)
+                capture.observe(chunk)
                 yield sse(chunk)
-        except GatewayError as exc:
+        except UpstreamTransportError as exc:  # the connection broke, timed out or went silent
+            error = UpstreamFailed(f"upstream stream broke: {exc.message}", code="upstream_stream_broken")
+        except GatewayError as exc:  # an error event from the provider keeps its own code
             error = exc
         except Exception as exc:  # anything else cut the stream mid-way
             error = UpstreamFailed(f"upstream stream broke: {type(exc).__name__}", code="upstream_stream_broken")
@@ -66,9 +99,13 @@ async def relay(services: Services, ctx: RequestContext) -> AsyncIterator[bytes]
         await upstream.aclose()
         usage = upstream.translator.usage
         if error is None and usage is not None:
-            bill_usage(services, ctx, usage, upstream.translator.finish_reason, "".join(text_parts), None)
+            finish_reason = upstream.translator.finish_reason
+            await bill_usage(services, ctx, usage, finish_reason, "".join(text_parts), None)
+            completion = capture.completion(ctx, usage, finish_reason)
+            if completion is not None:
+                await store_completion(services, ctx, completion)
         else:
-            bill_estimate(services, ctx)
+            await bill_estimate(services, ctx)
         services.telemetry.finish(ctx, error)
 
 

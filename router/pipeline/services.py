@@ -1,9 +1,11 @@
 """What every stage may use besides the request itself: the gateway's shared dependencies.
 
-One :class:`Services` per gateway process, shared by all requests. Stages read the limiter,
-the budget ledger and the breakers through it at request time, so a shared-state backend
-(Redis, say) replaces them here without a stage changing, and a test may swap one between
-requests.
+One :class:`Services` per gateway process, shared by all requests. Stages read rate limits,
+budgets and breakers through :attr:`Services.state` (a :class:`router.state.StateBackend`) at
+request time. Given a built backend (``state``: Redis, shared by replicas) that is what they
+use; otherwise ``state`` is this process's limiter, ledger and breaker registry behind the same
+async interfaces (today's behaviour), read afresh so a test may swap one between requests.
+The response cache (``cache``), when configured, is read by the cache stage.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from router.blobs import BlobStore
-from router.breaker import BreakerRegistry, CircuitBreaker, upstream_key
+from router.breaker import BreakerRegistry, BreakerState, upstream_key
 from router.budgets import BudgetLedger
 from router.config import AppConfig, ModelSpec, ProviderConfig
 from router.images.fetch import ImageFetcher
@@ -24,9 +26,13 @@ from router.providers import ADAPTERS
 from router.providers.base import ProviderSpec
 from router.retry import RetryPolicy
 from router.rules import Target
+from router.state import BreakerSettings, StateBackend
+from router.state.base import BreakerStore
+from router.state.memory import MemoryBreakers, MemoryBudgets, MemoryRateLimits
 from router.upstream import UpstreamClient
 
 if TYPE_CHECKING:  # router.telemetry reads the context, which the stages import from here
+    from router.cache import ResponseCache
     from router.telemetry import RequestTelemetry
 
 #: Returns the policy a request is routed by; called once per request.
@@ -49,15 +55,20 @@ class Services:
         breakers: BreakerRegistry | None = None,
         blobs: BlobStore | None = None,
         rng: random.Random | None = None,
+        state: StateBackend | None = None,
+        cache: ResponseCache | None = None,
     ) -> None:
         self.config = config
         self.client = client
         self.fetcher = fetcher
         self.snapshot_source = snapshot
         self.telemetry = telemetry
-        self.limiter = limiter or RateLimiter()
-        self.ledger = ledger or BudgetLedger.from_config(config)
-        self.breakers = breakers or BreakerRegistry()
+        self.limiter = limiter if limiter is not None else RateLimiter()
+        self.ledger = ledger if ledger is not None else BudgetLedger.from_config(config)
+        self.breakers = breakers if breakers is not None else BreakerRegistry()  # an empty registry is falsy
+        self.shared_state = state
+        self.cache = cache
+        self._local: LocalState | None = None
         self.blobs = blobs
         self.rng = rng or random.Random()
         self.limits = ImageLimits(
@@ -85,10 +96,72 @@ class Services:
     def retry_policy(self, target: Target) -> RetryPolicy:
         return RetryPolicy.from_provider(self.provider(target))
 
-    def breaker(self, target: Target) -> CircuitBreaker:
+    @property
+    def state(self) -> StateBackend:
+        """The shared backend when one was given, else this process's own (see the module docstring)."""
+        if self.shared_state is not None:
+            return self.shared_state
+        local = self._local
+        if local is None or not local.wraps(self.limiter, self.ledger, self.breakers):
+            local = self._local = LocalState(self.limiter, self.ledger, self.breakers)
+        return local
+
+    async def close_state(self) -> None:
+        """Let go of the shared backend's and the cache's connections (at shutdown)."""
+        if self.shared_state is not None:
+            await self.shared_state.close()
+        if self.cache is not None:
+            await self.cache.close()
+
+    def breaker(self, target: Target) -> SharedBreaker:
         spec = self.model(target)
         provider = self.provider(target)
-        return self.breakers.get(
-            upstream_key(spec.provider, spec.upstream),
-            failure_threshold=provider.cooldown_failures, cooldown_s=provider.cooldown_s,
-        )
+        settings = BreakerSettings(failure_threshold=provider.cooldown_failures, cooldown_s=provider.cooldown_s)
+        return SharedBreaker(self.state.breakers, upstream_key(spec.provider, spec.upstream), settings)
+
+
+class LocalState:
+    """One process's limiter, ledger and breakers as a :class:`StateBackend` (``memory``)."""
+
+    name = "memory"
+
+    def __init__(self, limiter: RateLimiter, ledger: BudgetLedger, breakers: BreakerRegistry) -> None:
+        self.limits = MemoryRateLimits(limiter)
+        self.budgets = MemoryBudgets(ledger)
+        self.breakers = MemoryBreakers(breakers)
+
+    def wraps(self, limiter: RateLimiter, ledger: BudgetLedger, breakers: BreakerRegistry) -> bool:
+        return (self.limits.limiter is limiter and self.budgets.ledger is ledger
+                and self.breakers.registry is breakers)
+
+    async def close(self) -> None:
+        return None
+
+
+class SharedBreaker:
+    """One upstream's breaker in the state backend, bound to its name and settings: what
+    :func:`router.fallback.run_chain` calls (:class:`router.fallback.ChainBreaker`)."""
+
+    def __init__(self, store: BreakerStore, name: str, settings: BreakerSettings) -> None:
+        self.store = store
+        self.name = name
+        self.settings = settings
+
+    async def allow(self) -> bool:
+        return await self.store.allow(self.name, self.settings)
+
+    async def record_success(self) -> None:
+        await self.store.record_success(self.name, self.settings)
+
+    async def record_failure(self) -> None:
+        await self.store.record_failure(self.name, self.settings)
+
+    async def release(self) -> None:
+        await self.store.release(self.name, self.settings)
+
+    async def state(self) -> BreakerState:
+        return await self.store.state(self.name, self.settings)
+
+    def retry_in_s(self) -> float:
+        """The shared store keeps no opening time here: the cool-down is the longest wait."""
+        return float(self.settings.cooldown_s)

@@ -61,7 +61,7 @@ async def run_shadow(services: Services, parent: RequestContext, cap_usd: float)
                                     spec.price.input_per_mtok, spec.price.output_per_mtok)
         check_request_cap(ctx.estimate_usd, None, cap_usd)
         await send_completion(services, ctx)
-        bill_completion(services, ctx)
+        await bill_completion(services, ctx)
     except BaseException as exc:
         error = exc if isinstance(exc, GatewayError) else GatewayError(f"internal error: {type(exc).__name__}")
         services.telemetry.finish(ctx, error)

@@ -146,6 +146,8 @@ def log_wealth(
 def _first(mask: NDArray[np.bool_]) -> NDArray[np.int64]:
     """Index of the first True along the last axis, or a huge number when there is none."""
     big = np.iinfo(np.int64).max
+    if mask.shape[-1] == 0:  # no observation yet (a canary whose first pairs are still in flight)
+        return np.full(mask.shape[:-1], big, dtype=np.int64)
     return np.where(mask.any(axis=-1), mask.argmax(axis=-1), big)
 
 

@@ -72,20 +72,29 @@ def test_every_image_gets_a_span_with_tokens_and_cost(client, stack):
     assert all(est > 0 and billed > 0 and cost > 0 for est, billed, cost, _ in rows)
 
 
-@pytest.mark.parametrize("task", ["line\r\nx-injected: 1", "résumé", "t" * 300, "extract"])
-def test_task_reaches_the_span_and_goes_upstream_only_as_a_safe_header(client, stack, task):
+def test_task_reaches_the_span_and_goes_upstream_as_a_header(client, stack):
     stack.clear_emulator()
     raw = client.chat.completions.with_raw_response.create(
-        model="gpt-4o-mini", messages=image_message(data_url(page_png()), detail="low"), metadata={"task": task})
+        model="gpt-4o-mini", messages=image_message(data_url(page_png()), detail="low"), metadata={"task": "extract"})
     request_id = raw.headers["x-aperture-request-id"]
     sent = stack.emulator_requests()
     assert len(sent) == 1
     # The emulator logs the x-aperture-task header it got, else the task it read from the prompt.
-    assert (sent[0]["task"] == task) == (task == "extract")
+    assert sent[0]["task"] == "extract"
     stack.flush()
     with duckdb.connect(str(stack.db), read_only=True) as conn:
         stored = conn.execute("SELECT task FROM request_spans WHERE request_id = ?", [request_id]).fetchall()
-    assert stored == [(task,)]
+    assert stored == [("extract",)]
+
+
+@pytest.mark.parametrize("task", ["line\r\nx-injected: 1", "résumé", "t" * 300])
+def test_an_unsafe_task_is_refused_before_anything_goes_upstream(client, stack, task):
+    stack.clear_emulator()
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=image_message(data_url(page_png()), detail="low"), metadata={"task": task})
+    assert (info.value.code, info.value.param) == ("invalid_request", "metadata.task")
+    assert stack.emulator_requests() == []
 
 
 def _count(stack, table):

@@ -94,9 +94,10 @@ def test_stream_broken_midway_ends_with_an_error_event(client, stack):
     stack.fault(match={"provider": "openai"}, fault="broken-stream", times=1)
     stream = client.chat.completions.create(model="gpt-4o-mini", messages=msg(), stream=True)
     received = []
-    with pytest.raises(openai.APIError):
+    with pytest.raises(openai.APIError) as info:
         for chunk in stream:
             received.append(chunk)
+    assert info.value.code == "upstream_stream_broken"  # the code docs/troubleshooting.md names
     assert len(attempts(stack, "openai")) == 1
 
 
@@ -113,9 +114,25 @@ def test_breaker_opens_then_recovers(client, stack):
     with pytest.raises(openai.APIStatusError) as info:
         client.chat.completions.create(model="claude-haiku-4-5", messages=msg())
     assert info.value.status_code == 503
+    assert info.value.response.headers["retry-after"] == "1"  # the breaker's 1 s cool-down
     assert len(attempts(stack, "anthropic")) == 2
     stack.clear_emulator()
     time.sleep(1.2)
     completion = client.chat.completions.create(model="claude-haiku-4-5", messages=msg())
     assert completion.choices[0].message.content
     assert [r["status"] for r in attempts(stack, "anthropic")] == [200]
+
+
+@pytest.mark.parametrize("fault", ["500", "reset"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_streams_and_completions_retry_alike(client, stack, fault, stream):
+    """One retry policy: a stream is retried before its first byte exactly as a completion is
+    (1 try + ``max_retries`` 2), for an error answer and for a connection reset alike."""
+    stack.fault(match={"provider": "openai"}, fault=fault, times=2)
+    if stream:
+        text = "".join(c.choices[0].delta.content or "" for c in
+                       client.chat.completions.create(model="gpt-4o-mini", messages=msg(), stream=True) if c.choices)
+    else:
+        text = client.chat.completions.create(model="gpt-4o-mini", messages=msg()).choices[0].message.content
+    assert text
+    assert len(attempts(stack, "openai")) == 3

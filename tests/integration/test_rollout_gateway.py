@@ -322,6 +322,8 @@ def test_admin_api_needs_the_key_and_drives_the_rollout(tmp_path: Path, monkeypa
         anon = httpx.Client(base_url=f"{stack.gateway}/admin", timeout=30)
         wrong = httpx.Client(base_url=f"{stack.gateway}/admin", timeout=30,
                              headers={"Authorization": "Bearer not-the-key"})
+        raw = httpx.Client(base_url=f"{stack.gateway}/admin", timeout=30,  # the key without "Bearer "
+                           headers={"Authorization": ADMIN_KEY})
         client = client_for(stack)
         text_headers = {"content-type": "text/plain"}
         calls: list[tuple[str, str, dict[str, Any]]] = [
@@ -335,7 +337,7 @@ def test_admin_api_needs_the_key_and_drives_the_rollout(tmp_path: Path, monkeypa
             ("POST", "/rollback", {}),
         ]
         for method, url, kw in calls:
-            for c in (anon, wrong):
+            for c in (anon, wrong, raw):
                 r = c.request(method, url, **kw)
                 assert r.status_code == 401, (method, url, r.text)
                 assert r.json()["error"]["code"] == "invalid_admin_key"
@@ -365,10 +367,11 @@ def test_admin_api_needs_the_key_and_drives_the_rollout(tmp_path: Path, monkeypa
 
         for bad in (0, 1, 1.5):
             r = admin.post(f"/rules/{v2}/canary", params={"fraction": bad})
-            assert r.status_code == 422, r.text
-            assert (r.json()["error"]["code"], r.json()["error"]["param"]) == ("invalid_request", "fraction")
+            assert r.status_code == 400, r.text
+            assert (r.json()["error"]["code"], r.json()["error"]["param"]) == ("invalid_canary_fraction", "fraction")
         r = admin.get("/rules/diff", params={"a": "v0001"})
-        assert r.status_code == 422 and r.json()["error"]["param"] == "b"
+        assert r.status_code == 400 and r.json()["error"]["param"] == "b"
+        assert r.json()["error"]["code"] == "invalid_request"
         canary = admin.post(f"/rules/{v2}/canary", params={"fraction": 0.5})
         assert canary.status_code == 200 and canary.json()["canary"] == v2
         # The endpoint reloads the gateway's policy itself: no waiting for the poller.

@@ -161,7 +161,7 @@ async def test_send_falls_back_then_bill_settles_at_the_billed_amount(config: Ap
     await send_completion(services, ctx)
     assert ctx.need_target().model == "gpt-4.1"
     assert [a.outcome for a in ctx.attempts or []][-1] == "ok"
-    bill_completion(services, ctx)
+    await bill_completion(services, ctx)
     assert ctx.bill is not None and ctx.bill.input_tokens == 400 and ctx.bill.answer == "TOTAL"
     assert services.ledger.reserved(team) == 0
     assert services.ledger.spent_today(team) == pytest.approx(ctx.bill.billed_usd)
@@ -182,7 +182,7 @@ async def test_bill_estimate_settles_at_the_estimate(config: AppConfig) -> None:
     ctx = RequestContext(_body(), {})
     await _through(services, ctx, admit, intake_images, route, price)
     ctx.target = ctx.need_decision().target
-    bill_estimate(services, ctx)
+    await bill_estimate(services, ctx)
     assert ctx.bill is not None and ctx.bill.estimated_only
     assert ctx.bill.image_shares == [p.tokens for p in ctx.priced[ctx.target.key]]
     assert services.ledger.spent_today(ctx.need_principal().team) == pytest.approx(ctx.estimate())
@@ -214,7 +214,7 @@ async def test_telemetry_of_a_billed_request_writes_one_image_span_per_image(con
     ctx = RequestContext(_body(), {"x-aperture-task": "extract"})
     services.telemetry.start(ctx)
     await _through(services, ctx, admit, intake_images, route, price, send_completion)
-    bill_completion(services, ctx)
+    await bill_completion(services, ctx)
     services.telemetry.finish(ctx)
     spans = {s.name: s for s in exporter.get_finished_spans()}
     request = dict(spans["chat gpt-4o-mini"].attributes or {})
@@ -224,7 +224,7 @@ async def test_telemetry_of_a_billed_request_writes_one_image_span_per_image(con
     assert "upstream openai" in spans
 
 
-@pytest.mark.parametrize("module", ["router.telemetry", "router.pipeline.services", "router.handlers"])
+@pytest.mark.parametrize("module", ["router.telemetry", "router.pipeline.services", "router.handlers", "router.pipeline.cache", "router.pipeline.respond", "router.cache"])
 def test_a_module_imports_first_without_a_cycle(module: str) -> None:
     done = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr

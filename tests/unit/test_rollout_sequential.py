@@ -180,3 +180,11 @@ def test_paired_regression_rolls_back_and_bad_input_is_refused():
         evaluate_paired_metric("quality", [0.5, 1.2], [0.5, 0.5], SequentialConfig())
     with pytest.raises(ValueError):
         evaluate_paired_metric("quality", [0.5], [0.5, 0.5], SequentialConfig())
+
+
+def test_no_pairs_yet_means_extend() -> None:
+    """A canary whose first pairs are still in flight: nothing to decide on, and no error."""
+    from router.rollout.sequential import SequentialConfig, evaluate_paired_metric
+
+    result = evaluate_paired_metric("quality", [], [], SequentialConfig())
+    assert result.action == "extend" and result.statistics["n_canary"] == 0

@@ -21,6 +21,7 @@ def write_v1(conn: duckdb.DuckDBPyConnection, spans: list[SpanRecord]) -> None:
         if not rows:
             continue
         columns = {r[0]: r[1] for r in conn.execute(f"DESCRIBE {table}").fetchall()}
+        rows = [{k: v for k, v in row.items() if k in columns} for row in rows]  # later columns: none in v1
         conn.register("v1", _arrow_table(rows, columns, table))
         conn.execute(f"INSERT INTO {table} BY NAME SELECT * FROM v1")
         conn.unregister("v1")

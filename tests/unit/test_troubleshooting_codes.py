@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -89,6 +90,45 @@ def test_the_scan_finds_the_codes_it_should() -> None:
 )
 def test_code_extraction(source: str, codes: set[str]) -> None:
     assert codes_in_source(source) == codes
+
+
+def statuses_in_source(source: str) -> dict[str, int]:
+    """Codes whose HTTP status is written next to them: a class setting both ``code`` and
+    ``status``, or a call passing both ``code=`` and ``status=`` as literals."""
+    found: dict[str, int] = {}
+    for node in ast.walk(ast.parse(source)):
+        pairs: dict[str, Any] = {}
+        if isinstance(node, ast.ClassDef):
+            for stmt in node.body:
+                if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
+                    pairs[stmt.targets[0].id] = stmt.value
+        elif isinstance(node, ast.Call):
+            pairs = {kw.arg: kw.value for kw in node.keywords if kw.arg}
+        code, status = pairs.get("code"), pairs.get("status")
+        if isinstance(code, ast.Constant) and isinstance(status, ast.Constant) and isinstance(status.value, int):
+            found[str(code.value)] = status.value
+    return found
+
+
+def documented_statuses() -> dict[str, str]:
+    return dict(re.findall(r"^\| `([a-z0-9_]+)` \| ([^|]+) \|", DOC.read_text(encoding="utf-8"), flags=re.M))
+
+
+def test_the_page_states_the_status_the_code_answers_with() -> None:
+    documented = documented_statuses()
+    wrong = {}
+    for package in SOURCES:
+        for path in sorted(package.rglob("*.py")):
+            for code, status in statuses_in_source(path.read_text(encoding="utf-8")).items():
+                if code in documented and not documented[code].strip().startswith(str(status)):
+                    wrong[code] = (status, documented[code].strip(), str(path.relative_to(ROOT)))
+    assert wrong == {}
+
+
+def test_the_status_scan_finds_the_forms_it_should() -> None:
+    assert statuses_in_source('class E(B):\n    status = 413\n    code = "too_big"\n') == {"too_big": 413}
+    assert statuses_in_source('raise E("m", code="gone", status=410)\n') == {"gone": 410}
+    assert statuses_in_source('raise E("m", code="x_y")\n') == {}
 
 
 def test_every_documented_row_has_status_cause_and_fix() -> None:

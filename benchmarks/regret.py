@@ -1,0 +1,198 @@
+"""The loop's regret in each emulated world: its realised savings against the oracle's.
+
+    python -m benchmarks.regret [--train 30] [--fresh 30] [--seed 7] [--worlds pixels flat ...]
+
+Per world: a training workload goes to the baseline route (gpt-4o, high) and is replayed on the
+demo's three cheaper routes; the optimizer proposes rules from those scores (as in the demo);
+the proposal then meets fresh traffic (seed + 1), each image paired with its baseline answer,
+and the guard's paired sequential test (the demo's δ and β) promotes or rolls it back. The
+oracle reads every fresh image on every candidate route and finds the cheapest rules over the
+router's features within the same tolerance (``optimizer.oracle``). In ``adversarial`` the
+training mix has no tabular reports and the fresh mix a third of them: the world's cheap route
+fails on exactly that part. Reads go through the emulator's answerer in-process, with the OCR
+disk cache, so a rerun costs seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from benchmarks.world_reads import Item, WorldReader, load_items
+from emulator.models import build_model_table
+from emulator.workload import DEFAULT_MIX, generate_workload
+from emulator.worlds import WORLDS, get_world
+from optimizer.data import Observations
+from optimizer.oracle import OracleResult, oracle
+from optimizer.routes import Route, candidate_routes, image_tokens_matrix
+from optimizer.run import OptimizerError, optimize
+from router.config import load_config
+from router.rollout.sequential import SequentialConfig, evaluate_paired_metric
+from router.rules import ImageFeatures, RequestFeatures, Ruleset, choose_route
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "examples" / "emulated.yaml"
+MODELS = ("gpt-4o", "gpt-4.1-mini", "gemini-2.5-flash")  # the demo's replay models
+BASELINE = Route("gpt-4o", "high")
+REPLAYED = (Route("gpt-4o", "low"), Route("gpt-4.1-mini", "high"), Route("gemini-2.5-flash", "auto"))
+TOLERANCE = 0.01
+GUARD = SequentialConfig(delta=0.10, beta=0.10)  # the demo's guard_delta and guard_beta
+STRICT = SequentialConfig(delta=0.03, beta=0.10)  # a guard whose δ is near the optimizer's tolerance
+
+
+@dataclass
+class LoopOutcome:
+    decision: str
+    strict_decision: str
+    predicted_cut: float
+    cost_cut: float  # realised on fresh traffic, paired, had the proposal been served
+    quality_diff: float  # candidate − baseline on the same fresh images
+    routes: dict[str, float]
+
+    @property
+    def deployed_cut(self) -> float:
+        return self.cost_cut if self.decision.startswith("promote") else 0.0
+
+
+def workload(n: int, seed: int, out: Path, mix: dict[str, float] | None) -> list[Item]:
+    tag = "default" if mix is None else "mix-" + "-".join(f"{k}{v:g}" for k, v in sorted(mix.items()))
+    target = out / f"s{seed}-n{n}-{tag}"
+    records = generate_workload(n, seed, target, mix)
+    images = {r["id"]: (target / r["file"]).read_bytes() for r in records}
+    return load_items(records, images)
+
+
+def valid(quality: np.ndarray, base: int) -> tuple[np.ndarray, np.ndarray]:
+    """Images the baseline answer could be scored on; elsewhere an unscorable answer counts 0."""
+    keep = ~np.isnan(quality[base])
+    return keep, np.nan_to_num(quality, nan=0.0)
+
+
+def observations(items: Sequence[Item], routes: Sequence[Route], quality: np.ndarray, cost: np.ndarray,
+                 catalog: dict) -> Observations:
+    """What the store would hold after baseline traffic plus replays, for the optimizer."""
+    widths = np.array([i.record["width"] for i in items])
+    heights = np.array([i.record["height"] for i in items])
+    tokens = image_tokens_matrix(catalog, routes, widths, heights)
+    rows = []
+    for r, route in enumerate(routes):
+        for k, item in enumerate(items):
+            rec = item.record
+            q = quality[r, k]
+            rows.append({
+                "trace_id": f"{route.key}-{rec['id']}", "span_id": f"{route.key}-{rec['id']}", "ts": "2026-12-04",
+                "route": route.key, "model": route.model, "arm": "active", "propensity": 1.0, "task": rec["task"],
+                "replay": route != BASELINE, "input_tokens": int(tokens[r, k]) + 40, "image_tokens": int(tokens[r, k]),
+                "output_tokens": 60, "billed_cost_usd": float(cost[r, k]), "sha256": rec["sha256"],
+                "width": rec["width"], "height": rec["height"],
+                "text_height_px": None if np.isnan(item.text_height) else item.text_height,
+                "quality": None if np.isnan(q) else float(q),
+            })
+    return Observations(pl.DataFrame(rows).sort(["sha256", "task", "route"]))
+
+
+def route_of(ruleset: Ruleset, item: Item) -> Route:
+    rec = item.record
+    th = None if np.isnan(item.text_height) else item.text_height
+    features = RequestFeatures(images=(ImageFeatures(rec["width"], rec["height"], rec["bytes"], rec["format"], th),),
+                               task=rec["task"])
+    target = choose_route(ruleset, features).target
+    return Route(target.model, target.detail)
+
+
+def run_loop(reader: WorldReader, train: list[Item], fresh: list[Item], routes: list[Route], q_fresh: np.ndarray,
+             c_fresh: np.ndarray, catalog: dict, args: argparse.Namespace) -> LoopOutcome:
+    seen = [BASELINE, *REPLAYED]
+    q_train, c_train = reader.matrices(train, seen)
+    try:
+        proposal = optimize("unused", catalog, observations=observations(train, seen, q_train, c_train, catalog),
+                            models=MODELS, tolerance=TOLERANCE, trials=args.trials, seed=args.seed,
+                            unseen_loss=args.unseen_loss, confidence=args.confidence)
+    except OptimizerError as exc:
+        print(f"  optimizer refused: {exc}")
+        return LoopOutcome("not proposed", "not proposed", 0.0, 0.0, 0.0, {})
+    index = {r.key: i for i, r in enumerate(routes)}
+    chosen = np.array([index[route_of(proposal.ruleset, it).key] for it in fresh])
+    base = index[BASELINE.key]
+    keep, q = valid(q_fresh, base)
+    cols = np.flatnonzero(keep)
+    cand_q, base_q = q[chosen[cols], cols], q[base, cols]
+    decision, strict = (_decide(cand_q, base_q, g) for g in (GUARD, STRICT))
+    if (chosen == base).all():
+        decision = strict = "nothing to guard (the proposal keeps the baseline route)"
+    cut = 1.0 - c_fresh[chosen[cols], cols].sum() / c_fresh[base, cols].sum()
+    shares = {routes[r].key: float(np.mean(chosen == r)) for r in np.unique(chosen)}
+    return LoopOutcome(decision, strict, proposal.savings, float(cut), float(cand_q.mean() - base_q.mean()), shares)
+
+
+def _decide(canary: np.ndarray, shadow: np.ndarray, config: SequentialConfig) -> str:
+    """The guard's paired sequential decision after all pairs; undecided means not promoted."""
+    result = evaluate_paired_metric("quality", canary, shadow, config)
+    stats = result.statistics
+    if result.action == "extend":
+        return f"undecided after {len(canary)} pairs (not promoted)"
+    return f"{result.action} at pair {stats.get('canary_at_decision')}"
+
+
+def oracle_on(items: list[Item], q_fresh: np.ndarray, c_fresh: np.ndarray, base: int, by_task: bool) -> OracleResult:
+    keep, q = valid(q_fresh, base)
+    permille = np.array([i.permille for i in items])[keep]
+    side = np.array([float(i.long_side) for i in items])[keep]
+    task = np.array([i.record["task"] for i in items])[keep]
+    return oracle(c_fresh[:, keep], q[:, keep], permille, side, task, base, TOLERANCE, by_task=by_task)
+
+
+def run_world(name: str, args: argparse.Namespace, catalog: dict, out: Path) -> None:
+    world = get_world(name)
+    t0 = time.perf_counter()
+    train_mix = fresh_mix = None
+    if name == "adversarial":
+        train_mix = {k: v for k, v in DEFAULT_MIX.items() if k != "table"}
+        fresh_mix = {**DEFAULT_MIX, "table": 0.33}
+    train = workload(args.train, args.seed, out, train_mix)
+    fresh = workload(args.fresh, args.seed + 1, out, fresh_mix)
+    reader = WorldReader(world, build_model_table(CONFIG), catalog)
+    routes = candidate_routes(catalog, list(MODELS))
+    q_fresh, c_fresh = reader.matrices(fresh, routes)
+    base = [r.key for r in routes].index(BASELINE.key)
+    plain = oracle_on(fresh, q_fresh, c_fresh, base, by_task=False)
+    tasked = oracle_on(fresh, q_fresh, c_fresh, base, by_task=True)
+    loop = run_loop(reader, train, fresh, routes, q_fresh, c_fresh, catalog, args)
+    captured = loop.deployed_cut / plain.cost_cut if plain.cost_cut > 0 else float("nan")
+    used = sorted(routes[r].key for r in plain.routes_used())
+    print(f"{world.key:<24} oracle cut {plain.cost_cut:6.1%} (+task {tasked.cost_cut:6.1%}) "
+          f"on {len(used)} route(s) {used}, text cuts {plain.text_cuts}, side cuts {plain.side_cuts}")
+    print(f"{'':<24} loop: predicted {loop.predicted_cut:6.1%}; fresh paired cut {loop.cost_cut:6.1%}, "
+          f"quality {loop.quality_diff * 100:+.2f} pt; guard {loop.decision}; δ=0.03 guard {loop.strict_decision}; "
+          f"deployed cut {loop.deployed_cut:6.1%}; captured {captured:6.1%} of the oracle's")
+    print(f"{'':<24} baseline quality {plain.baseline_quality:.3f}; proposal routes {loop.routes}; "
+          f"{time.perf_counter() - t0:.0f} s")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--train", type=int, default=30)
+    p.add_argument("--fresh", type=int, default=30)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--trials", type=int, default=200)
+    p.add_argument("--worlds", nargs="+", default=list(WORLDS))
+    p.add_argument("--unseen-loss", type=float, default=0.25, help="optimize()'s allowance for unseen failures")
+    p.add_argument("--confidence", type=float, default=0.9, help="optimize()'s lower-bound confidence")
+    p.add_argument("--out", type=Path, default=Path("bench-out/regret"))
+    args = p.parse_args(argv)
+    catalog = load_config(CONFIG).models
+    print(f"train {args.train} images (seed {args.seed}), fresh {args.fresh} (seed {args.seed + 1}), "
+          f"tolerance {TOLERANCE}, guard δ={GUARD.delta} β={GUARD.beta}; optimizer unseen_loss {args.unseen_loss}, "
+          f"confidence {args.confidence}")
+    for name in args.worlds:
+        run_world(name, args, catalog, args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,6 @@
+"""Image guardrails: detectors for PII, prompt injection (and later faces/NSFW) over images and text.
+
+Self-contained so that one pipeline stage can call :func:`router.guardrails.stage.run_guardrails`
+with the request's images, text parts and the settings :func:`router.guardrails.config.resolve`
+picks for the request.
+"""
