@@ -14,6 +14,7 @@ another process holds the lock instead of failing at once::
 from __future__ import annotations
 
 import itertools
+import os
 import random
 import threading
 import time
@@ -77,6 +78,16 @@ def _is_config_clash(exc: Exception) -> bool:
 #: so opens and closes are serialized within a process: they are short next to the work
 #: between them, and a lock held by another process is waited for outside this lock.
 _LIFECYCLE = threading.Lock()
+
+
+def _new_lifecycle_lock() -> None:
+    # A process forked while another thread held the lock (the evals runner forks its workers)
+    # would inherit it held, and its first open would wait forever.
+    global _LIFECYCLE
+    _LIFECYCLE = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_lifecycle_lock)
 
 
 def _duckdb_connect(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:

@@ -6,6 +6,7 @@ import json
 import threading
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
@@ -175,3 +176,30 @@ def test_threads_opening_a_fresh_file_at_once(tmp_path: Path) -> None:
         assert c.execute(
             "SELECT count(*), (SELECT max(version) FROM schema_version) FROM dropped_spans"
         ).fetchall() == [(6, latest_version())]
+
+
+def test_a_process_forked_while_another_thread_opens_the_store_can_open_it(tmp_path: Path) -> None:
+    """The evals runner forks its workers from a process whose other threads open and close the
+    store all the time; a child must not inherit the open/close lock held."""
+    import multiprocessing
+
+    import collector.store as store_module
+
+    db = tmp_path / "fork.duckdb"
+    with open_store(db):
+        pass
+
+    def child(queue: Any) -> None:
+        with open_store(db, read_only=True) as conn:
+            queue.put(conn.execute("SELECT 41 + 1").fetchone()[0])
+
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    with store_module._LIFECYCLE:  # as if another thread were opening the store at fork time
+        proc = ctx.Process(target=child, args=(queue,))
+        proc.start()
+    proc.join(20)
+    alive = proc.is_alive()
+    if alive:
+        proc.kill()
+    assert not alive and proc.exitcode == 0 and queue.get(timeout=5) == 42
