@@ -228,3 +228,25 @@ async def test_telemetry_of_a_billed_request_writes_one_image_span_per_image(con
 def test_a_module_imports_first_without_a_cycle(module: str) -> None:
     done = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+class CachedUpstream(Upstream):
+    """Answers with 300 of the 400 prompt tokens read from the provider's cache."""
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        resp = super().__call__(request)
+        doc = json.loads(resp.content)
+        doc["usage"]["prompt_tokens_details"] = {"cached_tokens": 300}
+        return httpx.Response(200, json=doc)
+
+
+async def test_bill_prices_cached_input_at_the_cached_price(config: AppConfig) -> None:
+    services, _ = _services(config, CachedUpstream())
+    ctx = RequestContext(_body(model="gpt-4o"), {})
+    await _through(services, ctx, admit, intake_images, route, price, send_completion, bill_completion)
+    price_ = services.model(ctx.need_target()).price
+    cached = price_.input_per_mtok if price_.cached_input_per_mtok is None else price_.cached_input_per_mtok
+    expected = (100 * price_.input_per_mtok + 300 * cached + 3 * price_.output_per_mtok) / 1_000_000
+    assert ctx.bill is not None and ctx.bill.billed_usd == pytest.approx(expected)
+    assert ctx.bill.prompt_cost_usd == pytest.approx(expected - 3 * price_.output_per_mtok / 1_000_000)
+    assert cached < price_.input_per_mtok  # the example prices gpt-4o's cached input below full price
