@@ -39,6 +39,7 @@ from router.providers.structured import (
 )
 from router.rules import Target
 from router.streaming import ChunkStream
+from router.telemetry import trace_headers
 
 R = TypeVar("R")
 #: One attempt's upstream call, ``call(adapter, provider_spec, body, **keywords)``: the upstream
@@ -124,11 +125,11 @@ async def run_upstream(services: Services, ctx: RequestContext, call: Call[R], *
         priced = await price_for(services, ctx, target)
         spec = services.model(target)
         provider = services.config.providers[spec.provider]
-        with services.telemetry.attempt(ctx, target, attempt_no):
+        with services.telemetry.attempt(ctx, target, attempt_no) as span:
             kw: dict[str, Any] = dict(
                 api_key=provider.api_key(), options=adapter_options(spec), request_model=target.model,
                 connect_timeout_s=provider.connect_timeout_s, timeout_s=provider.timeout_s,
-                extra_headers=upstream_headers(ctx),
+                extra_headers={**upstream_headers(ctx), **trace_headers(span)},
             )
             body = upstream_body(ctx, spec, priced, stream=stream)
             return await call(ADAPTERS[provider.kind], services.specs[spec.provider], body, **kw)
