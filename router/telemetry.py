@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from opentelemetry import trace
+from opentelemetry.semconv._incubating.attributes.gen_ai_attributes import GenAiTokenTypeValues
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -37,6 +38,8 @@ from router.rules import Target
 from router.tokens import cost_usd
 
 Attributes = dict[str, Any]
+TOKEN_INPUT = GenAiTokenTypeValues.INPUT.value
+TOKEN_OUTPUT = GenAiTokenTypeValues.COMPLETION.value  # "output"
 #: W3C Trace Context (``traceparent``/``tracestate``), read from clients and sent upstream.
 PROPAGATOR = TraceContextTextMapPropagator()
 
@@ -80,23 +83,37 @@ class RequestTelemetry:
         provider = self.config.models[target.model].provider
         parent = trace.set_span_in_context(ctx.span) if ctx.span is not None else None
         span = self.tracer.start_span(f"upstream {provider}", context=parent, kind=SpanKind.CLIENT, attributes={
-            sc.APERTURE_ATTEMPT: attempt_no, sc.APERTURE_ROUTE: target.key, sc.GEN_AI_OPERATION_NAME: sc.OPERATION_CHAT,
+            sc.APERTURE_ATTEMPT: attempt_no, sc.APERTURE_ROUTE: target.key,  # no gen_ai.operation.name: the
+            # collector makes a request row of every span that has it
             **self.provider_attributes(target.model), sc.GEN_AI_REQUEST_MODEL: target.model,
         })
         started = time.perf_counter()
-        outcome = "ok"
+        outcome, error_type = "ok", ""
         try:
             yield span
         except GatewayError as exc:
-            outcome = "error"
+            outcome, error_type = "error", exc.code
             span.set_attribute(sc.ERROR_TYPE, exc.code)
             span.set_attribute(sc.HTTP_RESPONSE_STATUS_CODE, exc.status)
             span.set_status(Status(StatusCode.ERROR, exc.code))
             raise
         finally:
-            self.metrics.upstream_latency.labels(provider=provider, outcome=outcome).observe(time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            self.metrics.upstream_latency.labels(provider=provider, outcome=outcome).observe(elapsed)
             self.metrics.upstream_attempts.labels(provider=provider, outcome=outcome).inc()
+            self.metrics.gen_ai_operation_duration.labels(
+                *self._gen_ai_labels(target.model, ""), error_type).observe(elapsed)
             span.end()
+
+    def _gen_ai_labels(self, model: str, response_model: str) -> tuple[str, str, str, str]:
+        """The GenAI metrics' common labels: operation, provider (semconv), request and response model."""
+        return sc.OPERATION_CHAT, sc.semconv_provider_name(self.provider_kind(model)), model, response_model
+
+    def _count_tokens(self, bill: Bill) -> None:
+        """``gen_ai.client.token.usage``: the billed input and output tokens of an answered request."""
+        labels = self._gen_ai_labels(bill.target.model, bill.response_model or self.config.models[bill.target.model].upstream)
+        self.metrics.gen_ai_token_usage.labels(*labels, TOKEN_INPUT).observe(bill.input_tokens)
+        self.metrics.gen_ai_token_usage.labels(*labels, TOKEN_OUTPUT).observe(bill.output_tokens)
 
     def finish(self, ctx: RequestContext, error: GatewayError | None = None) -> None:
         """Write everything the context holds onto the request span, count it, and end the span.
@@ -115,6 +132,7 @@ class RequestTelemetry:
         if bill is not None:
             self._image_spans(ctx, span, bill)
             if not bill.estimated_only:
+                self._count_tokens(bill)
                 self.metrics.cost.labels(model=bill.target.model, team=ctx.need_principal().team).inc(bill.billed_usd)
                 self.metrics.requests.labels(code="200", model=bill.target.model, arm=ctx.arm).inc()
         elif ctx.cache_hit is not None and error is None:  # answered from the cache: billed nothing
