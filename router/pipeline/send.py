@@ -20,6 +20,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from router.billing import billed_cost_usd
 from router.config import ModelSpec
 from router.errors import StructuredOutputInvalid, UpstreamFailed
 from router.fallback import ChainResult, run_chain
@@ -74,6 +75,7 @@ async def enforce_schema(services: Services, ctx: RequestContext, fmt: JsonSchem
         if step == "accept":
             return
         if step == "fail" or problem is None:
+            await settle_spent(services, ctx, result.usage)
             raise StructuredOutputInvalid(
                 f"the answer does not match response_format's schema after {repairs} repair retry: {problem}"
             )
@@ -88,6 +90,13 @@ async def enforce_schema(services: Services, ctx: RequestContext, fmt: JsonSchem
         usage = add_usage(result.usage, chain.result.usage)
         completion = {**chain.result.completion, "usage": usage.to_openai()} if usage.reported else chain.result.completion
         ctx.result = dataclasses.replace(chain.result, completion=completion, usage=usage)
+
+
+async def settle_spent(services: Services, ctx: RequestContext, usage: Usage) -> None:
+    """A refused answer was still paid for upstream: the budget counts it (the gateway's later
+    release of the closed reservation is a no-op)."""
+    if ctx.reservation is not None:
+        await services.state.budgets.settle(ctx.reservation, billed_cost_usd(usage, services.model(ctx.need_target()).price))
 
 
 def choice_content(result: ChatResult) -> str | None:
