@@ -32,10 +32,21 @@ GEN_AI_USAGE_INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"
 GEN_AI_USAGE_OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
 GEN_AI_INPUT_MESSAGES: Final = "gen_ai.input.messages"
 GEN_AI_OUTPUT_MESSAGES: Final = "gen_ai.output.messages"
+#: A captured image part in ``gen_ai.input.messages`` is ``{"type": "uri", "modality": "image",
+#: "uri": "sha256:<hex>"}``: the blob store's key, never the bytes.
+IMAGE_URI_PREFIX: Final = "sha256:"
 ERROR_TYPE: Final = "error.type"
 HTTP_RESPONSE_STATUS_CODE: Final = "http.response.status_code"
 
 # --- OpenInference (llm.*), written alongside gen_ai.* so Phoenix-style viewers read spans -----
+OPENINFERENCE_SPAN_KIND: Final = "openinference.span.kind"
+OPENINFERENCE_KIND_LLM: Final = "LLM"
+INPUT_VALUE: Final = "input.value"
+INPUT_MIME_TYPE: Final = "input.mime_type"
+OUTPUT_VALUE: Final = "output.value"
+OUTPUT_MIME_TYPE: Final = "output.mime_type"
+LLM_PROVIDER: Final = "llm.provider"
+LLM_SYSTEM: Final = "llm.system"
 LLM_MODEL_NAME: Final = "llm.model_name"
 LLM_TOKEN_COUNT_PROMPT: Final = "llm.token_count.prompt"
 LLM_TOKEN_COUNT_COMPLETION: Final = "llm.token_count.completion"
@@ -85,6 +96,9 @@ APERTURE_FALLBACK_PATH: Final = "aperture.fallback_path"
 APERTURE_IMAGE_COUNT: Final = "aperture.image_count"
 APERTURE_REPLAY: Final = "aperture.replay"
 APERTURE_OUTPUT_TEXT: Final = "aperture.output_text"
+#: The provider kind (``openai``/``anthropic``/``gemini``), the store's ``provider`` column;
+#: ``gen_ai.provider.name`` carries the conventions' spelling (``gcp.gemini``) beside it.
+APERTURE_PROVIDER: Final = "aperture.provider"
 APERTURE_IMAGE_TEXT_HEIGHT_PX: Final = "aperture.image.text_height_px"
 APERTURE_IMAGE_TOKENS_LOW_ESTIMATE: Final = "aperture.image.tokens_low_estimate"
 #: ``"estimate"`` on an image span whose tokens were never billed (a stream cut before usage).
@@ -126,7 +140,7 @@ IMAGE_COLUMN_KEYS: tuple[tuple[str, str], ...] = (
     ("cost_usd", IMAGE_COST_USD),
     ("transcoded_from", IMAGE_TRANSCODED_FROM),
     ("resized_to", IMAGE_RESIZED_TO),
-    ("provider", GEN_AI_PROVIDER_NAME),
+    ("provider", APERTURE_PROVIDER),
     ("model", GEN_AI_REQUEST_MODEL),
     ("team", APERTURE_TEAM),
     ("ruleset_version", APERTURE_RULESET_VERSION),
@@ -162,6 +176,16 @@ QUALITY_EVALUATORS: Mapping[str, str] = {
 # --- Small shared types --------------------------------------------------------------------
 ProviderKind = Literal["openai", "anthropic", "gemini"]
 PROVIDER_KINDS: tuple[str, ...] = ("openai", "anthropic", "gemini")
+#: Provider kind -> ``gen_ai.provider.name`` as the GenAI conventions spell it (a test checks
+#: these against opentelemetry-semantic-conventions' ``GenAiProviderNameValues``).
+PROVIDER_SEMCONV_NAMES: Mapping[str, str] = {"openai": "openai", "anthropic": "anthropic", "gemini": "gcp.gemini"}
+#: OpenInference's ``llm.provider`` values (``google`` for Gemini).
+PROVIDER_OPENINFERENCE_NAMES: Mapping[str, str] = {"openai": "openai", "anthropic": "anthropic", "gemini": "google"}
+
+
+def semconv_provider_name(kind: str) -> str:
+    """``gen_ai.provider.name`` of a provider kind (an unknown kind is written as is)."""
+    return PROVIDER_SEMCONV_NAMES.get(kind, kind)
 
 
 def utc_now() -> datetime:
