@@ -65,6 +65,12 @@ class GatewayMetrics:
             "aperture_state_fallbacks", "State operations the shared store (Redis) failed, by operation and outcome "
             "(local: served by this process's limits; refused: 503 state_unavailable; lost: bookkeeping dropped).",
             ["operation", "outcome"], registry=r)
+        self.guardrail_verdicts = Counter(
+            "aperture_guardrail_verdicts", "Image guardrail verdicts, by detector, verdict (pass, fire, error), "
+            "action (shadow, flag, block, redact) and mode (inline, shadow).", ["detector", "verdict", "action", "mode"], registry=r)
+        self.guardrail_latency = Histogram(
+            "aperture_guardrail_latency_seconds", "Time one guardrail detector took over a request's images.", ["detector", "mode"],
+            buckets=LATENCY_BUCKETS, registry=r)
         self._dropped_sources: list[Callable[[], int]] = []
         self._ruleset_labels: set[tuple[str, str]] = set()
 

@@ -210,9 +210,10 @@ async def _gather(
     return list(await asyncio.gather(*(_run_one(n, settings, det, images, texts) for n in names)))
 
 
-def span_attributes(verdict: DetectorVerdict) -> dict[str, Any]:
+def span_attributes(verdict: DetectorVerdict, mode: str = "inline") -> dict[str, Any]:
     """``image.guardrail.*`` attributes of one verdict, for a span event or a child span."""
     attrs: dict[str, Any] = {
+        semconv.IMAGE_GUARDRAIL_MODE: mode,
         semconv.IMAGE_GUARDRAIL_DETECTOR: verdict.detector,
         semconv.IMAGE_GUARDRAIL_VERDICT: verdict.verdict,
         semconv.IMAGE_GUARDRAIL_SCORE: verdict.score,
@@ -221,12 +222,18 @@ def span_attributes(verdict: DetectorVerdict) -> dict[str, Any]:
     }
     if verdict.error:
         attrs[semconv.IMAGE_GUARDRAIL_ERROR] = verdict.error
+        attrs[semconv.IMAGE_GUARDRAIL_FAILED] = failure_mode(verdict)
     return attrs
 
 
-def span_events(verdicts: Sequence[DetectorVerdict]) -> list[tuple[str, dict[str, Any]]]:
+def failure_mode(verdict: DetectorVerdict) -> str:
+    """How a failed detector was treated: ``closed`` (counted as fired) or ``open`` (passed)."""
+    return "closed" if verdict.verdict == "fire" else "open"
+
+
+def span_events(verdicts: Sequence[DetectorVerdict], mode: str = "inline") -> list[tuple[str, dict[str, Any]]]:
     """(event name, attributes) per verdict, ready for ``span.add_event(name, attrs)``."""
-    return [(semconv.IMAGE_GUARDRAIL_EVENT, span_attributes(v)) for v in verdicts]
+    return [(semconv.IMAGE_GUARDRAIL_EVENT, span_attributes(v, mode)) for v in verdicts]
 
 
 def sha256_of(data: bytes) -> str:
