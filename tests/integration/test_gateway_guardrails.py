@@ -22,7 +22,9 @@ import httpx
 import openai
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from typer.testing import CliRunner
 
+from aperture import cli
 from aperture.servers import running_app
 from aperture.wiring import build_gateway_app
 from collector import semconv as sc
@@ -67,6 +69,7 @@ class GuardStack:
     capture: Capture
     spans: InMemorySpanExporter
     app: Any
+    db: Path
 
     def client(self, team: str) -> openai.OpenAI:
         return openai.OpenAI(base_url=f"{self.url}/v1", api_key=f"sk-{team}", max_retries=0)
@@ -94,7 +97,7 @@ def _stack(tmp: Path) -> Iterator[GuardStack]:
         capture, spans = Capture(), InMemorySpanExporter()
         app = build_gateway_app(cfg, db_path=tmp / "store.duckdb", upstream_transport=capture, extra_exporters=[spans])
         with running_app(app, name="gateway") as url:
-            yield GuardStack(url, capture, spans, app)
+            yield GuardStack(url, capture, spans, app, tmp / "store.duckdb")
 
 
 def image(text: str) -> bytes:
@@ -209,3 +212,17 @@ def test_clean_images_pass_byte_identical(stack: GuardStack, team: str) -> None:
     assert forwarded_image(stack.capture.bodies[-1]) == original
     events = guard_events(stack.finished(), raw.headers["x-aperture-request-id"])
     assert events and all(e[sc.IMAGE_GUARDRAIL_VERDICT] == "pass" for e in events)
+
+
+def test_report_counts_verdicts_by_detector_team_and_action(stack: GuardStack) -> None:
+    """Runs last: every request above has left its verdicts in the store."""
+    stack.finished()  # flushes the DuckDB exporter too
+    time.sleep(0.5)
+    result = CliRunner().invoke(cli.app, ["guardrails", "report", "--db", str(stack.db), "--since", "1h", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    rows = {(r["detector"], r["team"], r["action"], r["mode"]): r for r in json.loads(result.stdout)}
+    assert rows[("pii", "block", "block", "inline")]["fired"] == 2
+    assert rows[("injection", "block", "block", "inline")]["fired"] >= 1
+    assert rows[("injection", "shadow", "shadow", "shadow")]["fired"] == 1
+    assert rows[("faces", "closed", "block", "inline")]["fired"] == 1
+    assert rows[("faces", "open", "block", "inline")]["errors"] == 1
