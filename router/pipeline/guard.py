@@ -50,7 +50,7 @@ async def guard_images(services: Services, ctx: RequestContext) -> None:
     settings = resolve(config, team=principal.team, virtual_key=principal.key_id, rule_id=ctx.need_decision().rule_id)
     if not settings.active():
         return
-    images = [GuardImage(i.data, i.sha256, i.header.format) for i in ctx.images]
+    images = [GuardImage(i.data, i.sha256, i.header.format, h) for i, h in zip(ctx.images, ctx.text_heights, strict=True)]
     outcome = await run_guardrails(images, message_texts(ctx.body), settings, services.guardrail_detectors)
     ctx.guardrail_verdicts = outcome.verdicts
     if outcome.shadow is not None:

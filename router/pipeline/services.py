@@ -103,6 +103,11 @@ class Services:
 
         task.add_done_callback(done)
 
+    @property
+    def shadow_pending(self) -> int:
+        """Shadow-mode guardrail runs not finished yet."""
+        return len(self._shadow_tasks)
+
     async def drain_shadow(self) -> None:
         """Wait for the shadow-mode guardrail tasks still running (at shutdown, and in tests)."""
         if self._shadow_tasks:

@@ -155,6 +155,18 @@ def test_redact_forwards_an_image_whose_pii_cannot_be_read(stack: GuardStack) ->
     assert image_spans[0].attributes[sc.IMAGE_GUARDRAIL_ORIGINAL_SHA256] == hashlib.sha256(original).hexdigest()
 
 
+def test_redact_of_large_text_read_from_a_downscaled_copy(stack: GuardStack) -> None:
+    """40 px text: intake measures ~30 px lines, so the guardrail OCR reads a ~0.5× copy and
+    maps its boxes back; the redaction must still cover the e-mail in the full-size image."""
+    original = render([f"Contact address {EMAIL}", "Quarterly revenue grew in all regions"],
+                      font_name="DejaVuSans.ttf", size=40, angle=0)
+    with stack.client("redact") as client:
+        answer = ask(client, original).parse().choices[0].message.content or ""
+    assert EMAIL not in answer and "example.com" not in answer
+    assert "Quarterly revenue" in answer
+    assert forwarded_image(stack.capture.bodies[-1]) != original
+
+
 def test_flag_sets_the_header_and_forwards_unchanged(stack: GuardStack) -> None:
     original = image(f"Contact address {EMAIL}")
     with stack.client("flag") as client:
