@@ -201,3 +201,12 @@ IMAGE_GUARDRAIL_ACTION: Final = "image.guardrail.action"
 IMAGE_GUARDRAIL_ERROR: Final = "image.guardrail.error"
 #: Span event name, one per detector verdict.
 IMAGE_GUARDRAIL_EVENT: Final = "image.guardrail"
+#: How a failed detector was treated: "open" (let through) or "closed" (as if it fired).
+IMAGE_GUARDRAIL_FAILED: Final = "image.guardrail.failed"
+#: "inline" (the request waited for it) or "shadow" (recorded after the fact).
+IMAGE_GUARDRAIL_MODE: Final = "image.guardrail.mode"
+#: On an image span: the sha256 the client sent, when a redaction replaced the image
+#: (``image.sha256`` is then the sha256 of the redacted bytes that were forwarded).
+IMAGE_GUARDRAIL_ORIGINAL_SHA256: Final = "image.guardrail.original_sha256"
+#: The span a shadow-mode guardrail run writes when it finishes (a child of the request span).
+GUARDRAIL_SHADOW_SPAN_NAME: Final = "guardrail shadow"

@@ -87,6 +87,12 @@ class GatewayMetrics:
             GEN_AI_OPERATION_DURATION, "Duration of upstream GenAI calls (gen_ai.client.operation.duration); "
             "error_type is empty on success.", [*GEN_AI_LABELS, ERROR_TYPE_LABEL], unit="seconds",
             buckets=DURATION_BUCKETS, registry=r)
+        self.guardrail_verdicts = Counter(
+            "aperture_guardrail_verdicts", "Image guardrail verdicts, by detector, verdict (pass, fire, error), "
+            "action (shadow, flag, block, redact) and mode (inline, shadow).", ["detector", "verdict", "action", "mode"], registry=r)
+        self.guardrail_latency = Histogram(
+            "aperture_guardrail_latency_seconds", "Time one guardrail detector took over a request's images.", ["detector", "mode"],
+            buckets=LATENCY_BUCKETS, registry=r)
         self._dropped_sources: list[Callable[[], int]] = []
         self._ruleset_labels: set[tuple[str, str]] = set()
 

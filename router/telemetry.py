@@ -32,6 +32,7 @@ from collector import semconv as sc
 from router.cache import cache_span_attributes
 from router.config import AppConfig
 from router.errors import GatewayError
+from router.guardrails.stage import DetectorVerdict, span_events
 from router.metrics import GatewayMetrics
 from router.pipeline.context import Bill, RequestContext
 from router.rules import Target
@@ -128,6 +129,7 @@ class RequestTelemetry:
         if ctx.decision is not None:
             span.update_name(f"{sc.OPERATION_CHAT} {ctx.decision.target.model}")
         span.set_attributes(self.request_attributes(ctx))
+        self.record_verdicts(span, ctx.guardrail_verdicts, "inline")
         bill = ctx.bill
         if bill is not None:
             self._image_spans(ctx, span, bill)
@@ -148,6 +150,27 @@ class RequestTelemetry:
         if bill is not None or (ctx.cache_hit is not None and error is None):
             latency = time.perf_counter() - ctx.started
             self.metrics.request_latency.labels(stream="true" if ctx.stream else "false").observe(latency)
+
+    def record_verdicts(self, span: Span, verdicts: list[DetectorVerdict], mode: str) -> None:
+        """Guardrail verdicts as ``image.guardrail`` span events on ``span``, and counted."""
+        for name, attrs in span_events(verdicts, mode):
+            span.add_event(name, attrs)
+        for v in verdicts:
+            self.metrics.guardrail_verdicts.labels(detector=v.detector, verdict=v.verdict, action=v.action, mode=mode).inc()
+            self.metrics.guardrail_latency.labels(detector=v.detector, mode=mode).observe(v.latency_ms / 1000)
+
+    def record_shadow(self, ctx: RequestContext, verdicts: list[DetectorVerdict], *, failed: bool = False) -> None:
+        """A finished shadow-mode run: its own span under the request span (which has usually
+        ended by then), one event per verdict, and the metrics."""
+        parent = trace.set_span_in_context(ctx.span) if ctx.span is not None else None
+        attrs: Attributes = {sc.APERTURE_REQUEST_ID: ctx.request_id}
+        if ctx.principal is not None:
+            attrs[sc.APERTURE_TEAM] = ctx.principal.team
+        span = self.tracer.start_span(sc.GUARDRAIL_SHADOW_SPAN_NAME, context=parent, attributes=attrs)
+        self.record_verdicts(span, verdicts, "shadow")
+        if failed:
+            span.set_status(Status(StatusCode.ERROR, "shadow guardrail run failed"))
+        span.end()
 
     def count_refusal(self, error: GatewayError, *, model: str = "", arm: str = "") -> None:
         """Count a refused or failed request (also one refused before it had a context)."""
@@ -243,6 +266,7 @@ class RequestTelemetry:
                 **common,
                 sc.IMAGE_INDEX: image.index,
                 sc.IMAGE_SHA256: image.sha256,
+                **_original_sha_attr(ctx, image.index),
                 sc.IMAGE_BYTES: image.nbytes,
                 sc.IMAGE_WIDTH: image.header.width,
                 sc.IMAGE_HEIGHT: image.header.height,
@@ -273,6 +297,11 @@ def trace_headers(span: Span) -> dict[str, str]:
     carrier: dict[str, str] = {}
     PROPAGATOR.inject(carrier, context=trace.set_span_in_context(span))
     return carrier
+
+
+def _original_sha_attr(ctx: RequestContext, index: int) -> Attributes:
+    original = ctx.guardrail_original_sha256.get(index)
+    return {sc.IMAGE_GUARDRAIL_ORIGINAL_SHA256: original} if original else {}
 
 
 def _add_hints(attrs: Attributes, ctx: RequestContext) -> None:
