@@ -17,7 +17,14 @@ from typing import Any
 import typer
 
 from aperture.cli_rules import existing_rule_store, rules_app
-from aperture.cli_store import clusters, eval_, references_load, spend, workload_generate
+from aperture.cli_store import (
+    clusters,
+    eval_,
+    guardrails_app,
+    references_load,
+    spend,
+    workload_generate,
+)
 from aperture.cli_support import (
     GUARD_EXIT,
     ConfigOption,
@@ -43,7 +50,6 @@ references_app = typer.Typer(help="Ground-truth references for evaluations.", no
 app.add_typer(workload_app, name="workload")
 app.add_typer(references_app, name="references")
 app.add_typer(rules_app, name="rules")
-guardrails_app = typer.Typer(help="Image guardrails: what the detectors decided.", no_args_is_help=True)
 app.add_typer(guardrails_app, name="guardrails")
 
 
@@ -218,23 +224,6 @@ references_app.command("load")(references_load)
 app.command("eval")(eval_)
 app.command()(clusters)
 app.command()(spend)
-
-
-@guardrails_app.command("report")
-def guardrails_report(
-    db: Path | None = DbOption,
-    since: str | None = typer.Option(None, help="ISO time or duration (e.g. 7d)."),
-    format: OutputFormat = FormatOption,
-) -> None:
-    """Guardrail verdicts by detector, team, action and mode (inline or shadow) over a period."""
-    from collector.queries.guardrails import guardrail_report
-    from collector.spend import parse_since
-    from collector.store import open_store
-
-    with open_store(existing_store(default_db_path(db)), read_only=True) as conn:
-        rows = guardrail_report(conn, since=parse_since(since))
-    columns = ("detector", "team", "action", "mode", "checked", "fired", "passed", "errors", "p50_ms", "p95_ms")
-    emit(console, format, rows, lambda: rows_table("guardrail verdicts", rows, columns))
 
 
 @app.command()

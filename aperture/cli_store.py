@@ -1,5 +1,5 @@
 """The store's inputs and reports: ``workload generate``, ``references load``, ``eval``,
-``clusters`` and ``spend``. Plain functions; ``aperture.cli`` registers them as commands (in
+``clusters``, ``spend`` and ``guardrails report``. Plain functions; ``aperture.cli`` registers them as commands (in
 the order ``aperture --help`` lists them), so names and options are those below.
 """
 
@@ -132,3 +132,23 @@ def spend(
     else:
         for table in to_tables(report):
             console.print(table)
+
+
+guardrails_app = typer.Typer(help="Image guardrails: what the detectors decided.", no_args_is_help=True)
+
+
+@guardrails_app.command("report")
+def guardrails_report(
+    db: Path | None = DbOption,
+    since: str | None = typer.Option(None, help="ISO time or duration (e.g. 7d)."),
+    format: OutputFormat = FormatOption,
+) -> None:
+    """Guardrail verdicts by detector, team, action and mode (inline or shadow) over a period."""
+    from collector.queries.guardrails import guardrail_report
+    from collector.spend import parse_since
+    from collector.store import open_store
+
+    with open_store(existing_store(default_db_path(db)), read_only=True) as conn:
+        rows = guardrail_report(conn, since=parse_since(since))
+    columns = ("detector", "team", "action", "mode", "checked", "fired", "passed", "errors", "p50_ms", "p95_ms")
+    emit(console, format, rows, lambda: rows_table("guardrail verdicts", rows, columns))
