@@ -9,22 +9,31 @@ report take ``--format table|json``; errors are one line with a non-zero exit co
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 
 from aperture.cli_autopilot import autopilot_app
+from aperture.cli_rules import existing_rule_store, rules_app
+from aperture.cli_store import (
+    clusters,
+    eval_,
+    guardrails_app,
+    references_load,
+    spend,
+    workload_generate,
+)
 from aperture.cli_support import (
     GUARD_EXIT,
+    ConfigOption,
+    DbOption,
     FormatOption,
     OneLineErrors,
     OutputFormat,
-    SpendFormat,
+    console,
     emit,
     existing_store,
     fail,
@@ -39,17 +48,12 @@ app = typer.Typer(help="Aperture: a self-tuning gateway for vision LLM traffic."
                   cls=OneLineErrors, pretty_exceptions_enable=False)
 workload_app = typer.Typer(help="Synthetic vision workloads with ground truth.", no_args_is_help=True)
 references_app = typer.Typer(help="Ground-truth references for evaluations.", no_args_is_help=True)
-rules_app = typer.Typer(help="Versioned routing rulesets: list, show, diff, validate, propose, canary, promote, rollback.", no_args_is_help=True)
 app.add_typer(workload_app, name="workload")
 app.add_typer(references_app, name="references")
 app.add_typer(rules_app, name="rules")
 app.add_typer(autopilot_app, name="autopilot")
+app.add_typer(guardrails_app, name="guardrails")
 
-console = Console()
-err = Console(stderr=True)
-
-DbOption = typer.Option(None, "--db", help="DuckDB store (env APERTURE_DB, default ./aperture.duckdb).")
-ConfigOption = typer.Option(Path("examples/emulated.yaml"), "--config", "-c", help="Gateway configuration file.")
 
 
 class Detail(StrEnum):
@@ -63,14 +67,6 @@ class Detail(StrEnum):
 class EmulatorMode(StrEnum):
     vision = "vision"
     instant = "instant"
-
-
-class SpendBy(StrEnum):
-    model = "model"
-    team = "team"
-    day = "day"
-    detail = "detail"
-    size = "size"
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -224,109 +220,12 @@ def demo(
                          tolerance=tolerance, mode=mode.value, world=world), console)
 
 
-@workload_app.command("generate")
-def workload_generate(
-    n: int = typer.Option(100, "--n", help="How many images."),
-    seed: int = typer.Option(0, help="Random seed (same seed, same workload)."),
-    out: Path = typer.Option(..., "--out", help="Output directory (images/ and ground_truth.jsonl)."),
-    workers: int = typer.Option(2, min=1, help="Worker processes (the files are identical for any number)."),
-) -> None:
-    """Generate a synthetic vision workload with exact ground truth."""
-    from emulator.workload import generate_workload
-
-    with progress_bar("generating", n) as update:
-        done = [0]
-
-        def step(k: int) -> None:
-            done[0] += k
-            update(done[0], None)
-
-        records = generate_workload(n, seed, out, workers=workers, progress=step)
-    kinds: dict[str, int] = {}
-    for r in records:
-        kinds[r["kind"]] = kinds.get(r["kind"], 0) + 1
-    console.print(f"wrote {len(records)} images and {out / 'ground_truth.jsonl'}: {kinds}")
-
-
-@references_app.command("load")
-def references_load(file: Path = typer.Argument(..., help="Ground-truth JSONL (the workload generator's format)."), db: Path | None = DbOption) -> None:
-    """Load ground truth into the store so evaluations can use it."""
-    from evals.references import ReferenceFileError, load_reference_file
-
-    try:
-        count = load_reference_file(default_db_path(db), file)
-    except (ReferenceFileError, FileNotFoundError) as exc:
-        _fail(str(exc))
-        return
-    console.print(f"loaded {count} references into {default_db_path(db)}")
-
-
-@app.command("eval")
-def eval_(
-    db: Path | None = DbOption,
-    since: str | None = typer.Option(None, help="Only spans since this ISO time or duration (e.g. 24h)."),
-    workers: int = typer.Option(2, help="Processes."),
-    blob_dir: Path | None = typer.Option(None, help="Blob store root, for reference-free OCR."),
-    format: OutputFormat = FormatOption,
-) -> None:
-    """Score the spans not yet scored by each evaluator version."""
-    from aperture.wiring import otlp_from_env, telemetry_for
-    from collector.spend import parse_since
-    from evals.runner import run_evals
-
-    path = existing_store(default_db_path(db))
-    # Scores also go out as gen_ai.evaluation.result events linked to the evaluated spans.
-    telemetry = telemetry_for("aperture-evals", path, otlp_from_env())
-    try:
-        summary = run_evals(path, since=parse_since(since) if since else None, workers=workers, blob_dir=blob_dir,
-                            tracer_provider=telemetry.provider)
-    finally:
-        telemetry.shutdown()
-    rows = summary.rows()
-    emit(console, format, rows, lambda: rows_table(f"evaluations ({summary.cases} cases)", rows))
-
-
-@app.command()
-def clusters(
-    db: Path | None = DbOption,
-    since: str | None = typer.Option(None, help="Only failures since this ISO time or duration."),
-    min_size: int = typer.Option(3, help="Smallest cluster reported."),
-    format: OutputFormat = FormatOption,
-) -> None:
-    """Group failing scores into clusters with a label, a trend and a suggested routing fix."""
-    from collector.spend import parse_since
-    from evals.clusters import find_failure_clusters, write_clusters
-
-    existing_store(default_db_path(db))
-    found = find_failure_clusters(default_db_path(db), since=parse_since(since) if since else None, min_size=min_size)
-    run_id = write_clusters(default_db_path(db), found)
-    rows = [c.printable() for c in found]
-    columns = ("evaluator", "label", "size", "trend", "suggested_fix", "examples")
-    emit(console, format, {"run_id": run_id, "clusters": rows},
-         lambda: rows_table(f"failure clusters (run {run_id})", rows, columns))
-
-
-@app.command()
-def spend(
-    db: Path | None = DbOption,
-    by: SpendBy = typer.Option(SpendBy.model, help="Group spend by this."),
-    since: str | None = typer.Option(None, help="ISO time or duration (e.g. 7d)."),
-    format: SpendFormat = typer.Option(SpendFormat.table, "--format", help="table, csv or json."),
-    top: int = typer.Option(10, help="How many costly images to list."),
-) -> None:
-    """Spend and image counts, the costliest images, and detail that was not needed."""
-    from collector.spend import spend_report, to_csv, to_json, to_tables
-    from collector.store import open_store
-
-    with open_store(existing_store(default_db_path(db)), read_only=True) as conn:
-        report = spend_report(conn, by=by.value, since=since, top=top)
-    if format is SpendFormat.csv:
-        sys.stdout.write(to_csv(report))
-    elif format is SpendFormat.json:
-        sys.stdout.write(to_json(report) + "\n")
-    else:
-        for table in to_tables(report):
-            console.print(table)
+# The store's inputs and reports, in aperture.cli_store; registered here, in help order.
+workload_app.command("generate")(workload_generate)
+references_app.command("load")(references_load)
+app.command("eval")(eval_)
+app.command()(clusters)
+app.command()(spend)
 
 
 @app.command()
@@ -394,8 +293,6 @@ def optimize(
     format: OutputFormat = FormatOption,
 ) -> None:
     """Search routing rules that cut cost without losing quality; propose the winner as a new version."""
-    from rich.table import Table
-
     from aperture.policies import open_rule_store, ruleset_validator
     from optimizer.run import OptimizerError, OptimizeSettings
     from optimizer.run import optimize as run_optimize
@@ -418,15 +315,30 @@ def optimize(
     if canary:
         actions.start_canary(store, version.id, canary, db_path=default_db_path(db), actor="optimizer")
     if format is OutputFormat.json:
-        emit(console, format, {
-            "proposed": version.id, "canary": canary, "baseline_cost": proposal.baseline_cost,
-            "baseline_quality": proposal.baseline_quality, "predicted_cost": proposal.predicted_cost,
-            "predicted_quality": proposal.predicted_quality, "quality_interval": list(proposal.quality_interval),
-            "savings": proposal.savings, "plot": str(plot),
-            "pareto": [{"trial": p.number, "cost": p.cost, "quality": p.quality, "feasible": p.feasible}
-                       for p in proposal.search.pareto()],
-        }, lambda: "")
+        emit(console, format, _proposal_json(proposal, version.id, canary, plot), lambda: "")
         return
+    _print_proposal(proposal, plot)
+    console.print(f"proposed {version.id}")
+    if canary:
+        console.print(f"{version.id} is canary at {canary:.0%}")
+
+
+def _proposal_json(proposal: Any, version_id: str, canary: float | None, plot: Path) -> dict[str, Any]:
+    """``optimize --format json``: the proposal, its predictions and the Pareto front."""
+    return {
+        "proposed": version_id, "canary": canary, "baseline_cost": proposal.baseline_cost,
+        "baseline_quality": proposal.baseline_quality, "predicted_cost": proposal.predicted_cost,
+        "predicted_quality": proposal.predicted_quality, "quality_interval": list(proposal.quality_interval),
+        "savings": proposal.savings, "plot": str(plot),
+        "pareto": [{"trial": p.number, "cost": p.cost, "quality": p.quality, "feasible": p.feasible}
+                   for p in proposal.search.pareto()],
+    }
+
+
+def _print_proposal(proposal: Any, plot: Path) -> None:
+    """``optimize``'s table output: the Pareto front and the proposal against the baseline."""
+    from rich.table import Table
+
     front = Table(title="Pareto front (cost per request, predicted quality)")
     for col in ("trial", "USD / request", "quality", "feasible"):
         front.add_column(col)
@@ -440,9 +352,6 @@ def optimize(
         f"{proposal.quality_interval[1]:.4f}]: {proposal.savings:.1%} cheaper. APGR {t.apgr:.3f}; strong-route share for "
         f"95% of the quality gap: {('%.0f%%' % (100 * t.share_for_95)) if t.share_for_95 is not None else 'n/a'}. Plot: {plot}"
     )
-    console.print(f"proposed {version.id}")
-    if canary:
-        console.print(f"{version.id} is canary at {canary:.0%}")
 
 
 @app.command()
@@ -466,7 +375,7 @@ def guard(
     from router.rollout.guard import Guard, GuardConfig
 
     cfg = load_config(config)
-    g = Guard(existing_store(default_db_path(db)), _existing_rule_store(cfg, rules_store),
+    g = Guard(existing_store(default_db_path(db)), existing_rule_store(cfg, rules_store),
               GuardConfig(evaluators=tuple(sorted(set(QUALITY_EVALUATORS.values())))))
     if once:
         decision = g.step()
@@ -478,164 +387,6 @@ def guard(
         g.run(interval, stop)
     except KeyboardInterrupt:
         stop.set()
-
-
-def _existing_rule_store(cfg: Any, rules_store: Path | None) -> Any:
-    from aperture.policies import open_rule_store
-
-    root = rules_store or cfg.resolve_path(cfg.routing.rules_store)
-    if root is None:
-        _fail("no rule store: pass --rules-store DIR or set routing.rules_store in the config")
-    if not Path(root).is_dir():
-        _fail(f"no rule store at {Path(root).absolute()}: `aperture serve` creates it (routing.rules_store), "
-              "or pass --rules-store")
-    return open_rule_store(cfg, root, bootstrap=False)
-
-
-def _store(config: Path, rules_store: Path | None) -> tuple[Any, Any]:
-    from router.config import load_config
-
-    cfg = load_config(config)
-    return cfg, _existing_rule_store(cfg, rules_store)
-
-
-RulesStoreOption = typer.Option(None, "--rules-store", help="Rule store directory (default: the config's routing.rules_store).")
-
-
-@rules_app.command("list")
-def rules_list(config: Path = ConfigOption, rules_store: Path | None = RulesStoreOption,
-               format: OutputFormat = FormatOption) -> None:
-    """Every version, and which is active and canary."""
-    from rich.table import Table
-
-    _, store = _store(config, rules_store)
-    p = store.pointer()
-    if format is OutputFormat.json:
-        emit(console, format, {
-            "active": p.active, "canary": p.canary, "canary_fraction": p.canary_fraction,
-            "versions": [{"id": v.id, "parent": v.parent, "created": str(v.created_at), "author": v.author,
-                          "hash": v.content_hash, "note": v.note} for v in store.list()],
-        }, lambda: "")
-        return
-    table = Table(title=f"rulesets (active {p.active}, canary {p.canary or '-'} at {p.canary_fraction:.0%})")
-    for col in ("id", "parent", "created", "author", "hash", "note"):
-        table.add_column(col)
-    for v in store.list():
-        mark = " (active)" if v.id == p.active else " (canary)" if v.id == p.canary else ""
-        table.add_row(v.id + mark, v.parent or "-", str(v.created_at)[:19], v.author, v.content_hash[:12], v.note)
-    console.print(table)
-
-
-@rules_app.command("show")
-def rules_show(version: str, config: Path = ConfigOption, rules_store: Path | None = RulesStoreOption,
-               format: OutputFormat = FormatOption) -> None:
-    """Print one version's text (json: with its id and the pointer's view of it)."""
-    _, store = _store(config, rules_store)
-    text = store.text(version)
-    if format is OutputFormat.json:
-        p = store.pointer()
-        emit(console, format, {"id": version, "active": p.active == version, "canary": p.canary == version,
-                               "text": text}, lambda: "")
-        return
-    sys.stdout.write(text)
-
-
-@rules_app.command("diff")
-def rules_diff(a: str, b: str, config: Path = ConfigOption, rules_store: Path | None = RulesStoreOption) -> None:
-    """Unified diff between two versions."""
-    _, store = _store(config, rules_store)
-    sys.stdout.write(store.diff(a, b))
-
-
-@rules_app.command("validate")
-def rules_validate(
-    file: Path,
-    config: Path = ConfigOption,
-    db: Path | None = DbOption,
-    last: int = typer.Option(1000, help="Dry run over the last N logged images."),
-) -> None:
-    """Check a ruleset file against the catalog, and dry-run it over recent traffic."""
-    from aperture.dryrun import dry_run
-    from router.config import load_config
-    from router.rules import RulesetError, load_ruleset_text, validate_ruleset
-
-    cfg = load_config(config)
-    try:
-        ruleset = load_ruleset_text(file.read_text(encoding="utf-8"))
-    except RulesetError as exc:
-        for problem in exc.problems:
-            err.print(f"[red]problem:[/red] {problem}")
-        raise typer.Exit(1) from exc
-    problems, warnings = validate_ruleset(ruleset, cfg.models)
-    for w in warnings:
-        err.print(f"[yellow]warning:[/yellow] {w}")
-    for p in problems:
-        err.print(f"[red]problem:[/red] {p}")
-    if problems:
-        raise typer.Exit(1)
-    path = default_db_path(db)
-    if path.exists():
-        console.print(dry_run(path, ruleset, cfg, last=last))
-    console.print("[green]valid[/green]")
-
-
-@rules_app.command("propose")
-def rules_propose(
-    file: Path,
-    config: Path = ConfigOption,
-    rules_store: Path | None = RulesStoreOption,
-    note: str = typer.Option("", help="Why this version."),
-    author: str = typer.Option(os.environ.get("USER", "operator"), help="Who proposes it."),
-) -> None:
-    """Store a new immutable version (refused if invalid)."""
-    from aperture.policies import ruleset_validator
-
-    cfg, store = _store(config, rules_store)
-    version = store.propose(file.read_text(encoding="utf-8"), author=author, note=note, validate=ruleset_validator(cfg))
-    console.print(f"proposed {version.id} ({version.content_hash[:12]})")
-
-
-@rules_app.command("canary")
-def rules_canary(
-    version: str,
-    fraction: float = typer.Option(..., "--fraction", help="Share of traffic for the candidate (0–1)."),
-    config: Path = ConfigOption,
-    rules_store: Path | None = RulesStoreOption,
-    db: Path | None = DbOption,
-) -> None:
-    """Send a fraction of traffic to a version."""
-    from aperture.policies import ruleset_validator
-    from router.rollout import actions
-
-    cfg, store = _store(config, rules_store)
-    p = actions.start_canary(store, version, fraction, db_path=default_db_path(db), actor=os.environ.get("USER", "operator"),
-                             validate=ruleset_validator(cfg))
-    console.print(f"{p.canary} is canary at {p.canary_fraction:.0%} (active {p.active})")
-
-
-@rules_app.command("promote")
-def rules_promote(config: Path = ConfigOption, rules_store: Path | None = RulesStoreOption, db: Path | None = DbOption) -> None:
-    """Make the canary the active version."""
-    from router.rollout import actions
-
-    _, store = _store(config, rules_store)
-    p = actions.manual_promote(store, db_path=default_db_path(db), actor=os.environ.get("USER", "operator"))
-    console.print(f"active is now {p.active}")
-
-
-@rules_app.command("rollback")
-def rules_rollback(
-    to: str | None = typer.Option(None, "--to", help="Version to make active (default: drop the canary, or the previous active)."),
-    config: Path = ConfigOption,
-    rules_store: Path | None = RulesStoreOption,
-    db: Path | None = DbOption,
-) -> None:
-    """Abort the canary, or go back to an earlier version."""
-    from router.rollout import actions
-
-    _, store = _store(config, rules_store)
-    p = actions.manual_rollback(store, to, db_path=default_db_path(db), actor=os.environ.get("USER", "operator"))
-    console.print(f"active is now {p.active}; canary {p.canary or '-'}")
 
 
 # ----------------------------------------------------------------------------- entry

@@ -41,6 +41,10 @@ EXTRA_OF = {
 }
 
 err = Console(stderr=True)
+console = Console()
+
+DbOption = typer.Option(None, "--db", help="DuckDB store (env APERTURE_DB, default ./aperture.duckdb).")
+ConfigOption = typer.Option(Path("examples/emulated.yaml"), "--config", "-c", help="Gateway configuration file.")
 
 
 class OutputFormat(StrEnum):

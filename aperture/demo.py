@@ -24,17 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
 from rich.table import Table
 
 from aperture.autopilot.session import LoopSession
+from aperture.progress import Stage
 from aperture.summary import (
     by_bucket,
     paired_requests,
@@ -89,44 +82,6 @@ class DemoResult:
     report: Path
     db: Path
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-class Stage:
-    """A titled progress bar that the stages share."""
-
-    def __init__(self, console: Console) -> None:
-        self.console = console
-        self._last: TaskID | None = None
-        self.progress = Progress(TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console)
-
-    def __enter__(self) -> Stage:
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-        self.progress.__exit__(*exc)  # type: ignore[arg-type]
-
-    def bar(self, title: str, total: int) -> Callable[[int], None]:
-        self.stop()
-        task = self.progress.add_task(title, total=total)
-        self._last = task
-
-        def advance(n: int = 1) -> None:
-            self.progress.advance(task, n)
-
-        return advance
-
-    def stop(self) -> None:
-        """Freeze the latest bar's clock (a stage that ended before its total, e.g. early stopping)."""
-        if self._last is not None:
-            self.progress.stop_task(self._last)
-            self._last = None
-
-    def done(self, title: str, detail: str = "") -> None:
-        self.stop()
-        task = self.progress.add_task(title, total=1)
-        self.progress.update(task, completed=1, description=f"{title} {detail}".strip()[:60])
 
 
 def demo_config(opts: DemoOptions, emulator_url: str) -> AppConfig:
@@ -204,15 +159,15 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
             extra["gateway_url"] = session.gateway_url
             extra["traffic"] = {"sent": session.traffic.sent, "ok": session.traffic.ok, "errors": session.traffic.errors}
     proposal = session.autopilot_steps().last_proposal
-    decided = session.decided()
-    if proposal is None or decided is None:
-        console.print("[yellow]The autopilot made no decision on this traffic; its record:[/yellow]")
-        print_timeline(console, session.events(), started)
-        return DemoResult({}, {}, "none", None, out / "report.html", session.db, extra)
-    extra["canary_requests"] = sent
     print_timeline(console, session.events(), started)
-    return summarise(run, wl, Proposed(proposal, decided.candidate_version or ""), decided.decision, opts, console,
-                     extra, started)
+    candidate = next((e.candidate_version for e in session.events() if e.decision == "proposed"), None)
+    if proposal is None or candidate is None:
+        console.print("[yellow]The autopilot proposed nothing on this traffic (its record is above).[/yellow]")
+        return DemoResult({}, {}, "none", None, out / "report.html", session.db, extra)
+    decided = session.decided()
+    extra["canary_requests"] = sent
+    decision = decided.decision if decided is not None else "extend (undecided when the traffic ended)"
+    return summarise(run, wl, Proposed(proposal, candidate), decision, opts, console, extra, started)
 
 
 def _fresh_out_dir(opts: DemoOptions) -> Path:

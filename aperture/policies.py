@@ -113,6 +113,13 @@ def admin_router(config: AppConfig, store: RuleStore, holder: PolicyHolder[Any],
         return "admin"
 
     router = APIRouter(prefix="/admin", dependencies=[Depends(require_admin)])
+    _read_routes(router, config, store)
+    _write_routes(router, store, holder, db_path)
+    return router
+
+
+def _read_routes(router: APIRouter, config: AppConfig, store: RuleStore) -> None:
+    """The endpoints that only read the rule store: versions, diff, one version, validation."""
     validate = ruleset_validator(config)
 
     def pointer_json() -> dict[str, Any]:
@@ -139,6 +146,11 @@ def admin_router(config: AppConfig, store: RuleStore, holder: PolicyHolder[Any],
             warnings = validate_ruleset(load_ruleset_text(text), config.models)[1]
         return {"valid": not problems, "problems": problems, "warnings": warnings}
 
+
+def _write_routes(router: APIRouter, store: RuleStore, holder: PolicyHolder[Any], db_path: Path | None) -> None:
+    """The endpoints that change the rules (propose, canary, promote, rollback); each refreshes
+    this process's policy at once."""
+
     @router.post("/rules")
     def propose(text: str = Body(..., media_type="text/plain"), note: str = Query(""), author: str = Query("admin")) -> dict[str, Any]:
         return store.propose(text, author=author, note=note).to_json()
@@ -162,8 +174,6 @@ def admin_router(config: AppConfig, store: RuleStore, holder: PolicyHolder[Any],
         pointer = actions.manual_rollback(store, to, db_path=db_path, actor="admin-api")
         holder.refresh()
         return pointer.to_json()
-
-    return router
 
 
 def admin_authorized(authorization: str | None, key: str | None) -> bool:

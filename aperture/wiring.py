@@ -165,9 +165,21 @@ def build_gateway_app(
     app = build_app(
         config, snapshot=snapshot, upstream_transport=upstream_transport, fetcher=fetcher,
         tracer_provider=telemetry.provider, metrics=metrics, admin_router=admin_router, on_shutdown=shutdown,
+        guardrails=build_guardrail_detectors(config),
     )
     app.state.telemetry = telemetry
     return app
+
+
+def build_guardrail_detectors(config: AppConfig) -> Any:
+    """The guardrails' detectors (with the rapidocr reader), once per process; ``None`` when no
+    detector is on anywhere in the config, so a gateway without guardrails never loads OCR."""
+    if not config.guardrails.active_anywhere():
+        return None
+    from aperture.guardrail_ocr import RapidOcrReader
+    from router.guardrails.stage import Detectors
+
+    return Detectors(reader=RapidOcrReader(), cache_size=config.guardrails.cache_size)
 
 
 def build_policy_source(

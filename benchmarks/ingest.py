@@ -56,6 +56,7 @@ def make_spans(n: int, seed: int = 7) -> list[SpanRecord]:
                     "image.tokens_billed": billed,
                     "image.cost_usd": billed * 2.5e-6,
                     "gen_ai.provider.name": "openai",
+                    "aperture.provider": "openai",
                     "gen_ai.request.model": rng.choice(MODELS),
                     "aperture.team": f"team-{i % 7}",
                     "aperture.ruleset.version": "v3",

@@ -3,8 +3,9 @@
 Each function takes an open DuckDB connection or a store path (opened read-only for the
 call) and returns a polars DataFrame, empty (with its columns) when the table is, so a
 notebook can print a clear message instead of crashing. Grouping and savings arithmetic follow
-``aperture spend`` (``collector.spend``: same size buckets, same saving rule), so notebook and CLI
-agree to the cent (the unit tests compare the two).
+``aperture spend``: the spend totals, costliest images and detail-not-needed rows are the
+queries of ``collector.queries.spend`` that ``collector.spend.spend_report`` also runs, so
+notebook and CLI agree to the cent (the unit tests compare the two).
 
 Example::
 
@@ -25,11 +26,20 @@ from typing import Any
 import duckdb
 import polars as pl
 
+from collector.queries.spend import (
+    IMAGE_COLUMNS,
+    SIZE_BUCKET,
+    DetailRule,
+    costliest_images,
+    group_totals,
+    unneeded_detail_images,
+)
 from collector.schema import TABLES
-from collector.spend import SAVINGS_SQL, SIZE_BUCKET, parse_since
+from collector.spend import parse_since
 from collector.store import StoreNotFoundError, connect, fetch_df, open_store
 
-#: Group key per ``by``: text, "unknown" for a missing value (like ``aperture spend``).
+#: Group key per ``by`` for the per-image quantiles: text, "unknown" for a missing value (the
+#: spend totals' rule, ``collector.queries.spend``).
 GROUPINGS: dict[str, str] = {
     "model": "coalesce(model, 'unknown')",
     "team": "coalesce(team, 'unknown')",
@@ -123,27 +133,22 @@ def table_counts(source: Source) -> pl.DataFrame:
 def spend_by(source: Source, by: str = "model", since: Since = None) -> pl.DataFrame:
     """Image spend grouped by ``model``, ``team``, ``day``, ``detail`` or ``size`` (long-side bucket).
 
-    Columns: key, spend_usd, share, images, tokens_estimated, tokens_billed; costliest first.
+    Columns: key, spend_usd, share, images, tokens_estimated, tokens_billed; costliest first
+    (``collector.queries.spend.group_totals``, as ``aperture spend``), except ``day``, which
+    is chronological for plotting.
     """
-    if by not in GROUPINGS:
-        raise ValueError(f"by must be one of {', '.join(GROUPINGS)}; got {by!r}")
-    where, params = _where(since)
-    order = "key" if by == "day" else "spend_usd DESC NULLS LAST, key"
-    return _query(
-        source,
-        f"SELECT {GROUPINGS[by]} AS key, coalesce(sum(cost_usd), 0)::DOUBLE AS spend_usd, "
-        "coalesce(sum(cost_usd) / nullif(sum(sum(cost_usd)) OVER (), 0), 0)::DOUBLE AS share, "
-        "count(*) AS images, coalesce(sum(tokens_estimated), 0)::BIGINT AS tokens_estimated, "
-        "coalesce(sum(tokens_billed), 0)::BIGINT AS tokens_billed "
-        f"FROM image_spans {where} GROUP BY key ORDER BY {order}",
-        params,
+    with _connection(source) as conn:
+        groups = group_totals(conn, by, parse_since(since), DetailRule())
+    if by == "day":
+        groups = sorted(groups, key=lambda g: g.key)
+    total = sum(g.spend_usd for g in groups)
+    return pl.DataFrame(
+        [(g.key, g.spend_usd, g.spend_usd / total if total else 0.0, g.images, g.tokens_estimated,
+          g.tokens_billed) for g in groups],
+        schema={"key": pl.String, "spend_usd": pl.Float64, "share": pl.Float64, "images": pl.Int64,
+                "tokens_estimated": pl.Int64, "tokens_billed": pl.Int64},
+        orient="row",
     )
-
-
-_IMAGE_COLUMNS = (
-    "trace_id, span_id, ts, sha256, model, team, detail, width, height, "
-    "tokens_estimated, tokens_billed, cost_usd"
-)
 
 
 def image_costs(source: Source, since: Since = None) -> pl.DataFrame:
@@ -151,7 +156,7 @@ def image_costs(source: Source, since: Since = None) -> pl.DataFrame:
     where, params = _where(since)
     return _query(
         source,
-        f"SELECT {_IMAGE_COLUMNS} FROM image_spans {where} AND cost_usd IS NOT NULL ORDER BY ts",
+        f"SELECT {IMAGE_COLUMNS} FROM image_spans {where} AND cost_usd IS NOT NULL ORDER BY ts",
         params,
     )
 
@@ -173,16 +178,10 @@ def cost_quantiles(source: Source, by: str = "model", since: Since = None) -> pl
 
 
 def top_costly_images(source: Source, n: int = 10, since: Since = None) -> pl.DataFrame:
-    """The ``n`` most expensive images, with their size and detail."""
+    """The ``n`` most expensive images, with their size and detail (equal cost by span id)."""
     if n < 0:
         raise ValueError("n must be >= 0")
-    where, params = _where(since)
-    return _query(
-        source,
-        f"SELECT {_IMAGE_COLUMNS} FROM image_spans {where} AND cost_usd IS NOT NULL "
-        "ORDER BY cost_usd DESC, span_id LIMIT ?",
-        [*params, n],
-    )
+    return _query(source, *costliest_images(parse_since(since), n))
 
 
 def unneeded_detail(
@@ -195,22 +194,13 @@ def unneeded_detail(
     """Images sent at ``high``/``auto`` detail that low detail would have served.
 
     Large text (``text_height_px`` ≥ threshold) reads fine at low detail, and an image whose
-    long side is ≤ ``small_long_side_px`` loses nothing; ``savings_usd`` is
+    width and height are ≤ ``small_long_side_px`` loses nothing; ``savings_usd`` is
     ``(tokens_billed − tokens_low_estimate) × the row's cost per token``, never negative.
-    ``reason`` is ``large_text``, ``small_image`` or ``large_text+small_image``.
+    ``reason`` is ``large_text``, ``small_image`` or ``large_text+small_image``. The rule is
+    ``collector.queries.spend``'s, the one ``aperture spend`` counts with.
     """
-    where, params = _where(since)
-    return _query(
-        source,
-        f"SELECT {_IMAGE_COLUMNS}, text_height_px, tokens_low_estimate, "
-        "concat_ws('+', CASE WHEN text_height_px >= ? THEN 'large_text' END, "
-        "CASE WHEN greatest(width, height) <= ? THEN 'small_image' END) AS reason, "
-        f"coalesce({SAVINGS_SQL}, 0)::DOUBLE AS savings_usd "
-        f"FROM image_spans {where} AND lower(detail) IN ('high', 'auto') "
-        "AND (text_height_px >= ? OR greatest(width, height) <= ?) "
-        "ORDER BY savings_usd DESC, span_id",
-        [text_height_px, small_long_side_px, *params, text_height_px, small_long_side_px],
-    )
+    rule = DetailRule(text_height_px, small_long_side_px)
+    return _query(source, *unneeded_detail_images(parse_since(since), rule))
 
 
 def tokens_estimated_vs_billed(source: Source, since: Since = None) -> pl.DataFrame:

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 
 from collector.columns import Batch, merge_batches
-from collector.schema import utc_now
+from collector.semconv import utc_now
 from collector.spool import Position, Spool
 from collector.store import open_store, write_tables
 

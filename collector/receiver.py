@@ -315,6 +315,12 @@ def create_receiver_app(
         spool_bytes=spool_bytes,
         restarts=restarts,
     )
+    return receiver_app(receiver)
+
+
+def receiver_app(receiver: Receiver) -> FastAPI:
+    """The HTTP face of ``receiver``: OTLP traces, drop reports, health and metrics; the app's
+    lifespan starts and stops the receiver's writer."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -142,7 +142,7 @@ REQUEST_COLUMNS: tuple[tuple[str, str, Coerce], ...] = (
     ("requested_model", sc.APERTURE_REQUESTED_MODEL, as_str),
     ("model", sc.GEN_AI_REQUEST_MODEL, as_str),
     ("response_model", sc.GEN_AI_RESPONSE_MODEL, as_str),
-    ("provider", sc.GEN_AI_PROVIDER_NAME, as_str),
+    ("provider", sc.APERTURE_PROVIDER, as_str),
     ("ruleset_version", sc.APERTURE_RULESET_VERSION, as_str),
     ("arm", sc.APERTURE_RULESET_ARM, as_str),
     ("rule_id", sc.APERTURE_RULE_ID, as_str),

@@ -32,10 +32,21 @@ GEN_AI_USAGE_INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"
 GEN_AI_USAGE_OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
 GEN_AI_INPUT_MESSAGES: Final = "gen_ai.input.messages"
 GEN_AI_OUTPUT_MESSAGES: Final = "gen_ai.output.messages"
+#: A captured image part in ``gen_ai.input.messages`` is ``{"type": "uri", "modality": "image",
+#: "uri": "sha256:<hex>"}``: the blob store's key, never the bytes.
+IMAGE_URI_PREFIX: Final = "sha256:"
 ERROR_TYPE: Final = "error.type"
 HTTP_RESPONSE_STATUS_CODE: Final = "http.response.status_code"
 
 # --- OpenInference (llm.*), written alongside gen_ai.* so Phoenix-style viewers read spans -----
+OPENINFERENCE_SPAN_KIND: Final = "openinference.span.kind"
+OPENINFERENCE_KIND_LLM: Final = "LLM"
+INPUT_VALUE: Final = "input.value"
+INPUT_MIME_TYPE: Final = "input.mime_type"
+OUTPUT_VALUE: Final = "output.value"
+OUTPUT_MIME_TYPE: Final = "output.mime_type"
+LLM_PROVIDER: Final = "llm.provider"
+LLM_SYSTEM: Final = "llm.system"
 LLM_MODEL_NAME: Final = "llm.model_name"
 LLM_TOKEN_COUNT_PROMPT: Final = "llm.token_count.prompt"
 LLM_TOKEN_COUNT_COMPLETION: Final = "llm.token_count.completion"
@@ -87,6 +98,9 @@ APERTURE_REPLAY: Final = "aperture.replay"
 #: A replay the gateway itself sent: a canary request shadowed on the active version.
 APERTURE_SHADOW: Final = "aperture.shadow"
 APERTURE_OUTPUT_TEXT: Final = "aperture.output_text"
+#: The provider kind (``openai``/``anthropic``/``gemini``), the store's ``provider`` column;
+#: ``gen_ai.provider.name`` carries the conventions' spelling (``gcp.gemini``) beside it.
+APERTURE_PROVIDER: Final = "aperture.provider"
 APERTURE_IMAGE_TEXT_HEIGHT_PX: Final = "aperture.image.text_height_px"
 APERTURE_IMAGE_TOKENS_LOW_ESTIMATE: Final = "aperture.image.tokens_low_estimate"
 #: ``"estimate"`` on an image span whose tokens were never billed (a stream cut before usage).
@@ -128,7 +142,7 @@ IMAGE_COLUMN_KEYS: tuple[tuple[str, str], ...] = (
     ("cost_usd", IMAGE_COST_USD),
     ("transcoded_from", IMAGE_TRANSCODED_FROM),
     ("resized_to", IMAGE_RESIZED_TO),
-    ("provider", GEN_AI_PROVIDER_NAME),
+    ("provider", APERTURE_PROVIDER),
     ("model", GEN_AI_REQUEST_MODEL),
     ("team", APERTURE_TEAM),
     ("ruleset_version", APERTURE_RULESET_VERSION),
@@ -164,6 +178,16 @@ QUALITY_EVALUATORS: Mapping[str, str] = {
 # --- Small shared types --------------------------------------------------------------------
 ProviderKind = Literal["openai", "anthropic", "gemini"]
 PROVIDER_KINDS: tuple[str, ...] = ("openai", "anthropic", "gemini")
+#: Provider kind -> ``gen_ai.provider.name`` as the GenAI conventions spell it (a test checks
+#: these against opentelemetry-semantic-conventions' ``GenAiProviderNameValues``).
+PROVIDER_SEMCONV_NAMES: Mapping[str, str] = {"openai": "openai", "anthropic": "anthropic", "gemini": "gcp.gemini"}
+#: OpenInference's ``llm.provider`` values (``google`` for Gemini).
+PROVIDER_OPENINFERENCE_NAMES: Mapping[str, str] = {"openai": "openai", "anthropic": "anthropic", "gemini": "google"}
+
+
+def semconv_provider_name(kind: str) -> str:
+    """``gen_ai.provider.name`` of a provider kind (an unknown kind is written as is)."""
+    return PROVIDER_SEMCONV_NAMES.get(kind, kind)
 
 
 def utc_now() -> datetime:
@@ -179,3 +203,12 @@ IMAGE_GUARDRAIL_ACTION: Final = "image.guardrail.action"
 IMAGE_GUARDRAIL_ERROR: Final = "image.guardrail.error"
 #: Span event name, one per detector verdict.
 IMAGE_GUARDRAIL_EVENT: Final = "image.guardrail"
+#: How a failed detector was treated: "open" (let through) or "closed" (as if it fired).
+IMAGE_GUARDRAIL_FAILED: Final = "image.guardrail.failed"
+#: "inline" (the request waited for it) or "shadow" (recorded after the fact).
+IMAGE_GUARDRAIL_MODE: Final = "image.guardrail.mode"
+#: On an image span: the sha256 the client sent, when a redaction replaced the image
+#: (``image.sha256`` is then the sha256 of the redacted bytes that were forwarded).
+IMAGE_GUARDRAIL_ORIGINAL_SHA256: Final = "image.guardrail.original_sha256"
+#: The span a shadow-mode guardrail run writes when it finishes (a child of the request span).
+GUARDRAIL_SHADOW_SPAN_NAME: Final = "guardrail shadow"

@@ -5,7 +5,9 @@ Grouped by model, team, day, detail or size bucket (long side ≤512, ≤1024,
 would have saved. An image sent at ``high``/``auto`` detail did not need it when
 its text is large (``text_height_px`` ≥ threshold: large text reads fine at low
 detail) or the image is small (long side ≤ 512); the saving is
-``(tokens_billed − tokens_low_estimate) × cost per token`` of that row.
+``(tokens_billed − tokens_low_estimate) × cost per token`` of that row. The queries (and
+the exact rules: missing keys, ties, case, missing sizes) are ``collector.queries.spend``,
+shared with the notebooks' ``collector.analysis``; this module builds and renders the report.
 
 Example::
 
@@ -20,31 +22,42 @@ import csv
 import io
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import duckdb
 from rich.table import Table
 
-# width/height compared separately: DuckDB's greatest() is several times slower here.
-SIZE_BUCKET = (
-    "CASE WHEN width IS NULL OR height IS NULL THEN 'unknown' "
-    "WHEN width <= 512 AND height <= 512 THEN '<=512' "
-    "WHEN width <= 1024 AND height <= 1024 THEN '<=1024' "
-    "WHEN width <= 2048 AND height <= 2048 THEN '<=2048' ELSE '>2048' END"
+from collector.queries.spend import (
+    GROUPINGS,
+    SAVINGS_SQL,
+    SIZE_BUCKET,
+    DetailRule,
+    Query,
+    cache_savings,
+    costliest_images,
+    group_totals,
+    image_source,
+    unneeded_detail_images,
 )
-GROUPINGS: dict[str, str] = {
-    "model": "model",
-    "team": "team",
-    "day": "ts::DATE",
-    "detail": "detail",
-    "size": SIZE_BUCKET,
-}
-_TOKENS = "coalesce(tokens_billed, tokens_estimated)"
-#: What low detail would have saved on one image row, at that row's cost per token (shared
-#: with the notebooks' queries in ``collector.analysis``, so both agree to the cent).
-SAVINGS_SQL = f"greatest({_TOKENS} - tokens_low_estimate, 0) * (cost_usd / nullif({_TOKENS}, 0))"
+
+__all__ = [
+    "GROUPINGS",
+    "SAVINGS_SQL",
+    "SIZE_BUCKET",
+    "CostlyImage",
+    "SpendGroup",
+    "SpendReport",
+    "UnneededDetail",
+    "parse_since",
+    "spend_report",
+    "to_csv",
+    "to_json",
+    "to_table",
+    "to_tables",
+]
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([mhdw])\s*$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -125,26 +138,16 @@ def parse_since(
         raise ValueError(f"since: expected e.g. 7d, 24h or an ISO date, got {value!r}") from exc
 
 
-def _images(rows: list[tuple[Any, ...]]) -> list[CostlyImage]:
-    return [CostlyImage(*row) for row in rows]
+def _image(row: tuple[Any, ...], columns: list[str]) -> CostlyImage:
+    values: dict[str, Any] = dict(zip(columns, row, strict=True))
+    kwargs: dict[str, Any] = {f.name: values.get(f.name) for f in fields(CostlyImage)}
+    return CostlyImage(**kwargs)
 
 
-_IMAGE_COLUMNS = (
-    "trace_id, span_id, ts, sha256, model, team, detail, width, height, tokens_billed, cost_usd"
-)
-
-
-def _image_table(conn: duckdb.DuckDBPyConnection) -> str:
-    """The table behind ``image_spans`` (its ``rowid`` breaks ties cheaply; a view has none).
-
-    A store still at schema v1 (opened read-only before any writer migrated it)
-    has ``image_spans`` as a table.
-    """
-    found = conn.execute(
-        "SELECT count(*) FROM duckdb_tables() "
-        "WHERE table_name = 'image_span_log' AND schema_name = current_schema()"
-    ).fetchall()
-    return "image_span_log" if found[0][0] else "image_spans"
+def _images(conn: duckdb.DuckDBPyConnection, query: Query) -> list[CostlyImage]:
+    cursor = conn.execute(*query)
+    columns = [d[0] for d in cursor.description or ()]
+    return [_image(row, columns) for row in cursor.fetchall()]
 
 
 def spend_report(
@@ -156,67 +159,23 @@ def spend_report(
     text_height_px: float = 20.0,
     small_long_side_px: int = 512,
 ) -> SpendReport:
-    """Aggregate ``image_spans`` (see module docstring).
+    """Aggregate ``image_spans`` (see module docstring; the rules are ``collector.queries.spend``'s).
 
     One grouped scan gives spend and the detail-not-needed totals per group;
     two top-N queries give the costliest images and the largest savings.
-    Ties are broken by insertion order (``rowid``), which keeps top-N cheap.
     """
-    if by not in GROUPINGS:
-        raise ValueError(f"by must be one of {', '.join(GROUPINGS)}; got {by!r}")
     if top < 0:
         raise ValueError("top must be >= 0")
     start = parse_since(since)
-    source = _image_table(conn)
-    where, params = ("WHERE ts >= ?", [start]) if start else ("", [])
-    large_text = "coalesce(text_height_px >= ?, false)"
-    small = "coalesce(width <= ? AND height <= ?, false)"
-    unneeded = f"detail IN ('high', 'auto') AND ({large_text} OR {small})"
-    unneeded_params = [text_height_px, small_long_side_px, small_long_side_px]
-    # 0/1 columns summed instead of FILTER clauses: one predicate evaluation per row.
-    grouped = conn.execute(
-        "SELECT k, sum(cost_usd) AS spend, count(*), sum(tokens_estimated), sum(tokens_billed), "
-        "sum(u), sum(u * savings), sum(u * lt), sum(u * sm) FROM ("
-        f"  SELECT {GROUPINGS[by]} AS k, cost_usd, tokens_estimated, tokens_billed, "
-        f"  ({unneeded})::INTEGER AS u, ({large_text})::INTEGER AS lt, "
-        f"  ({small})::INTEGER AS sm, {SAVINGS_SQL} AS savings FROM {source} {where}"
-        ") GROUP BY k ORDER BY spend DESC NULLS LAST, k NULLS LAST",
-        [*unneeded_params, text_height_px, small_long_side_px, small_long_side_px, *params],
-    ).fetchall()
-    groups = [
-        SpendGroup(
-            "unknown" if k is None else str(k),
-            float(s or 0.0),
-            int(n),
-            int(te or 0),
-            int(tb or 0),
-            int(un or 0),
-            float(sv or 0.0),
-        )
-        for k, s, n, te, tb, un, sv, _, _ in grouped
-    ]
-    and_where = f"{where} {'AND' if where else 'WHERE'}"
-    top_images = _images(
-        conn.execute(
-            f"SELECT {_IMAGE_COLUMNS} FROM {source} {where} "
-            "ORDER BY cost_usd DESC NULLS LAST, rowid LIMIT ?",
-            [*params, top],
-        ).fetchall()
-    )
+    rule = DetailRule(text_height_px, small_long_side_px)
+    groups = group_totals(conn, by, start, rule)
+    source = image_source(conn)
+    top_images = _images(conn, costliest_images(start, top, source)) if top else []
     n_unneeded = sum(g.unneeded_detail_images for g in groups)
-    # In a WHERE clause NULL is false anyway, and plain comparisons filter faster
-    # than `IN (...)` / coalesce over millions of rows.
-    plain = "(detail = 'high' OR detail = 'auto') AND (text_height_px >= ? OR (width <= ? AND height <= ?))"
-    examples = _images(
-        []
-        if not n_unneeded or not top
-        else conn.execute(
-            f"SELECT {_IMAGE_COLUMNS}, {SAVINGS_SQL} AS savings FROM {source} "
-            f"{and_where} {plain} ORDER BY savings DESC NULLS LAST, rowid LIMIT ?",
-            [*params, *unneeded_params, top],
-        ).fetchall()
+    examples = (
+        _images(conn, unneeded_detail_images(start, rule, top, source)) if n_unneeded and top else []
     )
-    cache_hits, cache_saved = _cache_savings(conn, where, params)
+    cache_hits, cache_saved = cache_savings(conn, start)
     return SpendReport(
         by=by,
         since=start,
@@ -224,13 +183,17 @@ def spend_report(
         images=sum(g.images for g in groups),
         tokens_estimated=sum(g.tokens_estimated for g in groups),
         tokens_billed=sum(g.tokens_billed for g in groups),
-        groups=groups,
+        groups=[
+            SpendGroup(g.key, g.spend_usd, g.images, g.tokens_estimated, g.tokens_billed,
+                       g.unneeded_detail_images, g.savings_usd)
+            for g in groups
+        ],
         top_images=top_images,
         unneeded_detail=UnneededDetail(
-            images=sum(g.unneeded_detail_images for g in groups),
+            images=n_unneeded,
             savings_usd=sum(g.savings_usd for g in groups),
-            large_text=sum(int(row[7] or 0) for row in grouped),
-            small_image=sum(int(row[8] or 0) for row in grouped),
+            large_text=sum(g.large_text for g in groups),
+            small_image=sum(g.small_image for g in groups),
             examples=examples,
         ),
         text_height_threshold_px=text_height_px,
@@ -238,20 +201,6 @@ def spend_report(
         cache_hits=cache_hits,
         cache_saved_usd=cache_saved,
     )
-
-
-def _cache_savings(conn: duckdb.DuckDBPyConnection, where: str, params: list[Any]) -> tuple[int, float]:
-    """Requests answered from the response cache and what they would have cost (``request_spans``
-    of schema 4 or later; an older file has no such column and reports none)."""
-    columns = conn.execute(
-        "SELECT column_name FROM duckdb_columns() WHERE table_name = 'request_spans' "
-        "AND schema_name = current_schema() AND column_name = 'cache_saved_usd'"
-    ).fetchall()
-    if not columns:
-        return 0, 0.0
-    hit = f"{where} {'AND' if where else 'WHERE'} cache_hit"
-    row = conn.execute(f"SELECT count(*), sum(cache_saved_usd) FROM request_spans {hit}", params).fetchall()[0]
-    return int(row[0] or 0), float(row[1] or 0.0)
 
 
 # ---------------------------------------------------------------- renderers

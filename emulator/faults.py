@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-FAULT_KINDS = ("429", "500", "503", "529", "timeout", "reset", "broken-stream", "quota")
+FAULT_KINDS = ("429", "500", "503", "529", "timeout", "reset", "broken-stream", "quota", "bad-schema")
 # Faults that the protocol answers with an error body (the others act on the connection).
 ERROR_FAULTS = ("429", "500", "503", "529", "quota")
 
@@ -157,6 +157,7 @@ class LogEntry:
     task: str | None
     input_tokens: int | None = None
     output_tokens: int | None = None
+    traceparent: str | None = None  # the W3C trace context the caller sent, if any
 
 
 class RequestLog:

@@ -15,7 +15,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import ModuleType
 from urllib.parse import urlsplit
 
@@ -134,7 +134,7 @@ async def handle(request: Request, proto: ModuleType, path_model: str | None = N
     token-count call (Anthropic ``count_tokens``, Gemini ``countTokens``): no faults, no answer."""
     state: EmulatorState = request.app.state.emulator
     entry = LogEntry(state.log.next_seq(), proto.NAME, request.url.path, path_model, False, 0, [], [], [], [], 0,
-                     None, request.headers.get("x-aperture-task"))
+                     None, request.headers.get("x-aperture-task"), traceparent=request.headers.get("traceparent"))
     response: Response
     try:
         raw = await request.body()
@@ -151,7 +151,7 @@ async def handle(request: Request, proto: ModuleType, path_model: str | None = N
             response = Response(status_code=499)
         else:
             seen = await _see(state, proto, parsed, model, entry)
-            reply = await _reply(request, parsed, model, seen, raw, entry)
+            reply = await _reply(request, parsed, model, seen, raw, entry, bad_schema=fault.kind == "bad-schema")
             response = _respond(request, proto, parsed, reply, fault, force_stream)
     except ProtocolError as err:
         entry.status = entry.status or err.status
@@ -228,7 +228,9 @@ async def _see(state: EmulatorState, proto: ModuleType, parsed: ParsedRequest, m
 
 
 async def _reply(request: Request, parsed: ParsedRequest, model: ModelEntry, seen: list[SeenImage], raw: bytes,
-                 log: LogEntry) -> Reply:
+                 log: LogEntry, *, bad_schema: bool = False) -> Reply:
+    """``bad_schema`` (the ``bad-schema`` fault): a structured answer or forced call comes back as an
+    empty object, which breaks any schema with a required property (a gateway's repair path)."""
     state: EmulatorState = request.app.state.emulator
     tag = request.headers.get("x-aperture-task")
     log.task = task = detect_task(parsed.prompt, tag)
@@ -237,9 +239,11 @@ async def _reply(request: Request, parsed: ParsedRequest, model: ModelEntry, see
     reply_id = _reply_id(parsed.protocol, request.url.path, raw, tag)
     call = None
     if parsed.response_schema is not None and not truncated:  # constrained decoding: JSON by the schema
-        text = schema_answer(parsed.response_schema, text)
+        text = "{}" if bad_schema else schema_answer(parsed.response_schema, text)
     if parsed.tool is not None and not parsed.tool_answered:  # a forced call; after its result, text
         call = make_call(parsed.tool, text, reply_id, _CALL_PREFIX[parsed.protocol])
+        if bad_schema:
+            call = replace(call, arguments={})
         truncated = False
     spent = output_tokens(call.arguments_json if call else text)
     reply = Reply(reply_id, parsed.model, text, int(time.time()), parsed.text_tokens, sum(s.tokens for s in seen),

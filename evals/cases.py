@@ -98,58 +98,48 @@ def select_pending(
     rows = pending_requests(conn, [(e.name, e.version) for e in evaluators],
                             since=since_utc, limit=None if limit is None else int(limit))
     images = _images(conn, [(r[1], r[2]) for r in rows], blob_dir)
-    out = []
-    for (
-        evs,
-        trace_id,
-        span_id,
-        task,
-        model,
-        route,
-        status,
-        error_type,
-        ref_id,
-        input_text,
-        output_text,
-        r_id,
-        r_kind,
-        r_task,
-        r_text,
-        r_lines,
-        r_fields,
-        r_qa,
-        r_sha,
-    ) in rows:
-        imgs = images.get((trace_id, span_id), ())
-        reference = None
-        if r_id is not None:
-            lines = _json(r_lines)
-            reference = Reference(
-                reference_id=r_id,
-                text=r_text,
-                lines=lines if isinstance(lines, list) else None,
-                fields=_json(r_fields),
-                qa=_json(r_qa),
-                kind=r_kind,
-                task=r_task,
-                image_sha256=r_sha,
-            )
-        case = EvalCase(
-            trace_id=trace_id,
-            span_id=span_id,
-            task=task or next((t for t in (i[1] for i in imgs) if t), None) or r_task,
-            prompt=prompt_text(input_text),
-            answer=output_text,
-            reference_id=ref_id,
-            reference=reference,
-            images=tuple(i[0] for i in imgs),
-            model=model,
-            route=route,
-            status=status,
-            error_type=error_type,
-        )
-        out.append(PendingCase(case, tuple(evs)))
-    return out
+    return [_pending(row, images.get((row[1], row[2]), ())) for row in rows]
+
+
+def _reference(row: Sequence[Any]) -> Reference | None:
+    """The joined reference columns of a pending row (``r_id`` … ``r_sha``), if it has one."""
+    r_id, r_kind, r_task, r_text, r_lines, r_fields, r_qa, r_sha = row
+    if r_id is None:
+        return None
+    lines = _json(r_lines)
+    return Reference(
+        reference_id=r_id,
+        text=r_text,
+        lines=lines if isinstance(lines, list) else None,
+        fields=_json(r_fields),
+        qa=_json(r_qa),
+        kind=r_kind,
+        task=r_task,
+        image_sha256=r_sha,
+    )
+
+
+def _pending(row: Sequence[Any], imgs: tuple[tuple[ImageInfo, str | None], ...]) -> PendingCase:
+    """One ``pending_requests`` row and its images as a case; the task falls back to the
+    images' task, then the reference's."""
+    (evs, trace_id, span_id, task, model, route, status, error_type, ref_id, input_text,
+     output_text) = row[:11]
+    reference = _reference(row[11:])
+    case = EvalCase(
+        trace_id=trace_id,
+        span_id=span_id,
+        task=task or next((t for t in (i[1] for i in imgs) if t), None) or row[13],
+        prompt=prompt_text(input_text),
+        answer=output_text,
+        reference_id=ref_id,
+        reference=reference,
+        images=tuple(i[0] for i in imgs),
+        model=model,
+        route=route,
+        status=status,
+        error_type=error_type,
+    )
+    return PendingCase(case, tuple(evs))
 
 
 def _images(

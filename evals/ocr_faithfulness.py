@@ -19,6 +19,7 @@ from pathlib import Path
 
 import jiwer
 
+from collector.semconv import TASK_EXTRACT, TASK_TRANSCRIBE
 from evals.base import EvalCase, Evaluator, NotEvaluable, Score, usable_answer
 from evals.evidence import text_evidence
 from evals.normalize import normalize_text
@@ -108,8 +109,8 @@ class OcrFaithfulness(Evaluator):
 
     def evaluate(self, case: EvalCase) -> list[Score]:
         task = case.task or (case.reference.task if case.reference else None)
-        if task != "transcribe":
-            other = "; scored by field_accuracy" if task == "extract" else ""
+        if task != TASK_TRANSCRIBE:
+            other = "; scored by field_accuracy" if task == TASK_EXTRACT else ""
             raise NotEvaluable(f"task {task!r} is not a transcription{other}")
         answer = usable_answer(case)
         evidence = text_evidence(case, self.ocr)

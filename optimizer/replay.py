@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import polars as pl
 
+from collector import semconv as sc
 from collector.blobs import read_blob
 from collector.queries.optimizer import replayable_requests
 from collector.store import open_store
@@ -99,18 +100,45 @@ def load_items(
         if data is None:
             continue
         mime = sniff(data[:65536]).mime
-        messages = json.loads(row["input_text"])
         url = f"data:{mime};base64,{base64.b64encode(data).decode()}"
-        for message in messages:
-            content = message.get("content")
-            if isinstance(content, list):
-                for k, part in enumerate(content):
-                    if isinstance(part, dict) and part.get("type") == "image" and part.get("sha256") == row["sha256"]:
-                        content[k] = {"type": "image_url", "image_url": {"url": url}}
+        messages = openai_messages(json.loads(row["input_text"]), {row["sha256"]: url})
         items.append(ReplayItem(row["span_id"], row["sha256"], row["task"], row["reference_id"], messages, row["route"]))
     if not items:
         raise ReplayError(f"the sampled images are missing from the blob store {blob_dir}")
     return items
+
+
+def openai_messages(captured: list[dict[str, Any]], images: dict[str, str]) -> list[dict[str, Any]]:
+    """Captured ``gen_ai.input.messages`` back to an OpenAI chat body's messages, each image whose
+    sha256 is in ``images`` as that URL. Reads the conventions' parts format (``parts``, an image
+    as a ``uri`` part ``sha256:<hex>``) and the OpenAI shape stores written before it
+    (``content``, an image as ``{"type": "image", "sha256"}``)."""
+    out = []
+    for message in captured:
+        parts = message.get("parts")
+        if isinstance(parts, list):
+            if all(isinstance(p, dict) and p.get("type") == "text" for p in parts) and len(parts) == 1:
+                content: Any = parts[0].get("content", "")
+            else:
+                content = [_openai_part(p, images) for p in parts if isinstance(p, dict)]
+        else:
+            content = message.get("content")
+            if isinstance(content, list):
+                content = [_openai_part(p, images) if isinstance(p, dict) else p for p in content]
+        out.append({"role": message.get("role", "user"), "content": content})
+    return out
+
+
+def _openai_part(part: dict[str, Any], images: dict[str, str]) -> dict[str, Any]:
+    kind = part.get("type")
+    uri = part.get("uri")
+    sha = uri[len(sc.IMAGE_URI_PREFIX):] if kind == "uri" and isinstance(uri, str) and uri.startswith(sc.IMAGE_URI_PREFIX) \
+        else part.get("sha256") if kind == "image" else None
+    if sha is not None and sha in images:
+        return {"type": "image_url", "image_url": {"url": images[sha]}}
+    if kind == "text" and "content" in part:
+        return {"type": "text", "text": part["content"]}
+    return part
 
 
 def _with_detail(messages: list[dict[str, Any]], detail: str) -> list[dict[str, Any]]:

@@ -23,6 +23,7 @@ import optuna
 import polars as pl
 
 from optimizer import ope
+from optimizer.anchoring import anchor_to_taken, apply_cells, observed_cells
 from optimizer.data import Observations, load_observations
 from optimizer.quality import ImageTable, QualityModel, fit_quality_model
 from optimizer.report import TradeOff, plot_front, trade_off
@@ -238,12 +239,12 @@ def _quality_matrices(loaded: Loaded, catalog: Mapping[str, Any], settings: Opti
     measured_q = traffic["quality"].cast(pl.Float64).fill_null(float("nan")).to_numpy()
     cells = observed_cells(traffic, loaded.scored, loaded.routes)
     quality = anchor_to_taken(qmodel.predict_matrix(images, scale), taken, measured_q)
-    anchored = _apply_cells(quality, cells)
+    anchored = apply_cells(quality, cells)
     rng = np.random.default_rng(settings.seed)
     subset = np.sort(rng.choice(len(traffic), min(len(traffic), settings.max_bound_images), replace=False))
     draws = anchor_to_taken(qmodel.predict_draws(_take(images, subset), scale[:, subset]), taken[subset], measured_q[subset])
     position = {int(i): k for k, i in enumerate(subset)}
-    _apply_cells(draws, [(r, position[i], q) for r, i, q in cells if i in position])
+    apply_cells(draws, [(r, position[i], q) for r, i, q in cells if i in position])
     return quality, draws, subset, anchored
 
 
@@ -372,56 +373,6 @@ def _image_ids(df: pl.DataFrame) -> np.ndarray:
 
 def _take(images: ImageTable, rows: np.ndarray) -> ImageTable:
     return ImageTable(images.width[rows], images.height[rows], images.text_height[rows], images.task[rows])
-
-
-def anchor_to_taken(quality: np.ndarray, taken: np.ndarray, measured: np.ndarray) -> np.ndarray:
-    """Shift each image's predicted column so that the route it took predicts its measured score:
-    ``q[r, i] = measured[i] + q[r, i] − q[taken[i], i]`` (clipped to [0, 1]). What is particular to
-    the image (a hard page, an unlucky field) stays with it on every route; only the model's
-    *difference* between routes is predicted. Works on [R, N] and on [B, R, N] arrays."""
-    ok = (taken >= 0) & ~np.isnan(measured)
-    cols = np.flatnonzero(ok)
-    if len(cols) == 0:
-        return quality
-    out = quality.copy()
-    own = quality[..., taken[cols], cols]  # [..., k]
-    out[..., cols] = np.clip(measured[cols] + quality[..., cols] - own[..., None, :], 0.0, 1.0)
-    return out
-
-
-def observed_cells(traffic: pl.DataFrame, scored: pl.DataFrame, routes: Sequence[Route]) -> list[tuple[int, int, float]]:
-    """(route, image, mean score) wherever a traffic image was measured on a candidate route,
-    by its own request or a replay of it (matched on image hash and task)."""
-    if "sha256" not in traffic.columns or "sha256" not in scored.columns:
-        return []
-    observed = (
-        scored.filter(pl.col("sha256").is_not_null())
-        .group_by("sha256", "task", "route").agg(pl.col("quality").mean())
-    )
-    index = {r.key: i for i, r in enumerate(routes)}
-    by_image: dict[tuple[str, str], dict[int, float]] = {}
-    for sha, task, route, q in observed.iter_rows():
-        r = index.get(Route.parse(route).key)
-        if r is not None:
-            by_image.setdefault((sha, task), {})[r] = float(q)
-    return [
-        (r, i, q)
-        for i, (sha, task) in enumerate(zip(traffic["sha256"].to_list(), traffic["task"].to_list(), strict=True))
-        for r, q in by_image.get((sha, task), {}).items()
-    ]
-
-
-def _apply_cells(quality: np.ndarray, cells: Sequence[tuple[int, int, float]]) -> int:
-    for r, i, q in cells:
-        quality[..., r, i] = q
-    return len(cells)
-
-
-def anchor_observed(quality: np.ndarray, traffic: pl.DataFrame, scored: pl.DataFrame, routes: Sequence[Route]) -> int:
-    """Replace predictions by what was observed where an image was actually sent on a route
-    (its own request, or a replay of it): the model fills in only what nobody measured.
-    Returns how many (route, image) cells were anchored."""
-    return _apply_cells(quality, observed_cells(traffic, scored, routes))
 
 
 def predicted_cost_on(

@@ -33,6 +33,7 @@ from router.cache import build_cache
 from router.config import AppConfig
 from router.errors import GatewayError
 from router.gateway import Gateway
+from router.guardrails.stage import Detectors
 from router.images.fetch import ImageFetcher, Resolver
 from router.images.ssrf import FetchPolicy
 from router.keys import open_mode_warning
@@ -75,6 +76,7 @@ def build_gateway(
     fetcher: ImageFetcher | None = None,
     tracer_provider: trace.TracerProvider | None = None,
     metrics: GatewayMetrics | None = None,
+    guardrails: Detectors | None = None,
 ) -> Gateway:
     """Every dependency of the gateway built from config; pass one in to replace it.
 
@@ -99,6 +101,7 @@ def build_gateway(
         blobs=blobs,
         state=state,
         cache=build_cache(config),
+        guardrails=guardrails,
     )
 
 
@@ -149,10 +152,11 @@ def build_app(
     metrics: GatewayMetrics | None = None,
     admin_router: APIRouter | None = None,
     on_shutdown: Callable[[], Any] | None = None,
+    guardrails: Detectors | None = None,
 ) -> FastAPI:
     """:func:`build_gateway` then :func:`create_app`: the app from config in one call."""
     gateway = build_gateway(config, snapshot=snapshot, upstream_transport=upstream_transport, fetcher=fetcher,
-                            tracer_provider=tracer_provider, metrics=metrics)
+                            tracer_provider=tracer_provider, metrics=metrics, guardrails=guardrails)
     return create_app(gateway, admin_router=admin_router, on_shutdown=on_shutdown)
 
 
@@ -179,6 +183,7 @@ def _lifespan(gateway: Gateway, on_shutdown: Callable[[], Any] | None) -> Callab
         if ledger_file is not None:
             write_snapshot(ledger_file, gateway.ledger.snapshot())
         await gateway.client.aclose()
+        await gateway.drain_shadow()
         await gateway.close_state()
         if on_shutdown is not None:
             on_shutdown()

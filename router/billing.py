@@ -60,17 +60,25 @@ def billed_image_tokens(
 
 
 class _Price(Protocol):
-    input_per_mtok: float
-    output_per_mtok: float
-    cached_input_per_mtok: float | None
-    cache_write_per_mtok: float | None
+    @property
+    def input_per_mtok(self) -> float: ...
+    @property
+    def output_per_mtok(self) -> float: ...
+    @property
+    def cached_input_per_mtok(self) -> float | None: ...
+    @property
+    def cache_write_per_mtok(self) -> float | None: ...
 
 
-class _Usage(Protocol):
-    input_tokens: int
-    output_tokens: int
-    cached_tokens: int
-    cache_write_tokens: int
+class _Usage(Protocol):  # read-only members: frozen dataclasses satisfy it
+    @property
+    def input_tokens(self) -> int: ...
+    @property
+    def output_tokens(self) -> int: ...
+    @property
+    def cached_tokens(self) -> int: ...
+    @property
+    def cache_write_tokens(self) -> int: ...
 
 
 def billed_cost_usd(usage: _Usage, price: _Price) -> float:

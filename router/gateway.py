@@ -2,7 +2,7 @@
 
 ``Gateway.chat`` is the whole life of one ``POST /v1/chat/completions``, independent of the
 web framework: the admission stages (:data:`router.pipeline.ADMISSION`: admit → intake →
-route → price → keep → cache), then send (the upstream chain) and bill, with telemetry
+route → guard → price → keep → cache), then send (the upstream chain) and bill, with telemetry
 written once from the finished context. A response-cache hit is answered from the entry
 (as a stream when the client asked for one) and nothing is sent. Nothing is sent upstream before every admission stage has passed,
 and a request that fails anywhere gives back its budget reservation.
@@ -22,6 +22,7 @@ from router.budgets import BudgetLedger
 from router.cache import ResponseCache
 from router.config import AppConfig
 from router.errors import GatewayError
+from router.guardrails.stage import Detectors
 from router.images.fetch import ImageFetcher
 from router.limits import RateLimiter
 from router.metrics import GatewayMetrics
@@ -68,13 +69,14 @@ class Gateway(Services):
         rng: random.Random | None = None,
         state: StateBackend | None = None,
         cache: ResponseCache | None = None,
+        guardrails: Detectors | None = None,
     ) -> None:
         self.metrics = metrics or GatewayMetrics()
         super().__init__(
             config, client=client, fetcher=fetcher, snapshot=snapshot,
             telemetry=RequestTelemetry(config, tracer_provider, self.metrics),
             limiter=limiter, ledger=ledger, breakers=breakers, blobs=blobs, rng=rng,
-            state=state, cache=cache,
+            state=state, cache=cache, guardrails=guardrails,
         )
         rollout = config.rollout
         self.shadows = ShadowSender(ShadowBudget(rollout.shadow_max_usd_per_day), rollout.shadow_max_in_flight,

@@ -14,6 +14,9 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
+from opentelemetry.semconv._incubating.metrics import gen_ai_metrics
+from opentelemetry.semconv.attributes import error_attributes
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -24,6 +27,18 @@ from prometheus_client import (
 )
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# GenAI client metrics: the conventions' names with dots as underscores (Prometheus' spelling of
+# OTel names), their attributes as labels, and the conventions' advised bucket boundaries.
+GEN_AI_TOKEN_USAGE = gen_ai_metrics.GEN_AI_CLIENT_TOKEN_USAGE.replace(".", "_")
+GEN_AI_OPERATION_DURATION = gen_ai_metrics.GEN_AI_CLIENT_OPERATION_DURATION.replace(".", "_")
+GEN_AI_LABELS = tuple(
+    key.replace(".", "_")
+    for key in (gen_ai.GEN_AI_OPERATION_NAME, gen_ai.GEN_AI_PROVIDER_NAME, gen_ai.GEN_AI_REQUEST_MODEL, gen_ai.GEN_AI_RESPONSE_MODEL)
+)
+TOKEN_TYPE_LABEL = gen_ai.GEN_AI_TOKEN_TYPE.replace(".", "_")
+ERROR_TYPE_LABEL = error_attributes.ERROR_TYPE.replace(".", "_")
+TOKEN_BUCKETS = tuple(4.0**k for k in range(14))  # 1, 4, 16, ... 67108864
+DURATION_BUCKETS = tuple(0.01 * 2**k for k in range(14))  # 0.01, 0.02, ... 81.92 s
 
 
 def multiprocess_dir() -> str | None:
@@ -67,6 +82,19 @@ class GatewayMetrics:
             "aperture_state_fallbacks", "State operations the shared store (Redis) failed, by operation and outcome "
             "(local: served by this process's limits; refused: 503 state_unavailable; lost: bookkeeping dropped).",
             ["operation", "outcome"], registry=r)
+        self.gen_ai_token_usage = Histogram(
+            GEN_AI_TOKEN_USAGE, "Tokens used per upstream call (gen_ai.client.token.usage), by token type (input, output).",
+            [*GEN_AI_LABELS, TOKEN_TYPE_LABEL], buckets=TOKEN_BUCKETS, registry=r)
+        self.gen_ai_operation_duration = Histogram(
+            GEN_AI_OPERATION_DURATION, "Duration of upstream GenAI calls (gen_ai.client.operation.duration); "
+            "error_type is empty on success.", [*GEN_AI_LABELS, ERROR_TYPE_LABEL], unit="seconds",
+            buckets=DURATION_BUCKETS, registry=r)
+        self.guardrail_verdicts = Counter(
+            "aperture_guardrail_verdicts", "Image guardrail verdicts, by detector, verdict (pass, fire, error), "
+            "action (shadow, flag, block, redact) and mode (inline, shadow).", ["detector", "verdict", "action", "mode"], registry=r)
+        self.guardrail_latency = Histogram(
+            "aperture_guardrail_latency_seconds", "Time one guardrail detector took over a request's images.", ["detector", "mode"],
+            buckets=LATENCY_BUCKETS, registry=r)
         self._dropped_sources: list[Callable[[], int]] = []
         self._ruleset_labels: set[tuple[str, str]] = set()
 

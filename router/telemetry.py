@@ -24,18 +24,25 @@ from contextlib import contextmanager
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.trace import Span, Status, StatusCode
+from opentelemetry.semconv._incubating.attributes.gen_ai_attributes import GenAiTokenTypeValues
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from collector import semconv as sc
 from router.cache import cache_span_attributes
 from router.config import AppConfig
 from router.errors import GatewayError
+from router.guardrails.stage import DetectorVerdict, span_events
 from router.metrics import GatewayMetrics
 from router.pipeline.context import Bill, RequestContext
 from router.rules import Target
 from router.tokens import cost_usd
 
 Attributes = dict[str, Any]
+TOKEN_INPUT = GenAiTokenTypeValues.INPUT.value
+TOKEN_OUTPUT = GenAiTokenTypeValues.COMPLETION.value  # "output"
+#: W3C Trace Context (``traceparent``/``tracestate``), read from clients and sent upstream.
+PROPAGATOR = TraceContextTextMapPropagator()
 
 
 class RequestTelemetry:
@@ -49,35 +56,65 @@ class RequestTelemetry:
     def provider_kind(self, model: str) -> str:
         return self.config.providers[self.config.models[model].provider].kind
 
+    def provider_attributes(self, model: str) -> Attributes:
+        """The provider in each vocabulary: GenAI semconv (``gcp.gemini``), OpenInference
+        (``google``) and the store's kind (``gemini``, the ``provider`` column)."""
+        kind = self.provider_kind(model)
+        return {
+            sc.GEN_AI_PROVIDER_NAME: sc.semconv_provider_name(kind),
+            sc.LLM_PROVIDER: sc.PROVIDER_OPENINFERENCE_NAMES.get(kind, kind),
+            sc.APERTURE_PROVIDER: kind,
+        }
+
     def start(self, ctx: RequestContext) -> None:
+        """The request span: SERVER kind, a child of the client's span when it sent a
+        ``traceparent``, and an LLM span to OpenInference viewers (Phoenix)."""
         ctx.span = self.tracer.start_span(
-            sc.OPERATION_CHAT,
-            attributes={sc.GEN_AI_OPERATION_NAME: sc.OPERATION_CHAT, sc.APERTURE_REQUEST_ID: ctx.request_id},
+            sc.OPERATION_CHAT, context=PROPAGATOR.extract(ctx.headers), kind=SpanKind.SERVER,
+            attributes={
+                sc.GEN_AI_OPERATION_NAME: sc.OPERATION_CHAT, sc.APERTURE_REQUEST_ID: ctx.request_id,
+                sc.OPENINFERENCE_SPAN_KIND: sc.OPENINFERENCE_KIND_LLM,
+            },
         )
 
     @contextmanager
     def attempt(self, ctx: RequestContext, target: Target, attempt_no: int) -> Iterator[Span]:
-        """One upstream try as a child span, with the attempt's latency and outcome counted."""
+        """One upstream try as a CLIENT child span, with the attempt's latency and outcome
+        counted; :func:`trace_headers` of the yielded span carry the trace upstream."""
         provider = self.config.models[target.model].provider
         parent = trace.set_span_in_context(ctx.span) if ctx.span is not None else None
-        span = self.tracer.start_span(f"upstream {provider}", context=parent, attributes={
-            sc.APERTURE_ATTEMPT: attempt_no, sc.APERTURE_ROUTE: target.key,
-            sc.GEN_AI_PROVIDER_NAME: self.provider_kind(target.model), sc.GEN_AI_REQUEST_MODEL: target.model,
+        span = self.tracer.start_span(f"upstream {provider}", context=parent, kind=SpanKind.CLIENT, attributes={
+            sc.APERTURE_ATTEMPT: attempt_no, sc.APERTURE_ROUTE: target.key,  # no gen_ai.operation.name: the
+            # collector makes a request row of every span that has it
+            **self.provider_attributes(target.model), sc.GEN_AI_REQUEST_MODEL: target.model,
         })
         started = time.perf_counter()
-        outcome = "ok"
+        outcome, error_type = "ok", ""
         try:
             yield span
         except GatewayError as exc:
-            outcome = "error"
+            outcome, error_type = "error", exc.code
             span.set_attribute(sc.ERROR_TYPE, exc.code)
             span.set_attribute(sc.HTTP_RESPONSE_STATUS_CODE, exc.status)
             span.set_status(Status(StatusCode.ERROR, exc.code))
             raise
         finally:
-            self.metrics.upstream_latency.labels(provider=provider, outcome=outcome).observe(time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            self.metrics.upstream_latency.labels(provider=provider, outcome=outcome).observe(elapsed)
             self.metrics.upstream_attempts.labels(provider=provider, outcome=outcome).inc()
+            self.metrics.gen_ai_operation_duration.labels(
+                *self._gen_ai_labels(target.model, ""), error_type).observe(elapsed)
             span.end()
+
+    def _gen_ai_labels(self, model: str, response_model: str) -> tuple[str, str, str, str]:
+        """The GenAI metrics' common labels: operation, provider (semconv), request and response model."""
+        return sc.OPERATION_CHAT, sc.semconv_provider_name(self.provider_kind(model)), model, response_model
+
+    def _count_tokens(self, bill: Bill) -> None:
+        """``gen_ai.client.token.usage``: the billed input and output tokens of an answered request."""
+        labels = self._gen_ai_labels(bill.target.model, bill.response_model or self.config.models[bill.target.model].upstream)
+        self.metrics.gen_ai_token_usage.labels(*labels, TOKEN_INPUT).observe(bill.input_tokens)
+        self.metrics.gen_ai_token_usage.labels(*labels, TOKEN_OUTPUT).observe(bill.output_tokens)
 
     def finish(self, ctx: RequestContext, error: GatewayError | None = None) -> None:
         """Write everything the context holds onto the request span, count it, and end the span.
@@ -92,10 +129,12 @@ class RequestTelemetry:
         if ctx.decision is not None:
             span.update_name(f"{sc.OPERATION_CHAT} {ctx.decision.target.model}")
         span.set_attributes(self.request_attributes(ctx))
+        self.record_verdicts(span, ctx.guardrail_verdicts, "inline")
         bill = ctx.bill
         if bill is not None:
             self._image_spans(ctx, span, bill)
             if not bill.estimated_only:
+                self._count_tokens(bill)
                 self.metrics.cost.labels(model=bill.target.model, team=ctx.need_principal().team).inc(bill.billed_usd)
                 self.metrics.requests.labels(code="200", model=bill.target.model, arm=ctx.arm).inc()
         elif ctx.cache_hit is not None and error is None:  # answered from the cache: billed nothing
@@ -111,6 +150,27 @@ class RequestTelemetry:
         if bill is not None or (ctx.cache_hit is not None and error is None):
             latency = time.perf_counter() - ctx.started
             self.metrics.request_latency.labels(stream="true" if ctx.stream else "false").observe(latency)
+
+    def record_verdicts(self, span: Span, verdicts: list[DetectorVerdict], mode: str) -> None:
+        """Guardrail verdicts as ``image.guardrail`` span events on ``span``, and counted."""
+        for name, attrs in span_events(verdicts, mode):
+            span.add_event(name, attrs)
+        for v in verdicts:
+            self.metrics.guardrail_verdicts.labels(detector=v.detector, verdict=v.verdict, action=v.action, mode=mode).inc()
+            self.metrics.guardrail_latency.labels(detector=v.detector, mode=mode).observe(v.latency_ms / 1000)
+
+    def record_shadow(self, ctx: RequestContext, verdicts: list[DetectorVerdict], *, failed: bool = False) -> None:
+        """A finished shadow-mode run: its own span under the request span (which has usually
+        ended by then), one event per verdict, and the metrics."""
+        parent = trace.set_span_in_context(ctx.span) if ctx.span is not None else None
+        attrs: Attributes = {sc.APERTURE_REQUEST_ID: ctx.request_id}
+        if ctx.principal is not None:
+            attrs[sc.APERTURE_TEAM] = ctx.principal.team
+        span = self.tracer.start_span(sc.GUARDRAIL_SHADOW_SPAN_NAME, context=parent, attributes=attrs)
+        self.record_verdicts(span, verdicts, "shadow")
+        if failed:
+            span.set_status(Status(StatusCode.ERROR, "shadow guardrail run failed"))
+        span.end()
 
     def count_refusal(self, error: GatewayError, *, model: str = "", arm: str = "") -> None:
         """Count a refused or failed request (also one refused before it had a context)."""
@@ -148,7 +208,7 @@ class RequestTelemetry:
 
     def _add_route(self, attrs: Attributes, target: Target) -> None:
         attrs[sc.GEN_AI_REQUEST_MODEL] = target.model
-        attrs[sc.GEN_AI_PROVIDER_NAME] = self.provider_kind(target.model)
+        attrs.update(self.provider_attributes(target.model))
         attrs[sc.LLM_MODEL_NAME] = target.model
         attrs[sc.APERTURE_ROUTE] = target.key
 
@@ -169,9 +229,15 @@ class RequestTelemetry:
         if bill.finish_reason:
             attrs[sc.GEN_AI_RESPONSE_FINISH_REASONS] = [bill.finish_reason]
         if self.config.telemetry.capture_content:
-            attrs[sc.GEN_AI_INPUT_MESSAGES] = redacted_messages(ctx)
-            attrs[sc.GEN_AI_OUTPUT_MESSAGES] = json.dumps([{"role": "assistant", "content": bill.answer}])
+            messages = redacted_messages(ctx)
+            output = output_messages(bill.answer, bill.finish_reason)
+            attrs[sc.GEN_AI_INPUT_MESSAGES] = messages
+            attrs[sc.GEN_AI_OUTPUT_MESSAGES] = output
             attrs[sc.APERTURE_OUTPUT_TEXT] = bill.answer
+            attrs.update({
+                sc.INPUT_VALUE: messages, sc.INPUT_MIME_TYPE: "application/json",
+                sc.OUTPUT_VALUE: bill.answer, sc.OUTPUT_MIME_TYPE: "text/plain",
+            })
         return attrs
 
     def _image_spans(self, ctx: RequestContext, parent: Span, bill: Bill) -> None:
@@ -180,7 +246,7 @@ class RequestTelemetry:
         decision = ctx.need_decision()
         parent_ctx = trace.set_span_in_context(parent)
         common: Attributes = {
-            sc.GEN_AI_PROVIDER_NAME: self.provider_kind(target.model),
+            **self.provider_attributes(target.model),
             sc.GEN_AI_REQUEST_MODEL: target.model,
             sc.APERTURE_TEAM: ctx.need_principal().team,
             sc.APERTURE_RULESET_VERSION: decision.version,
@@ -200,6 +266,7 @@ class RequestTelemetry:
                 **common,
                 sc.IMAGE_INDEX: image.index,
                 sc.IMAGE_SHA256: image.sha256,
+                **_original_sha_attr(ctx, image.index),
                 sc.IMAGE_BYTES: image.nbytes,
                 sc.IMAGE_WIDTH: image.header.width,
                 sc.IMAGE_HEIGHT: image.header.height,
@@ -225,6 +292,18 @@ class RequestTelemetry:
             self.metrics.tokens_billed.labels(model=target.model).inc(share)
 
 
+def trace_headers(span: Span) -> dict[str, str]:
+    """``traceparent`` (and ``tracestate``) naming ``span`` as the parent of the upstream call."""
+    carrier: dict[str, str] = {}
+    PROPAGATOR.inject(carrier, context=trace.set_span_in_context(span))
+    return carrier
+
+
+def _original_sha_attr(ctx: RequestContext, index: int) -> Attributes:
+    original = ctx.guardrail_original_sha256.get(index)
+    return {sc.IMAGE_GUARDRAIL_ORIGINAL_SHA256: original} if original else {}
+
+
 def _add_hints(attrs: Attributes, ctx: RequestContext) -> None:
     hints = ctx.hints
     if hints.task:
@@ -248,8 +327,30 @@ def fallback_path(ctx: RequestContext) -> str:
 
 
 def redacted_messages(ctx: RequestContext) -> str:
-    """The request's messages with every image replaced by its sha256 (never bytes)."""
-    messages = json.loads(json.dumps(ctx.body.get("messages", [])))
-    for image in ctx.images:
-        messages[image.message_index]["content"][image.part_index] = {"type": "image", "sha256": image.sha256}
-    return json.dumps(messages)
+    """``gen_ai.input.messages``: the request's messages in the GenAI conventions' parts format,
+    every image as a ``uri`` part naming its sha256 (``sha256:<hex>``, never bytes)."""
+    images = {(i.message_index, i.part_index): i.sha256 for i in ctx.images}
+    out = []
+    for m, message in enumerate(ctx.body.get("messages", [])):
+        content = message.get("content")
+        if isinstance(content, str) or content is None:
+            parts: list[Attributes] = [{"type": "text", "content": content or ""}]
+        else:
+            parts = [_part(part, images.get((m, k))) for k, part in enumerate(content) if isinstance(part, dict)]
+        out.append({"role": message.get("role", "user"), "parts": parts})
+    return json.dumps(out)
+
+
+def _part(part: dict[str, Any], sha256: str | None) -> Attributes:
+    if sha256 is not None:
+        return {"type": "uri", "modality": "image", "uri": f"{sc.IMAGE_URI_PREFIX}{sha256}"}
+    if part.get("type") == "text":
+        return {"type": "text", "content": part.get("text", "")}
+    return {"type": str(part.get("type", "unknown"))}  # other kinds: named, their content left out
+
+
+def output_messages(answer: str, finish_reason: str | None) -> str:
+    """``gen_ai.output.messages``: the answer as one assistant message in the parts format."""
+    return json.dumps([{
+        "role": "assistant", "parts": [{"type": "text", "content": answer}], "finish_reason": finish_reason or "stop",
+    }])

@@ -29,6 +29,7 @@ from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import Status, StatusCode, set_span_in_context
 
 from collector.exporter import DuckDBSpanExporter
+from collector.semconv import semconv_provider_name
 from collector.store import fetch_df, insert_rows, open_store
 
 START = datetime(2026, 5, 4, 0, 0, 0)  # naive UTC, like every store timestamp
@@ -111,7 +112,8 @@ def _emit_request(tracer: Any, rng: random.Random, ts: datetime, n: int) -> None
     request_id = f"req-{n:05d}"
     route = f"{model.name}:{detail}"
     common = {
-        "gen_ai.provider.name": model.provider,
+        "gen_ai.provider.name": semconv_provider_name(model.provider),
+        "aperture.provider": model.provider,
         "gen_ai.request.model": model.name,
         "aperture.team": team,
         "aperture.ruleset.version": version,
@@ -187,7 +189,7 @@ def _emit_request(tracer: Any, rng: random.Random, ts: datetime, n: int) -> None
         last = attempt == retries
         ok = last and not failed
         status = 200 if ok else rng.choice((429, 503, 504))
-        up_attrs: dict[str, Any] = {"aperture.attempt": attempt + 1, "http.response.status_code": status, "gen_ai.provider.name": model.provider}
+        up_attrs: dict[str, Any] = {"aperture.attempt": attempt + 1, "http.response.status_code": status, "gen_ai.provider.name": semconv_provider_name(model.provider)}
         error_type = None if ok else {429: "upstream_rate_limited", 503: "upstream_overloaded", 504: "upstream_timeout"}[status]
         if error_type:
             up_attrs["error.type"] = error_type

@@ -77,6 +77,16 @@ class GuardrailsConfig(GuardrailSettings):
     rules: dict[str, GuardrailOverride] = Field(default_factory=dict)
     cache_size: int = Field(default=4096, ge=0)
 
+    def active_anywhere(self) -> bool:
+        """Some detector is on in the base settings or in an override (else the stage is skipped)."""
+        if self.active():
+            return True
+        overrides = [*self.teams.values(), *self.virtual_keys.values(), *self.rules.values()]
+        return any(
+            o is not None and o.action not in (None, "off")
+            for layer in overrides for o in (getattr(layer, name) for name in DETECTORS)
+        )
+
 
 def _apply(base: DetectorSettings, override: DetectorOverride | None) -> DetectorSettings:
     if override is None:

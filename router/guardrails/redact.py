@@ -40,5 +40,5 @@ def redact_regions(images: list[GuardImage], regions: Sequence[tuple[int, Box]])
     for index in sorted({i for i, _b in regions}):
         image = images[index]
         data = redact_image(image.data, image.format, [b for i, b in regions if i == index])
-        result[index] = GuardImage(data, hashlib.sha256(data).hexdigest(), image.format)
+        result[index] = GuardImage(data, hashlib.sha256(data).hexdigest(), image.format, image.text_height)
     return result

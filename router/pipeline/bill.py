@@ -9,13 +9,13 @@ its bill (providers.md §1.8).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
-from router.billing import billed_image_tokens
+from router.billing import billed_cost_usd, billed_image_tokens
 from router.pipeline.context import Bill, RequestContext
 from router.pipeline.services import Services
 from router.providers.base import Usage
-from router.tokens import cost_usd
 
 
 async def bill_completion(services: Services, ctx: RequestContext) -> None:
@@ -37,7 +37,9 @@ async def bill_usage(
         input_tokens=usage.input_tokens, image_tokens=usage.image_tokens, text_estimate=ctx.text_tokens,
         image_estimates=[p.tokens for p in priced],
     )
-    billed = cost_usd(usage.input_tokens, usage.output_tokens, spec.price.input_per_mtok, spec.price.output_per_mtok)
+    # Cached input (and Anthropic cache writes) at their own prices, the rest at the input price.
+    billed = billed_cost_usd(usage, spec.price)
+    prompt_cost = billed_cost_usd(dataclasses.replace(usage, output_tokens=0), spec.price)
     state = services.state
     if ctx.reservation is not None:
         await state.budgets.settle(ctx.reservation, billed)
@@ -45,7 +47,7 @@ async def bill_usage(
         await state.limits.adjust(ctx.need_principal(), usage.input_tokens - ctx.text_tokens - sum(p.tokens for p in priced))
     ctx.bill = Bill(
         target=target, image_shares=shares, input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
-        billed_usd=billed, prompt_cost_usd=cost_usd(usage.input_tokens, 0, spec.price.input_per_mtok, 0),
+        billed_usd=billed, prompt_cost_usd=prompt_cost,
         finish_reason=finish_reason, answer=answer, response_model=response_model,
     )
 

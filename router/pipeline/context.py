@@ -2,7 +2,7 @@
 
 A :class:`RequestContext` starts with what the client sent (body, headers, a request id and the
 start time) and gains a field per stage: the principal (admit), the policy snapshot and hints
-(admit), the intake images and features (intake), the route decision (route), priced images,
+(admit), the intake images and features (intake), the route decision (route), the guardrail verdicts and any redacted images (guard), priced images,
 the estimate and the budget reservation (price), the cache decision and any hit (cache), attempts and the upstream result (send), and
 the bill (bill). Telemetry is written from the finished context in one place
 (:mod:`router.telemetry`), so a stage never touches a span.
@@ -24,6 +24,7 @@ from opentelemetry.trace import Span
 from router.budgets import Reservation
 from router.cache.policy import CacheDecision, CachedResponse
 from router.fallback import AttemptRecord
+from router.guardrails.stage import DetectorVerdict
 from router.images.intake import IntakeImage
 from router.images.prepare import PreparedImage
 from router.keys import Principal
@@ -113,6 +114,10 @@ class RequestContext:
     features: RequestFeatures | None = None
     # route
     decision: RouteDecision | None = None
+    # guard
+    guardrail_verdicts: list[DetectorVerdict] = field(default_factory=list)
+    guardrail_header: str | None = None
+    guardrail_original_sha256: dict[int, str] = field(default_factory=dict)  # image index → sha before redaction
     # price
     priced: dict[str, list[PricedImage]] = field(default_factory=dict)
     estimate_usd: float | None = None

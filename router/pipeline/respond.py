@@ -23,6 +23,8 @@ from router.pipeline.services import Services
 from router.providers.base import wants_usage
 from router.upstream_errors import UpstreamTransportError
 
+GUARDRAIL_HEADER = "x-aperture-guardrail"  # the detectors in ``flag`` mode that fired, comma-separated
+
 
 def response_headers(ctx: RequestContext) -> dict[str, str]:
     """The gateway's headers; ``x-aperture-cache: hit|miss`` when the response cache was consulted."""
@@ -32,6 +34,8 @@ def response_headers(ctx: RequestContext) -> dict[str, str]:
         "x-aperture-ruleset": ctx.need_decision().version,
         "x-aperture-estimated-cost-usd": f"{ctx.estimate():.8f}",
     }
+    if ctx.guardrail_header:
+        headers[GUARDRAIL_HEADER] = ctx.guardrail_header
     decision = ctx.cache_decision
     if decision is not None and (decision.lookup or decision.store):
         headers.update(cache_response_header(ctx.cache_hit is not None))

@@ -5,17 +5,24 @@ cached per target), builds the upstream body, and runs inside an attempt span. T
 non-streaming call reads the whole answer; the streaming one returns once the first chunk is in
 hand, so everything that fails before that still falls back. Afterwards ``ctx.target`` is the
 route that answered (or, when every route failed, the first one) and ``ctx.attempts`` the trail.
+
+A non-streamed answer to a ``response_format: json_schema`` request is validated against the
+schema (:mod:`router.providers.structured`); a bad one gets one repair retry through the same
+chain, then :class:`router.errors.StructuredOutputInvalid`. A stream is relayed as it comes, so
+its answer is not validated.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from router.billing import billed_cost_usd
 from router.config import ModelSpec
-from router.errors import UpstreamFailed
+from router.errors import StructuredOutputInvalid, UpstreamFailed
 from router.fallback import ChainResult, run_chain
 from router.images.prepare import to_data_url
 from router.pipeline.admit import TASK_HEADER
@@ -23,9 +30,17 @@ from router.pipeline.context import JSONObject, PricedImage, RequestContext
 from router.pipeline.price import price_for
 from router.pipeline.services import Services
 from router.providers import ADAPTERS
-from router.providers.base import AdapterOptions, UpstreamError, wants_usage
+from router.providers.base import AdapterOptions, ChatResult, UpstreamError, Usage, wants_usage
+from router.providers.structured import (
+    JsonSchemaFormat,
+    next_step,
+    repair_messages,
+    schema_format,
+    validate_answer,
+)
 from router.rules import Target
 from router.streaming import ChunkStream
+from router.telemetry import trace_headers
 
 R = TypeVar("R")
 #: One attempt's upstream call, ``call(adapter, provider_spec, body, **keywords)``: the upstream
@@ -39,6 +54,69 @@ async def send_completion(services: Services, ctx: RequestContext) -> None:
         return
     chain = await run_upstream(services, ctx, services.client.complete, stream=False)
     ctx.result = chain.result
+    fmt = schema_format(ctx.body)
+    if fmt is not None:
+        await enforce_schema(services, ctx, fmt)
+
+
+async def enforce_schema(services: Services, ctx: RequestContext, fmt: JsonSchemaFormat) -> None:
+    """Accept an answer that matches the schema; otherwise ask once more with the bad answer and
+    the schema error appended to the conversation, then refuse with ``structured_output_invalid``.
+    The repair call's usage is added to the first one's (in the bill and the answer's ``usage``):
+    both were spent upstream."""
+    original, repairs = ctx.body, 0
+    while True:
+        result = ctx.result
+        if result is None:
+            raise RuntimeError("nothing to validate: the send stage has not answered")
+        answer = choice_content(result)
+        problem = validate_answer(answer, fmt.schema)
+        step = next_step(problem, repairs)
+        if step == "accept":
+            return
+        if step == "fail" or problem is None:
+            await settle_spent(services, ctx, result.usage)
+            raise StructuredOutputInvalid(
+                f"the answer does not match response_format's schema after {repairs} repair retry: {problem}"
+            )
+        repairs += 1
+        trail = list(ctx.attempts or [])
+        ctx.body = {**original, "messages": repair_messages(list(original["messages"]), answer, problem, fmt)}
+        try:
+            chain = await run_upstream(services, ctx, services.client.complete, stream=False)
+        finally:
+            ctx.body = original
+            ctx.attempts = trail + list(ctx.attempts or [])
+        usage = add_usage(result.usage, chain.result.usage)
+        completion = {**chain.result.completion, "usage": usage.to_openai()} if usage.reported else chain.result.completion
+        ctx.result = dataclasses.replace(chain.result, completion=completion, usage=usage)
+
+
+async def settle_spent(services: Services, ctx: RequestContext, usage: Usage) -> None:
+    """A refused answer was still paid for upstream: the budget counts it (the gateway's later
+    release of the closed reservation is a no-op)."""
+    if ctx.reservation is not None:
+        await services.state.budgets.settle(ctx.reservation, billed_cost_usd(usage, services.model(ctx.need_target()).price))
+
+
+def choice_content(result: ChatResult) -> str | None:
+    """The first choice's message content (None when there is no text answer)."""
+    choices = result.completion.get("choices") or []
+    content = (choices[0].get("message") or {}).get("content") if choices else None
+    return content if isinstance(content, str) else None
+
+
+def add_usage(first: Usage, second: Usage) -> Usage:
+    """Two calls' usage as one bill (the second call's raw report is kept)."""
+    images = None if first.image_tokens is None or second.image_tokens is None else first.image_tokens + second.image_tokens
+    return dataclasses.replace(
+        second, input_tokens=first.input_tokens + second.input_tokens,
+        output_tokens=first.output_tokens + second.output_tokens, image_tokens=images,
+        cached_tokens=first.cached_tokens + second.cached_tokens,
+        cache_write_tokens=first.cache_write_tokens + second.cache_write_tokens,
+        reasoning_tokens=first.reasoning_tokens + second.reasoning_tokens,
+        reported=first.reported and second.reported,
+    )
 
 
 async def open_stream(services: Services, ctx: RequestContext) -> None:
@@ -56,11 +134,11 @@ async def run_upstream(services: Services, ctx: RequestContext, call: Call[R], *
         priced = await price_for(services, ctx, target)
         spec = services.model(target)
         provider = services.config.providers[spec.provider]
-        with services.telemetry.attempt(ctx, target, attempt_no):
+        with services.telemetry.attempt(ctx, target, attempt_no) as span:
             kw: dict[str, Any] = dict(
                 api_key=provider.api_key(), options=adapter_options(spec), request_model=target.model,
                 connect_timeout_s=provider.connect_timeout_s, timeout_s=provider.timeout_s,
-                extra_headers=upstream_headers(ctx),
+                extra_headers={**upstream_headers(ctx), **trace_headers(span)},
             )
             body = upstream_body(ctx, spec, priced, stream=stream)
             return await call(ADAPTERS[provider.kind], services.specs[spec.provider], body, **kw)

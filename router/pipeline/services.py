@@ -5,11 +5,14 @@ budgets and breakers through :attr:`Services.state` (a :class:`router.state.Stat
 request time. Given a built backend (``state``: Redis, shared by replicas) that is what they
 use; otherwise ``state`` is this process's limiter, ledger and breaker registry behind the same
 async interfaces (today's behaviour), read afresh so a test may swap one between requests.
-The response cache (``cache``), when configured, is read by the cache stage.
+The response cache (``cache``), when configured, is read by the cache stage. The guardrail
+detectors (``guardrails``: the OCR reader and its cache) are built once per process by the
+composition root; shadow-mode guardrail tasks are kept here until they finish.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -18,6 +21,7 @@ from router.blobs import BlobStore
 from router.breaker import BreakerRegistry, BreakerState, upstream_key
 from router.budgets import BudgetLedger
 from router.config import AppConfig, ModelSpec, ProviderConfig
+from router.guardrails.stage import Detectors, DetectorVerdict
 from router.images.fetch import ImageFetcher
 from router.images.intake import ImageLimits
 from router.limits import RateLimiter
@@ -33,6 +37,7 @@ from router.upstream import UpstreamClient
 
 if TYPE_CHECKING:  # router.telemetry reads the context, which the stages import from here
     from router.cache import ResponseCache
+    from router.pipeline.context import RequestContext
     from router.telemetry import RequestTelemetry
 
 #: Returns the policy a request is routed by; called once per request.
@@ -57,6 +62,7 @@ class Services:
         rng: random.Random | None = None,
         state: StateBackend | None = None,
         cache: ResponseCache | None = None,
+        guardrails: Detectors | None = None,
     ) -> None:
         self.config = config
         self.client = client
@@ -71,6 +77,9 @@ class Services:
         self._local: LocalState | None = None
         self.blobs = blobs
         self.rng = rng or random.Random()
+        # Without a reader (none was built) OCR-based detectors fail, open or closed as configured.
+        self.guardrail_detectors = guardrails if guardrails is not None else Detectors(cache_size=config.guardrails.cache_size)
+        self._shadow_tasks: set[asyncio.Task[list[DetectorVerdict]]] = set()
         self.limits = ImageLimits(
             max_image_bytes=config.images.max_image_bytes,
             max_request_image_bytes=config.images.max_request_image_bytes,
@@ -82,6 +91,27 @@ class Services:
         self.specs: dict[str, ProviderSpec] = {
             name: ADAPTERS[p.kind].spec.with_base_url(p.base_url) for name, p in config.providers.items()
         }
+
+    def track_shadow(self, ctx: RequestContext, task: asyncio.Task[list[DetectorVerdict]]) -> None:
+        """Keep a shadow-mode guardrail task alive and record its verdicts when it finishes."""
+        self._shadow_tasks.add(task)
+
+        def done(finished: asyncio.Task[list[DetectorVerdict]]) -> None:
+            self._shadow_tasks.discard(finished)
+            failed = finished.cancelled() or finished.exception() is not None
+            self.telemetry.record_shadow(ctx, [] if failed else finished.result(), failed=failed)
+
+        task.add_done_callback(done)
+
+    @property
+    def shadow_pending(self) -> int:
+        """Shadow-mode guardrail runs not finished yet."""
+        return len(self._shadow_tasks)
+
+    async def drain_shadow(self) -> None:
+        """Wait for the shadow-mode guardrail tasks still running (at shutdown, and in tests)."""
+        if self._shadow_tasks:
+            await asyncio.gather(*list(self._shadow_tasks), return_exceptions=True)
 
     def policy_snapshot(self) -> PolicySnapshot:
         """The policy a request starting now would be routed by."""

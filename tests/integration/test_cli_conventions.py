@@ -45,13 +45,13 @@ def test_estimate_json_and_table() -> None:
 
 @pytest.mark.parametrize("args", [["estimate", "1x1", "-m", "gpt-4o", "-d", "huge", "-c", CONFIG],
                                   ["spend", "--by", "colour"], ["spend", "--format", "xml"],
-                                  ["eval", "--format", "yaml"]])
+                                  ["eval", "--format", "yaml"], ["guardrails", "report", "--format", "csv"]])
 def test_choices_are_enums(args: list[str]) -> None:
     result = runner.invoke(app, args)
     assert result.exit_code == 2 and "Invalid value" in result.output
 
 
-@pytest.mark.parametrize("command", [["spend"], ["eval"], ["clusters"], ["guard", "--once", "-c", CONFIG,
+@pytest.mark.parametrize("command", [["spend"], ["eval"], ["clusters"], ["guardrails", "report"], ["guard", "--once", "-c", CONFIG,
                                                                          "--rules-store", "."]])
 def test_missing_store_is_one_line(tmp_path: Path, command: list[str]) -> None:
     text = _one_line_error(runner.invoke(app, [*command, "--db", str(tmp_path / "none.duckdb")]))

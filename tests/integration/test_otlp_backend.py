@@ -214,9 +214,13 @@ def test_router_spans_read_back_from_phoenix_with_image_attributes(
         assert p["gen_ai.usage.output_tokens"] == p["llm.token_count.completion"]
         assert p["llm.model_name"] == p["gen_ai.request.model"]
         assert p["llm.cost.total"] > 0
-        assert parent["span_kind"] == "LLM"  # Phoenix reads it as an LLM call natively
+        assert p["llm.provider"] == "openai"  # openinference.span.kind becomes span_kind below
+        assert parent["span_kind"] == "LLM"  # Phoenix classifies it as an LLM call
 
     assert {by_id[s["parent_id"]]["attributes"]["gen_ai.request.model"] for s in images} == {"gpt-4o", "gpt-4o-mini"}
+    attempts = [s for s in spans if s["name"].startswith("upstream ")]
+    assert attempts and all(by_id[s["parent_id"]]["name"].startswith("chat ") for s in attempts)
+    assert {s["attributes"]["gen_ai.provider.name"] for s in attempts} == {"openai"}
     detail = {s["attributes"]["image.sha256"]: s["attributes"]["image.detail"] for s in images}
     assert detail[hashlib.sha256(third).hexdigest()] == "low"
     assert detail[hashlib.sha256(first).hexdigest()] == "high"

@@ -69,3 +69,42 @@ def test_streamed_answer_follows_the_schema(client: openai.OpenAI, provider: str
                 finishes.append(choice.finish_reason)
     assert validate_answer(text, SCHEMA) is None, text
     assert finishes == ["stop"]
+
+
+@pytest.mark.parametrize("provider", sorted(MODELS))
+def test_a_schema_breaking_answer_is_repaired_once(stack: Stack, client: openai.OpenAI, provider: str) -> None:
+    """The emulator breaks the schema once (an empty object); the gateway sends the schema error
+    back for one repair, answers the repaired JSON, and bills both calls."""
+    stack.fault(match={"provider": provider}, fault="bad-schema", times=1)
+    resp = client.chat.completions.create(model=MODELS[provider], messages=_messages(), max_tokens=200,
+                                          response_format=FORMAT)  # type: ignore[arg-type]
+    content = resp.choices[0].message.content
+    assert validate_answer(content, SCHEMA) is None, content
+    seen = [r for r in stack.emulator_requests() if r["protocol"] == provider]
+    assert [r["fault"] for r in seen] == ["bad-schema", None]
+    assert resp.usage is not None
+    assert resp.usage.prompt_tokens > sum(r["input_tokens"] for r in seen[:1])  # both calls are billed
+    assert resp.usage.prompt_tokens == sum(r["input_tokens"] for r in seen)
+
+
+@pytest.mark.parametrize("provider", sorted(MODELS))
+def test_an_answer_still_broken_after_the_repair_is_refused(stack: Stack, client: openai.OpenAI, provider: str) -> None:
+    stack.fault(match={"provider": provider}, fault="bad-schema", times=2)
+    with pytest.raises(openai.APIStatusError) as info:
+        client.chat.completions.create(model=MODELS[provider], messages=_messages(), max_tokens=200,
+                                       response_format=FORMAT)  # type: ignore[arg-type]
+    assert info.value.status_code == 502
+    assert isinstance(info.value.body, dict) and info.value.body.get("code") == "structured_output_invalid"
+    seen = [r for r in stack.emulator_requests() if r["protocol"] == provider]
+    assert [r["fault"] for r in seen] == ["bad-schema", "bad-schema"]  # one repair, no more
+
+
+def test_traceparent_reaches_the_emulator(stack: Stack, client: openai.OpenAI) -> None:
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    client.chat.completions.create(
+        model=MODELS["openai"], messages=_messages(), max_tokens=50,
+        extra_headers={"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"},
+    )
+    sent = stack.emulator_requests()[-1]["traceparent"]
+    assert sent is not None and sent.split("-")[1] == trace_id
+    assert sent.split("-")[2] != "00f067aa0ba902b7"  # the parent is the gateway's own span

@@ -38,6 +38,7 @@ IMAGE_ATTRS = {
     "image.transcoded_from": "heic",
     "image.resized_to": "1536x1152",
     "gen_ai.provider.name": "openai",
+    "aperture.provider": "openai",
     "gen_ai.request.model": "gpt-4o",
     "aperture.team": "claims",
     "aperture.ruleset.version": "v7",
@@ -87,6 +88,7 @@ def test_chat_span_makes_a_request_row() -> None:
     attrs = {
         "gen_ai.operation.name": "chat",
         "gen_ai.provider.name": "anthropic",
+        "aperture.provider": "anthropic",
         "gen_ai.request.model": "claude-sonnet-4",
         "gen_ai.response.model": "claude-sonnet-4-20250514",
         "gen_ai.usage.input_tokens": 1600,

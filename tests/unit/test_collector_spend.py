@@ -11,6 +11,7 @@ import duckdb
 import pytest
 from rich.console import Console
 
+from collector import analysis
 from collector.schema import migrate
 from collector.spend import parse_since, spend_report, to_csv, to_json, to_table, to_tables
 from collector.store import insert_rows
@@ -142,3 +143,35 @@ def test_missing_values_group_as_unknown(conn: duckdb.DuckDBPyConnection) -> Non
         report = spend_report(conn, by=by)
         assert report.groups[0].key == "unknown" and report.groups[0].spend_usd == 0.5, by
     assert spend_report(conn).unneeded_detail.images == 3  # the bare row is not counted
+
+
+def _one(conn: duckdb.DuckDBPyConnection, span_id: str, **values: object) -> None:
+    insert_rows(conn, "image_spans", [{"trace_id": "t", "span_id": span_id, **values}])
+
+
+def test_a_stored_unknown_and_a_missing_key_are_one_group(conn: duckdb.DuckDBPyConnection) -> None:
+    _one(conn, "y", model="unknown", cost_usd=0.25)
+    _one(conn, "z", cost_usd=0.25)
+    keys = [g.key for g in spend_report(conn, by="model").groups]
+    assert keys.count("unknown") == 1
+    assert analysis.spend_by(conn, "model")["key"].to_list() == keys
+    assert spend_report(conn, by="model").groups[0].spend_usd == pytest.approx(0.5)
+
+
+def test_equal_spend_is_ordered_by_key_text(conn: duckdb.DuckDBPyConnection) -> None:
+    for sid, team in (("y", "zeta"), ("z", None), ("x", "alpha")):
+        _one(conn, sid, team=team, cost_usd=1.0)
+    keys = [g.key for g in spend_report(conn, by="team").groups]
+    assert keys[:3] == ["alpha", "unknown", "zeta"]
+    assert analysis.spend_by(conn, "team")["key"].to_list() == keys
+
+
+def test_detail_case_and_missing_sizes(conn: duckdb.DuckDBPyConnection) -> None:
+    base = {"tokens_billed": 765, "tokens_estimated": 765, "tokens_low_estimate": 85, "cost_usd": 765e-6}
+    _one(conn, "up", detail="HIGH", width=300, height=300, text_height_px=5.0, **base)  # counted
+    _one(conn, "half", detail="high", width=None, height=300, text_height_px=5.0, **base)  # not small
+    report = spend_report(conn)
+    assert report.unneeded_detail.images == 4 and report.unneeded_detail.small_image == 2
+    listed = set(analysis.unneeded_detail(conn)["span_id"])
+    assert "up" in listed and "half" not in listed
+    assert len(listed) == report.unneeded_detail.images

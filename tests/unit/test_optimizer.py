@@ -79,7 +79,7 @@ def test_refuses_single_model_catalog(catalog):
 def test_observed_scores_replace_predictions_where_measured():
     import polars as pl
 
-    from optimizer.run import anchor_observed
+    from optimizer.anchoring import anchor_observed
 
     routes = [Route("gpt-4o", "high"), Route("gpt-4.1-mini", "low")]
     quality = np.full((2, 3), 0.5)
@@ -96,7 +96,7 @@ def test_observed_scores_replace_predictions_where_measured():
 
 
 def test_anchoring_keeps_what_is_particular_to_the_image():
-    from optimizer.run import anchor_to_taken
+    from optimizer.anchoring import anchor_to_taken
 
     # Model: route 0 reads at 0.9, route 1 at 0.6. The image measured 0.5 on route 0 (a hard page).
     q = np.array([[0.9, 0.9, 0.9], [0.6, 0.6, 0.6]])

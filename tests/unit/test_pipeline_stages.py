@@ -18,7 +18,13 @@ from PIL import Image
 
 from collector import semconv as sc
 from router.config import AppConfig, load_config
-from router.errors import BudgetExceeded, InvalidRequest, UnknownModel, UpstreamFailed
+from router.errors import (
+    BudgetExceeded,
+    InvalidRequest,
+    StructuredOutputInvalid,
+    UnknownModel,
+    UpstreamFailed,
+)
 from router.images.fetch import ImageFetcher
 from router.metrics import GatewayMetrics
 from router.pipeline.admit import admit
@@ -228,3 +234,47 @@ async def test_telemetry_of_a_billed_request_writes_one_image_span_per_image(con
 def test_a_module_imports_first_without_a_cycle(module: str) -> None:
     done = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+class CachedUpstream(Upstream):
+    """Answers with 300 of the 400 prompt tokens read from the provider's cache."""
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        resp = super().__call__(request)
+        doc = json.loads(resp.content)
+        doc["usage"]["prompt_tokens_details"] = {"cached_tokens": 300}
+        return httpx.Response(200, json=doc)
+
+
+async def test_bill_prices_cached_input_at_the_cached_price(config: AppConfig) -> None:
+    services, _ = _services(config, CachedUpstream())
+    ctx = RequestContext(_body(model="gpt-4o"), {})
+    await _through(services, ctx, admit, intake_images, route, price, send_completion, bill_completion)
+    price_ = services.model(ctx.need_target()).price
+    cached = price_.input_per_mtok if price_.cached_input_per_mtok is None else price_.cached_input_per_mtok
+    expected = (100 * price_.input_per_mtok + 300 * cached + 3 * price_.output_per_mtok) / 1_000_000
+    assert ctx.bill is not None and ctx.bill.billed_usd == pytest.approx(expected)
+    assert ctx.bill.prompt_cost_usd == pytest.approx(expected - 3 * price_.output_per_mtok / 1_000_000)
+    assert cached < price_.input_per_mtok  # the example prices gpt-4o's cached input below full price
+
+
+async def test_an_answer_that_breaks_the_schema_twice_is_refused_and_both_calls_are_spent(config: AppConfig) -> None:
+    """The upstream answers plain text to a json_schema request: one repair call, then 502
+    structured_output_invalid; the budget counts both calls (they were paid upstream)."""
+    upstream = Upstream()
+    services, _ = _services(config, upstream)
+    schema = {"type": "object", "properties": {"total": {"type": "number"}}, "required": ["total"]}
+    body = _body(model="gpt-4o", response_format={"type": "json_schema", "json_schema": {"name": "r", "schema": schema}})
+    ctx = RequestContext(body, {})
+    await _through(services, ctx, admit, intake_images, route, price)
+    team = ctx.need_principal().team
+    with pytest.raises(StructuredOutputInvalid) as info:
+        await send_completion(services, ctx)
+    assert info.value.status == 502 and info.value.code == "structured_output_invalid"
+    assert len(upstream.sent) == 2 and len(ctx.attempts or []) == 2
+    repair = upstream.sent[1]["messages"]
+    assert repair[-2] == {"role": "assistant", "content": "TOTAL"} and "JSON schema" in repair[-1]["content"]
+    spec_price = services.model(ctx.need_target()).price
+    spent = (800 * spec_price.input_per_mtok + 6 * spec_price.output_per_mtok) / 1_000_000
+    assert services.ledger.reserved(team) == 0
+    assert services.ledger.spent_today(team) == pytest.approx(spent)
