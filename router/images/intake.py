@@ -86,6 +86,14 @@ class IntakeImage:
     nbytes: int
     declared_mime: str | None
     requested_detail: str | None
+    #: The client's data URL, kept when its payload is plain base64 (no whitespace) so that an
+    #: image sent upstream unchanged is forwarded as the client's own text, never re-encoded.
+    data_url: str | None = None
+
+    @property
+    def base64_payload_start(self) -> int | None:
+        """Where the client's base64 text starts in :attr:`data_url` (``None`` without one)."""
+        return None if self.data_url is None else self.data_url.index(",") + 1
 
     @property
     def mime_mismatch(self) -> bool:
@@ -141,6 +149,7 @@ class _Loaded:
     header: ImageHeader
     sha256: str
     declared_mime: str | None
+    data_url: str | None = None
 
 
 async def intake(
@@ -213,7 +222,18 @@ class _Budget:
 
 def _from_data_url(ref: ImageRef, limits: ImageLimits) -> _Loaded:
     declared, data = parse_data_url(ref.url, param=ref.param, max_bytes=limits.max_image_bytes)
-    return _identify("base64", data, declared, limits)
+    loaded = _identify("base64", data, declared, limits)
+    if is_plain_base64(ref.url, len(data)):
+        loaded = _Loaded(loaded.source, loaded.data, loaded.header, loaded.sha256, loaded.declared_mime, ref.url)
+    return loaded
+
+
+def is_plain_base64(url: str, nbytes: int) -> bool:
+    """Is the payload of ``url`` (already decoded to ``nbytes`` bytes) plain padded base64,
+    i.e. exactly what ``base64.b64encode`` of those bytes gives? A strictly decoded payload
+    of the encoded length can hold no whitespace; percent-encoded URLs are not base64."""
+    comma = url.find(",")
+    return url[:comma].lower().endswith(";base64") and len(url) - comma - 1 == (nbytes + 2) // 3 * 4
 
 
 def _identify(
@@ -284,4 +304,5 @@ def _record(ref: ImageRef, item: _Loaded) -> IntakeImage:
         nbytes=len(item.data),
         declared_mime=item.declared_mime,
         requested_detail=ref.requested_detail,
+        data_url=item.data_url,
     )
