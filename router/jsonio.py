@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 
-def loads(raw: bytes | str) -> Any:
+def loads(raw: bytes | bytearray | str) -> Any:
     """Parse ``raw``; raises what :func:`json.loads` raises for text it refuses."""
     try:
         return orjson.loads(raw)

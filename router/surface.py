@@ -37,7 +37,7 @@ log = logging.getLogger("aperture.router")
 OnError = Callable[[str, Headers, GatewayError], None]
 
 
-def parse_json(raw: bytes, max_depth: int) -> Any:
+def parse_json(raw: bytes | bytearray, max_depth: int) -> Any:
     """The body's JSON value; ``invalid_json`` or ``json_too_deep`` (both 400) when it is not
     text a chat request could be."""
     try:
