@@ -180,10 +180,10 @@ def main(argv: list[str] | None = None) -> None:
            "APERTURE_IMAGES__TEXT_FEATURES": os.environ.get("APERTURE_IMAGES__TEXT_FEATURES", "false")}
     procs.append(start([aperture, "serve", "--config", str(ROOT / "examples" / "emulated.yaml"), "--port", str(gw_port),
                         "--workers", str(args.gateway_workers)], env))
+    image = image_of_size(args.image_kb << 10) if args.image_kb else image_100kb()
     body = {"model": "gpt-4o", "max_tokens": 32, "messages": [{"role": "user", "content": [
         {"type": "text", "text": "What is in this image?"},
-        {"type": "image_url", "image_url": {"url": image_of_size(args.image_kb << 10) if args.image_kb else image_100kb(),
-                                             "detail": "high"}}]}]}
+        {"type": "image_url", "image_url": {"url": image, "detail": "high"}}]}]}
     targets = {"direct": f"{emulator_url}/v1/chat/completions", "aperture": f"http://127.0.0.1:{gw_port}/v1/chat/completions"}
     litellm_key = "sk-bench-" + os.urandom(16).hex()  # LiteLLM's proxy refuses to start without one
     keys = {"direct": "emulator-key", "aperture": "emulator-key", "litellm": litellm_key}
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
         time.sleep(2)  # every worker up, not just the first
         results = {}
         cpu_ms: dict[str, float] = {}
-        print(f"image {len(body['messages'][0]['content'][1]['image_url']['url']) * 3 // 4 / 1024:.0f} KB, "
+        print(f"image {len(image) * 3 // 4 / 1024:.0f} KB, "
               f"concurrency {args.concurrency}, {args.requests} requests")
         for name, url in targets.items():
             if args.only is not None and name != "direct" and name not in args.only:
