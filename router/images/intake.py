@@ -74,6 +74,22 @@ class ImageRef:
 
 
 @dataclass(frozen=True, slots=True)
+class ClientBase64:
+    """A client's data URL and the bytes it decoded to. Holding those very bytes (not a copy)
+    lets a user check ``client_base64.data is image.data``: an image whose bytes were replaced
+    later (``dataclasses.replace``, a redaction) no longer matches, and its stale text is never
+    sent in their place."""
+
+    url: str
+    data: bytes
+
+    @property
+    def payload_start(self) -> int:
+        """Where the base64 text starts in :attr:`url`."""
+        return self.url.index(",") + 1
+
+
+@dataclass(frozen=True, slots=True)
 class IntakeImage:
     index: int
     message_index: int
@@ -86,14 +102,9 @@ class IntakeImage:
     nbytes: int
     declared_mime: str | None
     requested_detail: str | None
-    #: The client's data URL, kept when its payload is plain base64 (no whitespace) so that an
-    #: image sent upstream unchanged is forwarded as the client's own text, never re-encoded.
-    data_url: str | None = None
-
-    @property
-    def base64_payload_start(self) -> int | None:
-        """Where the client's base64 text starts in :attr:`data_url` (``None`` without one)."""
-        return None if self.data_url is None else self.data_url.index(",") + 1
+    #: The client's own base64 text, kept when plain so that an image sent upstream unchanged
+    #: is forwarded as it came, never re-encoded (see :class:`ClientBase64`).
+    client_base64: ClientBase64 | None = None
 
     @property
     def mime_mismatch(self) -> bool:
@@ -149,7 +160,7 @@ class _Loaded:
     header: ImageHeader
     sha256: str
     declared_mime: str | None
-    data_url: str | None = None
+    client_base64: ClientBase64 | None = None
 
 
 async def intake(
@@ -224,7 +235,8 @@ def _from_data_url(ref: ImageRef, limits: ImageLimits) -> _Loaded:
     declared, data = parse_data_url(ref.url, param=ref.param, max_bytes=limits.max_image_bytes)
     loaded = _identify("base64", data, declared, limits)
     if is_plain_base64(ref.url, len(data)):
-        loaded = _Loaded(loaded.source, loaded.data, loaded.header, loaded.sha256, loaded.declared_mime, ref.url)
+        text = ClientBase64(ref.url, loaded.data)
+        loaded = _Loaded(loaded.source, loaded.data, loaded.header, loaded.sha256, loaded.declared_mime, text)
     return loaded
 
 
@@ -304,5 +316,5 @@ def _record(ref: ImageRef, item: _Loaded) -> IntakeImage:
         nbytes=len(item.data),
         declared_mime=item.declared_mime,
         requested_detail=ref.requested_detail,
-        data_url=item.data_url,
+        client_base64=item.client_base64,
     )

@@ -112,17 +112,17 @@ def upstream_body(ctx: RequestContext, spec: ModelSpec, priced: list[PricedImage
 
 def image_url(image: IntakeImage, priced: PricedImage) -> str:
     """The data URL for one prepared image. When the target takes the bytes as they came (the
-    same object: nothing transcoded, resized or stripped) and the client sent plain base64, the
-    client's base64 text is forwarded untouched: the same string when its prefix already says
-    the sniffed type, else behind the corrected prefix. Otherwise the prepared bytes are encoded."""
-    prepared = priced.prepared
-    start = image.base64_payload_start
-    if image.data_url is None or start is None or prepared.data is not image.data:
+    same object: nothing transcoded, resized, stripped or replaced since intake) and the client
+    sent plain base64, the client's base64 text is forwarded untouched: the same string when its
+    prefix already says the sniffed type, else behind the corrected prefix. Otherwise the
+    prepared bytes are encoded."""
+    prepared, sent = priced.prepared, image.client_base64
+    if sent is None or sent.data is not image.data or prepared.data is not image.data:
         return to_data_url(prepared)
-    prefix = f"data:{prepared.mime};base64,"
-    if start == len(prefix) and image.data_url.startswith(prefix):
-        return image.data_url
-    return prefix + image.data_url[start:]
+    prefix, start = f"data:{prepared.mime};base64,", sent.payload_start
+    if start == len(prefix) and sent.url.startswith(prefix):
+        return sent.url
+    return prefix + sent.url[start:]
 
 
 def adapter_options(spec: ModelSpec) -> AdapterOptions:

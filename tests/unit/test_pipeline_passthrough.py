@@ -9,6 +9,7 @@ the digest of the decoded bytes either way.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import io
 import json
@@ -24,13 +25,14 @@ from PIL import Image
 from router.config import AppConfig, load_config
 from router.images.fetch import ImageFetcher
 from router.images.intake import is_plain_base64
+from router.images.prepare import prepare
 from router.metrics import GatewayMetrics
 from router.pipeline.admit import admit
-from router.pipeline.context import RequestContext
+from router.pipeline.context import PricedImage, RequestContext
 from router.pipeline.intake import intake_images
 from router.pipeline.price import price
 from router.pipeline.route import route
-from router.pipeline.send import send_completion
+from router.pipeline.send import image_url, send_completion
 from router.pipeline.services import Services
 from router.policy import PolicySnapshot, RoutingPolicy
 from router.rules import load_ruleset_text
@@ -129,7 +131,7 @@ async def test_line_wrapped_base64_is_sent_re_encoded_without_whitespace(config:
     assert "\n" in wrapped.strip()
     capture, ctx = await send(config, "data:image/png;base64," + wrapped)
     assert capture.image_urls() == ["data:image/png;base64," + base64.b64encode(data).decode()]
-    assert ctx.images[0].data_url is None and ctx.images[0].sha256 == hashlib.sha256(data).hexdigest()
+    assert ctx.images[0].client_base64 is None and ctx.images[0].sha256 == hashlib.sha256(data).hexdigest()
 
 
 async def test_an_image_the_target_does_not_take_is_transcoded_not_passed_through(config: AppConfig) -> None:
@@ -150,3 +152,13 @@ def test_plain_base64_is_exactly_what_b64encode_gives(data: bytes, mime: str) ->
         assert not is_plain_base64(f"data:{mime};base64,{payload}\n", len(data))
         assert not is_plain_base64(f"data:{mime};base64, {payload}", len(data))
         assert not is_plain_base64(f"data:{mime},{payload}", len(data))
+
+
+async def test_an_image_whose_bytes_were_replaced_after_intake_is_encoded_from_the_new_bytes(config: AppConfig) -> None:
+    """A later stage that swaps the bytes (a redaction) must never see the client's old text sent."""
+    data, other = image_bytes(), image_bytes(side=40)
+    capture, ctx = await send(config, "data:image/png;base64," + base64.b64encode(data).decode())
+    image = dataclasses.replace(ctx.images[0], data=other)
+    assert image.client_base64 is not None
+    priced = PricedImage(prepare(image, accepted_formats=frozenset({"png"}), max_side=None), "high", 1, 1)
+    assert image_url(image, priced) == "data:image/png;base64," + base64.b64encode(other).decode()
