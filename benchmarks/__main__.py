@@ -10,7 +10,7 @@ import importlib
 import sys
 import time
 
-ALL = ["sniff", "ingest", "spend", "sequential", "evals", "clusters", "optimizer", "ocr_quality", "overhead", "upstream_client", "span_loss", "memory", "demo_stages", "state_backend", "guardrails"]
+ALL = ["sniff", "ingest", "spend", "sequential", "evals", "clusters", "optimizer", "ocr_quality", "gateway_chat", "overhead", "upstream_client", "span_loss", "memory", "demo_stages", "state_backend", "guardrails"]
 
 
 def main(argv: list[str]) -> None:

@@ -13,7 +13,11 @@ asyncio, closed loop, concurrency 32) runs here, one target after the other.
 Added latency = percentile(target) − percentile(direct), measured in the same run.
 
     python -m benchmarks.overhead [--requests 2000] [--concurrency 32] [--no-litellm]
-        [--gateway-workers 1] [--emulator-workers 1]
+        [--gateway-workers 1] [--emulator-workers 1] [--image-kb N] [--only aperture litellm]
+        [--aperture PATH]
+
+``--concurrency 1`` measures sequential added latency; ``--image-kb`` swaps the ~133 KB PNG for
+a noise PNG of that size.
 """
 
 from __future__ import annotations
@@ -54,6 +58,15 @@ def image_100kb() -> str:
         px[rng.randrange(400), rng.randrange(300)] = (rng.randrange(256), rng.randrange(256), rng.randrange(256))
     buf = io.BytesIO()
     img.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def image_of_size(nbytes: int) -> str:
+    """A PNG data URL of about ``nbytes`` (incompressible noise, so the size is the payload)."""
+    side = max(8, int((nbytes / 3) ** 0.5))
+    pixels = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG", compress_level=1)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
@@ -114,6 +127,23 @@ async def load(port: int, path: str, body: dict, token: str, n: int, concurrency
     return np.array(latencies), n / elapsed, errors
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` and every process under it (Linux ``/proc``): the
+    gateway's cost per request, which unlike latency does not move with the machine's load."""
+    total, todo = 0.0, [pid]
+    tick = os.sysconf("SC_CLK_TCK")
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
 def ensure_litellm() -> Path | None:
     exe = LITELLM_VENV / "bin" / "litellm"
     if exe.exists():
@@ -134,9 +164,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-litellm", action="store_true")
     parser.add_argument("--gateway-workers", type=int, default=1, help="aperture serve --workers (above 1: + collector)")
     parser.add_argument("--emulator-workers", type=int, default=1, help="emulator processes")
+    parser.add_argument("--image-kb", type=int, default=0, help="a noise PNG of this size instead of the ~133 KB one")
+    parser.add_argument("--only", nargs="*", default=None, help="targets to measure (direct is always measured)")
+    parser.add_argument("--aperture", default=str(Path(sys.executable).parent / "aperture"),
+                        help="the aperture executable (another checkout's, for a before/after run)")
     args = parser.parse_args(argv)
 
-    aperture = str(Path(sys.executable).parent / "aperture")
+    aperture = args.aperture
     emu_port, gw_port, llm_port = free_port(), free_port(), free_port()
     emulator_url = f"http://127.0.0.1:{emu_port}"
     tmp = Path(tempfile.mkdtemp(prefix="aperture-bench-"))
@@ -146,12 +180,14 @@ def main(argv: list[str] | None = None) -> None:
            "APERTURE_IMAGES__TEXT_FEATURES": os.environ.get("APERTURE_IMAGES__TEXT_FEATURES", "false")}
     procs.append(start([aperture, "serve", "--config", str(ROOT / "examples" / "emulated.yaml"), "--port", str(gw_port),
                         "--workers", str(args.gateway_workers)], env))
+    image = image_of_size(args.image_kb << 10) if args.image_kb else image_100kb()
     body = {"model": "gpt-4o", "max_tokens": 32, "messages": [{"role": "user", "content": [
         {"type": "text", "text": "What is in this image?"},
-        {"type": "image_url", "image_url": {"url": image_100kb(), "detail": "high"}}]}]}
+        {"type": "image_url", "image_url": {"url": image, "detail": "high"}}]}]}
     targets = {"direct": f"{emulator_url}/v1/chat/completions", "aperture": f"http://127.0.0.1:{gw_port}/v1/chat/completions"}
     litellm_key = "sk-bench-" + os.urandom(16).hex()  # LiteLLM's proxy refuses to start without one
     keys = {"direct": "emulator-key", "aperture": "emulator-key", "litellm": litellm_key}
+    pids = {"direct": procs[0].pid, "aperture": procs[1].pid}
     try:
         wait_ready(f"{emulator_url}/_emulator/health")
         wait_ready(f"http://127.0.0.1:{gw_port}/healthz")
@@ -164,18 +200,28 @@ def main(argv: list[str] | None = None) -> None:
             try:
                 wait_ready(f"http://127.0.0.1:{llm_port}/health/liveliness", timeout_s=180)
                 targets["litellm"] = f"http://127.0.0.1:{llm_port}/v1/chat/completions"
+                pids["litellm"] = procs[-1].pid
             except RuntimeError as exc:
                 print(f"litellm: {exc}; skipped")
         time.sleep(2)  # every worker up, not just the first
         results = {}
+        cpu_ms: dict[str, float] = {}
+        print(f"image {len(image) * 3 // 4 / 1024:.0f} KB, "
+              f"concurrency {args.concurrency}, {args.requests} requests")
         for name, url in targets.items():
+            if args.only is not None and name != "direct" and name not in args.only:
+                continue
             target = httpx.URL(url)
+            before = cpu_seconds(pids[name])
             lat, rps, errors = asyncio.run(load(target.port or 80, target.path, body, keys[name], args.requests, args.concurrency))
+            cpu_ms[name] = (cpu_seconds(pids[name]) - before) / (args.requests + min(50, args.requests)) * 1000
             results[name] = (np.percentile(lat, 50) * 1000, np.percentile(lat, 99) * 1000, rps, errors)
         p50d, p99d = results["direct"][0], results["direct"][1]
-        print(f"{'target':<10} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'errors':>7} {'added p50':>10} {'added p99':>10}")
+        print(f"{'target':<10} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'errors':>7} {'added p50':>10} {'added p99':>10}"
+              f" {'CPU ms/req':>11}")
         for name, (p50, p99, rps, errors) in results.items():
-            print(f"{name:<10} {p50:8.2f} {p99:8.2f} {rps:8.0f} {errors:7d} {p50 - p50d:10.2f} {p99 - p99d:10.2f}")
+            print(f"{name:<10} {p50:8.2f} {p99:8.2f} {rps:8.0f} {errors:7d} {p50 - p50d:10.2f} {p99 - p99d:10.2f}"
+                  f" {cpu_ms[name]:11.2f}")
         if "litellm" in results:
             a = results["aperture"][0] - p50d
             litellm_added = results["litellm"][0] - p50d

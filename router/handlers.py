@@ -36,7 +36,7 @@ async def chat_completions(request: Request) -> Response:
     in the pipeline (already recorded by the gateway) answers OpenAI's 500 body."""
     gateway = gateway_of(request)
     try:
-        body = parse_json(await request.body(), gateway.config.server.max_json_depth)
+        body = parse_json(await read_body(request), gateway.config.server.max_json_depth)
     except GatewayError as error:
         gateway.refuse(request.headers, error)
         raise
@@ -50,6 +50,16 @@ async def chat_completions(request: Request) -> Response:
     if result.stream is not None:
         return StreamingResponse(result.stream, media_type="text/event-stream", headers=result.headers)
     return JSONResponse(result.body, headers=result.headers)
+
+
+async def read_body(request: Request) -> bytearray:
+    """The body in one growing buffer, not cached on the request: ``request.body()`` holds the
+    chunks and their join at once (2× the body at the peak) and keeps the join for the whole
+    request, while only its parse is needed (image bodies are tens of megabytes)."""
+    buf = bytearray()
+    async for chunk in request.stream():
+        buf += chunk
+    return buf
 
 
 async def list_models(request: Request) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from typing import Any
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from router import jsonio
 from router.errors import GatewayError, InvalidJson, JsonTooDeep, RequestTooLarge
 
 log = logging.getLogger("aperture.router")
@@ -36,11 +37,11 @@ log = logging.getLogger("aperture.router")
 OnError = Callable[[str, Headers, GatewayError], None]
 
 
-def parse_json(raw: bytes, max_depth: int) -> Any:
+def parse_json(raw: bytes | bytearray, max_depth: int) -> Any:
     """The body's JSON value; ``invalid_json`` or ``json_too_deep`` (both 400) when it is not
     text a chat request could be."""
     try:
-        value = json.loads(raw)
+        value = jsonio.loads(raw)
     except RecursionError as exc:
         raise JsonTooDeep(f"the request body nests JSON deeper than {max_depth} levels") from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

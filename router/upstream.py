@@ -35,6 +35,7 @@ from typing import Literal
 
 import httpx
 
+from router import jsonio
 from router.providers.base import (
     JSON,
     Adapter,
@@ -173,8 +174,12 @@ class UpstreamClient:
             raise RuntimeError("the upstream client is closed")
         headers = httpx.Headers(_DEFAULT_HEADERS)
         headers.update(req.headers)
+        content = None
+        if req.json is not None:
+            content = jsonio.dumps(req.json)
+            headers.setdefault("Content-Type", "application/json")
         timeout = httpx.Timeout(timeout_s, connect=connect_timeout_s, pool=connect_timeout_s)
-        request = httpx.Request(req.method, _parsed_url(req.url), headers=headers, json=req.json,
+        request = httpx.Request(req.method, _parsed_url(req.url), headers=headers, content=content,
                                 extensions={"timeout": timeout.as_dict()})
         response = await self._transports[pool].handle_async_request(request)
         response.request = request

@@ -74,6 +74,22 @@ class ImageRef:
 
 
 @dataclass(frozen=True, slots=True)
+class ClientBase64:
+    """A client's data URL and the bytes it decoded to. Holding those very bytes (not a copy)
+    lets a user check ``client_base64.data is image.data``: an image whose bytes were replaced
+    later (``dataclasses.replace``, a redaction) no longer matches, and its stale text is never
+    sent in their place."""
+
+    url: str
+    data: bytes
+
+    @property
+    def payload_start(self) -> int:
+        """Where the base64 text starts in :attr:`url`."""
+        return self.url.index(",") + 1
+
+
+@dataclass(frozen=True, slots=True)
 class IntakeImage:
     index: int
     message_index: int
@@ -86,6 +102,9 @@ class IntakeImage:
     nbytes: int
     declared_mime: str | None
     requested_detail: str | None
+    #: The client's own base64 text, kept when plain so that an image sent upstream unchanged
+    #: is forwarded as it came, never re-encoded (see :class:`ClientBase64`).
+    client_base64: ClientBase64 | None = None
 
     @property
     def mime_mismatch(self) -> bool:
@@ -141,6 +160,7 @@ class _Loaded:
     header: ImageHeader
     sha256: str
     declared_mime: str | None
+    client_base64: ClientBase64 | None = None
 
 
 async def intake(
@@ -213,7 +233,19 @@ class _Budget:
 
 def _from_data_url(ref: ImageRef, limits: ImageLimits) -> _Loaded:
     declared, data = parse_data_url(ref.url, param=ref.param, max_bytes=limits.max_image_bytes)
-    return _identify("base64", data, declared, limits)
+    loaded = _identify("base64", data, declared, limits)
+    if is_plain_base64(ref.url, len(data)):
+        text = ClientBase64(ref.url, loaded.data)
+        loaded = _Loaded(loaded.source, loaded.data, loaded.header, loaded.sha256, loaded.declared_mime, text)
+    return loaded
+
+
+def is_plain_base64(url: str, nbytes: int) -> bool:
+    """Is the payload of ``url`` (already decoded to ``nbytes`` bytes) plain padded base64,
+    i.e. exactly what ``base64.b64encode`` of those bytes gives? A strictly decoded payload
+    of the encoded length can hold no whitespace; percent-encoded URLs are not base64."""
+    comma = url.find(",")
+    return url[:comma].lower().endswith(";base64") and len(url) - comma - 1 == (nbytes + 2) // 3 * 4
 
 
 def _identify(
@@ -284,4 +316,5 @@ def _record(ref: ImageRef, item: _Loaded) -> IntakeImage:
         nbytes=len(item.data),
         declared_mime=item.declared_mime,
         requested_detail=ref.requested_detail,
+        client_base64=item.client_base64,
     )

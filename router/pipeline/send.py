@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -24,6 +23,7 @@ from router.billing import billed_cost_usd
 from router.config import ModelSpec
 from router.errors import StructuredOutputInvalid, UpstreamFailed
 from router.fallback import ChainResult, run_chain
+from router.images.intake import IntakeImage
 from router.images.prepare import to_data_url
 from router.pipeline.admit import TASK_HEADER
 from router.pipeline.context import JSONObject, PricedImage, RequestContext
@@ -164,16 +164,43 @@ async def run_upstream(services: Services, ctx: RequestContext, call: Call[R], *
 
 
 def upstream_body(ctx: RequestContext, spec: ModelSpec, priced: list[PricedImage], *, stream: bool) -> JSONObject:
-    """The client's body for one target: its upstream model name, and the prepared images inline."""
-    body: JSONObject = json.loads(json.dumps({k: v for k, v in ctx.body.items() if k != "metadata"}))
+    """The client's body for one target: its upstream model name, and the prepared images inline.
+
+    Only the containers on the way to an image part are copied (the body, ``messages``, each
+    message with an image and its ``content``); every other value is shared with ``ctx.body``,
+    which nothing downstream mutates (adapters build their own dicts). An image sent as it came
+    goes out as the client's own base64 text (:func:`image_url`).
+    """
+    body: JSONObject = {k: v for k, v in ctx.body.items() if k != "metadata"}
     body["model"] = spec.upstream
     body["stream"] = stream
     if stream:
         body["stream_options"] = {"include_usage": True}
+    messages = body["messages"] = list(body["messages"])
+    copied: set[int] = set()
     for image, p in zip(ctx.images, priced, strict=True):
-        part = body["messages"][image.message_index]["content"][image.part_index]
-        part["image_url"] = {"url": to_data_url(p.prepared), "detail": p.detail}
+        m = image.message_index
+        if m not in copied:
+            copied.add(m)
+            messages[m] = {**messages[m], "content": list(messages[m]["content"])}
+        content = messages[m]["content"]
+        content[image.part_index] = {**content[image.part_index], "image_url": {"url": image_url(image, p), "detail": p.detail}}
     return body
+
+
+def image_url(image: IntakeImage, priced: PricedImage) -> str:
+    """The data URL for one prepared image. When the target takes the bytes as they came (the
+    same object: nothing transcoded, resized, stripped or replaced since intake) and the client
+    sent plain base64, the client's base64 text is forwarded untouched: the same string when its
+    prefix already says the sniffed type, else behind the corrected prefix. Otherwise the
+    prepared bytes are encoded."""
+    prepared, sent = priced.prepared, image.client_base64
+    if sent is None or sent.data is not image.data or prepared.data is not image.data:
+        return to_data_url(prepared)
+    prefix, start = f"data:{prepared.mime};base64,", sent.payload_start
+    if start == len(prefix) and sent.url.startswith(prefix):
+        return sent.url
+    return prefix + sent.url[start:]
 
 
 def adapter_options(spec: ModelSpec) -> AdapterOptions:
