@@ -34,7 +34,8 @@ from router.config import AppConfig, load_config
 from router.policy import PolicySnapshot, RoutingPolicy
 from router.rules import load_ruleset_text
 
-pytestmark = pytest.mark.slow
+# One group: the last test checks the counts the others accumulated (same worker under xdist).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("surface_fuzz")]
 
 RULES = """
 rules:
