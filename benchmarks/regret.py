@@ -31,7 +31,7 @@ from emulator.worlds import WORLDS, get_world
 from optimizer.data import Observations
 from optimizer.oracle import OracleResult, oracle
 from optimizer.routes import Route, candidate_routes, image_tokens_matrix
-from optimizer.run import OptimizerError, optimize
+from optimizer.run import OptimizerError, OptimizeSettings, optimize
 from router.config import load_config
 from router.rollout.sequential import SequentialConfig, evaluate_paired_metric
 from router.rules import ImageFeatures, RequestFeatures, Ruleset, choose_route
@@ -111,9 +111,11 @@ def run_loop(reader: WorldReader, train: list[Item], fresh: list[Item], routes: 
     seen = [BASELINE, *REPLAYED]
     q_train, c_train = reader.matrices(train, seen)
     try:
-        proposal = optimize("unused", catalog, observations=observations(train, seen, q_train, c_train, catalog),
-                            models=MODELS, tolerance=TOLERANCE, trials=args.trials, seed=args.seed,
-                            unseen_loss=args.unseen_loss, confidence=args.confidence)
+        settings = OptimizeSettings(models=MODELS, tolerance=TOLERANCE, trials=args.trials, seed=args.seed,
+                                    unseen_loss=args.unseen_loss, confidence=args.confidence,
+                                    losses_only=args.losses_only)
+        proposal = optimize("unused", catalog, settings,
+                            observations=observations(train, seen, q_train, c_train, catalog))
     except OptimizerError as exc:
         print(f"  optimizer refused: {exc}")
         return LoopOutcome("not proposed", "not proposed", 0.0, 0.0, 0.0, {})
@@ -184,12 +186,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--worlds", nargs="+", default=list(WORLDS))
     p.add_argument("--unseen-loss", type=float, default=0.25, help="optimize()'s allowance for unseen failures")
     p.add_argument("--confidence", type=float, default=0.9, help="optimize()'s lower-bound confidence")
+    p.add_argument("--losses-only", action="store_true",
+                   help="optimize()'s earlier bound: count only predicted losses per bucket")
     p.add_argument("--out", type=Path, default=Path("bench-out/regret"))
     args = p.parse_args(argv)
     catalog = load_config(CONFIG).models
     print(f"train {args.train} images (seed {args.seed}), fresh {args.fresh} (seed {args.seed + 1}), "
           f"tolerance {TOLERANCE}, guard δ={GUARD.delta} β={GUARD.beta}; optimizer unseen_loss {args.unseen_loss}, "
-          f"confidence {args.confidence}")
+          f"confidence {args.confidence}, losses_only {args.losses_only}")
     for name in args.worlds:
         run_world(name, args, catalog, args.out)
 
