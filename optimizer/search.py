@@ -12,6 +12,7 @@ import logging
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from statistics import NormalDist
 
 import numpy as np
 import optuna
@@ -79,7 +80,8 @@ def evaluate_bounds(policy: Policy, m: Matrices) -> tuple[float, float, float]:
     The bound starts from the current routes' quality and adds the policy's predicted change
     over all images: a bucket predicted to read better pays for one predicted to read worse,
     as in the oracle and in the tolerance's own promise (mean quality within ``tolerance`` of
-    the baseline). With ``m.losses_only`` a bucket's change counts only where it is a loss
+    the baseline), less the one-sided sampling error of that paired mean change at
+    ``m.confidence`` (a gain seen on few images is not yet a gain). With ``m.losses_only`` a bucket's change counts only where it is a loss
     ("no worse anywhere": stricter, and it leaves most savings that need a gain elsewhere).
     How sure the gains are is the bound's job, not the cap's: it then subtracts the bootstrap
     members' shortfall on the subset (how far the ``1 − confidence`` quantile of their change
@@ -96,7 +98,12 @@ def evaluate_bounds(policy: Policy, m: Matrices) -> tuple[float, float, float]:
     routes_of = policy.route_table
     n_buckets = len(routes_of)
     now = m.quality[m.current, cols]
-    bounded = float(now.mean()) + _change(bucket, m.quality[idx, cols] - now, n_buckets, m.losses_only)
+    change = m.quality[idx, cols] - now
+    bounded = float(now.mean()) + _change(bucket, change, n_buckets, m.losses_only)
+    if not m.losses_only and len(cols) > 1:
+        # What another window of traffic would show: the paired change's sampling error. Without
+        # it, gains measured on a few replayed images would count as certain.
+        bounded -= NormalDist().inv_cdf(m.confidence) * float(change.std(ddof=1)) / np.sqrt(len(cols))
     if m.evidence is not None and m.unseen_loss > 0:
         # Rule-of-succession allowance: a bucket whose n images move to a route observed k times
         # on images of that bucket may hide a failure rate up to about 1/(k + 1) that the sample

@@ -4,6 +4,7 @@ text the model sees below ~7 px is misread, above it is read."""
 from __future__ import annotations
 
 from dataclasses import replace
+from statistics import NormalDist
 
 import numpy as np
 import optuna
@@ -138,8 +139,12 @@ def test_a_predicted_gain_in_one_bucket_pays_for_a_loss_in_another_unless_losses
     cost = np.array([[1.0, 1.0], [0.1, 0.1]])
     quality = np.array([[0.8, 0.8], [0.7, 1.0]])
     both = Policy((15.0,), (), (1, 1), 0)
-    m = Matrices(cost, quality, np.array([10.0, 20.0]), np.array([800.0, 800.0]), current=np.array([0, 0]))
+    m = Matrices(cost, quality, np.array([10.0, 20.0]), np.array([800.0, 800.0]), current=np.array([0, 0]),
+                 confidence=0.5)  # z = 0: no sampling term
     assert evaluate_bounds(both, m) == pytest.approx((0.1, 0.85, 0.85))  # the mean: 0.8 + (−0.1 + 0.2) / 2
+    # At 90 %, the paired change's sampling error on two images comes off: 1.2816 × sd / √2.
+    sure = replace(m, confidence=0.9)
+    assert evaluate_bounds(both, sure)[2] == pytest.approx(0.85 - NormalDist().inv_cdf(0.9) * np.std([-0.1, 0.2], ddof=1) / np.sqrt(2))
     strict = Matrices(cost, quality, np.array([10.0, 20.0]), np.array([800.0, 800.0]), current=np.array([0, 0]),
                       losses_only=True)
     c, q, lower = evaluate_bounds(both, strict)
@@ -151,7 +156,7 @@ def test_a_predicted_gain_in_one_bucket_pays_for_a_loss_in_another_unless_losses
 @given(st.integers(2, 12).flatmap(lambda n: st.tuples(
     arrays(np.float64, (3, n), elements=st.floats(0, 1)), arrays(np.float64, (n,), elements=st.floats(1, 60)),
     st.lists(st.integers(0, 2), min_size=3, max_size=3), st.floats(1, 60))))
-def test_overall_bound_is_the_mean_change_and_never_below_the_per_bucket_one(case):
+def test_overall_bound_is_the_mean_change_less_its_sampling_error(case):
     from optimizer.search import Matrices, evaluate_bounds
     from optimizer.space import Policy
 
@@ -163,8 +168,11 @@ def test_overall_bound_is_the_mean_change_and_never_below_the_per_bucket_one(cas
     loose = Matrices(cost, quality, text, np.full(n, 800.0), current=current)
     strict = Matrices(cost, quality, text, np.full(n, 800.0), current=current, losses_only=True)
     _, q, lower = evaluate_bounds(policy, loose)
-    assert lower == pytest.approx(q)  # no draws, no allowance: the bound is the predicted mean
-    assert evaluate_bounds(policy, strict)[2] <= lower + 1e-12
+    change = quality[assign(policy, text, np.full(n, 800.0)), np.arange(n)] - quality[0]
+    # No draws, no allowance: the predicted mean less its one-sided sampling error at 90 %.
+    assert lower == pytest.approx(q - NormalDist().inv_cdf(0.9) * change.std(ddof=1) / np.sqrt(n), abs=1e-9)
+    at_half = evaluate_bounds(policy, Matrices(cost, quality, text, np.full(n, 800.0), current=current, confidence=0.5))
+    assert at_half[2] == pytest.approx(q, abs=1e-9) and at_half[2] >= evaluate_bounds(policy, strict)[2] - 1e-12
 
 
 def test_policy_that_splits_a_task_routes_it_apart_in_the_matrices_and_the_rules(catalog):
