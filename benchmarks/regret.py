@@ -30,8 +30,9 @@ from emulator.workload import DEFAULT_MIX, generate_workload
 from emulator.worlds import WORLDS, get_world
 from optimizer.data import Observations
 from optimizer.oracle import OracleResult, oracle
+from optimizer.replay import stratified_sample, targeted_sample
 from optimizer.routes import Route, candidate_routes, image_tokens_matrix
-from optimizer.run import OptimizerError, optimize
+from optimizer.run import OptimizerError, OptimizeSettings, optimize
 from router.config import load_config
 from router.rollout.sequential import SequentialConfig, evaluate_paired_metric
 from router.rules import ImageFeatures, RequestFeatures, Ruleset, choose_route
@@ -75,14 +76,17 @@ def valid(quality: np.ndarray, base: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def observations(items: Sequence[Item], routes: Sequence[Route], quality: np.ndarray, cost: np.ndarray,
-                 catalog: dict) -> Observations:
-    """What the store would hold after baseline traffic plus replays, for the optimizer."""
+                 catalog: dict, replayed: set[int] | None = None) -> Observations:
+    """What the store would hold after baseline traffic plus replays of ``replayed`` (item
+    positions; every item when None), for the optimizer."""
     widths = np.array([i.record["width"] for i in items])
     heights = np.array([i.record["height"] for i in items])
     tokens = image_tokens_matrix(catalog, routes, widths, heights)
     rows = []
     for r, route in enumerate(routes):
         for k, item in enumerate(items):
+            if route != BASELINE and replayed is not None and k not in replayed:
+                continue
             rec = item.record
             q = quality[r, k]
             rows.append({
@@ -106,14 +110,39 @@ def route_of(ruleset: Ruleset, item: Item) -> Route:
     return Route(target.model, target.detail)
 
 
+def image_frame(items: Sequence[Item]) -> pl.DataFrame:
+    return pl.DataFrame([{"span_id": i.record["id"], "sha256": i.record["sha256"], "task": i.record["task"],
+                          "width": i.record["width"], "height": i.record["height"],
+                          "text_height_px": None if np.isnan(i.text_height) else float(i.text_height)} for i in items])
+
+
+def pick_replays(train: Sequence[Item], budget: int, how: str, c_train: np.ndarray, seed: int) -> set[int] | None:
+    """Which training images are replayed: all (``budget`` ≥ the pool), a stratified sample, or a
+    stratified half then ``targeted_sample`` for the rest, given what the first half observed."""
+    if budget >= len(train):
+        return None
+    frame = image_frame(train).with_row_index("_k")
+    first = stratified_sample(frame, budget if how == "uniform" else budget // 2, seed)
+    picked = set(first["_k"].to_list())
+    if how == "targeted":
+        observed = pl.concat([first.with_columns(pl.lit(r.key).alias("route")) for r in REPLAYED])
+        savings = {r.key: float(c_train[0].mean() - c_train[1 + j].mean()) for j, r in enumerate(REPLAYED)}
+        rest = frame.filter(~pl.col("_k").is_in(list(picked)))
+        picked |= set(targeted_sample(rest, observed, savings, budget - len(picked), seed)["_k"].to_list())
+    return picked
+
+
 def run_loop(reader: WorldReader, train: list[Item], fresh: list[Item], routes: list[Route], q_fresh: np.ndarray,
              c_fresh: np.ndarray, catalog: dict, args: argparse.Namespace) -> LoopOutcome:
     seen = [BASELINE, *REPLAYED]
     q_train, c_train = reader.matrices(train, seen)
+    replayed = pick_replays(train, args.replay or len(train), args.pick, c_train, args.seed)
     try:
-        proposal = optimize("unused", catalog, observations=observations(train, seen, q_train, c_train, catalog),
-                            models=MODELS, tolerance=TOLERANCE, trials=args.trials, seed=args.seed,
-                            unseen_loss=args.unseen_loss, confidence=args.confidence)
+        settings = OptimizeSettings(models=MODELS, tolerance=TOLERANCE, trials=args.trials, seed=args.seed,
+                                    unseen_loss=args.unseen_loss, confidence=args.confidence,
+                                    losses_only=args.losses_only, by_task=args.by_task)
+        proposal = optimize("unused", catalog, settings,
+                            observations=observations(train, seen, q_train, c_train, catalog, replayed))
     except OptimizerError as exc:
         print(f"  optimizer refused: {exc}")
         return LoopOutcome("not proposed", "not proposed", 0.0, 0.0, 0.0, {})
@@ -184,12 +213,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--worlds", nargs="+", default=list(WORLDS))
     p.add_argument("--unseen-loss", type=float, default=0.25, help="optimize()'s allowance for unseen failures")
     p.add_argument("--confidence", type=float, default=0.9, help="optimize()'s lower-bound confidence")
+    p.add_argument("--overall-bound", dest="losses_only", action="store_false",
+                   help="optimize()'s overall bound (gains pay for losses) instead of per-bucket losses only")
+    p.add_argument("--task", dest="by_task", action="store_true", help="rules may split one task off")
+    p.add_argument("--replay", type=int, default=0, help="training images replayed (default: all)")
+    p.add_argument("--pick", choices=("uniform", "targeted"), default="targeted",
+                   help="with --replay below --train: a stratified sample, or half of it then targeted_sample")
     p.add_argument("--out", type=Path, default=Path("bench-out/regret"))
     args = p.parse_args(argv)
     catalog = load_config(CONFIG).models
     print(f"train {args.train} images (seed {args.seed}), fresh {args.fresh} (seed {args.seed + 1}), "
           f"tolerance {TOLERANCE}, guard δ={GUARD.delta} β={GUARD.beta}; optimizer unseen_loss {args.unseen_loss}, "
-          f"confidence {args.confidence}")
+          f"confidence {args.confidence}, losses_only {args.losses_only}, by_task {args.by_task}; "
+          f"replayed {args.replay or args.train} of {args.train} ({args.pick if args.replay else 'all'})")
     for name in args.worlds:
         run_world(name, args, catalog, args.out)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +57,56 @@ class ReplaySummary:
     errors: dict[str, int]
 
 
+STRATA = ("_size", "_text", "task")
+
+
+def with_strata(df: pl.DataFrame) -> pl.DataFrame:
+    """``df`` with its replay stratum: size bucket, text-height bucket (the task is the third key)."""
+    long_side = pl.max_horizontal("width", "height")
+    return df.with_columns(
+        pl.when(long_side <= 512).then(pl.lit("s")).when(long_side <= 1024).then(pl.lit("m")).when(long_side <= 2048).then(pl.lit("l")).otherwise(pl.lit("xl")).alias("_size"),
+        pl.when(pl.col("text_height_px").is_null()).then(pl.lit("none"))
+        .when(pl.col("text_height_px") < 10).then(pl.lit("<10"))
+        .when(pl.col("text_height_px") < 16).then(pl.lit("10-16"))
+        .when(pl.col("text_height_px") < 24).then(pl.lit("16-24")).otherwise(pl.lit(">=24")).alias("_text"),
+    )
+
+
+def targeted_sample(df: pl.DataFrame, observed: pl.DataFrame, savings: Mapping[str, float], n: int,
+                    seed: int = 0) -> pl.DataFrame:
+    """Up to ``n`` rows of ``df`` (not yet replayed) to replay next, where a replay is worth most.
+
+    ``observed`` holds the scored rows so far (a ``route`` column and the same image columns),
+    ``savings`` the cost a route saves per image against the current one (USD; routes that save
+    nothing are left out). A stratum whose ``m`` images could move to route ``r``, observed ``k``
+    times there, is charged about ``m / (k + 1)`` unseen failures by the optimizer's bound
+    (``Matrices.unseen_loss``); one more replay there lowers that by ``m / ((k + 1)(k + 2))``.
+    Greedily, each pick goes to the stratum where that drop, times the route's saving, is
+    largest (a replay covers every route at once), so replays gather where content could
+    decide a move that saves the most, instead of spreading evenly. Deterministic for the same
+    rows (ties and order within a stratum as in :func:`stratified_sample`)."""
+    routes = [r for r, v in savings.items() if v > 0]
+    if df.height == 0 or n <= 0 or not routes:
+        return df.head(0)
+    pool = _ranked(df, seed)
+    sizes = {tuple(k): v for *k, v in pool.group_by(*STRATA).len().iter_rows()}
+    seen = with_strata(observed).filter(pl.col("route").is_in(routes)).group_by(*STRATA, "route").len()
+    counts = {(tuple(k), r): float(v) for *k, r, v in seen.iter_rows()}
+    taken = dict.fromkeys(sizes, 0)
+    for _ in range(min(n, pool.height)):
+        def worth(stratum: tuple[str, ...]) -> float:
+            m = sizes[stratum]
+            return max(savings[r] * m / ((counts.get((stratum, r), 0.0) + taken[stratum] + 1.0)
+                                         * (counts.get((stratum, r), 0.0) + taken[stratum] + 2.0)) for r in routes)
+        open_strata = [s for s in sizes if taken[s] < sizes[s]]
+        best = max(open_strata, key=lambda s: (worth(s), s))
+        taken[best] += 1
+    keep = pl.DataFrame({"_size": [s[0] for s in taken], "_text": [s[1] for s in taken], "task": [s[2] for s in taken],
+                         "_take": list(taken.values())}, schema_overrides={"task": pool.schema["task"]})
+    return (pool.join(keep, on=list(STRATA), how="left", nulls_equal=True)
+            .filter(pl.col("_rank") < pl.col("_take")).drop("_size", "_text", "_rank", "_take"))
+
+
 def stratified_sample(df: pl.DataFrame, n: int, seed: int = 0) -> pl.DataFrame:
     """Up to ``n`` rows spread evenly over (size bucket, text-height bucket, task) strata.
 
@@ -64,18 +114,16 @@ def stratified_sample(df: pl.DataFrame, n: int, seed: int = 0) -> pl.DataFrame:
     first): the shuffle is seeded and ties are broken by content, never by span ids."""
     if df.height <= n:
         return df
-    long_side = pl.max_horizontal("width", "height")
-    strata = df.with_columns(
-        pl.when(long_side <= 512).then(pl.lit("s")).when(long_side <= 1024).then(pl.lit("m")).when(long_side <= 2048).then(pl.lit("l")).otherwise(pl.lit("xl")).alias("_size"),
-        pl.when(pl.col("text_height_px").is_null()).then(pl.lit("none"))
-        .when(pl.col("text_height_px") < 10).then(pl.lit("<10"))
-        .when(pl.col("text_height_px") < 16).then(pl.lit("10-16"))
-        .when(pl.col("text_height_px") < 24).then(pl.lit("16-24")).otherwise(pl.lit(">=24")).alias("_text"),
-    ).sample(fraction=1.0, shuffle=True, seed=seed)
-    strata = strata.with_columns(pl.int_range(pl.len()).over("_size", "_text", "task").alias("_rank"))
+    return _ranked(df, seed).head(n).drop("_size", "_text", "_rank")
+
+
+def _ranked(df: pl.DataFrame, seed: int) -> pl.DataFrame:
+    """Every row with its stratum and its seeded rank within it, the k-th of every stratum first."""
+    strata = with_strata(df).sample(fraction=1.0, shuffle=True, seed=seed)
+    strata = strata.with_columns(pl.int_range(pl.len()).over(*STRATA).alias("_rank"))
     # Ties (the k-th row of every stratum) are broken by content, never by span ids, which
     # differ between two runs of the same traffic: the same images give the same sample.
-    return strata.sort("_rank", "_size", "_text", "task", "sha256", nulls_last=True).head(n).drop("_size", "_text", "_rank")
+    return strata.sort("_rank", *STRATA, "sha256", nulls_last=True)
 
 
 def load_items(

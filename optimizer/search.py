@@ -12,6 +12,7 @@ import logging
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from statistics import NormalDist
 
 import numpy as np
 import optuna
@@ -38,6 +39,9 @@ class Matrices:
     # Every scored observation (request, exploration, replay): its route, ‰ text height and long side.
     evidence: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
     unseen_loss: float = 0.0  # what one failure the observations did not show would cost (see evaluate_bounds)
+    task: np.ndarray | None = None  # per image: its task (for a policy that splits one off)
+    evidence_task: np.ndarray | None = None  # per observation: its task
+    losses_only: bool = False  # count each bucket's predicted change only where it is a loss (see evaluate_bounds)
 
 @dataclass
 class TrialPoint:
@@ -73,25 +77,33 @@ def evaluate(policy: Policy, m: Matrices) -> tuple[float, float]:
 def evaluate_bounds(policy: Policy, m: Matrices) -> tuple[float, float, float]:
     """Cost, predicted quality and a one-sided lower bound at ``m.confidence`` for the constraint.
 
-    The bound starts from the current routes' quality and adds, bucket by bucket of the policy,
-    the predicted change *only where it is a loss*: a bucket predicted to read better than its
-    current routes counts as unchanged, so the search cannot pay for a loss in one bucket with a
-    gain predicted in another (gains estimated from a few replays are as noisy as losses, and the
-    promise is "no worse"); within a bucket, images average out. It then subtracts the bootstrap
-    members' shortfall on the subset: how far the ``1 − confidence`` quantile of their (equally
-    capped) change falls below its average. Measured cells are the same in every member and
-    buckets left on the current routes change nothing, so keeping the current routes has a bound
-    equal to its quality."""
-    idx = assign(policy, m.text_permille, m.long_side)
+    The bound starts from the current routes' quality and adds the policy's predicted change
+    over all images: a bucket predicted to read better pays for one predicted to read worse,
+    as in the oracle and in the tolerance's own promise (mean quality within ``tolerance`` of
+    the baseline), less the one-sided sampling error of that paired mean change at
+    ``m.confidence`` (a gain seen on few images is not yet a gain). With ``m.losses_only`` a bucket's change counts only where it is a loss
+    ("no worse anywhere": stricter, and it leaves most savings that need a gain elsewhere).
+    How sure the gains are is the bound's job, not the cap's: it then subtracts the bootstrap
+    members' shortfall on the subset (how far the ``1 − confidence`` quantile of their change
+    falls below its average) and the unseen-failure allowance for moves backed by few
+    observations. Measured cells are the same in every member and buckets left on the current
+    routes change nothing, so keeping the current routes has a bound equal to its quality."""
+    idx = assign(policy, m.text_permille, m.long_side, m.task)
     cols = np.arange(m.cost.shape[1])
     cost = float(m.cost[idx, cols].mean())
     quality = float(m.quality[idx, cols].mean())
     if m.current is None:
         return cost, quality, quality
-    bucket = buckets(policy, m.text_permille, m.long_side)
-    n_buckets = len(policy.bucket_routes) + 1
+    bucket = buckets(policy, m.text_permille, m.long_side, m.task)
+    routes_of = policy.route_table
+    n_buckets = len(routes_of)
     now = m.quality[m.current, cols]
-    bounded = float(now.mean()) + _capped_change(bucket, m.quality[idx, cols] - now, n_buckets)
+    change = m.quality[idx, cols] - now
+    bounded = float(now.mean()) + _change(bucket, change, n_buckets, m.losses_only)
+    if not m.losses_only and len(cols) > 1:
+        # What another window of traffic would show: the paired change's sampling error. Without
+        # it, gains measured on a few replayed images would count as certain.
+        bounded -= NormalDist().inv_cdf(m.confidence) * float(change.std(ddof=1)) / np.sqrt(len(cols))
     if m.evidence is not None and m.unseen_loss > 0:
         # Rule-of-succession allowance: a bucket whose n images move to a route observed k times
         # on images of that bucket may hide a failure rate up to about 1/(k + 1) that the sample
@@ -99,21 +111,22 @@ def evaluate_bounds(policy: Policy, m: Matrices) -> tuple[float, float, float]:
         # observations cost more than well-observed ones; bootstrap members cannot see this.
         moved = np.bincount(bucket, weights=idx != m.current, minlength=n_buckets)
         ev_route, ev_permille, ev_side = m.evidence
-        ev_bucket = buckets(policy, ev_permille, ev_side)
-        routes_of = np.asarray([*policy.bucket_routes, policy.unknown_route])
+        ev_bucket = buckets(policy, ev_permille, ev_side, m.evidence_task)
         k = np.bincount(ev_bucket, weights=ev_route == routes_of[ev_bucket], minlength=n_buckets)
         bounded -= float((m.unseen_loss * moved / (k + 1.0)).sum() / len(cols))
     if m.draws is None or m.subset is None or len(m.subset) == 0:
         return cost, quality, bounded
     k = np.arange(len(m.subset))
     sub, ref, sub_bucket = idx[m.subset], m.current[m.subset], bucket[m.subset]
-    changes = np.array([_capped_change(sub_bucket, d[sub, k] - d[ref, k], n_buckets) for d in m.draws])
+    changes = np.array([_change(sub_bucket, d[sub, k] - d[ref, k], n_buckets, m.losses_only) for d in m.draws])
     shortfall = max(0.0, float(changes.mean() - np.quantile(changes, 1.0 - m.confidence)))
     return cost, quality, bounded - shortfall
 
 
-def _capped_change(bucket: np.ndarray, change: np.ndarray, n_buckets: int) -> float:
-    """Mean per-image change, with each bucket's total capped at zero from above."""
+def _change(bucket: np.ndarray, change: np.ndarray, n_buckets: int, losses_only: bool) -> float:
+    """Mean per-image change; with ``losses_only`` each bucket's total is capped at zero from above."""
+    if not losses_only:
+        return float(change.sum() / max(len(change), 1))
     totals = np.bincount(bucket, weights=change, minlength=n_buckets)
     return float(np.minimum(totals, 0.0).sum() / max(len(change), 1))
 

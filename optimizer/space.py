@@ -3,7 +3,9 @@
 Buckets are cut on the estimated text height logged at intake, relative to the image's long side
 (``text_height_permille``: text that stays readable after a downscale to a fixed size, which is
 what low detail and fixed-view models do), and on the long side itself (what high detail keeps). Thresholds are drawn from quantiles of the logged
-data, so the space adapts to the traffic. ``build_params`` is the *only* place that turns
+data, so the space adapts to the traffic. One task may be split off (the router's rules match on
+``task``): its images get their own rules, one route or two around a text-height cut, ahead of
+the general buckets (models differ by task: a small model transcribes well and fails to extract). ``build_params`` is the *only* place that turns
 parameters into rules: the objective calls it with an Optuna trial, and the winner is rebuilt
 from its params with ``optuna.trial.FixedTrial`` through the same function.
 """
@@ -16,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from collector.semconv import DEFAULT_TASK
 from optimizer.routes import Route
 from router.rules import Conditions, DefaultRoute, Range, Rule, Ruleset, Target
 
@@ -28,13 +31,20 @@ class SearchSpace:
     max_text_cuts: int = 2
     max_side_cuts: int = 1
     fallback: Target | None = None
+    tasks: tuple[str, ...] = ()  # tasks one of which may be split off (empty: no task dimension)
 
     @classmethod
-    def from_data(cls, routes: Sequence[Route], text_permille: np.ndarray, long_side: np.ndarray, *, fallback: Target | None = None) -> SearchSpace:
+    def from_data(cls, routes: Sequence[Route], text_permille: np.ndarray, long_side: np.ndarray, *,
+                  fallback: Target | None = None, task: np.ndarray | None = None) -> SearchSpace:
         th = text_permille[~np.isnan(text_permille)]
         text_grid = tuple(sorted({round(float(q), 2) for q in np.quantile(th, np.linspace(0.1, 0.9, 9))})) if len(th) else ()
         side_grid = tuple(sorted({float(int(q)) for q in np.quantile(long_side, np.linspace(0.2, 0.8, 4))})) if len(long_side) else ()
-        return cls(tuple(routes), text_grid, side_grid, fallback=fallback)
+        # A task is worth its own rules only when the traffic has another one too. The default
+        # task is never split off: the log records it for requests that named no task, which a
+        # rule on ``task`` would not match (the router sees no task there).
+        seen = {str(t) for t in task} if task is not None else set()
+        tasks = tuple(sorted(seen - {DEFAULT_TASK})) if len(seen) >= 2 else ()
+        return cls(tuple(routes), text_grid, side_grid, fallback=fallback, tasks=tasks)
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,15 @@ class Policy:
     side_cuts: tuple[float, ...]
     bucket_routes: tuple[int, ...]  # len = (len(text_cuts)+1) * (len(side_cuts)+1)
     unknown_route: int  # images without a text estimate
+    task: str | None = None  # the task split off, matched before the general buckets
+    task_cuts: tuple[float, ...] = ()  # its text-height cut (at most one)
+    task_routes: tuple[int, ...] = ()  # len = len(task_cuts) + 1 when ``task`` is set
+
+    @property
+    def route_table(self) -> np.ndarray:
+        """Route per bucket index as :func:`buckets` numbers them: general buckets, the unknown-text
+        bucket, then the split task's buckets."""
+        return np.asarray([*self.bucket_routes, self.unknown_route, *self.task_routes], dtype=np.int64)
 
 
 def build_params(trial: Any, space: SearchSpace) -> Policy:
@@ -61,21 +80,37 @@ def build_params(trial: Any, space: SearchSpace) -> Policy:
     n_buckets = (len(text_cuts) + 1) * (len(side_cuts) + 1)
     buckets = tuple(route_names.index(trial.suggest_categorical(f"route_{b}", route_names)) for b in range(n_buckets))
     unknown = route_names.index(trial.suggest_categorical("route_unknown_text", route_names))
-    return Policy(text_cuts, side_cuts, buckets, unknown)
+    if not space.tasks:
+        return Policy(text_cuts, side_cuts, buckets, unknown)
+    task = trial.suggest_categorical("task_split", ["none", *space.tasks])
+    if task == "none":
+        return Policy(text_cuts, side_cuts, buckets, unknown)
+    n_task = trial.suggest_int("n_task_cuts", 0, min(1, len(space.text_grid)))
+    task_cuts = tuple(space.text_grid[trial.suggest_int(f"task_cut_{k}", 0, len(space.text_grid) - 1)] for k in range(n_task))
+    task_routes = tuple(route_names.index(trial.suggest_categorical(f"task_route_{b}", route_names))
+                        for b in range(n_task + 1))
+    return Policy(text_cuts, side_cuts, buckets, unknown, str(task), task_cuts, task_routes)
 
 
-def buckets(policy: Policy, text_permille: np.ndarray, long_side: np.ndarray) -> np.ndarray:
+def buckets(policy: Policy, text_permille: np.ndarray, long_side: np.ndarray,
+            task: np.ndarray | None = None) -> np.ndarray:
     """Bucket index per image under ``policy``; images without a text estimate get their own
-    index, ``len(policy.bucket_routes)``."""
+    index, ``len(policy.bucket_routes)``; images of the split task with a text estimate come
+    after it (those without one fall through to the unknown-text bucket, as in the rules)."""
     t_bucket = np.searchsorted(np.asarray(policy.text_cuts), np.nan_to_num(text_permille, nan=0.0), side="right")
     s_bucket = np.searchsorted(np.asarray(policy.side_cuts), long_side, side="right")
     bucket = t_bucket * (len(policy.side_cuts) + 1) + s_bucket
-    return np.where(np.isnan(text_permille), len(policy.bucket_routes), bucket)
+    unknown = np.isnan(text_permille)
+    if policy.task is not None and task is not None:
+        k = np.searchsorted(np.asarray(policy.task_cuts), np.nan_to_num(text_permille, nan=0.0), side="right")
+        bucket = np.where(np.asarray(task) == policy.task, len(policy.bucket_routes) + 1 + k, bucket)
+    return np.where(unknown, len(policy.bucket_routes), bucket)
 
 
-def assign(policy: Policy, text_permille: np.ndarray, long_side: np.ndarray) -> np.ndarray:
-    """Route index per image under ``policy`` (vectorised; mirrors the emitted rules exactly)."""
-    return np.asarray([*policy.bucket_routes, policy.unknown_route])[buckets(policy, text_permille, long_side)]
+def assign(policy: Policy, text_permille: np.ndarray, long_side: np.ndarray, task: np.ndarray | None = None) -> np.ndarray:
+    """Route index per image under ``policy`` (vectorised; mirrors the emitted rules exactly).
+    Without ``task`` the split task's rules are ignored (as for requests that name no task)."""
+    return policy.route_table[buckets(policy, text_permille, long_side, task)]
 
 
 def _band(cuts: Sequence[float], k: int) -> Range | None:
@@ -94,6 +129,13 @@ def to_ruleset(policy: Policy, space: SearchSpace, *, name: str, claims: Sequenc
     """
     fallbacks = [space.fallback] if space.fallback else []
     rules: list[Rule] = []
+    if policy.task is not None:
+        for k, r in enumerate(policy.task_routes):
+            route = space.routes[r]
+            target = route.target()
+            when = Conditions(task=[policy.task], text_height_permille=_band(policy.task_cuts, k) or Range(gte=0))
+            rules.append(Rule(id=f"t{k}-{policy.task}-{route.model}-{route.detail}", when=when, route=target,
+                              fallbacks=[f for f in fallbacks if f != target]))
     n_side = len(policy.side_cuts) + 1
     for t in range(len(policy.text_cuts) + 1):
         for s in range(n_side):

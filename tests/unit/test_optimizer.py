@@ -4,10 +4,14 @@ text the model sees below ~7 px is misread, above it is read."""
 from __future__ import annotations
 
 from dataclasses import replace
+from statistics import NormalDist
 
 import numpy as np
 import optuna
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 from optimizer.routes import Route, candidate_routes
 from optimizer.run import OptimizerError, OptimizeSettings, optimize
@@ -127,18 +131,90 @@ def test_lower_bound_is_the_point_where_nothing_is_predicted():
     assert (c, q) == pytest.approx((0.1, 0.825)) and lower < q - 0.05
 
 
-def test_a_predicted_gain_in_one_bucket_does_not_pay_for_a_loss_in_another():
+def test_a_predicted_gain_in_one_bucket_pays_for_a_loss_in_another_unless_losses_only():
     from optimizer.search import Matrices, evaluate_bounds
     from optimizer.space import Policy
 
     # Two buckets (text < 15 px, ≥ 15 px). Route 1 is predicted +0.2 on big text, −0.1 on small.
     cost = np.array([[1.0, 1.0], [0.1, 0.1]])
     quality = np.array([[0.8, 0.8], [0.7, 1.0]])
-    m = Matrices(cost, quality, np.array([10.0, 20.0]), np.array([800.0, 800.0]), current=np.array([0, 0]))
     both = Policy((15.0,), (), (1, 1), 0)
-    c, q, lower = evaluate_bounds(both, m)
+    m = Matrices(cost, quality, np.array([10.0, 20.0]), np.array([800.0, 800.0]), current=np.array([0, 0]),
+                 confidence=0.5)  # z = 0: no sampling term
+    assert evaluate_bounds(both, m) == pytest.approx((0.1, 0.85, 0.85))  # the mean: 0.8 + (−0.1 + 0.2) / 2
+    # At 90 %, the paired change's sampling error on two images comes off: 1.2816 × sd / √2.
+    sure = replace(m, confidence=0.9)
+    assert evaluate_bounds(both, sure)[2] == pytest.approx(0.85 - NormalDist().inv_cdf(0.9) * np.std([-0.1, 0.2], ddof=1) / np.sqrt(2))
+    strict = Matrices(cost, quality, np.array([10.0, 20.0]), np.array([800.0, 800.0]), current=np.array([0, 0]),
+                      losses_only=True)
+    c, q, lower = evaluate_bounds(both, strict)
     assert q == pytest.approx(0.85)  # the point prediction counts the gain...
-    assert lower == pytest.approx(0.75)  # ...the constraint does not: 0.8 + (−0.1 + 0) / 2
+    assert lower == pytest.approx(0.75)  # ...the per-bucket constraint does not: 0.8 + (−0.1 + 0) / 2
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(2, 12).flatmap(lambda n: st.tuples(
+    arrays(np.float64, (3, n), elements=st.floats(0, 1)), arrays(np.float64, (n,), elements=st.floats(1, 60)),
+    st.lists(st.integers(0, 2), min_size=3, max_size=3), st.floats(1, 60))))
+def test_overall_bound_is_the_mean_change_less_its_sampling_error(case):
+    from optimizer.search import Matrices, evaluate_bounds
+    from optimizer.space import Policy
+
+    quality, text, routes, cut = case
+    n = quality.shape[1]
+    cost = np.ones_like(quality)
+    current = np.zeros(n, dtype=int)
+    policy = Policy((cut,), (), (routes[0], routes[1]), routes[2])
+    loose = Matrices(cost, quality, text, np.full(n, 800.0), current=current)
+    strict = Matrices(cost, quality, text, np.full(n, 800.0), current=current, losses_only=True)
+    _, q, lower = evaluate_bounds(policy, loose)
+    change = quality[assign(policy, text, np.full(n, 800.0)), np.arange(n)] - quality[0]
+    # No draws, no allowance: the predicted mean less its one-sided sampling error at 90 %.
+    assert lower == pytest.approx(q - NormalDist().inv_cdf(0.9) * change.std(ddof=1) / np.sqrt(n), abs=1e-9)
+    at_half = evaluate_bounds(policy, Matrices(cost, quality, text, np.full(n, 800.0), current=current, confidence=0.5))
+    assert at_half[2] == pytest.approx(q, abs=1e-9) and at_half[2] >= evaluate_bounds(policy, strict)[2] - 1e-12
+
+
+def test_policy_that_splits_a_task_routes_it_apart_in_the_matrices_and_the_rules(catalog):
+    from optimizer.search import Matrices, evaluate_bounds
+    from optimizer.space import Policy
+    from router.rules import ImageFeatures, RequestFeatures, choose_route
+
+    routes = candidate_routes(catalog)
+    space = SearchSpace.from_data(routes, np.array([8.0, 12, 20, 32]), np.array([400.0, 800, 1600, 2400]),
+                                  task=np.array(["transcribe", "extract", "describe", "extract"]))
+    assert space.tasks == ("describe", "extract")  # the default task is never split off: unnamed requests carry it
+    policy = Policy((15.0,), (), (0, 1), 2, task="extract", task_cuts=(25.0,), task_routes=(3, 4))
+    text, side = np.array([10.0, 10.0, 30.0, np.nan]), np.full(4, 800.0)
+    task = np.array(["transcribe", "extract", "extract", "extract"])
+    chosen = assign(policy, text, side, task)
+    assert chosen.tolist() == [0, 3, 4, 2]  # no text estimate: the unknown-text route, as the rules do
+    assert assign(policy, text, side).tolist() == [0, 0, 1, 2]  # without tasks the split is not applied
+    ruleset = to_ruleset(policy, space, name="x")
+    for k in range(4):
+        th = None if np.isnan(text[k]) else float(text[k]) * 0.8  # ‰ of 800 px → px
+        features = RequestFeatures(images=(ImageFeatures(800, 600, 0, "png", th),), task=str(task[k]))
+        target = choose_route(ruleset, features).target
+        assert (target.model, target.detail) == (routes[chosen[k]].model, routes[chosen[k]].detail)
+    # The matrices see the split: moving only the extraction images changes only their cost.
+    cost = np.tile(np.arange(len(routes), dtype=float)[:, None] + 1.0, (1, 4))
+    m = Matrices(cost, np.full((len(routes), 4), 0.9), text, side, task=task, current=np.zeros(4, dtype=int))
+    assert evaluate_bounds(policy, m)[0] == pytest.approx(np.mean(cost[chosen, np.arange(4)]))
+
+
+def test_task_split_is_a_parameter_the_fixed_trial_rebuilds(catalog):
+    routes = candidate_routes(catalog)
+    space = SearchSpace.from_data(routes, np.array([8.0, 12, 20, 32]), np.array([400.0, 800, 1600, 2400]),
+                                  task=np.array(["transcribe", "extract", "transcribe", "extract"]))
+    params = {"n_text_cuts": 0, "n_side_cuts": 0, "route_0": routes[0].key, "route_unknown_text": routes[0].key,
+              "task_split": "extract", "n_task_cuts": 1, "task_cut_0": 1, "task_route_0": routes[1].key,
+              "task_route_1": routes[2].key}
+    policy = build_params(optuna.trial.FixedTrial(params), space)
+    assert (policy.task, policy.task_cuts, policy.task_routes) == ("extract", (space.text_grid[1],), (1, 2))
+    none = build_params(optuna.trial.FixedTrial({**params, "task_split": "none"}), space)
+    assert none.task is None and none.task_routes == ()
+    one_task = SearchSpace.from_data(routes, np.array([8.0, 12]), np.array([400.0, 800]), task=np.array(["x", "x"]))
+    assert one_task.tasks == ()
 
 
 def test_moves_backed_by_few_observations_are_charged_for_what_they_could_hide():
