@@ -23,7 +23,9 @@ test: $(STAMP)
 		( (apt-get update -qq && apt-get install -y -qq redis-server) || \
 		  (command -v sudo >/dev/null && sudo -n apt-get update -qq && sudo -n apt-get install -y -qq redis-server) || \
 		  echo "redis-server could not be installed: the Redis tests will skip" )
-	$(BIN)/python -m pytest -n 2 --dist loadgroup
+	# --dist loadfile: a test module runs in one worker, so its module fixtures (one gateway, one
+	# store) see every test of the module, as the tests that read totals at the end expect.
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

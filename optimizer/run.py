@@ -383,9 +383,7 @@ def _take(images: ImageTable, rows: np.ndarray) -> ImageTable:
     return ImageTable(images.width[rows], images.height[rows], images.text_height[rows], images.task[rows])
 
 
-def predicted_cost_on(
-    ruleset: Ruleset, catalog: Mapping[str, Any], traffic: pl.DataFrame
-) -> float:
+def predicted_cost_on(ruleset: Ruleset, catalog: Mapping[str, Any], traffic: pl.DataFrame) -> float:
     """Re-price given traffic under ``ruleset`` with the exact token math (for realised-vs-predicted checks)."""
     from router.rules import ImageFeatures, RequestFeatures, choose_route
 
