@@ -27,7 +27,7 @@ from aperture.policies import open_rule_store, ruleset_validator
 from aperture.servers import running_app
 from aperture.traffic import TrafficResult, send_workload
 from aperture.wiring import build_gateway_app
-from collector.queries.autopilot import AutopilotEvent, recent_events, traffic_since
+from collector.queries.autopilot import AutopilotEvent, recent_events, unevaluated_requests
 from router.config import AppConfig
 
 
@@ -119,12 +119,11 @@ class LoopSession:
         return self.autopilot.steps
 
     def unscored(self) -> int:
-        """User requests answered but not yet scored (0 once the autopilot caught up)."""
+        """User requests answered but not yet evaluated (0 once the autopilot caught up)."""
         try:
-            stats = traffic_since(self.db, None)
+            return unevaluated_requests(self.db)
         except Exception:  # noqa: BLE001 - the store may be mid-write
             return -1
-        return stats.requests - stats.scored
 
     def events(self, limit: int = 200) -> list[AutopilotEvent]:
         """The autopilot's decisions, oldest first."""

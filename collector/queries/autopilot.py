@@ -140,3 +140,14 @@ def replay_requests_since(db: str | Path, since: datetime) -> int:
             "AND ts >= ?", [since],
         ).fetchone()
     return int(row[0]) if row else 0
+
+
+def unevaluated_requests(db: str | Path) -> int:
+    """User requests answered that the evaluators have not looked at yet (no ``eval_scores``
+    row at all: a request an evaluator could not score still gets a ``not_evaluable`` row)."""
+    with open_store(db, read_only=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM request_spans r WHERE r.status = 'ok' AND NOT coalesce(r.replay, false) "
+            "AND NOT EXISTS (SELECT 1 FROM eval_scores e WHERE e.span_id = r.span_id)"
+        ).fetchone()
+    return int(row[0]) if row else 0
