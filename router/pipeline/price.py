@@ -30,18 +30,25 @@ INLINE_PREPARE_MAX_BYTES = {"png": 1 << 20, "webp": 1 << 20, "gif": 1 << 20, "bm
 
 
 async def price(services: Services, ctx: RequestContext) -> None:
-    decision = ctx.need_decision()
+    ctx.need_decision()
     principal = ctx.need_principal()
-    priced = await price_for(services, ctx, decision.target)
-    spec = services.model(decision.target)
-    image_tokens = sum(p.tokens for p in priced)
-    estimate = cost_usd(ctx.text_tokens + image_tokens, output_estimate(ctx),
-                        spec.price.input_per_mtok, spec.price.output_per_mtok)
-    ctx.estimate_usd = estimate
+    tokens = await estimate_first_route(services, ctx)
+    estimate = ctx.estimate()
     services.ledger.check_request_cap(estimate, ctx.headers.get(MAX_COST_HEADER), services.config.budgets.max_request_cost_usd)
     state = services.state
-    await state.limits.check(principal, ctx.text_tokens + image_tokens)
+    await state.limits.check(principal, tokens)
     ctx.reservation = await state.budgets.reserve(principal, estimate)
+
+
+async def estimate_first_route(services: Services, ctx: RequestContext) -> int:
+    """Prepare the images for the decision's first target and set ``ctx.estimate_usd``; returns
+    the request's input tokens as estimated (text + images), what the rate limiter counts."""
+    target = ctx.need_decision().target
+    priced = await price_for(services, ctx, target)
+    spec = services.model(target)
+    tokens = ctx.text_tokens + sum(p.tokens for p in priced)
+    ctx.estimate_usd = cost_usd(tokens, output_estimate(ctx), spec.price.input_per_mtok, spec.price.output_per_mtok)
+    return tokens
 
 
 def output_estimate(ctx: RequestContext) -> int:

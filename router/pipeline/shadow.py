@@ -16,12 +16,11 @@ from router.budgets import check_request_cap
 from router.errors import GatewayError
 from router.pipeline.bill import bill_completion
 from router.pipeline.context import RequestContext
-from router.pipeline.price import output_estimate, price_for
+from router.pipeline.price import estimate_first_route
 from router.pipeline.route import route
 from router.pipeline.send import send_completion
 from router.pipeline.services import Services
 from router.shadow import chosen
-from router.tokens import cost_usd
 
 
 def wants_shadow(services: Services, ctx: RequestContext) -> bool:
@@ -54,12 +53,8 @@ async def run_shadow(services: Services, parent: RequestContext, cap_usd: float)
     services.telemetry.start(ctx)
     try:
         await route(services, ctx)
-        target = ctx.need_decision().target
-        priced = await price_for(services, ctx, target)
-        spec = services.model(target)
-        ctx.estimate_usd = cost_usd(ctx.text_tokens + sum(p.tokens for p in priced), output_estimate(ctx),
-                                    spec.price.input_per_mtok, spec.price.output_per_mtok)
-        check_request_cap(ctx.estimate_usd, None, cap_usd)
+        await estimate_first_route(services, ctx)
+        check_request_cap(ctx.estimate(), None, cap_usd)
         await send_completion(services, ctx)
         await bill_completion(services, ctx)
     except BaseException as exc:
