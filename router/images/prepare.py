@@ -16,10 +16,10 @@ PNG, lossless WebP) and JPEG quality 90 otherwise, within what the target accept
 
 from __future__ import annotations
 
-import base64
 import io
 from dataclasses import dataclass
 
+import pybase64
 from PIL import Image, ImageOps
 
 from router.errors import InvalidImage, UnsupportedImageFormat
@@ -78,7 +78,7 @@ def prepare(
 
 
 def to_data_url(prepared: PreparedImage) -> str:
-    return f"data:{prepared.mime};base64,{base64.b64encode(prepared.data).decode('ascii')}"
+    return f"data:{prepared.mime};base64,{pybase64.b64encode_as_string(prepared.data)}"
 
 
 def _same(image: IntakeImage, data: bytes) -> PreparedImage:

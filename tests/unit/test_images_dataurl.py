@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import contextlib
 
 import pytest
@@ -75,3 +76,42 @@ def test_any_bytes_round_trip(payload: bytes) -> None:
 def test_arbitrary_payload_text_never_escapes_the_error_family(text: str) -> None:
     with contextlib.suppress(InvalidImage):
         parse_data_url("data:image/png;base64," + text)
+
+
+def _stdlib(text: str) -> bytes | str:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return "refused"
+
+
+def _reference(text: str) -> bytes | str:
+    """What the standard library's strict decoder makes of the text after the documented
+    whitespace removal; an empty payload is refused as such."""
+    expected = _stdlib(text.translate(str.maketrans("", "", " \t\r\n")))
+    return "refused" if expected == b"" else expected
+
+
+def _decoded(text: str) -> bytes | str:
+    try:
+        return parse_data_url("data:image/png;base64," + text)[1]
+    except InvalidImage:
+        return "refused"
+
+
+_B64ISH = st.text(alphabet="ABCabcxyzXYZ0189+/=-_ \n\té", max_size=40)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_B64ISH)
+def test_the_fast_decoder_accepts_and_decodes_exactly_what_the_standard_library_does(text: str) -> None:
+    # The data-URL decoder uses pybase64; the standard library's strict decoder is the reference
+    # (whitespace-free text: the reference after the documented whitespace removal otherwise).
+    assert _decoded(text) == _reference(text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300), st.sampled_from(["", "=", "==", "A", "A=", "\n"]))
+def test_valid_base64_with_a_stray_suffix_matches_the_standard_library(payload: bytes, suffix: str) -> None:
+    text = base64.b64encode(payload).decode() + suffix
+    assert _decoded(text) == _reference(text)
