@@ -14,6 +14,9 @@ after ``max_attempts`` is counted in ``dropped`` (for /metrics) and, when the
 file can be reached, in the ``dropped_spans`` table (at once, or together
 with the next batch that gets through); loss is never silent.
 
+The writes run on one DuckDB thread (``ONE_THREAD``): the exporter shares its process with
+the gateway it records.
+
 Threading: ``BatchSpanProcessor`` calls ``export`` from its one worker thread;
 counters are guarded by a lock so /metrics may read them from any thread.
 """
@@ -35,6 +38,10 @@ from collector.semconv import utc_now
 from collector.store import open_store, record_dropped, write_tables
 
 log = logging.getLogger(__name__)
+#: A batch is a few hundred spans: DuckDB's worker threads (one per core by default) gain
+#: nothing on it and take CPU from the requests the gateway serves beside this thread
+#: (0.2–0.3 ms of gateway CPU per request at 144 KB, docs/benchmarks.md "Gateway overhead").
+ONE_THREAD = "SET threads = 1"
 
 
 class DuckDBSpanExporter(SpanExporter):
@@ -93,6 +100,7 @@ class DuckDBSpanExporter(SpanExporter):
                 unrecorded = list(self._unrecorded)
             try:
                 with open_store(self.path, timeout_s=self.lock_timeout_s) as conn:
+                    conn.execute(ONE_THREAD)
                     write_tables(conn, {**rows, "dropped_spans": unrecorded})
             except Exception as exc:  # lock timeout, disk full, bad file: all retried, then counted
                 last = exc
