@@ -120,7 +120,10 @@ def create_app(
     app.add_exception_handler(StarletteHTTPException, handlers.http_error)
     app.add_middleware(SurfaceMiddleware, max_body_bytes=gateway.config.server.max_body_bytes,
                        on_error=_recorder(gateway))
-    app.add_api_route(CHAT_PATH, handlers.chat_completions, methods=["POST"])
+    # A plain Starlette route: the handler takes the request and returns a response, so FastAPI's
+    # dependency solving and endpoint wrapping (≈10 % of a request's time on the event loop) buy
+    # nothing; the exception handlers above apply all the same.
+    app.add_route(CHAT_PATH, handlers.chat_completions, methods=["POST"], include_in_schema=False)
     app.add_api_route("/v1/models", handlers.list_models, methods=["GET"])
     app.add_api_route("/healthz", handlers.healthz, methods=["GET"])
     app.add_api_route("/metrics", handlers.prometheus, methods=["GET"])

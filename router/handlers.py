@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from router import jsonio
 from router.errors import GatewayError, InvalidRequest
 from router.gateway import Gateway
 from router.rules import AUTO_MODEL
@@ -49,7 +50,15 @@ async def chat_completions(request: Request) -> Response:
         raise GatewayError(f"internal error: {type(exc).__name__}") from exc
     if result.stream is not None:
         return StreamingResponse(result.stream, media_type="text/event-stream", headers=result.headers)
-    return JSONResponse(result.body, headers=result.headers)
+    return FastJSONResponse(result.body, headers=result.headers)
+
+
+class FastJSONResponse(JSONResponse):
+    """Starlette's JSON response serialised with orjson (:mod:`router.jsonio`): the same compact
+    UTF-8 text, a float spelt the shortest way, a non-finite float as ``null``."""
+
+    def render(self, content: Any) -> bytes:
+        return jsonio.dumps(content)
 
 
 async def read_body(request: Request) -> bytearray:
