@@ -20,6 +20,7 @@ from typing import Any
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 
 from collector.record import SpanRecord
@@ -36,7 +37,12 @@ class OtlpDecodeError(ValueError):
 # ---------------------------------------------------------------- OTel SDK
 
 
+_SCALARS = frozenset({str, int, float, bool})
+
+
 def _plain(value: Any) -> Any:
+    if type(value) in _SCALARS:
+        return value
     if isinstance(value, bytes):
         return value.hex()
     if isinstance(value, list | tuple):
@@ -47,9 +53,30 @@ def _plain(value: Any) -> Any:
 
 
 def _plain_attrs(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
+    # The exporter converts every span of the gateway on a thread beside its requests, holding
+    # the GIL: scalars (nearly every value) are taken as they are, without the checks below.
     if not attributes:
         return {}
-    return {k: _plain(v) for k, v in attributes.items()}
+    out = dict(attributes)
+    for k, v in out.items():
+        if type(v) not in _SCALARS:
+            out[k] = _plain(v)
+    return out
+
+
+_last_resource: tuple[Resource | None, dict[str, Any]] = (None, {})
+
+
+def _resource_attrs(resource: Resource) -> dict[str, Any]:
+    """Every span of a process shares one resource: convert it once, and hand every record the
+    same dict (records never modify it), so the row builders' per-batch memo, keyed on the
+    dict's identity, encodes it once per batch instead of once per span."""
+    global _last_resource
+    seen, attrs = _last_resource
+    if seen is not resource:
+        attrs = _plain_attrs(resource.attributes)
+        _last_resource = (resource, attrs)
+    return attrs
 
 
 def from_readable_span(span: ReadableSpan) -> SpanRecord:
@@ -77,7 +104,7 @@ def from_readable_span(span: ReadableSpan) -> SpanRecord:
             }
             for e in span.events
         ],
-        resource=_plain_attrs(span.resource.attributes) if span.resource else {},
+        resource=_resource_attrs(span.resource) if span.resource else {},
         scope_name=scope.name if scope else None,
     )
 
