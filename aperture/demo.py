@@ -126,7 +126,7 @@ class Running:
     baseline_version: str | None
 
     def flush(self) -> None:
-        self.app.state.telemetry.provider.force_flush()
+        self.app.state.telemetry.flush()
 
 
 @dataclass(frozen=True)

@@ -79,6 +79,13 @@ class Telemetry:
     def dropped(self) -> int:
         return sum(int(getattr(e, "dropped", 0)) for e in self.exporters)
 
+    def flush(self) -> None:
+        """Every finished span stored or sent, and the store file let go (the embedded exporter
+        holds it between batches; ``TracerProvider.force_flush`` alone leaves it held)."""
+        self.provider.force_flush()
+        for exporter in self.exporters:
+            exporter.force_flush()
+
     def shutdown(self) -> None:
         self.provider.force_flush()
         self.provider.shutdown()

@@ -6,9 +6,17 @@ Use it through the stock ``BatchSpanProcessor``::
     exporter = DuckDBSpanExporter("aperture.duckdb")
     provider.add_span_processor(BatchSpanProcessor(exporter))
 
-Each ``export`` opens the file, bulk-inserts the batch in one transaction and
-closes it, so other processes (``aperture eval``, ``aperture guard``) can take
-their turn between batches. Inserts ignore (trace_id, span_id) already stored,
+Each ``export`` bulk-inserts the batch in one transaction. The file is opened
+for at most ``hold_s`` (2 s) of batches at a time, then closed and left alone
+for at least ``release_s`` (0.5 s), so other processes (``aperture eval``,
+``aperture guard``, waiting in ``open_store``) take their turn between holds.
+Opening and closing a DuckDB file costs ≈15 ms of CPU each time, which per
+500 ms batch was a quarter of the gateway's CPU per request at 2 MB images
+(docs/benchmarks.md "Gateway overhead"); ``hold_s=0`` opens and closes it for
+every batch. A held connection is closed by a timer, on a failed write, by ``force_flush``
+(the stock ``BatchSpanProcessor.force_flush`` does not call it: see
+``aperture.wiring.Telemetry.flush``) and by ``shutdown``; a child process forked while it was held never uses nor closes
+it (the parent still owns the file). Inserts ignore (trace_id, span_id) already stored,
 so re-exporting a batch is harmless. A batch that still cannot be written
 after ``max_attempts`` is counted in ``dropped`` (for /metrics) and, when the
 file can be reached, in the ``dropped_spans`` table (at once, or together
@@ -24,18 +32,21 @@ counters are guarded by a lock so /metrics may read them from any thread.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import duckdb
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from collector.columns import spans_to_batch
 from collector.otlp import from_readable_span
 from collector.semconv import utc_now
-from collector.store import open_store, record_dropped, write_tables
+from collector.store import close_store, connect, open_store, record_dropped, write_tables
 
 log = logging.getLogger(__name__)
 #: A batch is a few hundred spans: DuckDB's worker threads (one per core by default) gain
@@ -54,6 +65,8 @@ class DuckDBSpanExporter(SpanExporter):
         lock_timeout_s: float = 10.0,
         max_attempts: int = 3,
         retry_backoff_s: float = 0.2,
+        hold_s: float = 2.0,
+        release_s: float = 0.5,
     ) -> None:
         self.path = Path(path)
         self.lock_timeout_s = lock_timeout_s
@@ -65,6 +78,9 @@ class DuckDBSpanExporter(SpanExporter):
         self._dropped_by_reason: dict[str, int] = {}
         self._shutdown = False
         self._unrecorded: list[dict[str, object]] = []
+        self.hold_s = hold_s
+        self.release_s = release_s
+        self._store = _HeldStore(self.path, lock_timeout_s, hold_s, release_s)
 
     @property
     def dropped(self) -> int:
@@ -99,9 +115,7 @@ class DuckDBSpanExporter(SpanExporter):
             with self._lock:
                 unrecorded = list(self._unrecorded)
             try:
-                with open_store(self.path, timeout_s=self.lock_timeout_s) as conn:
-                    conn.execute(ONE_THREAD)
-                    write_tables(conn, {**rows, "dropped_spans": unrecorded})
+                self._store.write({**rows, "dropped_spans": unrecorded})
             except Exception as exc:  # lock timeout, disk full, bad file: all retried, then counted
                 last = exc
                 if attempt + 1 < self.max_attempts:
@@ -130,7 +144,84 @@ class DuckDBSpanExporter(SpanExporter):
 
     def shutdown(self) -> None:
         self._shutdown = True
+        self._store.close()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        # Every export is written synchronously; nothing is buffered here.
+        """Every export is written synchronously, so nothing is buffered here; a held store is
+        let go, so that whoever flushed may open the file at once (from any process)."""
+        self._store.close()
         return True
+
+
+#: Connections a forked child inherited: never used, never closed (closing would checkpoint a
+#: file the parent still writes), only kept from the garbage collector.
+_INHERITED: list[duckdb.DuckDBPyConnection] = []
+
+
+class _HeldStore:
+    """One read-write connection to the store, kept for ``hold_s`` after it was opened.
+
+    ``write`` runs on the exporter's thread, the closing timer on its own; a lock keeps them
+    apart. After a close the file is left free for ``release_s`` before the next open.
+    """
+
+    def __init__(self, path: Path, lock_timeout_s: float, hold_s: float, release_s: float) -> None:
+        self.path, self.lock_timeout_s, self.hold_s, self.release_s = path, lock_timeout_s, hold_s, release_s
+        self._lock = threading.Lock()
+        self._conn: duckdb.DuckDBPyConnection | None = None
+        self._pid = 0
+        self._opened_at = 0.0
+        self._closed_at = float("-inf")
+
+    def write(self, tables: dict[str, Any]) -> None:
+        with self._lock:
+            if self._conn is not None and self._pid != os.getpid():
+                _INHERITED.append(self._conn)
+                self._conn = None
+            conn = self._conn or self._open()
+            try:
+                write_tables(conn, tables)
+            except BaseException:
+                self._close_locked()  # a connection that failed a write is not reused
+                raise
+            if self.hold_s <= 0 or time.monotonic() - self._opened_at >= self.hold_s:
+                self._close_locked()
+
+    def close(self) -> None:
+        with self._lock:
+            self._close_locked()
+
+    def _open(self) -> duckdb.DuckDBPyConnection:
+        pause = self._closed_at + self.release_s - time.monotonic()
+        if self.hold_s > 0 and pause > 0:
+            time.sleep(pause)  # the file stays free for a while: others get their turn
+        conn = connect(self.path, timeout_s=self.lock_timeout_s)
+        try:
+            conn.execute(ONE_THREAD)
+        except BaseException:
+            close_store(conn)
+            raise
+        self._conn, self._pid, self._opened_at = conn, os.getpid(), time.monotonic()
+        if self.hold_s > 0:
+            timer = threading.Timer(self.hold_s, self._expire, args=(conn,))
+            timer.daemon = True
+            timer.start()
+        return conn
+
+    def _expire(self, conn: duckdb.DuckDBPyConnection) -> None:
+        with self._lock:
+            if self._conn is conn and self._pid == os.getpid():
+                self._close_locked()
+
+    def _close_locked(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        if self._pid != os.getpid():
+            _INHERITED.append(conn)
+            return
+        self._closed_at = time.monotonic()
+        try:
+            close_store(conn)
+        except Exception:  # the batch is committed or rolled back already; nothing is lost
+            log.exception("closing the store failed")

@@ -43,7 +43,7 @@ class Stack:
         r.raise_for_status()
 
     def flush(self) -> None:
-        self.app.state.telemetry.provider.force_flush()
+        self.app.state.telemetry.flush()
 
 
 def config_text(emulator_url: str, overrides: dict[str, Any] | None = None) -> str:

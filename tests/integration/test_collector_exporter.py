@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -187,3 +188,52 @@ def test_waits_for_a_briefly_held_lock(tmp_path: Path) -> None:
     assert exporter.export(finished_spans(2)) is SpanExportResult.SUCCESS
     holder.wait(10)
     assert counts(db) == (3, 2, 1) and exporter.dropped == 0
+
+
+TRY_OPEN = """
+import sys
+from collector.store import StoreLockedError, open_store
+try:
+    with open_store(sys.argv[1], timeout_s=0.3):
+        print("opened", flush=True)
+except StoreLockedError:
+    print("locked", flush=True)
+"""
+
+
+def other_process_opens(db: Path) -> str:
+    """What another process gets when it tries to open the store for 0.3 s now."""
+    done = subprocess.run([sys.executable, "-c", TRY_OPEN, str(db)], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    return done.stdout.strip()
+
+
+def test_the_store_is_held_between_batches_until_shutdown(tmp_path: Path) -> None:
+    db = tmp_path / "held.duckdb"
+    exporter = DuckDBSpanExporter(db, hold_s=60)
+    assert exporter.export(finished_spans(2)) is SpanExportResult.SUCCESS
+    assert exporter.export(finished_spans(3)) is SpanExportResult.SUCCESS
+    assert other_process_opens(db) == "locked"
+    assert counts(db) == (7, 5, 2)  # this process reads through the held connection
+    exporter.shutdown()
+    assert other_process_opens(db) == "opened"
+
+
+def test_a_held_store_is_let_go_after_hold_s(tmp_path: Path) -> None:
+    db = tmp_path / "expiring.duckdb"
+    exporter = DuckDBSpanExporter(db, hold_s=0.2)
+    assert exporter.export(finished_spans(2)) is SpanExportResult.SUCCESS
+    time.sleep(0.5)
+    assert other_process_opens(db) == "opened"
+    # and the next batch opens it again
+    assert exporter.export(finished_spans(1)) is SpanExportResult.SUCCESS
+    exporter.shutdown()
+    assert counts(db) == (5, 3, 2)
+
+
+def test_hold_s_zero_closes_the_store_after_every_batch(tmp_path: Path) -> None:
+    db = tmp_path / "unheld.duckdb"
+    exporter = DuckDBSpanExporter(db, hold_s=0)
+    assert exporter.export(finished_spans(2)) is SpanExportResult.SUCCESS
+    assert other_process_opens(db) == "opened"
+    assert counts(db) == (3, 2, 1)

@@ -75,7 +75,7 @@ class GuardStack:
         return openai.OpenAI(base_url=f"{self.url}/v1", api_key=f"sk-{team}", max_retries=0)
 
     def finished(self) -> list[Any]:
-        self.app.state.telemetry.provider.force_flush()
+        self.app.state.telemetry.flush()
         return list(self.spans.get_finished_spans())
 
 

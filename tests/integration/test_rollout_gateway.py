@@ -449,7 +449,7 @@ def test_canary_with_a_worse_route_is_rolled_back_by_evals_and_guard(
             for batch in range(MAX_BATCHES):
                 order = [pages[(batch * BATCH + i) % len(pages)] for i in range(BATCH)]
                 sent.update(pool.map(lambda page: transcribe(client, page), order))
-                stack.app.state.telemetry.provider.force_flush()
+                stack.app.state.telemetry.flush()
                 run_evals(stack.db, evaluators=["ocr_faithfulness"], workers=1, progress=False)
                 decision = guard.step()
                 if decision.action != "extend":
