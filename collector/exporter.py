@@ -13,11 +13,12 @@ for at least ``release_s`` (0.5 s), so other processes (``aperture eval``,
 Opening and closing a DuckDB file costs ≈15 ms of CPU each time, which per
 500 ms batch was a quarter of the gateway's CPU per request at 2 MB images
 (docs/benchmarks.md "Gateway overhead"); ``hold_s=0`` opens and closes it for
-every batch. A held connection is closed by a timer, on a failed write, by ``force_flush``
-(the stock ``BatchSpanProcessor.force_flush`` does not call it: see
-``aperture.wiring.Telemetry.flush``) and by ``shutdown``; a child process forked while it was held never uses nor closes
-it (the parent still owns the file). Inserts ignore (trace_id, span_id) already stored,
-so re-exporting a batch is harmless. A batch that still cannot be written
+every batch. A held connection is closed by a timer, on a failed write, by
+``force_flush`` (the stock ``BatchSpanProcessor.force_flush`` does not call it:
+see ``aperture.wiring.Telemetry.flush``) and by ``shutdown``. A child process
+forked while it was held never uses nor closes it, and its own exports fail
+(counted as dropped): the parent owns the file. Inserts ignore (trace_id,
+span_id) already stored, so re-exporting a batch is harmless. A batch that still cannot be written
 after ``max_attempts`` is counted in ``dropped`` (for /metrics) and, when the
 file can be reached, in the ``dropped_spans`` table (at once, or together
 with the next batch that gets through); loss is never silent.
@@ -35,6 +36,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -46,7 +48,14 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from collector.columns import spans_to_batch
 from collector.otlp import from_readable_span
 from collector.semconv import utc_now
-from collector.store import close_store, connect, open_store, record_dropped, write_tables
+from collector.store import (
+    StoreError,
+    close_store,
+    connect,
+    open_store,
+    record_dropped,
+    write_tables,
+)
 
 log = logging.getLogger(__name__)
 #: A batch is a few hundred spans: DuckDB's worker threads (one per core by default) gain
@@ -156,6 +165,16 @@ class DuckDBSpanExporter(SpanExporter):
 #: Connections a forked child inherited: never used, never closed (closing would checkpoint a
 #: file the parent still writes), only kept from the garbage collector.
 _INHERITED: list[duckdb.DuckDBPyConnection] = []
+_HELD: weakref.WeakSet[_HeldStore] = weakref.WeakSet()
+
+
+def _unlock_in_child() -> None:
+    # A fork taken while the exporter thread held a store's lock would leave it held for good.
+    for store in list(_HELD):
+        store._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_unlock_in_child)
 
 
 class _HeldStore:
@@ -172,12 +191,18 @@ class _HeldStore:
         self._pid = 0
         self._opened_at = 0.0
         self._closed_at = float("-inf")
+        self._forked = False
+        _HELD.add(self)
 
     def write(self, tables: dict[str, Any]) -> None:
         with self._lock:
             if self._conn is not None and self._pid != os.getpid():
                 _INHERITED.append(self._conn)
-                self._conn = None
+                self._conn, self._forked = None, True
+            if self._forked:
+                # DuckDB would hand this process the inherited database again for the same file
+                # (its instance cache was copied too), without the parent's file lock.
+                raise StoreError("forked while the parent held the store; the parent writes it")
             conn = self._conn or self._open()
             try:
                 write_tables(conn, tables)
@@ -219,6 +244,7 @@ class _HeldStore:
             return
         if self._pid != os.getpid():
             _INHERITED.append(conn)
+            self._forked = True
             return
         self._closed_at = time.monotonic()
         try:

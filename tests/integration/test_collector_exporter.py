@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -237,3 +238,18 @@ def test_hold_s_zero_closes_the_store_after_every_batch(tmp_path: Path) -> None:
     assert exporter.export(finished_spans(2)) is SpanExportResult.SUCCESS
     assert other_process_opens(db) == "opened"
     assert counts(db) == (3, 2, 1)
+
+
+def test_a_forked_child_neither_uses_nor_closes_the_held_store(tmp_path: Path) -> None:
+    db = tmp_path / "forked.duckdb"
+    exporter = DuckDBSpanExporter(db, hold_s=60, lock_timeout_s=0.2, max_attempts=1)
+    assert exporter.export(finished_spans(2)) is SpanExportResult.SUCCESS
+    pid = os.fork()
+    if pid == 0:  # the child: the parent owns the file; the child's batch fails loudly, not hangs
+        failed = exporter.export(finished_spans(1)) is SpanExportResult.FAILURE
+        os._exit(0 if failed and list(exporter.dropped_by_reason) == ["store_error:StoreError"] else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert exporter.export(finished_spans(1)) is SpanExportResult.SUCCESS  # still held, still usable
+    exporter.shutdown()
+    assert counts(db) == (5, 3, 2)
