@@ -23,10 +23,11 @@ from collector import semconv
 from router.errors import ImageBlocked
 from router.guardrails.config import DETECTORS, DetectorName, GuardrailSettings
 from router.guardrails.injection import score_injection
+from router.guardrails.nsfw import unsafe
 from router.guardrails.pii import find_pii
+from router.guardrails.regions import Box, Detection, DetectorUnavailable, RegionDetector
 
 Verdict = Literal["pass", "fire", "error"]
-Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,14 +97,37 @@ class GuardrailOutcome:
 
 @dataclass
 class Detectors:
-    """What the stage needs besides settings: an OCR reader (optional) and a bounded OCR cache."""
+    """What the stage needs besides settings: an OCR reader, the face and NSFW models (each
+    optional: a missing one makes its detector fail as configured) and bounded sha256 caches."""
 
     reader: TextReader | None = None
     cache_size: int = 4096
+    faces: RegionDetector | None = None
+    nsfw: RegionDetector | None = None
     _cache: OrderedDict[str, list[TextLine]] = field(default_factory=OrderedDict)
     # One reading at a time: detectors running in parallel over the same image then share one
     # OCR pass instead of racing to two (the OCR engine is CPU-bound and serialised anyway).
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _found: OrderedDict[tuple[str, str], list[Detection]] = field(default_factory=OrderedDict)
+    # One lock per model, so the face and NSFW models run beside the OCR (on the other core).
+    _model_locks: dict[str, threading.Lock] = field(default_factory=lambda: {"faces": threading.Lock(), "nsfw": threading.Lock()})
+
+    def detections(self, name: Literal["faces", "nsfw"], image: GuardImage) -> list[Detection]:
+        """What model ``name`` finds in ``image``, cached by sha256; blocking: call off the loop."""
+        model = self.faces if name == "faces" else self.nsfw
+        if model is None:
+            raise DetectorUnavailable("detector unavailable: no model configured")
+        key = (name, image.sha256)
+        with self._model_locks[name]:
+            found = self._found.get(key)
+            if found is not None:
+                self._found.move_to_end(key)
+                return found
+            found = model.detect(image.data) if has_text_likely(image.data) else []
+            self._found[key] = found
+            while len(self._found) > self.cache_size:
+                self._found.popitem(last=False)
+            return found
 
     def read_text(self, image: GuardImage) -> list[TextLine]:
         """OCR lines of ``image``, cached by sha256 (bounded LRU); blocking: call off the loop."""
@@ -125,7 +149,7 @@ class Detectors:
 
 
 def has_text_likely(data: bytes) -> bool:
-    """Cheap pre-check before OCR: a blank (single-colour) image cannot hold text."""
+    """Cheap pre-check before a model: a blank (single-colour) image holds no text, face or body."""
     import io
 
     from PIL import Image
@@ -171,11 +195,25 @@ def _injection(det: Detectors, images: Sequence[GuardImage], texts: Sequence[str
     return score, regions
 
 
-def _unavailable(_det: Detectors, _images: Sequence[GuardImage], _texts: Sequence[str]) -> tuple[float, list[tuple[int, Box]]]:
-    raise RuntimeError("detector unavailable: no model installed")
+def _faces(det: Detectors, images: Sequence[GuardImage], _texts: Sequence[str]) -> tuple[float, list[tuple[int, Box]]]:
+    score, regions = 0.0, list[tuple[int, Box]]()
+    for index, image in enumerate(images):
+        for found in det.detections("faces", image):
+            score = max(score, found.score)
+            regions.append((index, found.box))
+    return score, regions
 
 
-_RUNNERS = {"pii": _pii, "injection": _injection, "faces": _unavailable, "nsfw": _unavailable}
+def _nsfw(det: Detectors, images: Sequence[GuardImage], _texts: Sequence[str]) -> tuple[float, list[tuple[int, Box]]]:
+    score, regions = 0.0, list[tuple[int, Box]]()
+    for index, image in enumerate(images):
+        s, boxes = unsafe(det.detections("nsfw", image))
+        score = max(score, s)
+        regions.extend((index, box) for box in boxes)
+    return score, regions
+
+
+_RUNNERS = {"pii": _pii, "injection": _injection, "faces": _faces, "nsfw": _nsfw}
 
 
 async def _run_one(

@@ -109,3 +109,28 @@ def generate(n: int = 24, seed: int = 7) -> list[Sample]:
         data = render(lines, font_name=FONTS[i % len(FONTS)], size=rng.choice([14, 18, 24]), angle=rng.choice([0, 0, 2, -3]))
         samples.append(Sample(f"s{i:03d}", data, pii, injection, tuple(lines)))
     return samples
+
+
+def face_photo() -> bytes | None:
+    """A real face photo that ships in a wheel: matplotlib's ``sample_data/grace_hopper.jpg``
+    (512×600, one frontal face); None when matplotlib is not installed."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("matplotlib")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "mpl-data" / "sample_data" / "grace_hopper.jpg"
+    return path.read_bytes() if path.is_file() else None
+
+
+def screenshot_with_photo(photo: bytes, *, width: int, canvas: tuple[int, int] = (960, 540), text: list[str] | None = None) -> bytes:
+    """A UI-like screenshot: lines of text and ``photo`` pasted ``width`` px wide at (40, 120), as PNG."""
+    lines = text if text is not None else ["Profile", "Name: Jane Doe", *CLEAN[:3]]
+    with Image.open(io.BytesIO(render(lines, font_name=FONTS[0], size=18, angle=0, canvas=canvas))) as base:
+        shot = base.convert("RGB")
+    with Image.open(io.BytesIO(photo)) as src:
+        pic = src.convert("RGB").resize((width, round(width * src.height / src.width)), Image.Resampling.LANCZOS)
+    shot.paste(pic, (canvas[0] - width - 40, 120))
+    out = io.BytesIO()
+    shot.save(out, format="PNG")
+    return out.getvalue()
