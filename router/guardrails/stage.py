@@ -39,11 +39,12 @@ class TextLine:
 class TextReader(Protocol):
     """OCR with boxes: image bytes → lines. Injected by the composition root (aperture/).
 
-    ``scale`` < 1 asks for the image to be read at that fraction of its size (much cheaper when
-    its text is large); boxes are still in the pixels of the image as given.
+    ``scale`` < 1 lets the text detector read a copy that fraction of the image's size (much
+    cheaper when the text is large); ``None``: the text height is unknown and the reader finds
+    its own. Boxes are always in the pixels of the image as given.
     """
 
-    def read(self, data: bytes, scale: float = 1.0) -> list[TextLine]: ...
+    def read(self, data: bytes, scale: float | None = 1.0) -> list[TextLine]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,17 +55,21 @@ class GuardImage:
     text_height: float | None = None  # median text-line height in px, when intake measured it
 
 
-#: Text-line height (px) the OCR is given at least: larger text is read from a downscaled copy.
-OCR_TEXT_PX = 16.0
-#: Never read at less than this fraction of the image's size.
+#: Text-line height (px) the text detector is given at least: larger text is detected on a
+#: downscaled copy. 8, 10 and 12 all kept precision and recall at 1.0 on the 180-sample
+#: generated set (docs/benchmarks.md); 10 keeps a margin for lines smaller than the median.
+OCR_TEXT_PX = 10.0
+#: Never detect at less than this fraction of the image's size.
 MIN_OCR_SCALE = 0.25
 
 
 def ocr_scale(text_height: float | None, target_px: float = OCR_TEXT_PX) -> float:
-    """The fraction of its size an image is read at: 1 unless its text is taller than ``target_px``.
+    """The fraction of its size an image's text is detected at: 1 unless its text is taller
+    than ``target_px``.
 
-    OCR cost grows with the pixels read, and a line of 40 px reads as well at 16 px; so an
-    image whose measured text is large is read from a copy scaled to bring it to ``target_px``.
+    The detector's cost grows with the pixels it reads, and a line of 40 px is found as well at
+    10 px; so an image whose measured text is large is searched on a copy scaled to bring it
+    to ``target_px`` (the recogniser still reads the full-size pixels).
     """
     if text_height is None or text_height <= target_px:
         return 1.0
@@ -140,8 +145,9 @@ class Detectors:
                 return cached
             lines: list[TextLine] = []
             if has_text_likely(image.data):
-                scale = ocr_scale(image.text_height)
-                lines = self.reader.read(image.data, scale) if scale < 1.0 else self.reader.read(image.data)
+                # No measured height: the reader finds the text's size itself (a cheap gate).
+                scale = None if image.text_height is None else ocr_scale(image.text_height)
+                lines = self.reader.read(image.data, scale)
             self._cache[image.sha256] = lines
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
