@@ -25,7 +25,13 @@ from router.guardrails.config import DETECTORS, DetectorName, GuardrailSettings
 from router.guardrails.injection import score_injection
 from router.guardrails.nsfw import unsafe
 from router.guardrails.pii import find_pii
-from router.guardrails.regions import Box, Detection, DetectorUnavailable, RegionDetector
+from router.guardrails.regions import (
+    Box,
+    Detection,
+    DetectorUnavailable,
+    RegionDetector,
+    people_likely,
+)
 
 Verdict = Literal["pass", "fire", "error"]
 
@@ -128,7 +134,7 @@ class Detectors:
             if found is not None:
                 self._found.move_to_end(key)
                 return found
-            found = model.detect(image.data) if has_text_likely(image.data) else []
+            found = model.detect(image.data) if has_text_likely(image.data) and people_likely(image.data) else []
             self._found[key] = found
             while len(self._found) > self.cache_size:
                 self._found.popitem(last=False)

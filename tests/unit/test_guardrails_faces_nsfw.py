@@ -16,7 +16,12 @@ from PIL import Image
 from router.guardrails.config import GuardrailsConfig, resolve
 from router.guardrails.faces import HaarFaceDetector, neighbours_score
 from router.guardrails.nsfw import LABELS, UNSAFE, NudeNetDetector, decode, unsafe
-from router.guardrails.regions import Detection, DetectorUnavailable, UnavailableDetector
+from router.guardrails.regions import (
+    Detection,
+    DetectorUnavailable,
+    UnavailableDetector,
+    people_likely,
+)
 from router.guardrails.stage import Detectors, GuardImage, run_guardrails, sha256_of
 from router.guardrails.testset import CLEAN, FONTS, face_photo, render, screenshot_with_photo
 
@@ -134,8 +139,9 @@ class FixedModel:
 
 
 def marked_png() -> bytes:
+    """A white image with a skin-coloured square: passes both pre-checks."""
     img = Image.new("RGB", (200, 120), "white")
-    img.paste((30, 30, 30), (20, 20, 80, 80))
+    img.paste((210, 160, 130), (20, 20, 80, 80))
     out = io.BytesIO()
     img.save(out, format="PNG")
     return out.getvalue()
@@ -200,3 +206,30 @@ def test_blank_image_skips_the_model() -> None:
     Image.new("RGB", (64, 64), (120, 120, 120)).save(blank, format="PNG")
     out = run([guard(blank.getvalue())], {"faces": {"action": "block"}}, Detectors(faces=model))
     assert out.blocked is None and model.calls == 0
+
+
+def grey(data: bytes) -> bytes:
+    out = io.BytesIO()
+    with Image.open(io.BytesIO(data)) as img:
+        img.convert("L").save(out, format="PNG")
+    return out.getvalue()
+
+
+@needs_photo
+def test_people_likely_on_photos_colour_or_not() -> None:
+    assert PHOTO is not None
+    assert people_likely(PHOTO) and people_likely(grey(PHOTO))
+    assert people_likely(screenshot_with_photo(PHOTO, width=60))
+
+
+def test_people_unlikely_on_text_pages() -> None:
+    for i, size in enumerate((10, 16, 24)):
+        page = render([*CLEAN], font_name=FONTS[i], size=size, angle=0, canvas=(960, 540), background=(250, 246, 225))
+        assert not people_likely(page) and not people_likely(grey(page))
+
+
+def test_text_screenshot_skips_face_and_nsfw_models() -> None:
+    faces_model, nsfw_model = FixedModel([Detection("face", 1.0, (0, 0, 5, 5))]), FixedModel([])
+    page = render([*CLEAN], font_name=FONTS[0], size=18, angle=0, canvas=(960, 540))
+    out = run([guard(page)], {"faces": {"action": "block"}, "nsfw": {"action": "block"}}, Detectors(faces=faces_model, nsfw=nsfw_model))
+    assert out.blocked is None and faces_model.calls == 0 and nsfw_model.calls == 0
