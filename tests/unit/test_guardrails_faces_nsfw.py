@@ -233,3 +233,26 @@ def test_text_screenshot_skips_face_and_nsfw_models() -> None:
     page = render([*CLEAN], font_name=FONTS[0], size=18, angle=0, canvas=(960, 540))
     out = run([guard(page)], {"faces": {"action": "block"}, "nsfw": {"action": "block"}}, Detectors(faces=faces_model, nsfw=nsfw_model))
     assert out.blocked is None and faces_model.calls == 0 and nsfw_model.calls == 0
+
+
+def test_wiring_loads_only_the_models_in_use_and_marks_missing_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aperture.wiring import build_guardrail_detectors
+    from router.config import AppConfig, load_config
+    from router.guardrails import faces as faces_module
+
+    base = load_config("examples/emulated.yaml")
+
+    def config(guardrails: dict[str, object]) -> AppConfig:
+        return base.model_copy(update={"guardrails": GuardrailsConfig.model_validate(guardrails)})
+
+    det = build_guardrail_detectors(config({"teams": {"a": {"faces": {"action": "block"}}}}))
+    assert isinstance(det.faces, HaarFaceDetector) and det.nsfw is None
+    assert build_guardrail_detectors(config({})) is None
+
+    def missing(_path: object = None) -> object:
+        raise DetectorUnavailable("opencv-python-headless is not installed")
+
+    monkeypatch.setattr(faces_module, "load_cascade", missing)
+    det = build_guardrail_detectors(config({"faces": {"action": "redact"}, "nsfw": {"action": "shadow"}}))
+    assert isinstance(det.faces, UnavailableDetector) and "opencv" in det.faces.reason
+    assert isinstance(det.nsfw, NudeNetDetector)
