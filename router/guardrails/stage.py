@@ -122,6 +122,19 @@ class Detectors:
     _found: OrderedDict[tuple[str, str], list[Detection]] = field(default_factory=OrderedDict)
     # One lock per model, so the face and NSFW models run beside the OCR (on the other core).
     _model_locks: dict[str, threading.Lock] = field(default_factory=lambda: {"faces": threading.Lock(), "nsfw": threading.Lock()})
+    _people: OrderedDict[str, bool] = field(default_factory=OrderedDict)  # pre-check by sha256, shared
+    _people_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def people_likely(self, image: GuardImage) -> bool:
+        """Both pre-checks for the face and NSFW models, computed once per image for both."""
+        with self._people_lock:
+            known = self._people.get(image.sha256)
+            if known is None:
+                known = has_text_likely(image.data) and people_likely(image.data)
+                self._people[image.sha256] = known
+                while len(self._people) > self.cache_size:
+                    self._people.popitem(last=False)
+            return known
 
     def detections(self, name: Literal["faces", "nsfw"], image: GuardImage) -> list[Detection]:
         """What model ``name`` finds in ``image``, cached by sha256; blocking: call off the loop."""
@@ -134,7 +147,7 @@ class Detectors:
             if found is not None:
                 self._found.move_to_end(key)
                 return found
-            found = model.detect(image.data) if has_text_likely(image.data) and people_likely(image.data) else []
+            found = model.detect(image.data) if self.people_likely(image) else []
             self._found[key] = found
             while len(self._found) > self.cache_size:
                 self._found.popitem(last=False)
