@@ -179,14 +179,30 @@ def build_gateway_app(
 
 
 def build_guardrail_detectors(config: AppConfig) -> Any:
-    """The guardrails' detectors (with the rapidocr reader), once per process; ``None`` when no
-    detector is on anywhere in the config, so a gateway without guardrails never loads OCR."""
-    if not config.guardrails.active_anywhere():
+    """The guardrails' detectors (the rapidocr reader, the face and NSFW models), once per process;
+    ``None`` when no detector is on anywhere in the config, so a gateway without guardrails never
+    loads a model. A model is loaded only when its detector is on somewhere; one whose package is
+    missing becomes an ``UnavailableDetector`` (its detector then fails open or closed)."""
+    guard = config.guardrails
+    if not guard.active_anywhere():
         return None
     from aperture.guardrail_ocr import RapidOcrReader
+    from router.guardrails.config import DetectorName
+    from router.guardrails.faces import HaarFaceDetector
+    from router.guardrails.nsfw import NudeNetDetector
+    from router.guardrails.regions import DetectorUnavailable, RegionDetector, UnavailableDetector
     from router.guardrails.stage import Detectors
 
-    return Detectors(reader=RapidOcrReader(), cache_size=config.guardrails.cache_size)
+    def load(name: DetectorName, build: Callable[[], RegionDetector]) -> RegionDetector | None:
+        if not guard.active_anywhere(name):
+            return None
+        try:
+            return build()
+        except DetectorUnavailable as exc:
+            return UnavailableDetector(str(exc))
+
+    return Detectors(reader=RapidOcrReader(), cache_size=guard.cache_size,
+                     faces=load("faces", HaarFaceDetector), nsfw=load("nsfw", NudeNetDetector))
 
 
 def build_policy_source(

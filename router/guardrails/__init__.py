@@ -1,4 +1,4 @@
-"""Image guardrails: detectors for PII, prompt injection (and later faces/NSFW) over images and text.
+"""Image guardrails: detectors for PII, prompt injection, faces and unsafe (NSFW) content over images and text.
 
 Self-contained so that one pipeline stage can call :func:`router.guardrails.stage.run_guardrails`
 with the request's images, text parts and the settings :func:`router.guardrails.config.resolve`

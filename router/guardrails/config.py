@@ -77,14 +77,16 @@ class GuardrailsConfig(GuardrailSettings):
     rules: dict[str, GuardrailOverride] = Field(default_factory=dict)
     cache_size: int = Field(default=4096, ge=0)
 
-    def active_anywhere(self) -> bool:
-        """Some detector is on in the base settings or in an override (else the stage is skipped)."""
-        if self.active():
+    def active_anywhere(self, detector: DetectorName | None = None) -> bool:
+        """Some detector (or ``detector``) is on in the base settings or in an override (else the
+        stage is skipped, or that detector's model is never loaded)."""
+        names = DETECTORS if detector is None else (detector,)
+        if any(self.detector(name).action != "off" for name in names):
             return True
         overrides = [*self.teams.values(), *self.virtual_keys.values(), *self.rules.values()]
         return any(
             o is not None and o.action not in (None, "off")
-            for layer in overrides for o in (getattr(layer, name) for name in DETECTORS)
+            for layer in overrides for o in (getattr(layer, name) for name in names)
         )
 
 

@@ -30,7 +30,8 @@ from aperture.wiring import build_gateway_app
 from collector import semconv as sc
 from emulator.testing import running_emulator
 from router.config import parse_config
-from router.guardrails.testset import render
+from router.guardrails.faces import HaarFaceDetector
+from router.guardrails.testset import face_photo, render, screenshot_with_photo
 from tests.integration.gateway_harness import EXAMPLE, config_text
 
 pytestmark = pytest.mark.slow
@@ -45,9 +46,11 @@ TEAMS: dict[str, dict[str, Any]] = {
     "redact": {"pii": {"action": "redact", **OCR_LIMITS}},
     "flag": {"pii": {"action": "flag", **OCR_LIMITS}},
     "shadow": {"pii": {"action": "shadow", **OCR_LIMITS}, "injection": {"action": "shadow", **OCR_LIMITS}},
-    # No face model ships here: the detector fails, and the policy decides.
-    "closed": {"faces": {"action": "block", "on_error": "closed"}},
-    "open": {"faces": {"action": "block", "on_error": "open"}},
+    # 1 ms is too short for any OCR: the detector times out, and the policy decides.
+    "closed": {"pii": {"action": "block", "on_error": "closed", "timeout_ms": 1}},
+    "open": {"pii": {"action": "block", "on_error": "open", "timeout_ms": 1}},
+    "faces": {"faces": {"action": "block", **OCR_LIMITS}, "nsfw": {"action": "block", **OCR_LIMITS}},
+    "faces-redact": {"faces": {"action": "redact", **OCR_LIMITS}},
 }
 
 
@@ -104,8 +107,8 @@ def image(text: str) -> bytes:
     return render([text], font_name="DejaVuSans.ttf", size=24, angle=0)
 
 
-def ask(client: openai.OpenAI, data: bytes, prompt: str = "Transcribe all the text.") -> Any:
-    url = "data:image/png;base64," + base64.b64encode(data).decode()
+def ask(client: openai.OpenAI, data: bytes, prompt: str = "Transcribe all the text.", mime: str = "image/png") -> Any:
+    url = f"data:{mime};base64," + base64.b64encode(data).decode()
     return client.chat.completions.with_raw_response.create(model="gpt-4o", messages=[{"role": "user", "content": [
         {"type": "text", "text": prompt}, {"type": "image_url", "image_url": {"url": url}}]}])
 
@@ -193,9 +196,49 @@ def test_shadow_records_verdicts_after_answering(stack: GuardStack) -> None:
     assert verdicts == {"injection": "fire", "pii": "pass"}
 
 
+PHOTO = face_photo()
+needs_photo = pytest.mark.skipif(PHOTO is None, reason="matplotlib (which ships the face photo) is not installed")
+
+
+@needs_photo
+def test_face_photo_is_blocked_without_upstream_call(stack: GuardStack) -> None:
+    assert PHOTO is not None
+    sent = len(stack.capture.bodies)
+    with stack.client("faces") as client, pytest.raises(openai.UnprocessableEntityError) as refused:
+        ask(client, PHOTO, "Describe the photo.", mime="image/jpeg")
+    body = refused.value.body
+    assert refused.value.status_code == 422 and isinstance(body, dict) and body["code"] == "image_blocked"
+    assert "faces" in body["message"] and "nsfw" not in body["message"]
+    assert len(stack.capture.bodies) == sent
+    verdicts = {e[sc.IMAGE_GUARDRAIL_DETECTOR]: e[sc.IMAGE_GUARDRAIL_VERDICT] for e in guard_events(stack.finished(), None)}
+    assert verdicts == {"faces": "fire", "nsfw": "pass"}
+
+
+@needs_photo
+def test_face_redacted_in_a_screenshot(stack: GuardStack) -> None:
+    assert PHOTO is not None
+    original = screenshot_with_photo(PHOTO, width=240, text=["Profile of the account holder", "Member since 2019"])
+    with stack.client("faces-redact") as client:
+        answer = ask(client, original).parse().choices[0].message.content or ""
+    sent = forwarded_image(stack.capture.bodies[-1])
+    assert sent != original
+    assert HaarFaceDetector().detect(original) and not HaarFaceDetector().detect(sent)
+    assert "Member since 2019" in answer  # the text around the face is forwarded untouched
+
+
+def test_screenshot_without_face_passes_face_and_nsfw_checks(stack: GuardStack) -> None:
+    original = image("Quarterly revenue grew in all regions")
+    with stack.client("faces") as client:
+        raw = ask(client, original)
+    assert forwarded_image(stack.capture.bodies[-1]) == original
+    verdicts = {e[sc.IMAGE_GUARDRAIL_DETECTOR]: e[sc.IMAGE_GUARDRAIL_VERDICT]
+                for e in guard_events(stack.finished(), raw.headers["x-aperture-request-id"])}
+    assert verdicts == {"faces": "pass", "nsfw": "pass"}
+
+
 @pytest.mark.parametrize(("team", "status"), [("closed", 422), ("open", 200)])
 def test_failing_detector_fails_as_configured(stack: GuardStack, team: str, status: int) -> None:
-    original = image("Quarterly revenue grew")
+    original = image(f"Quarterly revenue grew ({team})")  # a new image each time: no cached OCR
     sent = len(stack.capture.bodies)
     with stack.client(team) as client:
         if status == 422:
@@ -210,9 +253,9 @@ def test_failing_detector_fails_as_configured(stack: GuardStack, team: str, stat
             assert forwarded_image(stack.capture.bodies[-1]) == original
             request_id = raw.headers["x-aperture-request-id"]
     (event,) = guard_events(stack.finished(), request_id)
-    assert event[sc.IMAGE_GUARDRAIL_DETECTOR] == "faces"
+    assert event[sc.IMAGE_GUARDRAIL_DETECTOR] == "pii"
     assert event[sc.IMAGE_GUARDRAIL_FAILED] == team
-    assert "unavailable" in event[sc.IMAGE_GUARDRAIL_ERROR]
+    assert event[sc.IMAGE_GUARDRAIL_ERROR] == "TimeoutError"
 
 
 @pytest.mark.parametrize("team", ["block", "redact"])
@@ -236,5 +279,7 @@ def test_report_counts_verdicts_by_detector_team_and_action(stack: GuardStack) -
     assert rows[("pii", "block", "block", "inline")]["fired"] == 2
     assert rows[("injection", "block", "block", "inline")]["fired"] >= 1
     assert rows[("injection", "shadow", "shadow", "shadow")]["fired"] == 1
-    assert rows[("faces", "closed", "block", "inline")]["fired"] == 1
-    assert rows[("faces", "open", "block", "inline")]["errors"] == 1
+    assert rows[("pii", "closed", "block", "inline")]["fired"] == 1
+    assert rows[("pii", "open", "block", "inline")]["errors"] == 1
+    if PHOTO is not None:
+        assert rows[("faces", "faces", "block", "inline")]["fired"] == 1

@@ -36,7 +36,7 @@ class FakeReader:
         self.lines, self.delay, self.fail, self.calls = lines, delay, fail, 0
         self.lock = threading.Lock()
 
-    def read(self, data: bytes, scale: float = 1.0) -> list[TextLine]:
+    def read(self, data: bytes, scale: float | None = 1.0) -> list[TextLine]:
         with self.lock:
             self.calls += 1
         if self.fail:
@@ -179,21 +179,22 @@ def test_ocr_scale_shrinks_only_large_text() -> None:
 
     assert ocr_scale(None) == 1.0
     assert ocr_scale(OCR_TEXT_PX) == 1.0
-    assert ocr_scale(12.0) == 1.0
-    assert ocr_scale(32.0) == 0.5
+    assert ocr_scale(8.0) == 1.0
+    assert ocr_scale(20.0) == 0.5
     assert ocr_scale(1000.0) == MIN_OCR_SCALE
 
 
 def test_reader_gets_the_scale_for_large_text() -> None:
-    scales: list[float] = []
+    scales: list[float | None] = []
 
     class Recording:
-        def read(self, data: bytes, scale: float = 1.0) -> list[TextLine]:
+        def read(self, data: bytes, scale: float | None = 1.0) -> list[TextLine]:
             scales.append(scale)
             return []
 
     det = Detectors(Recording())
     data = png()
     det.read_text(GuardImage(data, "a", "png", 40.0))
-    det.read_text(GuardImage(data, "b", "png", 10.0))
-    assert scales == [0.4, 1.0]
+    det.read_text(GuardImage(data, "b", "png", 8.0))
+    det.read_text(GuardImage(data, "c", "png", None))
+    assert scales == [0.25, 1.0, None]

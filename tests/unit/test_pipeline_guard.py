@@ -55,7 +55,7 @@ def body(data: bytes) -> dict[str, Any]:
 
 
 class EmailReader:
-    def read(self, data: bytes, scale: float = 1.0) -> list[TextLine]:
+    def read(self, data: bytes, scale: float | None = 1.0) -> list[TextLine]:
         return [TextLine((0.0, 0.0, 200.0, 40.0), "jane@example.com")]
 
 
