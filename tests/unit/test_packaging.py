@@ -51,11 +51,14 @@ def test_base_install_leaves_out_the_heavy_packages() -> None:
 
 def test_extras_exist_and_dev_pulls_in_all() -> None:
     extras = _project()["optional-dependencies"]
-    assert {"emulator", "optimizer", "guardrails", "notebooks", "all", "dev"} <= set(extras)
-    assert any("[all]" in r for r in extras["dev"])
+    assert {"emulator", "optimizer", "guardrails", "nsfw", "notebooks", "all", "dev"} <= set(extras)
+    dev_spec = next(r for r in extras["dev"] if r.startswith("aperture-gateway["))
+    assert {"all", "nsfw"} <= set(dev_spec.split("[", 1)[1].rstrip("]").split(","))
     all_spec = next(r for r in extras["all"] if "[" in r)
     for extra in ("emulator", "optimizer", "guardrails", "notebooks"):
         assert extra in all_spec
+    assert "nsfw" not in all_spec  # AGPL-3.0 model: opt-in only
+    assert "nudenet" in {_name(r) for r in extras["nsfw"]}
     assert {"nbclient", "ipykernel"} <= {_name(r) for r in extras["notebooks"]}
     assert {"onnxruntime", "rapidocr"} <= {_name(r) for r in extras["emulator"]}
 
