@@ -25,7 +25,7 @@ from typing import Any
 
 from opentelemetry import trace
 
-from aperture.autopilot.lease import FileLease
+from aperture.autopilot.lease import FileLease, LeaseLost
 from aperture.autopilot.metrics import AutopilotMetrics
 from aperture.autopilot.state import AutopilotState, Baseline, StateFile
 from aperture.autopilot.steps import LoopSteps, SearchOutcome
@@ -112,22 +112,24 @@ class Autopilot:
         """One step of the loop; None when another controller holds the lease."""
         if not self.lease.acquire():
             self.metrics.leader.set(0.0)
+            self._recovered = False  # whoever held it meanwhile may have left a step half done
             holder = self.lease.holder()
             log.info("autopilot waits: lease held by %s", holder.owner if holder else "?")
             return None
-        now = self.clock()
-        if not self._recovered:
-            self.recover(now)
-            self._recovered = True
-        state = self.state_file.load()
-        paused = self.state_file.paused()
-        if paused is not None:
-            self._note(state, "pause", "paused", paused)
-        else:
-            self.steps.score()
-            state = self._advance(state, now)
-        self._show(state, paused is not None)
-        return state
+        with self.lease.kept():
+            now = self.clock()
+            if not self._recovered:
+                self.recover(now)
+                self._recovered = True
+            state = self.state_file.load()
+            paused = self.state_file.paused()
+            if paused is not None:
+                self._note(state, "pause", "paused", paused)
+            else:
+                self.steps.score()
+                state = self._advance(state, now)
+            self._show(state, paused is not None)
+            return state
 
     def run(self, stop: threading.Event, *, once: bool = False) -> None:
         """Tick every ``interval_s`` until ``stop`` is set. A store that cannot be read (locked,
@@ -135,6 +137,10 @@ class Autopilot:
         while not stop.is_set():
             try:
                 self.tick()
+            except LeaseLost as exc:
+                log.warning("autopilot stopped a step: %s", exc)
+                self.metrics.leader.set(0.0)
+                self._recovered = False
             except Exception as exc:  # noqa: BLE001 - report, wait, try again; never act on a failure
                 log.warning("autopilot tick failed, waiting: %s: %s", type(exc).__name__, exc,
                             exc_info=log.isEnabledFor(logging.DEBUG))
@@ -181,6 +187,7 @@ class Autopilot:
         if outcome.proposal is None:
             self.record(state, "search", "nothing", outcome.reason, replayed=outcome.replayed, **outcome.details)
             return self._cool(state, now, "no_proposal")
+        self.lease.confirm()  # a search can outlast the lease: never propose beside a successor
         state = self._save(state.moved("proposing", now))
         version = self.steps.propose(outcome.proposal, state.cycle_id or "")
         state = self._save(replace(state, candidate=version))
@@ -197,6 +204,7 @@ class Autopilot:
             self.record(state, "canary", "frozen", "a freeze window began: proposed, no canary started")
             return self._cool(state, now, "frozen")
         fraction = min(self.settings.canary_fraction, self.settings.max_canary_fraction)
+        self.lease.confirm()
         pointer = self.steps.start_canary(state.candidate or "", fraction)
         state = self._save(state.moved("canary", now, rollout_id=pointer.rollout_id))
         self.record(state, "canary", "start", f"canary {state.candidate} at {fraction:.0%}")
@@ -209,6 +217,7 @@ class Autopilot:
             self.record(state, "guard", f"ended_{outcome}",
                         f"{state.candidate} is no longer canary (active {pointer.active}): decided outside this tick")
             return self._decided(state, now, outcome, "decided outside the autopilot's tick")
+        self.lease.confirm()
         verdict = self.steps.guard()
         if verdict.action in ("promote", "rollback"):
             self.record(state, "guard", verdict.action, verdict.reason, n_canary=verdict.n_canary)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.server
 import json
 import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 
 from aperture.autopilot.controller import Autopilot
-from aperture.autopilot.lease import FileLease
+from aperture.autopilot.lease import FileLease, LeaseLost
 from aperture.autopilot.state import StateFile
 from aperture.autopilot.steps import GuardVerdict, SearchOutcome, StoreLoopSteps
 from aperture.autopilot.webhook import Webhook
@@ -185,6 +186,58 @@ def test_a_second_controller_waits_for_the_lease(world: dict[str, Any]) -> None:
     assert second.tick() is None and second_steps.calls == []
     world["clock"].now += timedelta(seconds=31)  # a's lease expired: it stopped renewing
     assert second.tick() is not None
+
+
+
+class StalledSearch(ScriptedSteps):
+    """A search that outlasts the lease: meanwhile the clock passes its expiry and another
+    controller takes it (as after a long stall of this process)."""
+
+    def __init__(self, *args: Any, world: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.world = world
+
+    def search(self, settings: AutopilotSettings, cycle_id: str) -> SearchOutcome:
+        outcome = super().search(settings, cycle_id)
+        self.world["clock"].now += timedelta(seconds=31)
+        clock = self.world["clock"]
+        assert FileLease(self.world["folder"], "b", 30, clock=lambda: clock().timestamp()).acquire()
+        return outcome
+
+
+def test_a_search_that_outlasts_its_lease_proposes_nothing(world: dict[str, Any]) -> None:
+    _traffic(world["db"], 30, T0 - timedelta(minutes=4))
+    steps = StalledSearch(world["store"], world["db"], [], world=world)
+    pilot = _pilot(world, steps, owner="a")
+    with pytest.raises(LeaseLost, match="taken by b"):
+        pilot.tick()
+    assert "search" in steps.calls and "propose" not in steps.calls
+    assert len(world["store"].list()) == 1 and world["store"].pointer().canary is None
+    pilot.run(threading.Event(), once=True)  # the loop reports it and waits; it never acts
+    assert "propose" not in steps.calls and pilot.metrics.leader._value.get() == 0.0
+    successor_steps = ScriptedSteps(world["store"], world["db"], [])
+    state = _pilot(world, successor_steps, owner="b").tick()  # b recovers the half-done search
+    assert [e.decision for e in recent_events(world["db"], 50)].count("abandon") == 1
+    assert state is not None and "propose" in successor_steps.calls
+    assert len(world["store"].list()) == 2  # exactly one proposal, b's
+
+
+def test_a_held_lease_is_renewed_while_a_long_step_runs(tmp_path: Path) -> None:
+    now = [T0.timestamp()]
+    lease = FileLease(tmp_path, "a", 30, clock=lambda: now[0])
+    rival = FileLease(tmp_path, "b", 30, clock=lambda: now[0])
+    assert lease.acquire()
+    with lease.kept(every_s=0.01):
+        for _ in range(5):  # 100 s of the lease's clock, three times its TTL
+            now[0] += 20
+            deadline = time.monotonic() + 10
+            while (lease.holder() is None or lease.holder().expires_at <= now[0] + 10) and time.monotonic() < deadline:
+                time.sleep(0.005)
+            assert not rival.acquire()
+    now[0] += 31  # no longer kept: it lapses
+    assert rival.acquire()
+    with pytest.raises(LeaseLost):
+        lease.confirm()
 
 
 def test_dry_run_proposes_but_never_starts_a_canary(world: dict[str, Any]) -> None:
