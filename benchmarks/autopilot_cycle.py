@@ -234,6 +234,10 @@ PROMOTION_RAILS: dict[str, Any] = {
     "max_canary_requests": 300, "cooldown_s": 3600.0, "max_replay_usd_per_day": 5.0,
 }
 
+#: The guard's error budget the demo uses (the example's default, 0.05, needs several hundred
+#: canary requests to rule out a 5-point rise in errors that never happens here).
+PROMOTION_ROLLOUT: dict[str, Any] = {"error_delta": 0.10}
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -246,8 +250,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the end-to-end tests' rails (PROMOTION_RAILS) instead of the example's own")
     args = parser.parse_args(argv)
     records, folder = workload(args.n, 7, args.out.resolve())
-    rails = PROMOTION_RAILS if args.test_rails else {}
-    with Deployment(args.out / "run", rails, mode=args.mode) as dep:
+    rails, rollout = (PROMOTION_RAILS, PROMOTION_ROLLOUT) if args.test_rails else ({}, {})
+    with Deployment(args.out / "run", rails, mode=args.mode, rollout=rollout) as dep:
         dep.start(records)
         gen = Generator(dep.gateway_url, records, folder, batch=4, pace_s=4 / args.rate)
         with traffic(gen):
