@@ -9,7 +9,6 @@ near zero, so no quality test could tell a degraded candidate there)."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +115,6 @@ def test_kill_9_during_the_canary_then_a_restart_leaves_one_coherent_state(work:
             assert dep.state().phase == "canary", dep.state()
             candidate = dep.state().candidate
             dep.kill_autopilot()
-            killed_at = time.monotonic()
             assert _rules(dep).pointer().canary == candidate  # the canary keeps serving, unattended
             dep.start_autopilot()
             reached = wait_until(lambda: decided(dep), timeout_s=600)
@@ -129,7 +127,6 @@ def test_kill_9_during_the_canary_then_a_restart_leaves_one_coherent_state(work:
     decisions = [e for e in events if e.step == "guard" and e.decision in ("promote", "rollback")]
     assert len(decisions) == 1 and decisions[0].candidate_version == candidate == state.candidate
     assert decisions[0].instance != _decisions(events, "canary", "start")[0].instance  # decided by the restart
-    assert decisions[0].ts.timestamp() > 0 and time.monotonic() > killed_at
     store = _rules(dep)
     assert store.pointer().canary is None  # no orphaned canary
     assert len(store.list()) == 2  # the baseline and the one proposal
