@@ -18,9 +18,21 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-FAULT_KINDS = ("429", "500", "503", "529", "timeout", "reset", "broken-stream", "quota", "bad-schema")
+FAULT_KINDS = ("429", "500", "503", "529", "timeout", "reset", "broken-stream", "quota", "bad-schema", "garble")
 # Faults that the protocol answers with an error body (the others act on the connection).
 ERROR_FAULTS = ("429", "500", "503", "529", "quota")
+
+
+_DIGIT_SHIFT = str.maketrans("0123456789", "5678901234")
+
+
+def garble(text: str) -> str:
+    """The ``garble`` fault's answer: each word reversed and each digit shifted by five.
+
+    A model that degrades without failing: the request succeeds and the answer is well formed,
+    but no longer says what the image says, so only a quality test can catch it (the guard's
+    rollback on quality, not on errors)."""
+    return " ".join(word[::-1].translate(_DIGIT_SHIFT) for word in text.split(" "))
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from emulator.faults import (
     LogEntry,
     RequestLog,
     fault_from_headers,
+    garble,
 )
 from emulator.models import ModelEntry
 from emulator.protocols import gemini
@@ -151,7 +152,7 @@ async def handle(request: Request, proto: ModuleType, path_model: str | None = N
             response = Response(status_code=499)
         else:
             seen = await _see(state, proto, parsed, model, entry)
-            reply = await _reply(request, parsed, model, seen, raw, entry, bad_schema=fault.kind == "bad-schema")
+            reply = await _reply(request, parsed, model, seen, raw, entry, fault_kind=fault.kind)
             response = _respond(request, proto, parsed, reply, fault, force_stream)
     except ProtocolError as err:
         entry.status = entry.status or err.status
@@ -228,13 +229,17 @@ async def _see(state: EmulatorState, proto: ModuleType, parsed: ParsedRequest, m
 
 
 async def _reply(request: Request, parsed: ParsedRequest, model: ModelEntry, seen: list[SeenImage], raw: bytes,
-                 log: LogEntry, *, bad_schema: bool = False) -> Reply:
-    """``bad_schema`` (the ``bad-schema`` fault): a structured answer or forced call comes back as an
-    empty object, which breaks any schema with a required property (a gateway's repair path)."""
+                 log: LogEntry, *, fault_kind: str | None = None) -> Reply:
+    """The ``bad-schema`` fault: a structured answer or forced call comes back as an empty object,
+    which breaks any schema with a required property (a gateway's repair path). The ``garble``
+    fault: the answer is read, then scrambled (``faults.garble``), a model that degrades silently."""
+    bad_schema = fault_kind == "bad-schema"
     state: EmulatorState = request.app.state.emulator
     tag = request.headers.get("x-aperture-task")
     log.task = task = detect_task(parsed.prompt, tag)
     text = await state.engine.answer(AnswerRequest(parsed.model, model.profile, task, parsed.prompt, tuple(seen)))
+    if fault_kind == "garble":
+        text = garble(text)
     text, truncated = truncate_to_tokens(text, parsed.max_output_tokens)
     reply_id = _reply_id(parsed.protocol, request.url.path, raw, tag)
     call = None

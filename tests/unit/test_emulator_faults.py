@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from emulator.faults import (
     Fault,
@@ -8,6 +10,7 @@ from emulator.faults import (
     LogEntry,
     RequestLog,
     fault_from_headers,
+    garble,
     parse_fault_spec,
 )
 
@@ -70,3 +73,18 @@ def test_request_log_is_bounded_and_clearable() -> None:
     assert [e["seq"] for e in log.entries()] == [2, 3]
     log.clear()
     assert log.entries() == []
+
+
+@given(st.text(alphabet="abc XYZ 0123456789.,:-", max_size=60))
+def test_garble_keeps_the_shape_and_changes_the_content(text: str) -> None:
+    out = garble(text)
+    assert len(out) == len(text) and out.count(" ") == text.count(" ")
+    shift = str.maketrans("0123456789", "5678901234")
+    assert sorted(c for c in out if c.isdigit()) == sorted(c.translate(shift) for c in text if c.isdigit())
+    assert garble(garble(text)) == text
+
+
+def test_garble_is_a_programmable_fault_for_one_model() -> None:
+    item = parse_fault_spec({"match": {"model": "gemini-2.5-flash"}, "fault": "garble", "times": None})
+    assert item.fault.kind == "garble" and item.times is None
+    assert garble("TOTAL 42041.64") == "LATOT 91.69579"
