@@ -54,7 +54,7 @@ class DemoOptions:
     trials: int = 200
     tolerance: float = 0.01
     canary_fraction: float = 0.5
-    guard_delta: float = 0.10
+    guard_delta: float = 0.03
     guard_beta: float = 0.10
     canary_batch: int = 40
     concurrency: int = 4

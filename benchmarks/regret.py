@@ -43,8 +43,8 @@ MODELS = ("gpt-4o", "gpt-4.1-mini", "gemini-2.5-flash")  # the demo's replay mod
 BASELINE = Route("gpt-4o", "high")
 REPLAYED = (Route("gpt-4o", "low"), Route("gpt-4.1-mini", "high"), Route("gemini-2.5-flash", "auto"))
 TOLERANCE = 0.01
-GUARD = SequentialConfig(delta=0.10, beta=0.10)  # the demo's guard_delta and guard_beta
-STRICT = SequentialConfig(delta=0.03, beta=0.10)  # a guard whose δ is near the optimizer's tolerance
+GUARD = SequentialConfig(delta=0.03, beta=0.10)  # the rollout defaults and the demo's guard_delta/guard_beta
+STRICT = SequentialConfig(delta=0.10, beta=0.10)  # the demo's former δ, for comparison
 
 
 @dataclass
@@ -198,7 +198,7 @@ def run_world(name: str, args: argparse.Namespace, catalog: dict, out: Path) -> 
     print(f"{world.key:<24} oracle cut {plain.cost_cut:6.1%} (+task {tasked.cost_cut:6.1%}) "
           f"on {len(used)} route(s) {used}, text cuts {plain.text_cuts}, side cuts {plain.side_cuts}")
     print(f"{'':<24} loop: predicted {loop.predicted_cut:6.1%}; fresh paired cut {loop.cost_cut:6.1%}, "
-          f"quality {loop.quality_diff * 100:+.2f} pt; guard {loop.decision}; δ=0.03 guard {loop.strict_decision}; "
+          f"quality {loop.quality_diff * 100:+.2f} pt; guard {loop.decision}; δ={STRICT.delta} guard {loop.strict_decision}; "
           f"deployed cut {loop.deployed_cut:6.1%}; captured {captured:6.1%} of the oracle's")
     print(f"{'':<24} baseline quality {plain.baseline_quality:.3f}; proposal routes {loop.routes}; "
           f"{time.perf_counter() - t0:.0f} s")
