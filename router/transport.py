@@ -106,6 +106,13 @@ class _Body(httpx.AsyncByteStream):
             self._response.close()
 
 
+async def _chunks(request: httpx.Request) -> AsyncIterator[bytes]:
+    stream = request.stream
+    assert isinstance(stream, httpx.AsyncByteStream)
+    async for chunk in stream:
+        yield chunk
+
+
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """HTTP/1.1 keep-alive pool of at most ``max_connections`` connections, over aiohttp.
 
@@ -149,7 +156,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         session = self._session_here()
-        body = await request.aread()
+        # Bytes are sent as they are; a streamed body (a large image's JSON) chunk by chunk, each
+        # written once the socket has taken the one before, so it is never held whole here.
+        body = await request.aread() if isinstance(request.stream, httpx.ByteStream) else _chunks(request)
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
         timeouts = request.extensions.get("timeout", {})
         deadline = answer_deadline(timeouts)

@@ -174,9 +174,13 @@ class UpstreamClient:
             raise RuntimeError("the upstream client is closed")
         headers = httpx.Headers(_DEFAULT_HEADERS)
         headers.update(req.headers)
-        content = None
+        content: bytes | jsonio.JSONPieces | None = None
         if req.json is not None:
-            content = jsonio.dumps(req.json)
+            # A body holding a large image is streamed: its base64 text is written in slices
+            # from the string the client sent, never copied whole into one serialised buffer.
+            content = jsonio.dumps_pieces(req.json) or jsonio.dumps(req.json)
+            if isinstance(content, jsonio.JSONPieces):
+                headers["Content-Length"] = str(content.length)  # so httpx sends no chunked encoding
             headers.setdefault("Content-Type", "application/json")
         timeout = httpx.Timeout(timeout_s, connect=connect_timeout_s, pool=connect_timeout_s)
         request = httpx.Request(req.method, _parsed_url(req.url), headers=headers, content=content,

@@ -17,6 +17,7 @@ import trustme
 from hypothesis import given
 from hypothesis import strategies as st
 
+from router import jsonio
 from router.providers.base import UpstreamRequest
 from router.transport import AiohttpTransport, answer_deadline, client_timeout, httpx_error_for
 from router.upstream import UpstreamClient, UpstreamEngine, UpstreamTransportError
@@ -89,6 +90,35 @@ async def test_transport_request_on_the_wire_is_the_same_for_both_engines(engine
         assert "x-api-key: k-0123456789" in head
         assert "user-agent: aperture-gateway" in head
         assert "cookie" not in names  # a cookie an upstream sets never rides along on later requests
+
+
+@ENGINES
+async def test_transport_large_json_body_is_streamed_byte_for_byte_with_a_length(engine: UpstreamEngine) -> None:
+    """A body holding a multi-megabyte string goes out in slices, yet with ``Content-Length`` (no
+    chunked encoding) and exactly the bytes ``jsonio.dumps`` gives; sent twice, the same twice."""
+    received: list[tuple[bytes, bytes]] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for _ in range(2):
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length:"))
+            received.append((head.lower(), await reader.readexactly(length)))
+            writer.write(_ok(b"{}"))
+            await writer.drain()
+        writer.close()
+
+    payload = {"messages": [{"content": [{"type": "text", "text": "caf\u00e9 \"q\""},
+                                         {"image_url": {"url": "data:image/png;base64," + "QUJD" * (1 << 19)}}]}]}
+    server, port = await _serve(handle)
+    req = UpstreamRequest(method="POST", url=f"http://127.0.0.1:{port}/", headers={}, json=payload)
+    async with server, UpstreamClient(engine=engine) as client:
+        for _ in range(2):
+            assert (await client.send(req, connect_timeout_s=2, timeout_s=10)).json() == {}
+    expected = jsonio.dumps(payload)
+    for head, body in received:
+        assert body == expected
+        assert b"transfer-encoding" not in head and b"content-length: %d" % len(expected) in head
 
 
 @ENGINES
