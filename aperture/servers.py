@@ -21,6 +21,7 @@ import socket
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -148,17 +149,26 @@ class CollectorSupervisor:
 
 
 def _wait_healthy(url: str, proc: Any, timeout_s: float = 60.0) -> None:
+    wait_answering(url, lambda: None if proc.is_alive() else proc.exitcode, timeout_s, what="the collector")
+
+
+def wait_answering(url: str, exit_code: Callable[[], int | None], timeout_s: float = 60.0, *,
+                   what: str = "the server") -> None:
+    """Poll ``url`` until it answers 200. ``exit_code`` returns the process's exit code once it
+    has ended (``Popen.poll`` fits): a server that dies while starting fails at once, naming its
+    code, instead of at the deadline. Raises ``RuntimeError`` either way."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if not proc.is_alive():
-            raise RuntimeError(f"the collector exited with code {proc.exitcode} before it was ready")
+        code = exit_code()
+        if code is not None:
+            raise RuntimeError(f"{what} exited with code {code} before it was ready")
         try:
             if httpx.get(url, timeout=2, trust_env=False).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
-    raise RuntimeError(f"the collector did not answer {url} within {timeout_s:.0f} s")
+    raise RuntimeError(f"{what} did not answer {url} within {timeout_s:.0f} s")
 
 
 def serve_workers(

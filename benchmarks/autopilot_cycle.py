@@ -33,6 +33,7 @@ import httpx
 import yaml
 
 from aperture.autopilot.state import AutopilotState, StateFile
+from aperture.servers import wait_answering
 from aperture.traffic import send_workload
 from collector.queries.autopilot import recent_events
 
@@ -57,20 +58,6 @@ def write_config(out: Path, gateway_url: str, autopilot: dict[str, Any], rollout
     path = out / "autopilot.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
-
-
-def wait_http(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args!r} exited ({proc.returncode}) before {url} answered")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not come up in {timeout_s:.0f}s")
 
 
 @dataclass
@@ -148,8 +135,8 @@ class Deployment:
                 load_references(conn, list(references))
         gw = self._spawn("gateway", "serve", "--config", str(self.config), "--port", str(self.gateway_port),
                          "--db", str(self.db), "--rules-store", str(self.rules))
-        wait_http(self.emulator_url + "/_emulator/health", emu)
-        wait_http(self.gateway_url + "/healthz", gw)
+        wait_answering(self.emulator_url + "/_emulator/health", emu.poll, 120, what="aperture emulate")
+        wait_answering(self.gateway_url + "/healthz", gw.poll, 120, what="aperture serve")
         self.start_autopilot()
 
     def start_autopilot(self) -> subprocess.Popen[bytes]:

@@ -29,6 +29,7 @@ import openai
 import pytest
 import yaml
 
+from aperture.servers import wait_answering
 from emulator.testing import running_emulator
 from router.state.redis import RedisState
 from tests.integration.gateway_harness import EXAMPLE, page_png
@@ -57,19 +58,6 @@ def _config(tmp: Path) -> Path:
     path = tmp / "replicas.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
-
-
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "aperture serve exited before it was ready"
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{url} did not come up")
 
 
 @dataclass
@@ -106,7 +94,7 @@ def serving(config: Path, tmp: Path, env: dict[str, str], count: int) -> Iterato
             ))
             urls.append(f"http://127.0.0.1:{port}")
         for url, proc in zip(urls, procs, strict=True):
-            _wait_ready(url + "/healthz", proc)
+            wait_answering(url + "/healthz", proc.poll, 90, what="aperture serve")
         yield urls
     finally:
         for proc in procs:

@@ -24,7 +24,7 @@ from openai import OpenAI
 from typer.testing import CliRunner
 
 from aperture.cli import app
-from aperture.servers import collector_forward_url
+from aperture.servers import collector_forward_url, wait_answering
 from emulator.testing import running_emulator
 from tests.integration.gateway_harness import EXAMPLE, config_text, page_png
 
@@ -35,19 +35,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "aperture serve exited before it was ready"
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{url} did not come up")
 
 
 def _descendants(pid: int) -> list[int]:
@@ -81,7 +68,7 @@ def test_serve_workers_every_image_reaches_the_collector_store(tmp_path: Path) -
             env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
         )
         try:
-            _wait_ready(f"http://127.0.0.1:{port}/healthz", proc)
+            wait_answering(f"http://127.0.0.1:{port}/healthz", proc.poll, 90, what="aperture serve")
             client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="any", max_retries=0)
             images = 0
             for n_images in (1, 2, 1, 3, 1, 1):
@@ -166,7 +153,7 @@ def test_serve_workers_kill_9_of_the_collector_loses_no_span(tmp_path: Path) -> 
             {"type": "text", "text": "read it"}, {"type": "image_url", "image_url": {"url": png, "detail": "low"}}]}]}
         answered = 0
         try:
-            _wait_ready(f"http://127.0.0.1:{port}/healthz", proc)
+            wait_answering(f"http://127.0.0.1:{port}/healthz", proc.poll, 90, what="aperture serve")
             first = _collector_pid(proc.pid)
             with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
                 for i in range(150):
