@@ -14,9 +14,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from aperture.servers import wait_answering
 from emulator.testing import running_emulator
 from tests.integration.gateway_harness import EXAMPLE, config_text
-from tests.integration.test_serve_workers import _free_port, _wait_ready
+from tests.integration.test_serve_workers import _free_port
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +42,7 @@ def test_metrics_sum_every_worker(tmp_path: Path) -> None:
             env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )
         try:
-            _wait_ready(f"http://127.0.0.1:{port}/healthz", proc)
+            wait_answering(f"http://127.0.0.1:{port}/healthz", proc.poll, 90, what="aperture serve")
             sent = 24
             with httpx.Client(timeout=30) as client:
                 for _ in range(sent):  # a new connection each time, so the kernel spreads them
