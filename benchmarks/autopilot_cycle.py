@@ -32,6 +32,7 @@ from typing import Any
 import httpx
 import yaml
 
+from aperture.autopilot.session import wait_until as session_wait_until
 from aperture.autopilot.state import AutopilotState, StateFile
 from aperture.servers import wait_answering
 from aperture.traffic import send_workload
@@ -187,12 +188,7 @@ def traffic(generator: Generator) -> Iterator[Generator]:
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float, poll_s: float = 1.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(poll_s)
-    return True
+    return session_wait_until(predicate, timeout_s, poll_s)
 
 
 def decided(deployment: Deployment) -> bool:

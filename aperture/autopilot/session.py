@@ -137,9 +137,14 @@ class LoopSession:
         return next((e for e in self.events() if e.step == "guard" and e.decision in ("promote", "rollback")), None)
 
     def wait_for(self, predicate: Callable[[], bool], timeout_s: float, poll_s: float = 0.5) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while not predicate():
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(poll_s)
-        return True
+        return wait_until(predicate, timeout_s, poll_s)
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float, poll_s: float = 0.5) -> bool:
+    """Poll ``predicate`` every ``poll_s`` until it holds (True) or ``timeout_s`` passes (False)."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(poll_s)
+    return True
