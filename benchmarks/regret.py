@@ -140,7 +140,8 @@ def run_loop(reader: WorldReader, train: list[Item], fresh: list[Item], routes: 
     try:
         settings = OptimizeSettings(models=MODELS, tolerance=TOLERANCE, trials=args.trials, seed=args.seed,
                                     unseen_loss=args.unseen_loss, confidence=args.confidence,
-                                    losses_only=args.losses_only, by_task=args.by_task)
+                                    losses_only=args.losses_only, by_task=args.by_task,
+                                    exact_routes=args.exact_routes)
         proposal = optimize("unused", catalog, settings,
                             observations=observations(train, seen, q_train, c_train, catalog, replayed))
     except OptimizerError as exc:
@@ -216,6 +217,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--overall-bound", dest="losses_only", action="store_false",
                    help="optimize()'s overall bound (gains pay for losses) instead of per-bucket losses only")
     p.add_argument("--task", dest="by_task", action="store_true", help="rules may split one task off")
+    p.add_argument("--exact-routes", dest="exact_routes", action="store_true",
+                   help="optimize() searches only the cuts; each bucket's route is the exact cheapest under the bound")
     p.add_argument("--replay", type=int, default=0, help="training images replayed (default: all)")
     p.add_argument("--pick", choices=("uniform", "targeted"), default="targeted",
                    help="with --replay below --train: a stratified sample, or half of it then targeted_sample")
@@ -224,7 +227,7 @@ def main(argv: list[str] | None = None) -> None:
     catalog = load_config(CONFIG).models
     print(f"train {args.train} images (seed {args.seed}), fresh {args.fresh} (seed {args.seed + 1}), "
           f"tolerance {TOLERANCE}, guard δ={GUARD.delta} β={GUARD.beta}; optimizer unseen_loss {args.unseen_loss}, "
-          f"confidence {args.confidence}, losses_only {args.losses_only}, by_task {args.by_task}; "
+          f"confidence {args.confidence}, losses_only {args.losses_only}, by_task {args.by_task}, exact_routes {args.exact_routes}; "
           f"replayed {args.replay or args.train} of {args.train} ({args.pick if args.replay else 'all'})")
     for name in args.worlds:
         run_world(name, args, catalog, args.out)

@@ -25,6 +25,7 @@ import polars as pl
 from optimizer import ope
 from optimizer.anchoring import anchor_to_taken, apply_cells, observed_cells
 from optimizer.data import Observations, load_observations
+from optimizer.exact import cheapest_routes
 from optimizer.quality import ImageTable, QualityModel, fit_quality_model
 from optimizer.report import TradeOff, plot_front, trade_off
 from optimizer.routes import (
@@ -102,6 +103,7 @@ class OptimizeSettings:
     # Rules may split one task off (the router matches on the request's task). Off by default:
     # in the regret benchmark its extra parameters cost the 200-trial search more than it found.
     by_task: bool = False
+    exact_routes: bool = False  # True: TPE searches the cuts, routes per bucket are exact (optimizer.exact)
 
 
 @dataclass(frozen=True)
@@ -282,12 +284,11 @@ def search(loaded: Loaded, prepared: Prepared, settings: OptimizeSettings,
     result = run_search(
         space, m, baseline_quality=prepared.baseline_quality, baseline_cost=float(m.cost[strong].mean()),
         tolerance=settings.tolerance, trials=settings.trials, seed=settings.seed, storage=settings.storage,
-        study_name=name, seeds=seeds, progress=progress,
+        study_name=name, seeds=seeds, progress=progress, choose_routes=cheapest_routes if settings.exact_routes else None,
     )
     if result.best is None:
-        raise OptimizerError(
-            f"no ruleset within {settings.tolerance:.3f} of the baseline quality was found in {len(result.points)} trials"
-        )
+        raise OptimizerError(f"no ruleset within {settings.tolerance:.3f} of the baseline quality was found "
+                             f"in {len(result.points)} trials")
     policy = build_params(optuna.trial.FixedTrial(result.best.params), space)
     cost, quality, lower = evaluate_bounds(policy, m)
     chosen = assign(policy, m.text_permille, m.long_side, m.task)

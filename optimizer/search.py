@@ -18,7 +18,19 @@ import numpy as np
 import optuna
 
 from collector.analysis import pareto_indices
-from optimizer.space import Policy, SearchSpace, assign, buckets, build_params
+from optimizer.space import (
+    Policy,
+    SearchSpace,
+    assign,
+    buckets,
+    build_params,
+    cuts_only,
+    route_params,
+)
+
+# Picks the routes of a policy's buckets for its cuts: (policy, matrices, floor) → the routed
+# policy and its (cost, quality, lower bound). ``optimizer.exact.cheapest_routes`` is one.
+RouteChooser = Callable[[Policy, "Matrices", float], tuple[Policy, tuple[float, float, float]]]
 
 
 @dataclass(frozen=True)
@@ -166,8 +178,13 @@ def run_search(
     min_delta: float = 0.001,
     seeds: list[dict[str, object]] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    choose_routes: RouteChooser | None = None,
 ) -> SearchResult:
-    objective = _objective(space, m, floor=baseline_quality - tolerance)
+    """Seeded TPE over the space. With ``choose_routes`` the sampler searches only the cuts (and
+    the task split) and the routes per bucket come from ``choose_routes``; they are kept as the
+    trial's ``routes`` user attribute and merged into each point's params, so the winner rebuilds
+    through ``build_params`` with a ``FixedTrial`` as before."""
+    objective = _objective(space, m, floor=baseline_quality - tolerance, choose_routes=choose_routes)
     with warnings.catch_warnings():
         # multivariate/group/constraints are stable in practice but still flagged experimental.
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -189,7 +206,8 @@ def run_search(
     if persistent is not None:
         persistent.add_trials(study.get_trials(deepcopy=False)[already:])
     points = [
-        TrialPoint(t.number, t.user_attrs["cost"], t.user_attrs["quality"], bool(t.user_attrs["feasible"]), dict(t.params),
+        TrialPoint(t.number, t.user_attrs["cost"], t.user_attrs["quality"], bool(t.user_attrs["feasible"]),
+                   {**t.params, **t.user_attrs.get("routes", {})},
                    float(t.user_attrs.get("quality_lower", t.user_attrs["quality"])))
         for t in study.trials
         if t.state == optuna.trial.TrialState.COMPLETE and "cost" in t.user_attrs
@@ -199,12 +217,21 @@ def run_search(
     return SearchResult(study_name, best, points, baseline_cost, baseline_quality, stopper.stopped)
 
 
-def _objective(space: SearchSpace, m: Matrices, floor: float) -> Callable[[optuna.Trial], float]:
+def _objective(space: SearchSpace, m: Matrices, floor: float,
+               choose_routes: RouteChooser | None = None) -> Callable[[optuna.Trial], float]:
     """Cost to minimise, with the lower bound's shortfall below ``floor`` as Optuna's constraint."""
 
     def objective(trial: optuna.Trial) -> float:
-        policy = build_params(trial, space)
-        cost, quality, lower = evaluate_bounds(policy, m)
+        if choose_routes is None:
+            policy = build_params(trial, space)
+            cost, quality, lower = evaluate_bounds(policy, m)
+        else:
+            routed, (cost, quality, lower) = choose_routes(build_params(cuts_only(trial), space), m, floor)
+            chosen = route_params(routed, space)
+            trial.set_user_attr("routes", chosen)
+            # The recorded routes must rebuild the very policy that was scored.
+            if build_params(optuna.trial.FixedTrial({**trial.params, **chosen}), space) != routed:
+                raise RuntimeError(f"route params {chosen} do not rebuild the scored policy {routed}")
         violation = max(0.0, floor - lower)
         trial.set_user_attr("cost", cost)
         trial.set_user_attr("quality", quality)

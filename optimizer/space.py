@@ -92,6 +92,40 @@ def build_params(trial: Any, space: SearchSpace) -> Policy:
     return Policy(text_cuts, side_cuts, buckets, unknown, str(task), task_cuts, task_routes)
 
 
+def is_route_param(name: str) -> bool:
+    """Whether ``name`` is one of :func:`build_params`' route choices (not a cut or the task split)."""
+    return name == "route_unknown_text" or name.startswith(("route_", "task_route_"))
+
+
+class _CutsOnly:
+    """A trial view that samples every parameter but the routes, which it answers with the first
+    choice without recording them: the cuts are searched, the routes chosen elsewhere."""
+
+    def __init__(self, trial: Any) -> None:
+        self._trial = trial
+
+    def suggest_int(self, name: str, low: int, high: int) -> int:
+        return int(self._trial.suggest_int(name, low, high))
+
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
+        return choices[0] if is_route_param(name) else self._trial.suggest_categorical(name, choices)
+
+
+def cuts_only(trial: Any) -> Any:
+    """``trial`` for :func:`build_params` with the route choices left out (placeholders)."""
+    return _CutsOnly(trial)
+
+
+def route_params(policy: Policy, space: SearchSpace) -> dict[str, str]:
+    """The route params :func:`build_params` reads for ``policy``'s buckets: with the policy's cut
+    and task params they rebuild ``policy`` exactly through a ``FixedTrial``."""
+    names = [r.key for r in space.routes]
+    params = {f"route_{b}": names[r] for b, r in enumerate(policy.bucket_routes)}
+    params["route_unknown_text"] = names[policy.unknown_route]
+    params.update({f"task_route_{b}": names[r] for b, r in enumerate(policy.task_routes)})
+    return params
+
+
 def buckets(policy: Policy, text_permille: np.ndarray, long_side: np.ndarray,
             task: np.ndarray | None = None) -> np.ndarray:
     """Bucket index per image under ``policy``; images without a text estimate get their own
