@@ -45,7 +45,7 @@ import duckdb
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from collector.columns import Batch, merge_batches, spans_to_batch
+from collector.columns import spans_to_batch
 from collector.otlp import from_readable_span
 from collector.semconv import utc_now
 from collector.store import (
@@ -62,30 +62,6 @@ log = logging.getLogger(__name__)
 #: nothing on it and take CPU from the requests the gateway serves beside this thread
 #: (0.2–0.3 ms of gateway CPU per request at 144 KB, docs/benchmarks.md "Gateway overhead").
 ONE_THREAD = "SET threads = 1"
-#: Spans converted between two pauses. Converting SDK spans to rows is Python holding the GIL
-#: (≈ 20 µs a span): a whole batch of a few hundred held it for 10–20 ms at a stretch, and the
-#: gateway's event loop, waiting for it, stalled as long (docs/benchmarks.md, "Issue #19, the
-#: exporter's GIL"). In slices of 64 with a short sleep between them the loop waits ≈ 1 ms at most.
-SLICE_SPANS = 64
-SLICE_PAUSE_S = 0.0001
-
-
-def convert_in_slices(
-    spans: Sequence[ReadableSpan], size: int = SLICE_SPANS, pause_s: float = SLICE_PAUSE_S
-) -> Batch:
-    """SDK spans → one store batch, converted ``size`` at a time with the GIL let go between.
-
-    ``time.sleep(0)`` alone is not enough: the releasing thread usually takes the GIL back
-    before a waiting thread wakes, so the pause is a real (if short) sleep.
-    """
-    if len(spans) <= size:
-        return spans_to_batch([from_readable_span(span) for span in spans])
-    parts = []
-    for start in range(0, len(spans), size):
-        if start:
-            time.sleep(pause_s)
-        parts.append(spans_to_batch([from_readable_span(s) for s in spans[start : start + size]]))
-    return merge_batches(parts)
 
 
 class DuckDBSpanExporter(SpanExporter):
@@ -138,7 +114,7 @@ class DuckDBSpanExporter(SpanExporter):
             self._count_dropped(len(spans), "exporter_shutdown", persist=False)
             return SpanExportResult.FAILURE
         try:
-            rows = convert_in_slices(spans)
+            rows = spans_to_batch([from_readable_span(span) for span in spans])
         except Exception:
             log.exception("could not convert %d spans to rows", len(spans))
             self._count_dropped(len(spans), "conversion_error", persist=True)

@@ -20,9 +20,7 @@ from opentelemetry.sdk.trace.export import (
 )
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from collector.columns import spans_to_batch
-from collector.exporter import DuckDBSpanExporter, convert_in_slices
-from collector.otlp import from_readable_span
+from collector.exporter import DuckDBSpanExporter
 from collector.store import fetch_df, open_store
 
 REPO = Path(__file__).resolve().parents[2]
@@ -90,31 +88,6 @@ def test_reexport_does_not_duplicate(tmp_path: Path) -> None:
     assert exporter.export(spans) is SpanExportResult.SUCCESS
     assert exporter.export(spans[:3] + spans[:3]) is SpanExportResult.SUCCESS
     assert counts(db) == (11, 10, 1)
-
-
-def test_slices_convert_to_the_same_batch_as_one_pass() -> None:
-    spans = finished_spans(150)  # 151 spans: three slices of 64, the last one short
-    whole = spans_to_batch([from_readable_span(s) for s in spans])
-    sliced = convert_in_slices(spans, size=64, pause_s=0)
-    assert set(sliced) == set(whole) == {"image_spans", "span_meta", "spans", "request_spans"}
-    assert sliced["image_spans"].combine_chunks().equals(whole["image_spans"].combine_chunks())
-    assert sliced["spans"] == whole["spans"] and sliced["request_spans"] == whole["request_spans"]
-    # span_meta rows repeat once per slice; the store keeps one per meta_id
-    assert set(sliced["span_meta"]["meta_id"].to_pylist()) == set(whole["span_meta"]["meta_id"].to_pylist())
-
-
-def test_a_batch_of_many_slices_is_stored_whole_and_once(tmp_path: Path) -> None:
-    db = tmp_path / "traces.duckdb"
-    spans = finished_spans(300)
-    exporter = DuckDBSpanExporter(db)
-    assert exporter.export(spans) is SpanExportResult.SUCCESS
-    assert exporter.export(spans) is SpanExportResult.SUCCESS
-    exporter.shutdown()
-    assert counts(db) == (301, 300, 1)
-    with open_store(db, read_only=True) as conn:
-        assert conn.execute("SELECT count(*) FROM span_meta").fetchall()[0][0] == 1
-        image_ids = sorted(r[0] for r in conn.execute("SELECT span_id FROM image_spans").fetchall())
-    assert image_ids == sorted(format(s.context.span_id, "016x") for s in spans if s.name == "image")
 
 
 WRITER = """
