@@ -10,6 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
 
 from router.errors import (
@@ -21,7 +23,7 @@ from router.errors import (
     UnsupportedImageFormat,
 )
 from router.images.fetch import ImageFetcher
-from router.images.intake import ImageLimits, collect_image_parts, intake
+from router.images.intake import ImageLimits, UrlKey, collect_image_parts, intake
 from router.images.ssrf import FetchPolicy
 
 MiB = 1024 * 1024
@@ -236,3 +238,28 @@ async def test_multi_megabyte_image_is_decoded_off_the_event_loop() -> None:
     Image.new("RGB", (10, 10)).save(buf, "PNG", pnginfo=info)
     (image,) = await intake(body_with(data_url(buf.getvalue())), fetcher=None)
     assert image.nbytes > 2 * MiB and image.sha256 == hashlib.sha256(buf.getvalue()).hexdigest()
+
+
+@given(st.lists(st.sampled_from(["a", "b", "ab", "ba", "x" * 200, "x" * 99 + "y" + "x" * 100, "x" * 100 + "y" + "x" * 99]), max_size=12))
+def test_url_key_groups_exactly_as_the_urls_do(urls: list[str]) -> None:
+    # Copies, not the same objects: equal text from two JSON strings is two str objects.
+    keys = [UrlKey("".join(list(u))) for u in urls]
+    for a, ka in zip(urls, keys, strict=True):
+        for b, kb in zip(urls, keys, strict=True):
+            assert (ka == kb) == (a == b)
+            if a == b:
+                assert hash(ka) == hash(kb)
+    assert len(set(keys)) == len(set(urls))
+
+
+async def test_two_images_alike_in_every_sampled_place_are_both_loaded() -> None:
+    # Same length, same prefix, middle and suffix: only a byte outside the samples differs.
+    first = bytearray(encode(Image.new("RGB", (64, 48), "blue"), "BMP"))
+    second = bytearray(first)
+    second[100] ^= 0xFF
+    one, two = data_url(bytes(first), "image/bmp"), data_url(bytes(second), "image/bmp")
+    assert len(one) == len(two) and UrlKey(one) != UrlKey(two) and hash(UrlKey(one)) == hash(UrlKey(two))
+    images = await intake(body_with(one, two, one), fetcher=None)
+    assert [im.sha256 for im in images] == [
+        hashlib.sha256(first).hexdigest(), hashlib.sha256(second).hexdigest(), hashlib.sha256(first).hexdigest()
+    ]
