@@ -24,13 +24,118 @@ from typing import Any
 import numpy as np
 import orjson
 
+# A data URL at least this long is cut out of a request body before parsing. orjson reads a
+# string at ≈1.5 GB/s (1.8 ms for a 2 MB image's 2.7 MB of base64); finding its closing quote
+# and checking its bytes takes a tenth of that.
+SPLICE_MIN_BYTES = 1 << 14
+_DATA_URL_START = b'"data:'
+_SPLICE_MARK = f"@@splice-{secrets.token_hex(12)}-"  # unguessable: no client text can hold one
+_NOT_SPLICED = object()
 
-def loads(raw: bytes | bytearray | str) -> Any:
-    """Parse ``raw``; raises what :func:`json.loads` raises for text it refuses."""
+
+def loads(raw: bytes | bytearray | str, splice_min: int = SPLICE_MIN_BYTES) -> Any:
+    """Parse ``raw``; raises what :func:`json.loads` raises for text it refuses.
+
+    A body holding data URLs of ``splice_min`` bytes or more is parsed without them (see
+    :func:`_loads_spliced`); the value is the same either way."""
+    if not isinstance(raw, str) and len(raw) >= splice_min:
+        value = _loads_spliced(raw, splice_min)
+        if value is not _NOT_SPLICED:
+            return value
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
         return json.loads(raw)
+
+
+def _loads_spliced(raw: bytes | bytearray, min_bytes: int) -> Any:
+    """``orjson.loads(raw)`` for a body whose long data URLs are parsed apart, or ``_NOT_SPLICED``.
+
+    Each ``"data:…"`` run of ``min_bytes`` or more up to the next quote, holding only printable
+    ASCII and no backslash (any other run stays where it is), is replaced by a numbered mark
+    and the rest is parsed. Such a run means the same characters inside any JSON string, so when every mark comes back as a whole
+    string value exactly once (and nowhere else, not in a key), putting the runs back in their
+    places gives the value of the whole body. Anything else (an escape inside the run, a run
+    that was part of a longer string or of no string, invalid JSON) says "parse it whole"."""
+    view = memoryview(raw)
+    parts: list[bytes | memoryview] = []
+    runs: list[str] = []
+    start = 0
+    at = raw.find(_DATA_URL_START)
+    while at != -1:
+        first = at + 1
+        end = raw.find(b'"', first)
+        if end == -1:
+            return _NOT_SPLICED
+        if end - first >= min_bytes:
+            run = _plain_run(raw, view, first, end)
+            if run is not None:  # else it stays in the text orjson parses
+                parts += [view[start:first], f"{_SPLICE_MARK}{len(runs)}@@".encode()]
+                runs.append(run)
+                start = end
+        at = raw.find(_DATA_URL_START, end + 1)
+    if not runs:
+        return _NOT_SPLICED
+    parts.append(view[start:])
+    try:
+        value = orjson.loads(b"".join(parts))
+    except orjson.JSONDecodeError:
+        return _NOT_SPLICED
+    placed = [False] * len(runs)
+    value = _put_back(value, runs, placed)
+    return value if value is not _NOT_SPLICED and all(placed) else _NOT_SPLICED
+
+
+def _plain_run(raw: bytes | bytearray, view: memoryview, first: int, end: int) -> str | None:
+    """``raw[first:end]`` as text when its JSON string characters are exactly its bytes: no
+    backslash, no control character, ASCII only; else None."""
+    if raw.find(b"\\", first, end) != -1:
+        return None
+    run = view[first:end]
+    if np.frombuffer(run, np.uint8).min() < 0x20:
+        return None
+    try:
+        return str(run, "ascii")
+    except UnicodeDecodeError:
+        return None
+
+
+def _put_back(value: Any, runs: list[str], placed: list[bool]) -> Any:
+    """``value`` with each mark string replaced by its run (in place), or ``_NOT_SPLICED``."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if type(item) is dict:  # a mark in a key is never placed: the caller parses it whole
+            pairs: Any = item.items()
+        elif type(item) is list:
+            pairs = enumerate(item)
+        else:
+            continue
+        for key, child in list(pairs):
+            if type(child) is str:
+                if _SPLICE_MARK not in child:
+                    continue
+                index = _mark_index(child, len(runs))
+                if index is None or placed[index]:
+                    return _NOT_SPLICED
+                placed[index] = True
+                item[key] = runs[index]
+            elif type(child) in (dict, list):
+                stack.append(child)
+    if type(value) is str and _SPLICE_MARK in value:
+        return _NOT_SPLICED
+    return value
+
+
+def _mark_index(text: str, count: int) -> int | None:
+    """The run number of a string that is exactly one mark, else None."""
+    if not (text.startswith(_SPLICE_MARK) and text.endswith("@@")):
+        return None
+    digits = text[len(_SPLICE_MARK):-2]
+    if not digits.isdigit() or not digits.isascii():
+        return None
+    index = int(digits)
+    return index if index < count and text == f"{_SPLICE_MARK}{index}@@" else None
 
 
 def dumps(value: Any) -> bytes:

@@ -47,3 +47,78 @@ def test_strings_that_need_escaping_or_are_short_stay_in_the_serialised_bytes() 
 
 def test_a_value_orjson_refuses_falls_back() -> None:
     assert jsonio.dumps_pieces({"n": 2**70, "s": "A" * 10}, min_chars=8) is None
+
+
+# ``loads`` cuts long data URLs out before parsing: the value must be what the standard library
+# reads, for any body, and a body one of them refuses must be refused by the other.
+_url_text = st.text(alphabet=st.sampled_from(list('AZaz09+/=;,:"\\\n\t é\x00') + ["\u2028"]), max_size=30)
+_data_urls = st.builds(lambda a, b: "data:" + a + b, _url_text, st.text(
+    alphabet=st.sampled_from(list("ABCXYZabc0189+/=")), min_size=0, max_size=40))
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=12) | _data_urls,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6) | _data_urls, inner, max_size=4),
+    max_leaves=20,
+)
+
+
+def _encode(value: Any, ascii_only: bool, escape_slash: bool) -> bytes:
+    import json
+
+    text = json.dumps(value, ensure_ascii=ascii_only)
+    return (text.replace("/", "\\/") if escape_slash else text).encode()
+
+
+def _outcome(parse: Any, raw: bytes) -> tuple[str, Any]:
+    import json
+
+    try:
+        return "value", parse(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        return "refused", type(exc).__name__
+
+
+def _reference(raw: bytes) -> Any:
+    import json
+
+    return json.loads(raw)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_json_values, st.booleans(), st.booleans())
+def test_spliced_parse_reads_what_the_standard_library_reads(value: Any, ascii_only: bool, escape_slash: bool) -> None:
+    raw = _encode(value, ascii_only, escape_slash)
+    assert jsonio.loads(raw, splice_min=4) == _reference(raw)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_json_values, st.data())
+def test_a_damaged_body_is_read_or_refused_as_the_standard_library_does(value: Any, data: st.DataObject) -> None:
+    raw = bytearray(_encode(value, False, False))
+    at = data.draw(st.integers(0, len(raw)))
+    edit = data.draw(st.sampled_from([b'"', b"\\", b",", b"}", b"\x01", b"", b'"data:', b'\\"data:']))
+    cut = data.draw(st.integers(0, 3))
+    raw[at:at + cut] = edit
+    spliced = _outcome(lambda r: jsonio.loads(bytes(r), splice_min=4), raw)
+    assert spliced[0] == _outcome(_reference, raw)[0]
+    if spliced[0] == "value":
+        assert spliced[1] == _reference(bytes(raw))
+
+
+def test_long_data_urls_are_spliced_and_every_odd_place_falls_back() -> None:
+    url = "data:image/png;base64," + "QUJD" * 5000
+    body = {"messages": [{"content": [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": url}]}]}
+    raw = jsonio.dumps(body)
+    assert jsonio._loads_spliced(raw, 1 << 14) == body  # both runs spliced, both put back
+    odd = [
+        {url: 1},                                      # a key
+        {"t": 'say "' + url + '"'},                   # inside a longer string (escaped quotes)
+        {"u": url + "\\n"},                           # an escape inside the run
+        {"u": url, "m": jsonio._SPLICE_MARK + "0@@"},  # the mark itself in the body
+        {"u": url, "u2": url.replace("QUJD", "QUJé", 1)},  # a non-ASCII run stays in the text
+        url,                                          # the whole body is the string
+    ]
+    for value in odd:
+        raw = jsonio.dumps(value)
+        assert jsonio.loads(raw) == _reference(raw)
+    assert jsonio._loads_spliced(jsonio.dumps({url: 1}), 1 << 14) is jsonio._NOT_SPLICED
+    assert jsonio._loads_spliced(jsonio.dumps(url), 1 << 14) is jsonio._NOT_SPLICED
