@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "examples" / "emulated.yaml"
 MODELS = ("gpt-4o", "gpt-4.1-mini", "gemini-2.5-flash")  # the demo's replay models
 BASELINE = Route("gpt-4o", "high")
-REPLAYED = (Route("gpt-4o", "low"), Route("gpt-4.1-mini", "high"), Route("gemini-2.5-flash", "auto"))
+REPLAYED = (Route("gpt-4o", "low"), Route("gpt-4.1-mini", "high"), Route("gemini-2.5-flash", "auto"))  # the demo's
 TOLERANCE = 0.01
 GUARD = SequentialConfig(delta=0.03, beta=0.10)  # the rollout defaults and the demo's guard_delta/guard_beta
 STRICT = SequentialConfig(delta=0.10, beta=0.10)  # the demo's former δ, for comparison
@@ -116,7 +116,8 @@ def image_frame(items: Sequence[Item]) -> pl.DataFrame:
                           "text_height_px": None if np.isnan(i.text_height) else float(i.text_height)} for i in items])
 
 
-def pick_replays(train: Sequence[Item], budget: int, how: str, c_train: np.ndarray, seed: int) -> set[int] | None:
+def pick_replays(train: Sequence[Item], budget: int, how: str, c_train: np.ndarray, seed: int,
+                 replayed: Sequence[Route] = REPLAYED) -> set[int] | None:
     """Which training images are replayed: all (``budget`` ≥ the pool), a stratified sample, or a
     stratified half then ``targeted_sample`` for the rest, given what the first half observed."""
     if budget >= len(train):
@@ -125,8 +126,8 @@ def pick_replays(train: Sequence[Item], budget: int, how: str, c_train: np.ndarr
     first = stratified_sample(frame, budget if how == "uniform" else budget // 2, seed)
     picked = set(first["_k"].to_list())
     if how == "targeted":
-        observed = pl.concat([first.with_columns(pl.lit(r.key).alias("route")) for r in REPLAYED])
-        savings = {r.key: float(c_train[0].mean() - c_train[1 + j].mean()) for j, r in enumerate(REPLAYED)}
+        observed = pl.concat([first.with_columns(pl.lit(r.key).alias("route")) for r in replayed])
+        savings = {r.key: float(c_train[0].mean() - c_train[1 + j].mean()) for j, r in enumerate(replayed)}
         rest = frame.filter(~pl.col("_k").is_in(list(picked)))
         picked |= set(targeted_sample(rest, observed, savings, budget - len(picked), seed)["_k"].to_list())
     return picked
@@ -134,9 +135,9 @@ def pick_replays(train: Sequence[Item], budget: int, how: str, c_train: np.ndarr
 
 def run_loop(reader: WorldReader, train: list[Item], fresh: list[Item], routes: list[Route], q_fresh: np.ndarray,
              c_fresh: np.ndarray, catalog: dict, args: argparse.Namespace) -> LoopOutcome:
-    seen = [BASELINE, *REPLAYED]
+    seen = [BASELINE, *args.replay_routes]
     q_train, c_train = reader.matrices(train, seen)
-    replayed = pick_replays(train, args.replay or len(train), args.pick, c_train, args.seed)
+    replayed = pick_replays(train, args.replay or len(train), args.pick, c_train, args.seed, args.replay_routes)
     try:
         settings = OptimizeSettings(models=MODELS, tolerance=TOLERANCE, trials=args.trials, seed=args.seed,
                                     unseen_loss=args.unseen_loss, confidence=args.confidence,
@@ -222,13 +223,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--replay", type=int, default=0, help="training images replayed (default: all)")
     p.add_argument("--pick", choices=("uniform", "targeted"), default="targeted",
                    help="with --replay below --train: a stratified sample, or half of it then targeted_sample")
+    p.add_argument("--replay-routes", nargs="+", type=Route.parse, default=list(REPLAYED), metavar="MODEL:DETAIL",
+                   help="routes the training images are replayed on (default: the demo's three)")
     p.add_argument("--out", type=Path, default=Path("bench-out/regret"))
     args = p.parse_args(argv)
+    if BASELINE in args.replay_routes or len(set(args.replay_routes)) < len(args.replay_routes):
+        p.error("--replay-routes: the baseline route is always observed; list each other route once")
     catalog = load_config(CONFIG).models
     print(f"train {args.train} images (seed {args.seed}), fresh {args.fresh} (seed {args.seed + 1}), "
           f"tolerance {TOLERANCE}, guard δ={GUARD.delta} β={GUARD.beta}; optimizer unseen_loss {args.unseen_loss}, "
           f"confidence {args.confidence}, losses_only {args.losses_only}, by_task {args.by_task}, exact_routes {args.exact_routes}; "
-          f"replayed {args.replay or args.train} of {args.train} ({args.pick if args.replay else 'all'})")
+          f"replayed {args.replay or args.train} of {args.train} ({args.pick if args.replay else 'all'}) "
+          f"on {[r.key for r in args.replay_routes]}")
     for name in args.worlds:
         run_world(name, args, catalog, args.out)
 
