@@ -33,6 +33,31 @@ def loads(raw: bytes | bytearray | str) -> Any:
         return json.loads(raw)
 
 
+# Bodies at least this long are parsed by the standard library from text decoded off the emptied
+# buffer: orjson copies its input before parsing (input, copy and values at once: 3× the body at
+# the peak, 80 MB for a 20 MB image), this way the peak is the text and its values (2×). It is
+# also faster there (13.5 vs 21 ms for 27 MB); below it orjson is (0.6 vs 1.6 ms for 2.7 MB).
+LARGE_BODY_BYTES = 4 << 20
+
+
+def loads_consuming(buf: bytearray, large_from: int = LARGE_BODY_BYTES) -> Any:
+    """``loads(buf)``, emptying ``buf`` (a request body nothing else needs) as soon as it can.
+
+    A body of ``large_from`` bytes or more is decoded to text as :func:`json.loads` decodes bytes (the encoding it detects,
+    ``surrogatepass``), the buffer is freed, and the text is parsed by the standard library,
+    which accepts and values exactly what :func:`loads` does (it is the referee there)."""
+    if len(buf) < large_from:
+        try:
+            return loads(buf)
+        finally:
+            buf.clear()
+    try:
+        text = buf.decode(json.detect_encoding(buf), "surrogatepass")
+    finally:
+        buf.clear()
+    return json.loads(text)
+
+
 def dumps(value: Any) -> bytes:
     """Serialise ``value`` as compact UTF-8 JSON."""
     try:
