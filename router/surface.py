@@ -39,9 +39,10 @@ OnError = Callable[[str, Headers, GatewayError], None]
 
 def parse_json(raw: bytes | bytearray, max_depth: int) -> Any:
     """The body's JSON value; ``invalid_json`` or ``json_too_deep`` (both 400) when it is not
-    text a chat request could be."""
+    text a chat request could be. A ``bytearray`` (the handler's body buffer) is emptied, so that
+    a large body is not held beside its parsed value (:func:`router.jsonio.loads_consuming`)."""
     try:
-        value = jsonio.loads(raw)
+        value = jsonio.loads_consuming(raw) if isinstance(raw, bytearray) else jsonio.loads(raw)
     except RecursionError as exc:
         raise JsonTooDeep(f"the request body nests JSON deeper than {max_depth} levels") from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -4,12 +4,13 @@ import base64
 import binascii
 import contextlib
 
+import pybase64
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from router.errors import ImageTooLarge, InvalidImage
-from router.images.dataurl import is_data_url, parse_data_url
+from router.images.dataurl import decode_plain, is_data_url, parse_data_url
 
 PARAM = "messages[0].content[1].image_url.url"
 
@@ -115,3 +116,36 @@ def test_the_fast_decoder_accepts_and_decodes_exactly_what_the_standard_library_
 def test_valid_base64_with_a_stray_suffix_matches_the_standard_library(payload: bytes, suffix: str) -> None:
     text = base64.b64encode(payload).decode() + suffix
     assert _decoded(text) == _reference(text)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_B64ISH, st.sampled_from([4, 8, 12]), st.sampled_from(["data:image/png;base64,", "data:;base64,", "data:,"]))
+def test_decoding_in_slices_accepts_and_decodes_exactly_what_one_decode_does(text: str, slice_chars: int, prefix: str) -> None:
+    # Large payloads are decoded slice by slice (padding allowed in the last slice only); small
+    # slices here exercise the same code on short text, against pybase64 on the whole payload.
+    try:
+        whole: bytes | None = pybase64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        whole = None
+    assert decode_plain(prefix + text, len(prefix), slice_chars) == whole
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(min_size=1, max_size=200), st.sampled_from([4, 8, 16, 64]))
+def test_sliced_decoding_round_trips_any_bytes(payload: bytes, slice_chars: int) -> None:
+    url = "data:image/png;base64," + base64.b64encode(payload).decode()
+    decoded = decode_plain(url, url.index(",") + 1, slice_chars)
+    assert decoded == payload and type(decoded) is bytes
+
+
+def test_a_large_payload_is_decoded_in_slices_with_the_same_errors() -> None:
+    payload = bytes(range(256)) * 8192  # 2 MiB: more than one slice
+    text = base64.b64encode(payload).decode()
+    assert parse_data_url("data:image/png;base64," + text) == ("image/png", payload)
+    middle = len(text) // 2 // 4 * 4
+    for bad in (text[:middle] + "AA==" + text[middle + 4:], text[:middle] + "A!AA" + text[middle + 4:]):
+        with pytest.raises(InvalidImage) as info:
+            parse_data_url("data:image/png;base64," + bad, param=PARAM)
+        assert str(info.value).startswith("data: URL payload is not valid base64")
+    wrapped = base64.encodebytes(payload).decode()
+    assert parse_data_url("data:image/png;base64," + wrapped) == ("image/png", payload)

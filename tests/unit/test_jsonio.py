@@ -1,10 +1,13 @@
-"""``jsonio.dumps_pieces``: the streamed form of a body is the serialised body, byte for byte."""
+"""``jsonio.dumps_pieces``: the streamed form of a body is the serialised body, byte for byte;
+``jsonio.loads_consuming``: the values of ``loads``, on either of its paths."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -122,3 +125,40 @@ def test_long_data_urls_are_spliced_and_every_odd_place_falls_back() -> None:
         assert jsonio.loads(raw) == _reference(raw)
     assert jsonio._loads_spliced(jsonio.dumps({url: 1}), 1 << 14) is jsonio._NOT_SPLICED
     assert jsonio._loads_spliced(jsonio.dumps(url), 1 << 14) is jsonio._NOT_SPLICED
+
+
+_bodies = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=25)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_bodies, st.sampled_from(["utf-8", "utf-8-sig", "utf-16", "utf-32-le"]), st.booleans())
+def test_loads_consuming_parses_as_loads_on_both_paths_and_empties_the_buffer(value: Any, encoding: str, large: bool) -> None:
+    raw = json.dumps(value, ensure_ascii=False).encode(encoding)
+    expected = json.loads(raw)  # the referee: what loads() answers, whichever parser decides
+    assert jsonio.loads(raw) == expected
+    buf = bytearray(raw)
+    assert jsonio.loads_consuming(buf, large_from=0 if large else 1 << 30) == expected
+    assert buf == bytearray()
+
+
+def test_loads_consuming_refuses_what_loads_refuses_and_still_empties_the_buffer() -> None:
+    for raw, error in [(b'{"a": ', json.JSONDecodeError), (b"\xff\xfe\x00", UnicodeDecodeError), (b"[" * 5000 + b"]" * 5000, RecursionError)]:
+        for large_from in (0, 1 << 30):
+            buf = bytearray(raw)
+            with pytest.raises(error):
+                jsonio.loads_consuming(buf, large_from=large_from)
+            assert buf == bytearray()
+
+
+@settings(max_examples=300, deadline=None)
+@given(_json_values, st.booleans(), st.booleans())
+def test_loads_consuming_splices_data_urls_reads_as_the_standard_library_and_empties_the_buffer(
+    value: Any, large: bool, ascii_only: bool
+) -> None:
+    raw = _encode(value, ascii_only, False)
+    buf = bytearray(raw)
+    assert jsonio.loads_consuming(buf, large_from=0 if large else 1 << 30, splice_min=4) == _reference(raw)
+    assert buf == bytearray()
