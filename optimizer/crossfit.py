@@ -1,5 +1,10 @@
-"""Cross-fitted route choice: a bucket moves off its reference route only where both halves of
-the training images choose the same route on their own.
+"""Cross-fitted choice: choose on one half of the training images, certify on the other.
+
+Two modes (``OptimizeSettings.cross_fit``): ``"routes"`` (a bucket moves off its reference route
+only where both halves choose the same route on their own) and ``"search"`` (the whole search
+runs on one half and its winner must hold on the other; ``held_out_search``). Measured in
+docs/benchmarks.md ("Cross-fitted route choice"): neither fixes ``small-models-misread`` with 60
+training images, so both are off by default.
 
 The exact route choice (``optimizer.exact``) picks, for given cuts, the cheapest route per
 bucket whose bound holds on the logged images. The bound is read on the same images the routes
@@ -19,6 +24,8 @@ on the folds, each within the tolerance, so the agreed choice meets the full bou
 folds' choices meet theirs and every image's current route is the reference (one logged route plus
 replays, so that staying loses nothing). Otherwise, and for the bootstrap shortfall (not
 separable), the bound on all images decides, as the search checks it for every trial.
+The halves cannot see what the whole sample lacks: a small bucket whose cheap route was clean on
+all its training images is chosen on both halves.
 """
 
 from __future__ import annotations
