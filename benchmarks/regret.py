@@ -142,7 +142,7 @@ def run_loop(reader: WorldReader, train: list[Item], fresh: list[Item], routes: 
         settings = OptimizeSettings(models=MODELS, tolerance=TOLERANCE, trials=args.trials, seed=args.seed,
                                     unseen_loss=args.unseen_loss, confidence=args.confidence,
                                     losses_only=args.losses_only, by_task=args.by_task,
-                                    exact_routes=args.exact_routes)
+                                    exact_routes=args.exact_routes, cross_fit=args.cross_fit)
         proposal = optimize("unused", catalog, settings,
                             observations=observations(train, seen, q_train, c_train, catalog, replayed))
     except OptimizerError as exc:
@@ -220,6 +220,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--task", dest="by_task", action="store_true", help="rules may split one task off")
     p.add_argument("--exact-routes", dest="exact_routes", action="store_true",
                    help="optimize() searches only the cuts; each bucket's route is the exact cheapest under the bound")
+    p.add_argument("--cross-fit", dest="cross_fit", choices=("off", "routes", "search"), default="off",
+                   help="optimize() chooses on one half of the training images and certifies on the other: "
+                        "routes per bucket where both halves agree, or the whole search's winner (optimizer.crossfit)")
     p.add_argument("--replay", type=int, default=0, help="training images replayed (default: all)")
     p.add_argument("--pick", choices=("uniform", "targeted"), default="targeted",
                    help="with --replay below --train: a stratified sample, or half of it then targeted_sample")
@@ -232,7 +235,8 @@ def main(argv: list[str] | None = None) -> None:
     catalog = load_config(CONFIG).models
     print(f"train {args.train} images (seed {args.seed}), fresh {args.fresh} (seed {args.seed + 1}), "
           f"tolerance {TOLERANCE}, guard δ={GUARD.delta} β={GUARD.beta}; optimizer unseen_loss {args.unseen_loss}, "
-          f"confidence {args.confidence}, losses_only {args.losses_only}, by_task {args.by_task}, exact_routes {args.exact_routes}; "
+          f"confidence {args.confidence}, losses_only {args.losses_only}, by_task {args.by_task}, exact_routes {args.exact_routes}, "
+          f"cross_fit {args.cross_fit}; "
           f"replayed {args.replay or args.train} of {args.train} ({args.pick if args.replay else 'all'}) "
           f"on {[r.key for r in args.replay_routes]}")
     for name in args.worlds:

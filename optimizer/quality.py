@@ -32,6 +32,9 @@ class ImageTable:
     def __len__(self) -> int:
         return len(self.width)
 
+    def take(self, rows: np.ndarray) -> ImageTable:
+        return ImageTable(self.width[rows], self.height[rows], self.text_height[rows], self.task[rows])
+
 
 def design_matrix(images: ImageTable, route_index: np.ndarray, routes: Sequence[Route], scale: np.ndarray) -> np.ndarray:
     """Rows: one (image, route) pair each. ``scale`` is [route, image] effective scale."""

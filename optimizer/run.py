@@ -24,8 +24,8 @@ import polars as pl
 
 from optimizer import ope
 from optimizer.anchoring import anchor_to_taken, apply_cells, observed_cells
+from optimizer.crossfit import HELD_OUT, CrossFit, held_out_search, image_folds, route_chooser
 from optimizer.data import Observations, load_observations
-from optimizer.exact import cheapest_routes
 from optimizer.quality import ImageTable, QualityModel, fit_quality_model
 from optimizer.report import TradeOff, plot_front, trade_off
 from optimizer.routes import (
@@ -104,6 +104,7 @@ class OptimizeSettings:
     # in the regret benchmark its extra parameters cost the 200-trial search more than it found.
     by_task: bool = False
     exact_routes: bool = False  # True: TPE searches the cuts, routes per bucket are exact (optimizer.exact)
+    cross_fit: CrossFit = "off"  # choose on one half of the images, certify on the other (optimizer.crossfit)
 
 
 @dataclass(frozen=True)
@@ -226,7 +227,8 @@ def prepare(loaded: Loaded, catalog: Mapping[str, Any], settings: OptimizeSettin
     evidence = (loaded.obs_routes[loaded.known], train_images.text_height * 1000.0 / np.maximum(train_side, 1.0), train_side)
     m = Matrices(cost, quality, permille, long_side, draws, subset, settings.confidence, current, evidence,
                  settings.unseen_loss, images.task if settings.by_task else None,
-                 train_images.task if settings.by_task else None, settings.losses_only)
+                 train_images.task if settings.by_task else None, settings.losses_only,
+                 image_folds(list(_image_ids(traffic))) if settings.cross_fit != "off" else None)
     observed = traffic["quality"].drop_nulls()
     return Prepared(
         m, qmodel, taken, strong, anchored,
@@ -252,7 +254,7 @@ def _quality_matrices(loaded: Loaded, catalog: Mapping[str, Any], settings: Opti
     anchored = apply_cells(quality, cells)
     rng = np.random.default_rng(settings.seed)
     subset = np.sort(rng.choice(len(traffic), min(len(traffic), settings.max_bound_images), replace=False))
-    draws = anchor_to_taken(qmodel.predict_draws(_take(images, subset), scale[:, subset]), taken[subset], measured_q[subset])
+    draws = anchor_to_taken(qmodel.predict_draws(images.take(subset), scale[:, subset]), taken[subset], measured_q[subset])
     position = {int(i): k for k, i in enumerate(subset)}
     apply_cells(draws, [(r, position[i], q) for r, i, q in cells if i in position])
     return quality, draws, subset, anchored
@@ -281,14 +283,14 @@ def search(loaded: Loaded, prepared: Prepared, settings: OptimizeSettings,
     space = SearchSpace.from_data(routes, m.text_permille, m.long_side, fallback=settings.fallback, task=m.task)
     seeds = [{"n_text_cuts": 0, "n_side_cuts": 0, "route_0": routes[strong].key, "route_unknown_text": routes[strong].key}]
     name = settings.study_name or f"aperture-{datetime.now(UTC):%Y%m%dT%H%M%S}"
-    result = run_search(
+    result = (held_out_search if settings.cross_fit == "search" else run_search)(
         space, m, baseline_quality=prepared.baseline_quality, baseline_cost=float(m.cost[strong].mean()),
         tolerance=settings.tolerance, trials=settings.trials, seed=settings.seed, storage=settings.storage,
-        study_name=name, seeds=seeds, progress=progress, choose_routes=cheapest_routes if settings.exact_routes else None,
+        study_name=name, seeds=seeds, progress=progress, choose_routes=route_chooser(settings.exact_routes, settings.cross_fit),
     )
     if result.best is None:
         raise OptimizerError(f"no ruleset within {settings.tolerance:.3f} of the baseline quality was found "
-                             f"in {len(result.points)} trials")
+                             f"in {len(result.points)} trials" + HELD_OUT * (settings.cross_fit == "search"))
     policy = build_params(optuna.trial.FixedTrial(result.best.params), space)
     cost, quality, lower = evaluate_bounds(policy, m)
     chosen = assign(policy, m.text_permille, m.long_side, m.task)
@@ -378,10 +380,6 @@ def _image_ids(df: pl.DataFrame) -> np.ndarray:
     if "sha256" not in df.columns:
         return df["span_id"].to_numpy().astype(str)
     return df.select(pl.coalesce("sha256", "span_id")).to_series().to_numpy().astype(str)
-
-
-def _take(images: ImageTable, rows: np.ndarray) -> ImageTable:
-    return ImageTable(images.width[rows], images.height[rows], images.text_height[rows], images.task[rows])
 
 
 def predicted_cost_on(ruleset: Ruleset, catalog: Mapping[str, Any], traffic: pl.DataFrame) -> float:

@@ -54,6 +54,7 @@ class Matrices:
     task: np.ndarray | None = None  # per image: its task (for a policy that splits one off)
     evidence_task: np.ndarray | None = None  # per observation: its task
     losses_only: bool = False  # count each bucket's predicted change only where it is a loss (see evaluate_bounds)
+    fold: np.ndarray | None = None  # per image: its cross-fitting fold (optimizer.crossfit), None: no cross-fitting
 
 @dataclass
 class TrialPoint:
