@@ -33,7 +33,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import optuna
@@ -121,6 +121,8 @@ def held_out_bound(policy: Policy, held_out: Matrices) -> float:
 def route_chooser(exact: bool, cross_fit: CrossFit) -> RouteChooser | None:
     """The search's route chooser: cross-fitted per set of cuts ("routes"), exact (also within
     each fold of a held-out "search"), or none (the sampler picks the routes)."""
+    if cross_fit not in get_args(CrossFit):
+        raise ValueError(f"cross_fit must be one of {', '.join(get_args(CrossFit))}, not {cross_fit!r}")
     if cross_fit == "routes":
         return cross_fitted_routes
     return cheapest_routes if exact or cross_fit == "search" else None

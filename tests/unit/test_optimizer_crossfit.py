@@ -203,3 +203,11 @@ def test_optimize_with_cross_fitting_emits_a_proposal_within_the_bound(mode):
     assert p.predicted_quality >= p.baseline_quality - 0.01 - 1e-9
     assert p.provenance["quality_lower_bound"] >= p.baseline_quality - 0.01 - 1e-9
     assert with_routes(p.policy, p.policy.route_table) == p.policy
+
+
+def test_an_unknown_cross_fit_mode_is_refused_not_read_as_off() -> None:
+    from optimizer.crossfit import route_chooser
+
+    for mode in (True, "yes", "Routes"):
+        with pytest.raises(ValueError, match="cross_fit must be one of"):
+            route_chooser(False, mode)  # type: ignore[arg-type]
