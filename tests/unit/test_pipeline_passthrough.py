@@ -235,3 +235,12 @@ def test_only_what_b64encode_gives_is_canonical(data: bytes) -> None:
         other = non_canonical(payload)
         assert base64.b64decode(other) == data
         assert not is_canonical_tail("data:image/png;base64," + other, data)
+
+
+async def test_a_long_canonical_image_whose_bytes_were_replaced_is_encoded_from_the_new_bytes(config: AppConfig) -> None:
+    data, other = image_bytes(), image_bytes(side=40)
+    _, ctx = await send(config, "data:image/png;base64," + base64.b64encode(data).decode(), limits=LONG_FROM)
+    assert ctx.images[0].client_base64 is not None and ctx.images[0].client_base64.url is None
+    image = dataclasses.replace(ctx.images[0], data=other)
+    priced = PricedImage(prepare(image, accepted_formats=frozenset({"png"}), max_side=None), "high", 1, 1)
+    assert image_url(image, priced) == "data:image/png;base64," + base64.b64encode(other).decode()
