@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+import pybase64
 
 # A data URL at least this long is cut out of a request body before parsing. orjson reads a
 # string at ≈1.5 GB/s (1.8 ms for a 2 MB image's 2.7 MB of base64); finding its closing quote
@@ -182,18 +183,58 @@ def loads_consuming(buf: bytearray, large_from: int = LARGE_BODY_BYTES, splice_m
     return json.loads(text)
 
 
+class Base64Text:
+    """The JSON string ``prefix + base64(data)``, standard alphabet, padded, held as its bytes.
+
+    An image whose client sent it as canonical base64 (exactly what encoding its bytes gives)
+    keeps only the bytes: this value stands for the text in an upstream body and is written from
+    them in slices (:class:`JSONPieces`), so the 1.33× string never exists while the image is
+    decoded. ``prefix`` must need no JSON escaping (a ``data:<type>;base64,`` head, or empty)."""
+
+    __slots__ = ("prefix", "data")
+
+    def __init__(self, prefix: str, data: bytes) -> None:
+        self.prefix, self.data = prefix, data
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Base64Text) and self.prefix == other.prefix and self.data == other.data
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Base64Text({self.prefix!r}, <{len(self.data)} bytes>)"
+
+    def __len__(self) -> int:
+        """The characters of the text, without building it."""
+        return len(self.prefix) + (len(self.data) + 2) // 3 * 4
+
+    def text(self) -> str:
+        """The text as one string: 1.33× the data, built anew on every call. Only for a
+        consumer that needs a real ``str``; bodies sent upstream stream it instead."""
+        return self.prefix + pybase64.b64encode(self.data).decode("ascii")
+
+
+def _encode_default(value: Any) -> Any:
+    if isinstance(value, Base64Text):
+        return value.text()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
 def dumps(value: Any) -> bytes:
-    """Serialise ``value`` as compact UTF-8 JSON."""
+    """Serialise ``value`` as compact UTF-8 JSON (a :class:`Base64Text` as its text)."""
     try:
-        return orjson.dumps(value)
+        return orjson.dumps(value, default=_encode_default)
     except TypeError:  # orjson.JSONEncodeError: a big integer, a non-str key, a str subclass …
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+        return json.dumps(
+            value, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_encode_default
+        ).encode("utf-8")
 
 
 # Strings at least this long are written into a streamed body in slices rather than copied into
 # one serialised buffer: in practice the client's base64 image text, tens of megabytes.
 STREAM_MIN_CHARS = 1 << 20
 _SLICE_CHARS = 1 << 18
+_SLICE_BYTES = 3 << 16  # a multiple of 3: every slice but the last encodes without padding
 _MARK = f"@@large-{secrets.token_hex(12)}-"  # unguessable: no client text can hold one
 
 
@@ -203,7 +244,7 @@ class JSONPieces:
     themselves, which are ASCII and need no escaping, so that their JSON text is their own
     characters and ``length`` is known before anything is written."""
 
-    pieces: tuple[bytes | str, ...]
+    pieces: tuple[bytes | str | Base64Text, ...]
     length: int
 
     def __aiter__(self) -> AsyncIterator[bytes]:
@@ -215,15 +256,23 @@ class JSONPieces:
             if isinstance(piece, bytes):
                 yield piece
                 continue
+            if isinstance(piece, Base64Text):
+                if piece.prefix:
+                    yield piece.prefix.encode("ascii")
+                with memoryview(piece.data) as data:
+                    for start in range(0, len(data), _SLICE_BYTES):
+                        yield pybase64.b64encode(data[start:start + _SLICE_BYTES])
+                continue
             for start in range(0, len(piece), _SLICE_CHARS):
                 yield piece[start:start + _SLICE_CHARS].encode("ascii")
 
 
 def dumps_pieces(value: Any, min_chars: int = STREAM_MIN_CHARS) -> JSONPieces | None:
-    """``dumps(value)`` split around its strings of ``min_chars`` or more that need no escaping;
-    ``None`` when there are none (or orjson refuses the value): then :func:`dumps` is the way.
-    The bytes the pieces make up are exactly those of :func:`dumps`."""
-    large: list[str] = []
+    """``dumps(value)`` split around its strings of ``min_chars`` or more that need no escaping
+    and its :class:`Base64Text` values (whatever their size); ``None`` when there are none (or
+    orjson refuses the value): then :func:`dumps` is the way. The bytes the pieces make up are
+    exactly those of :func:`dumps`."""
+    large: list[str | Base64Text] = []
     skeleton = _swap_large(value, large, min_chars)
     if not large:
         return None
@@ -231,7 +280,7 @@ def dumps_pieces(value: Any, min_chars: int = STREAM_MIN_CHARS) -> JSONPieces | 
         text = orjson.dumps(skeleton)
     except TypeError:
         return None
-    pieces: list[bytes | str] = []
+    pieces: list[bytes | str | Base64Text] = []
     start = 0
     for index, string in enumerate(large):  # orjson keeps dict and list order: marks come in order
         mark = f"{_MARK}{index}@@".encode()
@@ -242,10 +291,16 @@ def dumps_pieces(value: Any, min_chars: int = STREAM_MIN_CHARS) -> JSONPieces | 
     return JSONPieces(tuple(pieces), sum(len(p) for p in pieces))
 
 
-def _swap_large(value: Any, large: list[str], min_chars: int) -> Any:
-    """``value`` with each large plain string replaced by a numbered mark (recorded in ``large``),
-    copying only the dicts and lists on the way to one; the rest is shared, never changed."""
+def _swap_large(value: Any, large: list[str | Base64Text], min_chars: int) -> Any:
+    """``value`` with each large plain string and each :class:`Base64Text` replaced by a numbered
+    mark (recorded in ``large``), copying only the dicts and lists on the way to one; the rest is
+    shared, never changed."""
     kind = type(value)
+    if kind is Base64Text:
+        if not _needs_no_escape(value.prefix):  # not a data URL head: orjson escapes the text
+            return value.text()
+        large.append(value)
+        return f"{_MARK}{len(large) - 1}@@"
     if kind is str:
         if len(value) >= min_chars and _needs_no_escape(value):
             large.append(value)

@@ -32,6 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import pybase64
+
 from router.errors import (
     GatewayError,
     ImageTooLarge,
@@ -56,6 +58,10 @@ class ImageLimits:
     max_images: int = 500
     max_pixels: int = 178_956_970
     max_concurrent_fetches: int = 4
+    #: A data URL this long or longer whose base64 is canonical keeps only its bytes: its text
+    #: is what encoding them gives, so it is written again from them when sent (see
+    #: :class:`ClientBase64`). The upstream body streams such text from 1 MiB on.
+    text_from_bytes_at: int = 1 * MiB
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,17 +81,23 @@ class ImageRef:
 
 @dataclass(frozen=True, slots=True)
 class ClientBase64:
-    """A client's data URL and the bytes it decoded to. Holding those very bytes (not a copy)
-    lets a user check ``client_base64.data is image.data``: an image whose bytes were replaced
-    later (``dataclasses.replace``, a redaction) no longer matches, and its stale text is never
-    sent in their place."""
+    """A client's plain base64 data URL and the bytes it decoded to. Holding those very bytes
+    (not a copy) lets a user check ``client_base64.data is image.data``: an image whose bytes
+    were replaced later (``dataclasses.replace``, a redaction) no longer matches, and its stale
+    text is never sent in their place.
 
-    url: str
+    ``url`` is None when the payload was long and canonical (exactly ``base64.b64encode(data)``):
+    then the text is the bytes encoded again, and only the bytes are kept. A 20 MB image's
+    26.7 MB string would otherwise stay alive beside its bytes and its pixel decode."""
+
+    url: str | None
     data: bytes
 
     @property
     def payload_start(self) -> int:
-        """Where the base64 text starts in :attr:`url`."""
+        """Where the base64 text starts in :attr:`url` (which must be kept)."""
+        if self.url is None:
+            raise ValueError("the client's text was not kept: it is the base64 of data")
         return self.url.index(",") + 1
 
 
@@ -258,7 +270,8 @@ def _from_data_url(ref: ImageRef, limits: ImageLimits) -> _Loaded:
     declared, data = parse_data_url(ref.url, param=ref.param, max_bytes=limits.max_image_bytes)
     loaded = _identify("base64", data, declared, limits)
     if is_plain_base64(ref.url, len(data)):
-        text = ClientBase64(ref.url, loaded.data)
+        keep = len(ref.url) < limits.text_from_bytes_at or not is_canonical_tail(ref.url, loaded.data)
+        text = ClientBase64(ref.url if keep else None, loaded.data)
         loaded = _Loaded(loaded.source, loaded.data, loaded.header, loaded.sha256, loaded.declared_mime, text)
     return loaded
 
@@ -269,6 +282,15 @@ def is_plain_base64(url: str, nbytes: int) -> bool:
     of the encoded length can hold no whitespace; percent-encoded URLs are not base64."""
     comma = url.find(",")
     return url[:comma].lower().endswith(";base64") and len(url) - comma - 1 == (nbytes + 2) // 3 * 4
+
+
+def is_canonical_tail(url: str, data: bytes) -> bool:
+    """For a plain payload of ``data`` (:func:`is_plain_base64`): is it exactly
+    ``base64.b64encode(data)``? Decoding ignores the unused low bits of a padded last quantum
+    (``QQ==`` and ``QR==`` are both ``A``), so the last four characters are encoded again and
+    compared; every other character is fixed by the bytes."""
+    rest = len(data) % 3
+    return rest == 0 or pybase64.b64encode(data[-rest:]).decode("ascii") == url[-4:]
 
 
 def _identify(

@@ -25,6 +25,7 @@ from router.errors import StructuredOutputInvalid, UpstreamFailed
 from router.fallback import ChainResult, run_chain
 from router.images.intake import IntakeImage
 from router.images.prepare import to_data_url
+from router.jsonio import Base64Text
 from router.pipeline.admit import TASK_HEADER
 from router.pipeline.context import JSONObject, PricedImage, RequestContext
 from router.pipeline.price import price_for
@@ -188,16 +189,20 @@ def upstream_body(ctx: RequestContext, spec: ModelSpec, priced: list[PricedImage
     return body
 
 
-def image_url(image: IntakeImage, priced: PricedImage) -> str:
+def image_url(image: IntakeImage, priced: PricedImage) -> str | Base64Text:
     """The data URL for one prepared image. When the target takes the bytes as they came (the
     same object: nothing transcoded, resized, stripped or replaced since intake) and the client
     sent plain base64, the client's base64 text is forwarded untouched: the same string when its
-    prefix already says the sniffed type, else behind the corrected prefix. Otherwise the
-    prepared bytes are encoded."""
+    prefix already says the sniffed type, else behind the corrected prefix. A long canonical text
+    that intake did not keep is that text written again from the bytes (a :class:`Base64Text`,
+    streamed upstream: the same characters). Otherwise the prepared bytes are encoded."""
     prepared, sent = priced.prepared, image.client_base64
     if sent is None or sent.data is not image.data or prepared.data is not image.data:
         return to_data_url(prepared)
-    prefix, start = f"data:{prepared.mime};base64,", sent.payload_start
+    prefix = f"data:{prepared.mime};base64,"
+    if sent.url is None:
+        return Base64Text(prefix, sent.data)
+    start = sent.payload_start
     if start == len(prefix) and sent.url.startswith(prefix):
         return sent.url
     return prefix + sent.url[start:]

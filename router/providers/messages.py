@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from router.errors import InvalidRequest
+from router.jsonio import Base64Text
 from router.providers.base import JSON, NO_USAGE, ChatResult, UpstreamError, Usage
 
 # Gemini needs a mime type for a URL source and the gateway only sniffs inlined bytes; the
@@ -36,7 +37,9 @@ class ImageRef:
 
     source: Literal["base64", "url"]
     mime: str
-    data: str  # base64 text for "base64", the URL for "url"
+    #: base64 text for "base64" (a :class:`Base64Text` with no prefix when the gateway holds it
+    #: as bytes: it is written out when the body is), the URL for "url"
+    data: str | Base64Text
     detail: str | None
 
 
@@ -83,8 +86,16 @@ def fold_turns(messages: list[JSON], turn_of: TurnOf, key: str) -> tuple[str, li
     return "\n\n".join(s for s in system if s), turns
 
 
-def split_data_url(url: str) -> tuple[str, str] | None:
-    """``data:image/png;base64,AAAA`` -> ``("image/png", "AAAA")``; ``None`` for other URLs."""
+def split_data_url(url: str | Base64Text) -> tuple[str, str | Base64Text] | None:
+    """``data:image/png;base64,AAAA`` -> ``("image/png", "AAAA")``; ``None`` for other URLs.
+
+    A :class:`Base64Text` data URL is split without writing its text: its payload is the same
+    bytes behind no prefix (slicing the string would copy 1.33× the image)."""
+    if isinstance(url, Base64Text):
+        mime = split_data_url(url.prefix)
+        if mime is None:
+            raise InvalidRequest("image data URL must be base64-encoded", code="invalid_image")
+        return mime[0], Base64Text("", url.data)
     if not url.startswith("data:"):
         return None
     head, comma, data = url[5:].partition(",")
@@ -97,7 +108,7 @@ def image_ref(part: Mapping[str, Any], *, mode: str, provider: str) -> ImageRef:
     image = part.get("image_url")
     if isinstance(image, str):
         image = {"url": image}
-    if not isinstance(image, Mapping) or not isinstance(image.get("url"), str):
+    if not isinstance(image, Mapping) or not isinstance(image.get("url"), str | Base64Text):
         raise InvalidRequest("image_url part needs image_url.url", code="invalid_image")
     url, detail = image["url"], image.get("detail")
     inline = split_data_url(url)

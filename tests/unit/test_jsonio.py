@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from typing import Any
 
@@ -51,6 +52,37 @@ def test_strings_that_need_escaping_or_are_short_stay_in_the_serialised_bytes() 
 def test_a_value_orjson_refuses_falls_back() -> None:
     assert jsonio.dumps_pieces({"n": 2**70, "s": "A" * 10}, min_chars=8) is None
 
+
+
+_SLICE = jsonio._SLICE_BYTES
+_ESCAPED = 'x"\\\n'  # a prefix JSON must escape: the value is then serialised whole
+_b64_sizes = st.sampled_from([0, 1, 2, 3, _SLICE - 1, _SLICE, _SLICE + 1, _SLICE + 2, 2 * _SLICE, 2 * _SLICE + 1]) | st.integers(0, 3 * _SLICE)
+
+
+@settings(max_examples=40, deadline=None)
+@given(_b64_sizes, st.sampled_from(["", "data:image/png;base64,", _ESCAPED]), st.integers(0, 255))
+def test_base64_text_is_streamed_as_its_text_with_its_length_counted(size: int, prefix: str, fill: int) -> None:
+    data = bytes((fill + i * 7) % 256 for i in range(size))
+    text = prefix + base64.b64encode(data).decode()
+    b64 = jsonio.Base64Text(prefix, data)
+    assert len(b64) == len(text) and b64.text() == text
+    value = {"a": [1, {"u": b64}], "s": "short"}
+    expected = jsonio.dumps({"a": [1, {"u": text}], "s": "short"})
+    assert jsonio.dumps(value) == expected
+    pieces = jsonio.dumps_pieces(value)  # streamed whatever its size, unless its prefix needs escaping
+    if pieces is None:
+        assert prefix == _ESCAPED
+        return
+    assert _joined(pieces) == expected
+    assert _joined(pieces) == expected  # a retried request streams the same bytes again
+    assert pieces.length == len(expected)
+    if prefix != _ESCAPED:
+        assert any(p is b64 for p in pieces.pieces)  # written from the bytes, never built whole
+
+
+def test_base64_text_compares_on_its_text_not_its_identity() -> None:
+    assert jsonio.Base64Text("p", b"ab") == jsonio.Base64Text("p", b"ab") != jsonio.Base64Text("", b"ab")
+    assert "bytes" in repr(jsonio.Base64Text("p", b"ab"))
 
 # ``loads`` cuts long data URLs out before parsing: the value must be what the standard library
 # reads, for any body, and a body one of them refuses must be refused by the other.

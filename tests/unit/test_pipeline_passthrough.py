@@ -24,7 +24,7 @@ from PIL import Image
 
 from router.config import AppConfig, load_config
 from router.images.fetch import ImageFetcher
-from router.images.intake import is_plain_base64
+from router.images.intake import ImageLimits, is_canonical_tail, is_plain_base64
 from router.images.prepare import prepare
 from router.metrics import GatewayMetrics
 from router.pipeline.admit import admit
@@ -71,11 +71,13 @@ def image_bytes(fmt: str = "PNG", side: int = 48) -> bytes:
     return buf.getvalue()
 
 
-async def send(config: AppConfig, *urls: str) -> tuple[Capture, RequestContext]:
+async def send(config: AppConfig, *urls: str, limits: ImageLimits | None = None) -> tuple[Capture, RequestContext]:
     capture = Capture()
     snapshot = PolicySnapshot(active=RoutingPolicy("v1", load_ruleset_text("default: {route: {model: gpt-4o, detail: high}}\n")))
     services = Services(config, client=httpx_client(capture), fetcher=ImageFetcher(), snapshot=lambda: snapshot,
                         telemetry=telemetry(config))
+    if limits is not None:
+        services.limits = limits
     content: list[dict[str, Any]] = [{"type": "text", "text": "read this"}]
     content += [{"type": "image_url", "image_url": {"url": url, "detail": "high"}} for url in urls]
     ctx = RequestContext({"model": "gpt-4o", "messages": [{"role": "user", "content": content}]}, {})
@@ -160,5 +162,85 @@ async def test_an_image_whose_bytes_were_replaced_after_intake_is_encoded_from_t
     capture, ctx = await send(config, "data:image/png;base64," + base64.b64encode(data).decode())
     image = dataclasses.replace(ctx.images[0], data=other)
     assert image.client_base64 is not None
+    priced = PricedImage(prepare(image, accepted_formats=frozenset({"png"}), max_side=None), "high", 1, 1)
+    assert image_url(image, priced) == "data:image/png;base64," + base64.b64encode(other).decode()
+
+
+# Every data URL in these tests is "long": its canonical text is dropped at intake.
+LONG_FROM = ImageLimits(text_from_bytes_at=64)
+
+
+def non_canonical(payload: str) -> str:
+    """``payload`` (padded) with the unused low bits of its last quantum set: it decodes to
+    the same bytes, but is not what encoding them gives."""
+    pad = payload.count("=")
+    assert pad
+    at = len(payload) - pad - 1
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    return payload[:at] + alphabet[alphabet.index(payload[at]) | 1] + payload[at + 1:]
+
+
+def image_of_length(rest: int) -> bytes:
+    """A PNG whose length leaves ``rest`` over a multiple of 3 (trailing bytes after IEND)."""
+    data = image_bytes()
+    return data + b"\0" * ((rest - len(data)) % 3)
+
+
+async def test_a_long_canonical_image_keeps_only_its_bytes_and_is_sent_byte_for_byte(
+    config: AppConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    no_encoding(monkeypatch)
+    for rest in (0, 1, 2):
+        data = image_of_length(rest)
+        url = "data:image/png;base64," + base64.b64encode(data).decode()
+        capture, ctx = await send(config, url, url, limits=LONG_FROM)
+        assert capture.raw[-1].count(f'"url":"{url}"'.encode()) == 2
+        assert [i.client_base64.url if i.client_base64 else "" for i in ctx.images] == [None, None]
+        assert ctx.images[0].sha256 == hashlib.sha256(data).hexdigest()
+
+
+async def test_a_long_canonical_image_with_a_wrong_declared_type_gets_the_sniffed_prefix(
+    config: AppConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    no_encoding(monkeypatch)
+    payload = base64.b64encode(image_bytes()).decode()
+    capture, _ = await send(config, "data:image/jpg;base64," + payload, limits=LONG_FROM)
+    assert capture.image_urls() == ["data:image/png;base64," + payload]
+
+
+async def test_a_long_non_canonical_image_keeps_the_clients_text_and_sends_it_unchanged(
+    config: AppConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    no_encoding(monkeypatch)
+    data = image_of_length(1)
+    payload = non_canonical(base64.b64encode(data).decode())
+    assert base64.b64decode(payload) == data
+    url = "data:image/png;base64," + payload
+    capture, ctx = await send(config, url, limits=LONG_FROM)
+    assert capture.raw[-1].count(f'"url":"{url}"'.encode()) == 1
+    assert ctx.images[0].client_base64 is not None and ctx.images[0].client_base64.url == url
+
+
+async def test_a_short_canonical_image_keeps_the_clients_text(config: AppConfig) -> None:
+    url = "data:image/png;base64," + base64.b64encode(image_bytes()).decode()
+    _, ctx = await send(config, url)
+    assert ctx.images[0].client_base64 is not None and ctx.images[0].client_base64.url == url
+
+
+@given(st.binary(min_size=1, max_size=64))
+def test_only_what_b64encode_gives_is_canonical(data: bytes) -> None:
+    payload = base64.b64encode(data).decode()
+    assert is_canonical_tail("data:image/png;base64," + payload, data)
+    if "=" in payload:
+        other = non_canonical(payload)
+        assert base64.b64decode(other) == data
+        assert not is_canonical_tail("data:image/png;base64," + other, data)
+
+
+async def test_a_long_canonical_image_whose_bytes_were_replaced_is_encoded_from_the_new_bytes(config: AppConfig) -> None:
+    data, other = image_bytes(), image_bytes(side=40)
+    _, ctx = await send(config, "data:image/png;base64," + base64.b64encode(data).decode(), limits=LONG_FROM)
+    assert ctx.images[0].client_base64 is not None and ctx.images[0].client_base64.url is None
+    image = dataclasses.replace(ctx.images[0], data=other)
     priced = PricedImage(prepare(image, accepted_formats=frozenset({"png"}), max_side=None), "high", 1, 1)
     assert image_url(image, priced) == "data:image/png;base64," + base64.b64encode(other).decode()

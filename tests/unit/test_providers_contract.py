@@ -7,11 +7,14 @@ come out as the same OpenAI result.
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 from typing import Any
 
 import pytest
 
+from router import jsonio
 from router.errors import GatewayError
 from router.providers import ADAPTERS, AdapterOptions, SSEDecoder, UpstreamError
 from tests.unit.test_providers_wire import (
@@ -191,6 +194,31 @@ def test_request_carries_the_same_conversation(provider: str, scenario: str) -> 
     assert req.url.startswith(adapter.spec.base_url + "/")
     assert "sk-test" in req.headers[adapter.spec.auth_header]
     assert json.loads(json.dumps(req.json)) == req.json  # plain JSON, ready to send
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_an_image_held_as_bytes_goes_out_as_the_same_body_as_its_text(provider: str) -> None:
+    """A large canonical image reaches the adapters as a ``Base64Text`` data URL: each builds
+    the body it builds for the text, and the streamed body is byte for byte that body's."""
+    adapter = ADAPTERS[provider]
+    data = bytes(range(256)) * 40 + b"x"  # 10,241 bytes: padded base64, several slices' worth of text
+    held = jsonio.Base64Text("data:image/png;base64,", data)
+
+    def body(url: Any) -> JSON:
+        return {"model": "m", "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "Read it."}, {"type": "image_url", "image_url": {"url": url, "detail": "high"}}]}]}
+
+    from_text = adapter.build_request(adapter.spec, body(held.text()), api_key=None, stream=False, options=AdapterOptions())
+    from_bytes = adapter.build_request(adapter.spec, body(held), api_key=None, stream=False, options=AdapterOptions())
+    pieces = jsonio.dumps_pieces(from_bytes.json)
+    assert pieces is not None and any(isinstance(p, jsonio.Base64Text) and p.data is data for p in pieces.pieces)
+
+    async def joined() -> bytes:
+        return b"".join([chunk async for chunk in pieces])
+    expected = jsonio.dumps(from_text.json)
+    assert asyncio.run(joined()) == expected and pieces.length == len(expected)
+    assert jsonio.dumps(from_bytes.json) == expected
+    assert base64.b64encode(data).decode() in expected.decode()
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
