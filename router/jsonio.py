@@ -30,7 +30,9 @@ import pybase64
 # and checking its bytes takes a tenth of that.
 SPLICE_MIN_BYTES = 1 << 14
 _DATA_URL_START = b'"data:'
-_SPLICE_MARK = f"@@splice-{secrets.token_hex(12)}-"  # unguessable: no client text can hold one
+# Numbered stand-ins for long strings, parsing (``_loads_spliced``) and serialising
+# (``dumps_pieces``) alike; unguessable, so no client text can hold one.
+_MARK = f"@@large-{secrets.token_hex(12)}-"
 _NOT_SPLICED = object()
 
 
@@ -86,7 +88,7 @@ def _skeleton(raw: bytes | bytearray, view: memoryview, min_bytes: int, runs: li
         if end - first >= min_bytes:
             run = _plain_run(raw, view, first, end)
             if run is not None:  # else it stays in the text orjson parses
-                parts += [raw[start:first], f"{_SPLICE_MARK}{len(runs)}@@".encode()]
+                parts += [raw[start:first], _mark(len(runs)).encode()]
                 runs.append(run)
                 start = end
         at = raw.find(_DATA_URL_START, end + 1)
@@ -125,7 +127,7 @@ def _put_back(value: Any, runs: list[str], placed: list[bool]) -> Any:
             continue
         for key, child in list(pairs):
             if type(child) is str:
-                if _SPLICE_MARK not in child:
+                if _MARK not in child:
                     continue
                 index = _mark_index(child, len(runs))
                 if index is None or placed[index]:
@@ -134,20 +136,22 @@ def _put_back(value: Any, runs: list[str], placed: list[bool]) -> Any:
                 item[key] = runs[index]
             elif type(child) in (dict, list):
                 stack.append(child)
-    if type(value) is str and _SPLICE_MARK in value:
-        return _NOT_SPLICED
-    return value
+    return value  # a mark anywhere else (the whole value, a key) is never placed: see the caller
+
+
+def _mark(index: int) -> str:
+    return f"{_MARK}{index}@@"
 
 
 def _mark_index(text: str, count: int) -> int | None:
     """The run number of a string that is exactly one mark, else None."""
-    if not (text.startswith(_SPLICE_MARK) and text.endswith("@@")):
+    if not (text.startswith(_MARK) and text.endswith("@@")):
         return None
-    digits = text[len(_SPLICE_MARK):-2]
+    digits = text[len(_MARK):-2]
     if not digits.isdigit() or not digits.isascii():
         return None
     index = int(digits)
-    return index if index < count and text == f"{_SPLICE_MARK}{index}@@" else None
+    return index if index < count and text == _mark(index) else None
 
 
 # Bodies at least this long, when no data URL could be spliced out, are parsed by the standard
@@ -235,7 +239,6 @@ def dumps(value: Any) -> bytes:
 STREAM_MIN_CHARS = 1 << 20
 _SLICE_CHARS = 1 << 18
 _SLICE_BYTES = 3 << 16  # a multiple of 3: every slice but the last encodes without padding
-_MARK = f"@@large-{secrets.token_hex(12)}-"  # unguessable: no client text can hold one
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,7 +286,7 @@ def dumps_pieces(value: Any, min_chars: int = STREAM_MIN_CHARS) -> JSONPieces | 
     pieces: list[bytes | str | Base64Text] = []
     start = 0
     for index, string in enumerate(large):  # orjson keeps dict and list order: marks come in order
-        mark = f"{_MARK}{index}@@".encode()
+        mark = _mark(index).encode()
         at = text.index(mark, start)
         pieces += [text[start:at], string]
         start = at + len(mark)
@@ -300,11 +303,11 @@ def _swap_large(value: Any, large: list[str | Base64Text], min_chars: int) -> An
         if not _needs_no_escape(value.prefix):  # not a data URL head: orjson escapes the text
             return value.text()
         large.append(value)
-        return f"{_MARK}{len(large) - 1}@@"
+        return _mark(len(large) - 1)
     if kind is str:
         if len(value) >= min_chars and _needs_no_escape(value):
             large.append(value)
-            return f"{_MARK}{len(large) - 1}@@"
+            return _mark(len(large) - 1)
         return value
     if kind is dict:
         swapped = {k: _swap_large(v, large, min_chars) for k, v in value.items()}

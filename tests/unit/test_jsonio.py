@@ -148,7 +148,7 @@ def test_long_data_urls_are_spliced_and_every_odd_place_falls_back() -> None:
         {url: 1},                                      # a key
         {"t": 'say "' + url + '"'},                   # inside a longer string (escaped quotes)
         {"u": url + "\\n"},                           # an escape inside the run
-        {"u": url, "m": jsonio._SPLICE_MARK + "0@@"},  # the mark itself in the body
+        {"u": url, "m": jsonio._MARK + "0@@"},  # the mark itself in the body
         {"u": url, "u2": url.replace("QUJD", "QUJé", 1)},  # a non-ASCII run stays in the text
         url,                                          # the whole body is the string
     ]
