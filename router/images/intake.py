@@ -190,16 +190,17 @@ async def intake(
             code="too_many_images",
             param="messages",
         )
+    keys = [UrlKey(ref.url) for ref in refs]
     first: dict[UrlKey, ImageRef] = {}
-    for ref in refs:
-        first.setdefault(UrlKey(ref.url), ref)
-    uses = Counter(UrlKey(ref.url) for ref in refs)
+    for key, ref in zip(keys, refs, strict=True):
+        first.setdefault(key, ref)
+    uses = Counter(keys)
     budget = _Budget(limits.max_request_image_bytes)
     loaded: dict[UrlKey, _Loaded] = {}
-    remote: list[ImageRef] = []
+    remote: list[tuple[UrlKey, ImageRef]] = []
     for key, ref in first.items():
         if not is_data_url(ref.url):
-            remote.append(ref)
+            remote.append((key, ref))
             continue
         try:
             loaded[key] = await _off_loop(len(ref.url), _from_data_url, ref, limits)
@@ -210,10 +211,10 @@ async def intake(
     if remote:
         if fetcher is None:
             raise ImageUrlForbidden(
-                "image URLs are not accepted; send a data: URL", param=remote[0].param
+                "image URLs are not accepted; send a data: URL", param=remote[0][1].param
             )
         loaded.update(await _fetch_all(remote, uses, fetcher, limits, budget))
-    return [_record(ref, loaded[UrlKey(ref.url)]) for ref in refs]
+    return [_record(ref, loaded[key]) for key, ref in zip(keys, refs, strict=True)]
 
 
 class UrlKey:
@@ -312,7 +313,7 @@ def _identify(
 
 
 async def _fetch_all(
-    remote: list[ImageRef],
+    remote: list[tuple[UrlKey, ImageRef]],
     uses: Counter[UrlKey],
     fetcher: ImageFetcher,
     limits: ImageLimits,
@@ -322,14 +323,13 @@ async def _fetch_all(
     out: dict[UrlKey, _Loaded] = {}
     failures: list[tuple[int, GatewayError]] = []
 
-    async def one(ref: ImageRef) -> None:
+    async def one(key: UrlKey, ref: ImageRef) -> None:
         try:
             async with gate:
                 fetched = await fetcher.fetch(ref.url, max_bytes=limits.max_image_bytes)
             item = await _off_loop(
                 len(fetched.data), _identify, "url", fetched.data, fetched.content_type, limits
             )
-            key = UrlKey(ref.url)
             budget.add(len(item.data) * uses[key])
             out[key] = item
         except GatewayError as exc:
@@ -339,8 +339,8 @@ async def _fetch_all(
 
     try:
         async with asyncio.TaskGroup() as group:
-            for ref in remote:
-                group.create_task(one(ref))
+            for key, ref in remote:
+                group.create_task(one(key, ref))
     except BaseExceptionGroup:
         if not failures:
             raise
