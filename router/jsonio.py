@@ -45,6 +45,10 @@ def loads(raw: bytes | bytearray | str, splice_min: int = SPLICE_MIN_BYTES) -> A
         value = _loads_spliced(raw, splice_min)
         if value is not _NOT_SPLICED:
             return value
+    return _loads_whole(raw)
+
+
+def _loads_whole(raw: bytes | bytearray | str) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -177,7 +181,7 @@ def loads_consuming(buf: bytearray, large_from: int = LARGE_BODY_BYTES, splice_m
             return value
     if len(buf) < large_from:
         try:
-            return loads(buf, splice_min=len(buf) + 1)  # already tried
+            return _loads_whole(buf)
         finally:
             buf.clear()
     try:
