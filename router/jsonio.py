@@ -4,7 +4,8 @@ Request bodies are parsed and upstream bodies serialised once per request, and f
 request both hold the image's base64 text: the standard library spends ≈0.15 ms per 200 KB
 on each (cProfile), orjson a tenth of that. The standard library still decides every case
 orjson refuses, so no request is answered differently: ``NaN``/``Infinity`` literals,
-integers beyond 64 bits, nesting beyond orjson's 1,024 levels (the caller's depth check turns
+integers beyond 64 bits (which orjson would read as floats: a parse holding a float of 2^63 or
+more is done again), nesting beyond orjson's 1,024 levels (the caller's depth check turns
 ``RecursionError`` into its own refusal) and non-UTF-8 encodings all fall back.
 
 The output is the JSON httpx's ``json=`` produced (compact separators, UTF-8, no ASCII
@@ -33,6 +34,10 @@ _DATA_URL_START = b'"data:'
 # Numbered stand-ins for long strings, parsing (``_loads_spliced``) and serialising
 # (``dumps_pieces``) alike; unguessable, so no client text can hold one.
 _MARK = f"@@large-{secrets.token_hex(12)}-"
+# orjson reads an integer beyond 64 bits as a float, silently (-9223372036854775809 comes back as
+# -9.223372036854776e+18), so a parse that holds a float of that size is done again by the
+# standard library, which keeps every integer exact (a float literal that large is rare).
+_INT64_LIMIT = float(2**63)
 _NOT_SPLICED = object()
 
 
@@ -50,13 +55,30 @@ def loads(raw: bytes | bytearray | str, splice_min: int = SPLICE_MIN_BYTES) -> A
 
 def _loads_whole(raw: bytes | bytearray | str) -> Any:
     try:
-        return orjson.loads(raw)
+        value = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return json.loads(raw)
+    return json.loads(raw) if _holds_huge_float(value) else value
+
+
+def _holds_huge_float(value: Any) -> bool:
+    """Does ``value`` hold a float of magnitude 2^63 or more (where orjson puts big integers)?"""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is float:
+            if abs(item) >= _INT64_LIMIT:
+                return True
+        elif kind is dict:
+            stack.extend(item.values())
+        elif kind is list:
+            stack.extend(item)
+    return False
 
 
 def _loads_spliced(raw: bytes | bytearray, min_bytes: int) -> Any:
-    """``orjson.loads(raw)`` for a body whose long data URLs are parsed apart, or ``_NOT_SPLICED``.
+    """``loads(raw)`` for a body whose long data URLs are parsed apart, or ``_NOT_SPLICED``.
 
     Each ``"data:…"`` run of ``min_bytes`` or more up to the next quote, holding only printable
     ASCII and no backslash (any other run stays where it is), is replaced by a numbered mark
@@ -70,8 +92,8 @@ def _loads_spliced(raw: bytes | bytearray, min_bytes: int) -> Any:
     if skeleton is None:
         return _NOT_SPLICED
     try:
-        value = orjson.loads(skeleton)
-    except orjson.JSONDecodeError:
+        value = _loads_whole(skeleton)
+    except (ValueError, RecursionError):  # invalid: the whole body decides (and says why)
         return _NOT_SPLICED
     placed = [False] * len(runs)
     value = _put_back(value, runs, placed)

@@ -194,3 +194,15 @@ def test_loads_consuming_splices_data_urls_reads_as_the_standard_library_and_emp
     buf = bytearray(raw)
     assert jsonio.loads_consuming(buf, large_from=0 if large else 1 << 30, splice_min=4) == _reference(raw)
     assert buf == bytearray()
+
+
+def test_integers_beyond_64_bits_stay_exact_integers() -> None:
+    # orjson alone reads these as floats (-9.223372036854776e+18), without an error.
+    url = "data:image/png;base64," + "QUJD" * 5000
+    for number in (-(2**63) - 1, 2**64, 10**30, -(10**40)):
+        for body in ({"n": number}, {"n": number, "u": url}, [number] * 3):
+            raw = json.dumps(body).encode()
+            for parsed in (jsonio.loads(raw), jsonio.loads_consuming(bytearray(raw))):
+                assert parsed == body
+                assert type(parsed["n"] if isinstance(parsed, dict) else parsed[0]) is int
+    assert jsonio.loads(b"[9223372036854775807, -9223372036854775808]") == [2**63 - 1, -(2**63)]
