@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -109,6 +109,7 @@ def build_telemetry(
     return telemetry_for(
         config.telemetry.service_name, path, otlp_wanted(config) or not embedded_store,
         extra_exporters=extra_exporters, schedule_delay_ms=schedule_delay_ms,
+        span_conversion=config.telemetry.span_conversion,
     )
 
 
@@ -119,6 +120,7 @@ def telemetry_for(
     *,
     extra_exporters: list[SpanExporter] | None = None,
     schedule_delay_ms: int = 500,
+    span_conversion: Literal["process", "thread"] = "thread",
 ) -> Telemetry:
     provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
     exporters: list[SpanExporter] = []
@@ -126,7 +128,7 @@ def telemetry_for(
     if path is not None:
         from collector.exporter import DuckDBSpanExporter
 
-        exporters.append(DuckDBSpanExporter(path))
+        exporters.append(DuckDBSpanExporter(path, convert_in=span_conversion))
     if otlp and (spool_root := os.environ.get(WORKER_SPOOL_ENV)):
         from collector.delivery import exporter_from_env
 

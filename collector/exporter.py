@@ -24,7 +24,11 @@ file can be reached, in the ``dropped_spans`` table (at once, or together
 with the next batch that gets through); loss is never silent.
 
 The writes run on one DuckDB thread (``ONE_THREAD``): the exporter shares its process with
-the gateway it records.
+the gateway it records. For the same reason, with ``convert_in="process"`` (what ``aperture
+serve`` uses, from ``telemetry.span_conversion``) the spans become rows in a child process
+(``collector.converter``): ``export`` only reads them into plain values (``compact_spans``), and
+writes the rows that come back. A converter that fails or dies costs nothing: the batch is then
+converted here, and a new converter is started for the next one.
 
 Threading: ``BatchSpanProcessor`` calls ``export`` from its one worker thread;
 counters are guarded by a lock so /metrics may read them from any thread.
@@ -39,14 +43,15 @@ import time
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import duckdb
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from collector.columns import spans_to_batch
-from collector.otlp import from_readable_span
+from collector.converter import ConverterGone, ConverterProcess
+from collector.otlp import CompactBatch, compact_spans, records_from_compact
 from collector.semconv import utc_now
 from collector.store import (
     StoreError,
@@ -76,7 +81,10 @@ class DuckDBSpanExporter(SpanExporter):
         retry_backoff_s: float = 0.2,
         hold_s: float = 2.0,
         release_s: float = 0.5,
+        convert_in: Literal["thread", "process"] = "thread",
     ) -> None:
+        if convert_in not in ("thread", "process"):
+            raise ValueError(f"convert_in must be 'thread' or 'process', not {convert_in!r}")
         self.path = Path(path)
         self.lock_timeout_s = lock_timeout_s
         self.max_attempts = max(1, max_attempts)
@@ -90,12 +98,30 @@ class DuckDBSpanExporter(SpanExporter):
         self.hold_s = hold_s
         self.release_s = release_s
         self._store = _HeldStore(self.path, lock_timeout_s, hold_s, release_s)
+        self._converter: ConverterProcess | None = None
+        if convert_in == "process":
+            self._converter = ConverterProcess()
+            try:
+                self._converter.start()
+            except ConverterGone as exc:  # the first batch tries again, or converts here
+                log.warning("%s", exc)
+        self._owner_pid = os.getpid()
 
     @property
     def dropped(self) -> int:
         """Spans this exporter failed to store since it started."""
         with self._lock:
             return self._dropped
+
+    @property
+    def converter_pid(self) -> int | None:
+        """The converter process's id while it runs (``convert_in="process"``), else ``None``."""
+        return self._converter.pid if self._converter is not None else None
+
+    @property
+    def converter_starts(self) -> int:
+        """How many converter processes this exporter started (a dead one is replaced on demand)."""
+        return self._converter.starts if self._converter is not None else 0
 
     @property
     def exported(self) -> int:
@@ -114,7 +140,7 @@ class DuckDBSpanExporter(SpanExporter):
             self._count_dropped(len(spans), "exporter_shutdown", persist=False)
             return SpanExportResult.FAILURE
         try:
-            rows = spans_to_batch([from_readable_span(span) for span in spans])
+            rows = self._rows(compact_spans(spans))
         except Exception:
             log.exception("could not convert %d spans to rows", len(spans))
             self._count_dropped(len(spans), "conversion_error", persist=True)
@@ -138,6 +164,15 @@ class DuckDBSpanExporter(SpanExporter):
         self._count_dropped(len(spans), f"store_error:{type(last).__name__}", persist=True)
         return SpanExportResult.FAILURE
 
+    def _rows(self, batch: CompactBatch) -> dict[str, Any]:
+        """The batch's rows, from the converter process when there is one and it answers."""
+        if self._converter is not None and os.getpid() == self._owner_pid:
+            try:
+                return self._converter.convert(batch)
+            except (ConverterGone, ValueError) as exc:  # converted here instead; nothing is lost
+                log.warning("%s; converting %d spans in this process", exc, len(batch[1]))
+        return spans_to_batch(records_from_compact(batch))
+
     def _count_dropped(self, count: int, reason: str, *, persist: bool) -> None:
         with self._lock:
             self._dropped += count
@@ -153,6 +188,8 @@ class DuckDBSpanExporter(SpanExporter):
 
     def shutdown(self) -> None:
         self._shutdown = True
+        if self._converter is not None and os.getpid() == self._owner_pid:
+            self._converter.close()
         self._store.close()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:

@@ -234,7 +234,9 @@ def _columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
     return {name: [row.get(name) for row in rows] for name in names}
 
 
-def _arrow_table(rows: list[dict[str, Any]], columns: dict[str, str], table: str) -> pa.Table:
+def rows_to_arrow(rows: list[dict[str, Any]], columns: dict[str, str], table: str) -> pa.Table:
+    """Dict rows → one Arrow table typed by ``columns`` (``table_columns``); ``ValueError`` names
+    an unknown column or a value that does not fit its type."""
     data = _columns(rows)
     unknown = [c for c in data if c not in columns]
     if unknown:
@@ -277,7 +279,7 @@ def insert_rows(
     if table in LOG_TABLES:  # append-only span tables: duplicates refused in collector.append
         if on_conflict == "replace":
             rows = _dedupe(rows, ["trace_id", "span_id"], keep_last=True)
-        append(conn, table, _arrow_table(rows, columns, table), replace=on_conflict == "replace")
+        append(conn, table, rows_to_arrow(rows, columns, table), replace=on_conflict == "replace")
         return len(rows)
     key = primary_key(conn, table)
     verb = "INSERT INTO"
@@ -285,7 +287,7 @@ def insert_rows(
         if on_conflict == "replace":  # the batch's last row for a key wins, as in a dict
             rows = _dedupe(rows, key, keep_last=True)
         verb = _ON_CONFLICT[on_conflict]
-    batch = _arrow_table(rows, columns, table)
+    batch = rows_to_arrow(rows, columns, table)
     view = f"_aperture_batch_{next(_batch_names)}"
     conn.register(view, batch)
     try:

@@ -170,6 +170,10 @@ class TelemetryConfig(_Strict):
     capture_content: bool = False
     blob_dir: str | None = None
     blob_retention_days: float | None = None
+    # Where the embedded store's exporter turns spans into rows: a child process (the gateway's
+    # requests never wait for that work's GIL) or its own thread (no extra process). The file
+    # is written by this process either way.
+    span_conversion: Literal["process", "thread"] = "process"
 
 
 class BudgetsConfig(_Strict):

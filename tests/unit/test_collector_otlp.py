@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import math
+import pickle
 from typing import Any
 
 import pytest
@@ -21,10 +22,12 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from collector.otlp import (
     OtlpDecodeError,
+    compact_spans,
     decode_protobuf,
     from_otlp_json,
     from_otlp_proto,
     from_readable_span,
+    records_from_compact,
     to_any_value,
 )
 
@@ -289,3 +292,7 @@ def test_sdk_span_and_its_official_encoding_agree() -> None:
     assert image.events[0]["attributes"] == {"to": [1024, 768]}
     assert (image.status_code, image.status_message) == ("ERROR", "too big")
     assert direct[1].kind == "CLIENT"
+    # the writer process's route: plain values, pickled across, finished there
+    batch = pickle.loads(pickle.dumps(compact_spans(spans)))
+    assert records_from_compact(batch) == direct
+    assert len(batch[0]) == 1  # the process's one resource, sent once per batch

@@ -10,7 +10,7 @@ from collector.columns import spans_to_batch
 from collector.rows import SpanRecord, span_to_rows
 from collector.schema import MIGRATIONS, current_version, latest_version, migrate
 from collector.spend import spend_report
-from collector.store import _arrow_table, fetch_df, open_store, write_tables
+from collector.store import fetch_df, open_store, rows_to_arrow, write_tables
 from tests.unit.test_store_append import T0, assert_reads_back, image
 
 
@@ -22,7 +22,7 @@ def write_v1(conn: duckdb.DuckDBPyConnection, spans: list[SpanRecord]) -> None:
             continue
         columns = {r[0]: r[1] for r in conn.execute(f"DESCRIBE {table}").fetchall()}
         rows = [{k: v for k, v in row.items() if k in columns} for row in rows]  # later columns: none in v1
-        conn.register("v1", _arrow_table(rows, columns, table))
+        conn.register("v1", rows_to_arrow(rows, columns, table))
         conn.execute(f"INSERT INTO {table} BY NAME SELECT * FROM v1")
         conn.unregister("v1")
 
