@@ -170,11 +170,10 @@ def unneeded_detail_images(
 def cache_savings(conn: duckdb.DuckDBPyConnection, start: datetime | None) -> tuple[int, float]:
     """Requests answered from the response cache and what they would have cost (``request_spans``
     of schema 4 or later; an older file has no such column and reports none)."""
-    columns = conn.execute(
-        "SELECT column_name FROM duckdb_columns() WHERE table_name = 'request_spans' "
-        "AND schema_name = current_schema() AND column_name = 'cache_saved_usd'"
-    ).fetchall()
-    if not columns:
+    # DESCRIBE binds the view; ``duckdb_columns()`` lists a view's columns only once something
+    # in this session has bound it, so a fresh process reading the file would see none.
+    columns = {row[0] for row in conn.execute("DESCRIBE SELECT * FROM request_spans").fetchall()}
+    if "cache_saved_usd" not in columns:
         return 0, 0.0
     where, params = _since(start)
     row = conn.execute(
