@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 from collector.columns import Batch, spans_to_batch
-from collector.otlp import CompactBatch, records_from_compact
+from collector.sdkspans import CompactBatch, records_from_compact
 from collector.store import close_store, connect, rows_to_arrow, table_columns
 
 _LENGTH = struct.Struct("!I")

@@ -51,7 +51,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from collector.columns import spans_to_batch
 from collector.converter import ConverterGone, ConverterProcess
-from collector.otlp import CompactBatch, compact_spans, records_from_compact
+from collector.sdkspans import CompactBatch, compact_spans, records_from_compact
 from collector.semconv import utc_now
 from collector.store import (
     StoreError,

@@ -22,8 +22,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from collector import semconv as sc
-from collector.otlp import from_otlp_json, from_otlp_proto, from_readable_span
+from collector.otlp import from_otlp_json, from_otlp_proto
 from collector.record import SpanRecord, to_json
+from collector.sdkspans import from_readable_span
 
 __all__ = [
     "IMAGE_COLUMNS",

@@ -323,7 +323,7 @@ def test_a_hung_converter_costs_no_spans_and_is_not_restarted_at_once(tmp_path: 
     # within restart_after_s of a failure, batches are converted here without a new child
     assert exporter.export(finished_spans(1)) is SpanExportResult.SUCCESS
     assert exporter.converter_starts == 1 and exporter.converter_pid is None
-    converter.restart_after_s = 0.0  # 30 s in service
+    converter.restart_after_s, converter.reply_timeout_s = 0.0, 10.0  # 30 s and 10 s in service
     assert exporter.export(finished_spans(1)) is SpanExportResult.SUCCESS  # a new converter
     assert exporter.converter_starts == 2 and exporter.converter_pid is not None
     exporter.shutdown()

@@ -22,14 +22,12 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from collector.otlp import (
     OtlpDecodeError,
-    compact_spans,
     decode_protobuf,
     from_otlp_json,
     from_otlp_proto,
-    from_readable_span,
-    records_from_compact,
     to_any_value,
 )
+from collector.sdkspans import compact_spans, from_readable_span, records_from_compact
 
 scalars = (
     st.none()
