@@ -292,12 +292,18 @@ def test_process_and_thread_conversion_store_the_same_rows(tmp_path: Path) -> No
     assert [len(rows) for rows in stores["process"].values()] == [7, 6, 1]
 
 
+def converting_exporter(db: Path, first_batch: int) -> tuple[DuckDBSpanExporter, int]:
+    """An exporter with a converter process that has converted one batch, and that process's id."""
+    exporter = DuckDBSpanExporter(db, convert_in="process")
+    assert exporter.export(finished_spans(first_batch)) is SpanExportResult.SUCCESS
+    pid = exporter.converter_pid
+    assert pid is not None
+    return exporter, pid
+
+
 def test_a_dead_converter_is_replaced_on_the_next_batch(tmp_path: Path) -> None:
     db = tmp_path / "replaced.duckdb"
-    exporter = DuckDBSpanExporter(db, convert_in="process")
-    assert exporter.export(finished_spans(2)) is SpanExportResult.SUCCESS
-    first = exporter.converter_pid
-    assert first is not None
+    exporter, first = converting_exporter(db, 2)
     os.kill(first, signal.SIGKILL)
     time.sleep(0.2)
     assert exporter.export(finished_spans(3)) is SpanExportResult.SUCCESS
@@ -308,10 +314,9 @@ def test_a_dead_converter_is_replaced_on_the_next_batch(tmp_path: Path) -> None:
 
 def test_a_hung_converter_costs_no_spans_and_is_not_restarted_at_once(tmp_path: Path) -> None:
     db = tmp_path / "hung.duckdb"
-    exporter = DuckDBSpanExporter(db, convert_in="process")
-    assert exporter.export(finished_spans(1)) is SpanExportResult.SUCCESS
-    pid, converter = exporter.converter_pid, exporter._converter
-    assert pid is not None and converter is not None
+    exporter, pid = converting_exporter(db, 1)
+    converter = exporter._converter
+    assert converter is not None
     converter.reply_timeout_s = 0.5  # 10 s in service
     os.kill(pid, signal.SIGSTOP)
     try:
@@ -332,10 +337,7 @@ def test_a_hung_converter_costs_no_spans_and_is_not_restarted_at_once(tmp_path: 
 
 def test_the_converter_ignores_ctrl_c(tmp_path: Path) -> None:
     db = tmp_path / "sigint.duckdb"
-    exporter = DuckDBSpanExporter(db, convert_in="process")
-    assert exporter.export(finished_spans(1)) is SpanExportResult.SUCCESS
-    pid = exporter.converter_pid
-    assert pid is not None
+    exporter, pid = converting_exporter(db, 1)
     os.kill(pid, signal.SIGINT)  # what a Ctrl-C sends the gateway's whole process group
     time.sleep(0.3)
     assert exporter.export(finished_spans(1)) is SpanExportResult.SUCCESS
