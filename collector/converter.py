@@ -44,6 +44,10 @@ class ConverterGone(Exception):
     """The converter process died, did not answer in time, or could not be started."""
 
 
+class ConverterResting(ConverterGone):
+    """No converter runs: the last one failed less than ``restart_after_s`` ago."""
+
+
 def _send(stream: IO[bytes], message: object) -> None:
     data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
     fd = stream.fileno()
@@ -107,7 +111,7 @@ class ConverterProcess:
         with self._lock:
             if not self.running:
                 if time.monotonic() - self._failed_at < self.restart_after_s:
-                    raise ConverterGone("the span converter process failed recently; not restarted yet")
+                    raise ConverterResting("the span converter process failed recently; not restarted yet")
                 self._start()
             proc = self._proc
             assert proc is not None and proc.stdin is not None and proc.stdout is not None

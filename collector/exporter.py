@@ -50,7 +50,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from collector.columns import spans_to_batch
-from collector.converter import ConverterGone, ConverterProcess
+from collector.converter import ConverterGone, ConverterProcess, ConverterResting
 from collector.sdkspans import CompactBatch, compact_spans, records_from_compact
 from collector.semconv import utc_now
 from collector.store import (
@@ -169,6 +169,8 @@ class DuckDBSpanExporter(SpanExporter):
         if self._converter is not None and os.getpid() == self._owner_pid:
             try:
                 return self._converter.convert(batch)
+            except ConverterResting:  # said once, when it failed
+                pass
             except (ConverterGone, ValueError) as exc:  # converted here instead; nothing is lost
                 log.warning("%s; converting %d spans in this process", exc, len(batch[1]))
         return spans_to_batch(records_from_compact(batch))
