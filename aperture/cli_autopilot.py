@@ -83,7 +83,7 @@ def autopilot(
     store, folder = _folder(cfg, rules_store)
     path = default_db_path(db)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
-    telemetry = build_telemetry(cfg, db_path=path)
+    telemetry = build_telemetry(cfg, db_path=path, serves_requests=False)
     steps = StoreLoopSteps(cfg, path, store, blob_dir=Path(cfg.resolve_path(cfg.telemetry.blob_dir)),
                            workdir=folder, validate=ruleset_validator(cfg), tracer_provider=telemetry.provider)
     owner = f"{socket.gethostname()}:{os.getpid()}"

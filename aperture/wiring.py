@@ -99,17 +99,20 @@ def build_telemetry(
     extra_exporters: list[SpanExporter] | None = None,
     schedule_delay_ms: int = 500,
     embedded_store: bool = True,
+    serves_requests: bool = True,
 ) -> Telemetry:
     """A tracer provider exporting to DuckDB (embedded default) and/or OTLP (standard env vars).
 
     ``embedded_store=False`` (a worker among several) writes no DuckDB file and always exports
-    OTLP, so that one collector is the store's only writer.
+    OTLP, so that one collector is the store's only writer. ``serves_requests=False`` (the
+    autopilot, a few spans a minute) converts spans on the exporter's thread whatever
+    ``telemetry.span_conversion`` says: no request waits for that GIL, so no child is worth it.
     """
     path = (db_path or config.resolve_path(config.telemetry.db_path)) if embedded_store else None
     return telemetry_for(
         config.telemetry.service_name, path, otlp_wanted(config) or not embedded_store,
         extra_exporters=extra_exporters, schedule_delay_ms=schedule_delay_ms,
-        span_conversion=config.telemetry.span_conversion,
+        span_conversion=config.telemetry.span_conversion if serves_requests else "thread",
     )
 
 

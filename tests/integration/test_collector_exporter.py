@@ -399,5 +399,10 @@ def test_a_gateway_converts_its_spans_where_its_config_says(tmp_path: Path) -> N
         assert (exporter.converter_pid is not None) is in_child, conversion
         telemetry.shutdown()
         assert exporter.converter_pid is None
+    # the autopilot serves no requests: its few spans are converted on the exporter's thread
+    telemetry = build_telemetry(_config(), db_path=tmp_path / "autopilot.duckdb", serves_requests=False)
+    (exporter,) = [e for e in telemetry.exporters if isinstance(e, DuckDBSpanExporter)]
+    assert exporter.converter_pid is None and exporter.converter_starts == 0
+    telemetry.shutdown()
     with pytest.raises(ValueError, match="span_conversion"):
         _config(span_conversion="fork")
