@@ -56,16 +56,37 @@ def grids(permille: np.ndarray, long_side: np.ndarray) -> tuple[list[float], lis
     return text, side
 
 
+def rule_keys(permille: np.ndarray, long_side: np.ndarray, text_cuts: tuple[float, ...],
+              side_cuts: tuple[float, ...]) -> np.ndarray:
+    """Which cell of the cuts each image falls in, comparable across image sets (no task)."""
+    t = np.searchsorted(np.asarray(text_cuts), np.nan_to_num(permille, nan=0.0), side="right")
+    s = np.searchsorted(np.asarray(side_cuts), long_side, side="right")
+    return np.where(np.isnan(permille), -1, t * (len(side_cuts) + 1) + s)
+
+
 def bucket_ids(permille: np.ndarray, long_side: np.ndarray, task: np.ndarray, text_cuts: tuple[float, ...],
                side_cuts: tuple[float, ...], by_task: bool) -> np.ndarray:
     """One bucket id per image; images without a text estimate share their own bucket."""
-    t = np.searchsorted(np.asarray(text_cuts), np.nan_to_num(permille, nan=0.0), side="right")
-    s = np.searchsorted(np.asarray(side_cuts), long_side, side="right")
-    b = np.where(np.isnan(permille), -1, t * (len(side_cuts) + 1) + s)
+    b = rule_keys(permille, long_side, text_cuts, side_cuts)
     if by_task:
         _, task_id = np.unique(task, return_inverse=True)
         b = (b + 1) * 16 + task_id
     return np.unique(b, return_inverse=True)[1]
+
+
+def apply_rules(result: OracleResult, permille: np.ndarray, long_side: np.ndarray, chosen_on: tuple[np.ndarray, np.ndarray],
+                baseline: int) -> np.ndarray:
+    """The route per image of another image set under ``result``'s rules (without a task split).
+
+    ``chosen_on`` is the (permille, long_side) of the images the oracle chose on; a cell of its
+    cuts that held none of them has no route of its own and keeps the baseline.
+    """
+    if result.by_task:
+        raise ValueError("rules split by task are not carried to other images here")
+    seen = rule_keys(*chosen_on, result.text_cuts, result.side_cuts)
+    route_of = {int(k): int(r) for k, r in zip(seen, result.assignment, strict=True)}
+    keys = rule_keys(permille, long_side, result.text_cuts, result.side_cuts)
+    return np.array([route_of.get(int(k), baseline) for k in keys], dtype=np.int64)
 
 
 def cheapest_choice(cost_b: np.ndarray, qual_b: np.ndarray, floor: float) -> np.ndarray | None:

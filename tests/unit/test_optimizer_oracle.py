@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from optimizer.oracle import cheapest_choice, oracle
+from optimizer.oracle import apply_rules, cheapest_choice, oracle
 
 TASKS = np.array(["transcribe"] * 8)
 
@@ -63,3 +63,29 @@ def test_the_task_split_never_finds_less(seed):
     plain, tasked = oracle(*args), oracle(*args, by_task=True)
     assert tasked.cost <= plain.cost + 1e-12
     assert tasked.quality >= tasked.baseline_quality - 0.02 - 1e-9
+
+
+def test_rules_carried_to_other_images_follow_the_cuts():
+    permille = np.array([4, 5, 6, 7, 30, 32, 34, 36], dtype=float)
+    side = np.full(8, 1000.0)
+    cost = np.array([[3.0] * 8, [1.0] * 8])
+    quality = np.array([[1.0] * 8, [0.2] * 4 + [1.0] * 4])
+    r = oracle(cost, quality, permille, side, TASKS, 0, 0.01)
+    assert apply_rules(r, permille, side, (permille, side), 0).tolist() == r.assignment.tolist()
+    other = np.array([3.0, 40.0, np.nan])  # small text, large text, no estimate
+    carried = apply_rules(r, other, np.full(3, 900.0), (permille, side), 0).tolist()
+    assert carried[:2] == [0, 1]
+    assert carried[2] == 0  # a cell no chosen-on image fell in keeps the baseline
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 10_000))
+def test_rules_applied_to_their_own_images_give_the_oracles_assignment(seed):
+    rng = np.random.default_rng(seed)
+    n = 24
+    permille = np.where(rng.random(n) < 0.1, np.nan, rng.uniform(2, 40, n))
+    side = rng.choice([512.0, 1024.0, 2048.0], n)
+    cost = np.stack([np.full(n, 3.0), np.full(n, 1.0), np.full(n, 0.5)])
+    quality = np.clip(rng.normal(0.8, 0.2, (3, n)), 0, 1)
+    r = oracle(cost, quality, permille, side, np.array(["t"] * n), 0, 0.02)
+    assert apply_rules(r, permille, side, (permille, side), 0).tolist() == r.assignment.tolist()
