@@ -7,7 +7,9 @@ demo's three cheaper routes; the optimizer proposes rules from those scores (as 
 the proposal then meets fresh traffic (seed + 1), each image paired with its baseline answer,
 and the guard's paired sequential test (the demo's δ and β) promotes or rolls it back. The
 oracle reads every fresh image on every candidate route and finds the cheapest rules over the
-router's features within the same tolerance (``optimizer.oracle``). In ``adversarial`` the
+router's features within the same tolerance (``optimizer.oracle``), in hindsight; it is also
+scored held out (rules chosen on one half of the fresh images, applied to the other), which shows
+how much of its cut survives traffic it did not choose on. In ``adversarial`` the
 training mix has no tabular reports and the fresh mix a third of them: the world's cheap route
 fails on exactly that part. Reads go through the emulator's answerer in-process, with the OCR
 disk cache, so a rerun costs seconds.
