@@ -1,10 +1,15 @@
 """Added latency and throughput of the gateway, side by side with a direct call and with LiteLLM.
 
-Three targets answer the same request (one ~100 KB PNG + a short prompt, gpt-4o):
+The targets answer the same request (one ~100 KB PNG + a short prompt, gpt-4o):
 
 - ``direct``: the emulator in instant mode (no model), called straight;
+- ``floor``: ``benchmarks.passthrough`` in front of that emulator, the gateway's HTTP stacks
+  (uvicorn + aiohttp) forwarding the bytes and nothing else: what any Python gateway built on
+  them adds here before doing any work;
 - ``aperture``: ``aperture serve [--workers N]`` in front of that emulator (DuckDB spans on;
   with N > 1 through the collector ``serve`` starts);
+- ``no-store``: the same gateway with ``telemetry.db_path: null`` (spans made, none written):
+  the difference from ``aperture`` is what the embedded store costs the requests;
 - ``litellm``: LiteLLM's proxy in front of the same emulator, installed into its own
   virtualenv by this benchmark (skipped with a note if it cannot be installed).
 
@@ -13,8 +18,8 @@ asyncio, closed loop, concurrency 32) runs here, one target after the other.
 Added latency = percentile(target) − percentile(direct), measured in the same run.
 
     python -m benchmarks.overhead [--requests 2000] [--concurrency 32] [--no-litellm]
-        [--gateway-workers 1] [--emulator-workers 1] [--image-kb N] [--only aperture litellm]
-        [--aperture PATH]
+        [--gateway-workers 1] [--emulator-workers 1] [--image-kb N]
+        [--only floor aperture no-store litellm] [--aperture PATH]
 
 ``--concurrency 1`` measures sequential added latency; ``--image-kb`` swaps the ~133 KB PNG for
 a noise PNG of that size.
@@ -157,6 +162,20 @@ def ensure_litellm() -> Path | None:
     return exe if exe.exists() else None
 
 
+def config_without_store(tmp: Path) -> Path:
+    """``examples/emulated.yaml`` with no embedded store (``telemetry.db_path: null``), written to
+    ``tmp``; its rules file is named by absolute path, since relative ones resolve from the file."""
+    import yaml
+
+    source = ROOT / "examples" / "emulated.yaml"
+    data = yaml.safe_load(source.read_text())
+    data["telemetry"]["db_path"] = None
+    data["routing"]["rules_file"] = str(source.parent / data["routing"]["rules_file"])
+    path = tmp / "no-store.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000)
@@ -180,17 +199,32 @@ def main(argv: list[str] | None = None) -> None:
            "APERTURE_IMAGES__TEXT_FEATURES": os.environ.get("APERTURE_IMAGES__TEXT_FEATURES", "false")}
     procs.append(start([aperture, "serve", "--config", str(ROOT / "examples" / "emulated.yaml"), "--port", str(gw_port),
                         "--workers", str(args.gateway_workers)], env))
+    wanted = lambda name: args.only is None or name in args.only  # noqa: E731
+    targets = {"direct": f"{emulator_url}/v1/chat/completions"}
+    pids = {"direct": procs[0].pid}
+    if wanted("floor"):
+        floor_port = free_port()
+        procs.append(start([sys.executable, "-m", "benchmarks.passthrough", "--port", str(floor_port)],
+                           {"APERTURE_EMULATOR_URL": emulator_url}, cwd=ROOT))
+        targets["floor"], pids["floor"] = f"http://127.0.0.1:{floor_port}/v1/chat/completions", procs[-1].pid
+    targets["aperture"], pids["aperture"] = f"http://127.0.0.1:{gw_port}/v1/chat/completions", procs[1].pid
+    if wanted("no-store") and args.gateway_workers == 1:
+        bare_port = free_port()
+        procs.append(start([aperture, "serve", "--config", str(config_without_store(tmp)), "--port", str(bare_port)],
+                           {k: v for k, v in env.items() if k != "APERTURE_DB"}))
+        targets["no-store"], pids["no-store"] = f"http://127.0.0.1:{bare_port}/v1/chat/completions", procs[-1].pid
     image = image_of_size(args.image_kb << 10) if args.image_kb else image_100kb()
     body = {"model": "gpt-4o", "max_tokens": 32, "messages": [{"role": "user", "content": [
         {"type": "text", "text": "What is in this image?"},
         {"type": "image_url", "image_url": {"url": image, "detail": "high"}}]}]}
-    targets = {"direct": f"{emulator_url}/v1/chat/completions", "aperture": f"http://127.0.0.1:{gw_port}/v1/chat/completions"}
     litellm_key = "sk-bench-" + os.urandom(16).hex()  # LiteLLM's proxy refuses to start without one
-    keys = {"direct": "emulator-key", "aperture": "emulator-key", "litellm": litellm_key}
-    pids = {"direct": procs[0].pid, "aperture": procs[1].pid}
+    keys = {"direct": "emulator-key", "floor": "emulator-key", "aperture": "emulator-key", "no-store": "emulator-key",
+            "litellm": litellm_key}
     try:
         wait_ready(f"{emulator_url}/_emulator/health")
-        wait_ready(f"http://127.0.0.1:{gw_port}/healthz")
+        for name, url in targets.items():
+            if name != "direct":
+                wait_ready(str(httpx.URL(url).copy_with(path="/healthz")))
         if not args.no_litellm and (exe := ensure_litellm()) is not None:
             cfg = tmp / "litellm.yaml"
             cfg.write_text(f"model_list:\n  - model_name: gpt-4o\n    litellm_params:\n      model: openai/gpt-4o\n"
@@ -209,7 +243,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"image {len(image) * 3 // 4 / 1024:.0f} KB, "
               f"concurrency {args.concurrency}, {args.requests} requests")
         for name, url in targets.items():
-            if args.only is not None and name != "direct" and name not in args.only:
+            if name != "direct" and not wanted(name):
                 continue
             target = httpx.URL(url)
             before = cpu_seconds(pids[name])
@@ -222,6 +256,12 @@ def main(argv: list[str] | None = None) -> None:
         for name, (p50, p99, rps, errors) in results.items():
             print(f"{name:<10} {p50:8.2f} {p99:8.2f} {rps:8.0f} {errors:7d} {p50 - p50d:10.2f} {p99 - p99d:10.2f}"
                   f" {cpu_ms[name]:11.2f}")
+        if "floor" in results and "aperture" in results:
+            floor_p50, own_p50 = results["floor"][0] - p50d, results["aperture"][0] - results["floor"][0]
+            print(f"of Aperture's added p50, the HTTP stacks' floor is {floor_p50:.2f} ms and its own work {own_p50:.2f} ms")
+        if "no-store" in results and "aperture" in results:
+            print(f"the embedded store adds {results['aperture'][0] - results['no-store'][0]:.2f} ms at p50 and "
+                  f"{results['aperture'][1] - results['no-store'][1]:.2f} ms at p99")
         if "litellm" in results:
             a = results["aperture"][0] - p50d
             litellm_added = results["litellm"][0] - p50d
