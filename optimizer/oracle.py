@@ -140,3 +140,61 @@ def oracle(cost: np.ndarray, quality: np.ndarray, permille: np.ndarray, long_sid
                         best = OracleResult(assignment, c, float(quality[assignment, np.arange(n)].mean()),
                                             base_cost, base_q, tcuts, scuts, by_task)
     return best
+
+
+#: Margins tried, smallest first, when the oracle must choose without hindsight: rules are then
+#: chosen at ``tolerance − margin`` so that they hold on images they were not chosen on.
+MARGINS = (0.0, 0.005, 0.01, 0.02, 0.03, 0.05)
+
+
+def _halves(n: int) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    idx = np.arange(n)
+    return (idx[0::2], idx[1::2]), (idx[1::2], idx[0::2])
+
+
+def cross_applied(cost: np.ndarray, quality: np.ndarray, permille: np.ndarray, long_side: np.ndarray,
+                   task: np.ndarray, baseline: int, tolerance: float) -> np.ndarray:
+    """Each half routed by the oracle's rules (at ``tolerance``) chosen on the other half."""
+    chosen = np.full(cost.shape[1], baseline, dtype=np.int64)
+    for fit, test in _halves(cost.shape[1]):
+        rules = oracle(cost[:, fit], quality[:, fit], permille[fit], long_side[fit], task[fit], baseline, tolerance)
+        chosen[test] = apply_rules(rules, permille[test], long_side[test], (permille[fit], long_side[fit]), baseline)
+    return chosen
+
+
+def margin_for(cost: np.ndarray, quality: np.ndarray, permille: np.ndarray, long_side: np.ndarray, task: np.ndarray,
+               baseline: int, tolerance: float, margins: tuple[float, ...] = MARGINS) -> float | None:
+    """The smallest margin whose rules, chosen on one half of these images at ``tolerance −
+    margin``, keep the other half's mean quality within ``tolerance`` of the baseline's (both
+    ways, scored over all); None when no margin does."""
+    cols = np.arange(cost.shape[1])
+    for margin in margins:
+        chosen = cross_applied(cost, quality, permille, long_side, task, baseline, tolerance - margin)
+        if (quality[chosen, cols] - quality[baseline, cols]).mean() >= -tolerance - 1e-12:
+            return margin
+    return None
+
+
+def held_out_reference(cost: np.ndarray, quality: np.ndarray, permille: np.ndarray, long_side: np.ndarray,
+                       task: np.ndarray, baseline: int, tolerance: float,
+                       margins: tuple[float, ...] = MARGINS) -> tuple[np.ndarray, tuple[float | None, float | None]]:
+    """A route per image, each chosen without seeing that image: the savings a rule-maker with
+    every answer on half of the images could keep on the other half.
+
+    For each half, the margin is chosen on the *other* half alone (``margin_for``, which splits
+    it again), and the oracle's rules on that other half at ``tolerance − margin`` route this
+    half; where no margin holds, this half keeps the baseline. Returns the routes and the two
+    margins. Unlike ``oracle``, whose rules are scored on the images they were chosen on, this
+    is a reference a loop that must hold on fresh traffic can be compared with.
+    """
+    chosen = np.full(cost.shape[1], baseline, dtype=np.int64)
+    picked: list[float | None] = []
+    for fit, test in _halves(cost.shape[1]):
+        args = (cost[:, fit], quality[:, fit], permille[fit], long_side[fit], task[fit], baseline)
+        margin = margin_for(*args, tolerance, margins)
+        picked.append(margin)
+        if margin is None:
+            continue
+        rules = oracle(*args, tolerance - margin)
+        chosen[test] = apply_rules(rules, permille[test], long_side[test], (permille[fit], long_side[fit]), baseline)
+    return chosen, (picked[0], picked[1])

@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from optimizer.oracle import apply_rules, cheapest_choice, oracle
+from optimizer.oracle import apply_rules, cheapest_choice, held_out_reference, margin_for, oracle
 
 TASKS = np.array(["transcribe"] * 8)
 
@@ -89,3 +89,39 @@ def test_rules_applied_to_their_own_images_give_the_oracles_assignment(seed):
     quality = np.clip(rng.normal(0.8, 0.2, (3, n)), 0, 1)
     r = oracle(cost, quality, permille, side, np.array(["t"] * n), 0, 0.02)
     assert apply_rules(r, permille, side, (permille, side), 0).tolist() == r.assignment.tolist()
+
+
+def test_the_reference_held_out_keeps_the_flat_worlds_cut_with_no_margin():
+    n = 16
+    cost = np.array([[3.0] * n, [1.0] * n, [2.0] * n])
+    args = (cost, np.ones((3, n)), np.linspace(5, 40, n), np.full(n, 1000.0), np.array(["t"] * n), 0, 0.01)
+    chosen, margins = held_out_reference(*args)
+    assert margins == (0.0, 0.0)
+    assert chosen.tolist() == [1] * n
+
+
+def test_no_margin_holds_when_a_routes_gain_on_one_half_is_a_loss_on_the_other():
+    # One bucket; the cheap route is perfect on the even images and useless on the odd ones, so
+    # whatever margin it is chosen at on one half, it loses half the quality on the other.
+    n = 12
+    cost = np.array([[3.0] * n, [1.0] * n])
+    quality = np.array([[0.5] * n, [1.0, 0.0] * (n // 2)])
+    args = (cost, quality, np.full(n, 10.0), np.full(n, 1000.0), np.array(["t"] * n), 0, 0.01)
+    assert margin_for(*args) is None
+    assert oracle(*args).cost_cut > 0  # in hindsight, the even images alone look like savings
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 10_000), st.integers(0, 23))
+def test_no_image_is_routed_by_its_own_answers(seed, image):
+    rng = np.random.default_rng(seed)
+    n = 24
+    permille, side = rng.uniform(2, 40, n), rng.choice([512.0, 1024.0], n)
+    cost = np.stack([np.full(n, 3.0), np.full(n, 1.0), np.full(n, 0.5)])
+    quality = np.clip(rng.normal(0.85, 0.2, (3, n)), 0, 1)
+    task = np.array(["t"] * n)
+    chosen, _ = held_out_reference(cost, quality, permille, side, task, 0, 0.02)
+    changed = quality.copy()
+    changed[1:, image] = 1.0 - changed[1:, image]  # this image's answers on the cheaper routes
+    again, _ = held_out_reference(cost, changed, permille, side, task, 0, 0.02)
+    assert again[image] == chosen[image]
