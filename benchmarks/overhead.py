@@ -199,7 +199,10 @@ def main(argv: list[str] | None = None) -> None:
            "APERTURE_IMAGES__TEXT_FEATURES": os.environ.get("APERTURE_IMAGES__TEXT_FEATURES", "false")}
     procs.append(start([aperture, "serve", "--config", str(ROOT / "examples" / "emulated.yaml"), "--port", str(gw_port),
                         "--workers", str(args.gateway_workers)], env))
-    wanted = lambda name: args.only is None or name in args.only  # noqa: E731
+
+    def wanted(name: str) -> bool:
+        return args.only is None or name in args.only
+
     targets = {"direct": f"{emulator_url}/v1/chat/completions"}
     pids = {"direct": procs[0].pid}
     if wanted("floor"):
@@ -262,7 +265,7 @@ def main(argv: list[str] | None = None) -> None:
         if "no-store" in results and "aperture" in results:
             print(f"the embedded store adds {results['aperture'][0] - results['no-store'][0]:.2f} ms at p50 and "
                   f"{results['aperture'][1] - results['no-store'][1]:.2f} ms at p99")
-        if "litellm" in results:
+        if "litellm" in results and "aperture" in results:
             a = results["aperture"][0] - p50d
             litellm_added = results["litellm"][0] - p50d
             print(f"LiteLLM adds {litellm_added / a:.1f}× the p50 latency Aperture adds" if a > 0 else "Aperture adds no measurable p50 latency")
