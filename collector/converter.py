@@ -103,7 +103,7 @@ class ConverterProcess:
 
     @property
     def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        return self.pid is not None
 
     def convert(self, batch: CompactBatch) -> Batch:
         """The rows of ``batch``, built in the child; ``ConverterGone`` when it cannot answer,
