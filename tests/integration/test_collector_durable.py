@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -44,9 +45,24 @@ def counting_fsync(calls: list[int]) -> Callable[[int], None]:
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free loopback port below the kernel's ephemeral range.
+
+    The exporters here connect to the port before anything listens on it. In the ephemeral
+    range one of those connects could be given the port as its own source (a TCP self-connect),
+    or another process's outgoing connection could take it; the server would then fail to bind.
+    """
+    ranges = Path("/proc/sys/net/ipv4/ip_local_port_range")
+    low = int(ranges.read_text().split()[0]) if ranges.exists() else 32768
+    pick = random.Random()
+    for _ in range(200):
+        port = pick.randrange(10_000, low) if low > 11_000 else 0
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
+    raise RuntimeError("no free loopback port below the ephemeral range")
 
 
 @contextmanager
