@@ -177,24 +177,30 @@ def _decide(canary: np.ndarray, shadow: np.ndarray, config: SequentialConfig) ->
     return f"{result.action} at pair {stats.get('canary_at_decision')}"
 
 
-def oracle_on(items: list[Item], q_fresh: np.ndarray, c_fresh: np.ndarray, base: int, by_task: bool) -> OracleResult:
+def scorable(items: list[Item], q_fresh: np.ndarray,
+             base: int) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The fresh images the baseline answer could be scored on (their columns), the quality
+    matrix with unscorable answers at 0 (``valid``), and those images' router features
+    (text ‰, long side, task)."""
     keep, q = valid(q_fresh, base)
-    permille = np.array([i.permille for i in items])[keep]
-    side = np.array([float(i.long_side) for i in items])[keep]
-    task = np.array([i.record["task"] for i in items])[keep]
-    return oracle(c_fresh[:, keep], q[:, keep], permille, side, task, base, TOLERANCE, by_task=by_task)
+    cols = np.flatnonzero(keep)
+    permille = np.array([i.permille for i in items])[cols]
+    side = np.array([float(i.long_side) for i in items])[cols]
+    task = np.array([i.record["task"] for i in items])[cols]
+    return cols, q, (permille, side, task)
+
+
+def oracle_on(items: list[Item], q_fresh: np.ndarray, c_fresh: np.ndarray, base: int, by_task: bool) -> OracleResult:
+    cols, q, features = scorable(items, q_fresh, base)
+    return oracle(c_fresh[:, cols], q[:, cols], *features, base, TOLERANCE, by_task=by_task)
 
 
 def held_out_oracle(items: list[Item], q_fresh: np.ndarray, c_fresh: np.ndarray, base: int) -> tuple[float, float]:
     """The oracle without hindsight: rules chosen on one half of the fresh images (even, odd)
     and applied to the other, both ways; the paired cost cut and quality change (points) over all."""
-    keep, q = valid(q_fresh, base)
-    cols = np.flatnonzero(keep)
-    permille = np.array([i.permille for i in items])
-    side = np.array([float(i.long_side) for i in items])
-    task = np.array([i.record["task"] for i in items])
+    cols, q, features = scorable(items, q_fresh, base)
     chosen = np.full(len(items), base)
-    chosen[cols] = cross_applied(c_fresh[:, cols], q[:, cols], permille[cols], side[cols], task[cols], base, TOLERANCE)
+    chosen[cols] = cross_applied(c_fresh[:, cols], q[:, cols], *features, base, TOLERANCE)
     return _paired(chosen, cols, q, c_fresh, base)
 
 
@@ -202,13 +208,9 @@ def reference(items: list[Item], q_fresh: np.ndarray, c_fresh: np.ndarray,
               base: int) -> tuple[float, float, tuple[float | None, float | None]]:
     """``optimizer.oracle.held_out_reference`` on the fresh images: each half routed by rules
     chosen on the other, with a margin that other half chose for itself; cut, Δ quality, margins."""
-    keep, q = valid(q_fresh, base)
-    cols = np.flatnonzero(keep)
-    permille = np.array([i.permille for i in items])[cols]
-    side = np.array([float(i.long_side) for i in items])[cols]
-    task = np.array([i.record["task"] for i in items])[cols]
+    cols, q, features = scorable(items, q_fresh, base)
     chosen = np.full(len(items), base)
-    chosen[cols], margins = held_out_reference(c_fresh[:, cols], q[:, cols], permille, side, task, base, TOLERANCE)
+    chosen[cols], margins = held_out_reference(c_fresh[:, cols], q[:, cols], *features, base, TOLERANCE)
     return (*_paired(chosen, cols, q, c_fresh, base), margins)
 
 

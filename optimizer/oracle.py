@@ -152,13 +152,19 @@ def _halves(n: int) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np
     return (idx[0::2], idx[1::2]), (idx[1::2], idx[0::2])
 
 
+def _carried(cost: np.ndarray, quality: np.ndarray, permille: np.ndarray, long_side: np.ndarray, task: np.ndarray,
+             baseline: int, tolerance: float, fit: np.ndarray, test: np.ndarray) -> np.ndarray:
+    """The routes of the ``test`` images under the oracle's rules chosen on the ``fit`` images."""
+    rules = oracle(cost[:, fit], quality[:, fit], permille[fit], long_side[fit], task[fit], baseline, tolerance)
+    return apply_rules(rules, permille[test], long_side[test], (permille[fit], long_side[fit]), baseline)
+
+
 def cross_applied(cost: np.ndarray, quality: np.ndarray, permille: np.ndarray, long_side: np.ndarray,
-                   task: np.ndarray, baseline: int, tolerance: float) -> np.ndarray:
+                  task: np.ndarray, baseline: int, tolerance: float) -> np.ndarray:
     """Each half routed by the oracle's rules (at ``tolerance``) chosen on the other half."""
     chosen = np.full(cost.shape[1], baseline, dtype=np.int64)
     for fit, test in _halves(cost.shape[1]):
-        rules = oracle(cost[:, fit], quality[:, fit], permille[fit], long_side[fit], task[fit], baseline, tolerance)
-        chosen[test] = apply_rules(rules, permille[test], long_side[test], (permille[fit], long_side[fit]), baseline)
+        chosen[test] = _carried(cost, quality, permille, long_side, task, baseline, tolerance, fit, test)
     return chosen
 
 
@@ -190,11 +196,9 @@ def held_out_reference(cost: np.ndarray, quality: np.ndarray, permille: np.ndarr
     chosen = np.full(cost.shape[1], baseline, dtype=np.int64)
     picked: list[float | None] = []
     for fit, test in _halves(cost.shape[1]):
-        args = (cost[:, fit], quality[:, fit], permille[fit], long_side[fit], task[fit], baseline)
-        margin = margin_for(*args, tolerance, margins)
+        margin = margin_for(cost[:, fit], quality[:, fit], permille[fit], long_side[fit], task[fit], baseline,
+                            tolerance, margins)
         picked.append(margin)
-        if margin is None:
-            continue
-        rules = oracle(*args, tolerance - margin)
-        chosen[test] = apply_rules(rules, permille[test], long_side[test], (permille[fit], long_side[fit]), baseline)
+        if margin is not None:
+            chosen[test] = _carried(cost, quality, permille, long_side, task, baseline, tolerance - margin, fit, test)
     return chosen, (picked[0], picked[1])
