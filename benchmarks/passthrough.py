@@ -35,12 +35,7 @@ class Passthrough:
         if scope["path"] == "/healthz":
             await _answer(send, 200, b'{"status":"ok"}', b"application/json")
             return
-        body = bytearray()
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k in _FORWARDED}
         if self._session is None:
             self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
@@ -60,6 +55,16 @@ class Passthrough:
                     await self._session.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+async def read_body(receive: Any) -> bytearray:
+    """An ASGI request's whole body, its chunks joined in one growing buffer."""
+    body = bytearray()
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            return body
 
 
 async def _answer(send: Any, status: int, body: bytes, content_type: bytes) -> None:

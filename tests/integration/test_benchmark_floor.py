@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from benchmarks.overhead import config_without_store
-from benchmarks.passthrough import Passthrough
+from benchmarks.passthrough import Passthrough, read_body
 from emulator.testing import running_app
 from router.config import load_config
 
@@ -28,12 +28,7 @@ class Recorder:
                 await send({"type": "lifespan.startup.complete"})
             await send({"type": "lifespan.shutdown.complete"})
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = bytes(await read_body(receive))
         self.seen.append((scope["method"], scope["path"], body, dict(scope["headers"])))
         await send({"type": "http.response.start", "status": self.status, "headers": [(b"content-type", b"application/json")]})
         await send({"type": "http.response.body", "body": self.answer})
