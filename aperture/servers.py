@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import random
 import shutil
 import socket
 import tempfile
@@ -54,10 +55,29 @@ def collector_forward_url(environ: dict[str, str]) -> str | None:
     return None
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+_EPHEMERAL = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def listen_port(host: str, *, attempts: int = 200) -> int:
+    """A free port on ``host`` below the kernel's ephemeral range, for a server that clients
+    may dial before it listens (or again while it restarts).
+
+    In the ephemeral range one of those connects could be given the port as its own source
+    (a TCP self-connect: it "succeeds" against itself), or another process's outgoing
+    connection could take it; the server would then fail to bind until that connection ends.
+    Falls back to any free port when the range starts too low to leave room below it.
+    """
+    low = int(_EPHEMERAL.read_text().split()[0]) if _EPHEMERAL.exists() else 32768
+    pick = random.Random()
+    for _ in range(attempts):
+        port = pick.randrange(10_000, low) if low > 11_000 else 0
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
+    raise RuntimeError(f"no free port on {host} below the ephemeral range")
 
 
 def _run_collector(db: str, host: str, port: int, forward: str | None, restarts: int = 0) -> None:
@@ -197,7 +217,7 @@ def serve_workers(
     child = None
     env = os.environ
     if collector is None:
-        collector_port = _free_port("127.0.0.1")
+        collector_port = listen_port("127.0.0.1")
         child = CollectorSupervisor(str(db_path), collector_port, collector_forward_url(dict(env)))
         child.start()
         collector = f"http://127.0.0.1:{collector_port}/v1/traces"

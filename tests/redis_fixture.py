@@ -21,22 +21,18 @@ from pathlib import Path
 
 import pytest
 
+from aperture.servers import listen_port
+
 SKIP_MESSAGE = (
     "\n" + "!" * 78 + "\n!!! redis-server NOT FOUND: the Redis state and cache tests are SKIPPED.\n"
     "!!! Install it (Debian: apt-get install -y redis-server) or run `make test`, which does.\n" + "!" * 78
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class RedisServer:
     def __init__(self, binary: str, workdir: Path) -> None:
         self.binary, self.workdir = binary, workdir
-        self.port = _free_port()
+        self.port = listen_port("127.0.0.1")
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,6 +21,7 @@ from fastapi import FastAPI
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace.export import SpanExportResult
 
+from aperture.servers import listen_port
 from collector import spool as spool_module
 from collector.delivery import SpoolingOtlpExporter, claim_spool_dir
 from collector.receiver import create_receiver_app, default_spool_dir
@@ -42,27 +41,6 @@ def counting_fsync(calls: list[int]) -> Callable[[int], None]:
         real(fd)
 
     return fsync
-
-
-def _free_port() -> int:
-    """A free loopback port below the kernel's ephemeral range.
-
-    The exporters here connect to the port before anything listens on it. In the ephemeral
-    range one of those connects could be given the port as its own source (a TCP self-connect),
-    or another process's outgoing connection could take it; the server would then fail to bind.
-    """
-    ranges = Path("/proc/sys/net/ipv4/ip_local_port_range")
-    low = int(ranges.read_text().split()[0]) if ranges.exists() else 32768
-    pick = random.Random()
-    for _ in range(200):
-        port = pick.randrange(10_000, low) if low > 11_000 else 0
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return int(s.getsockname()[1])
-    raise RuntimeError("no free loopback port below the ephemeral range")
 
 
 @contextmanager
@@ -110,7 +88,7 @@ def test_receiver_acknowledges_once_spooled_and_fsynced_not_once_written(
     app = create_receiver_app(db)
     receiver = app.state.receiver
     body = encode_spans(image_spans(3)).SerializeToString()
-    with serving_on(app, _free_port()) as url, lock_held_by_other_process(db):
+    with serving_on(app, listen_port("127.0.0.1")) as url, lock_held_by_other_process(db):
         answer = httpx.post(f"{url}/v1/traces", content=body, headers=PROTOBUF)
         assert answer.status_code == 200
         # The store is locked: nothing written yet, yet the export is on disk and fsynced.
@@ -129,7 +107,7 @@ serve_receiver(sys.argv[1], port=int(sys.argv[2]))
 
 
 def test_receiver_killed_before_writing_replays_its_spool_on_start(db: Path, tmp_path: Path) -> None:
-    port = _free_port()
+    port = listen_port("127.0.0.1")
     proc = subprocess.Popen([sys.executable, "-c", KILLABLE_RECEIVER, str(db), str(port)], cwd=Path(__file__).parents[2])
     body = encode_spans(image_spans(5)).SerializeToString()
     try:
@@ -143,7 +121,7 @@ def test_receiver_killed_before_writing_replays_its_spool_on_start(db: Path, tmp
             proc.kill()
     assert count(db) == 0
     app = create_receiver_app(db)
-    with serving_on(app, _free_port()):
+    with serving_on(app, listen_port("127.0.0.1")):
         assert app.state.receiver.flush(30)
         _wait(lambda: app.state.receiver.spool.pending_records == 0)
     assert count(db) == 5 and count(db, "request_spans") == 1
@@ -159,7 +137,7 @@ def _answers(url: str) -> bool:
 def test_receiver_with_a_full_spool_answers_503_and_stores_nothing_twice(db: Path) -> None:
     body = encode_spans(image_spans(1)).SerializeToString()
     app = create_receiver_app(db, spool_bytes=len(encode_record(b"P" + body, 2)) + 10)
-    with serving_on(app, _free_port()) as url, lock_held_by_other_process(db):
+    with serving_on(app, listen_port("127.0.0.1")) as url, lock_held_by_other_process(db):
         first = httpx.post(f"{url}/v1/traces", content=body, headers=PROTOBUF)
         second = httpx.post(f"{url}/v1/traces", content=body, headers=PROTOBUF)
     assert (first.status_code, second.status_code) == (200, 503)
@@ -169,7 +147,7 @@ def test_receiver_with_a_full_spool_answers_503_and_stores_nothing_twice(db: Pat
 
 def test_drop_report_is_counted_and_stored(db: Path) -> None:
     app = create_receiver_app(db, restarts=2)
-    with serving_on(app, _free_port()) as url:
+    with serving_on(app, listen_port("127.0.0.1")) as url:
         assert httpx.post(f"{url}/v1/dropped", json={"reason": "worker_spool_full", "count": 7}).status_code == 200
         assert httpx.post(f"{url}/v1/dropped", json={"reason": "x"}).status_code == 400
         assert httpx.post(f"{url}/v1/dropped", json={"reason": "x", "count": -1}).status_code == 400
@@ -183,7 +161,7 @@ def test_drop_report_is_counted_and_stored(db: Path) -> None:
 
 # ----------------------------------------------------------------------------- worker exporter
 def test_exporter_spools_while_the_collector_is_down_and_replays_in_order(db: Path, tmp_path: Path) -> None:
-    port = _free_port()
+    port = listen_port("127.0.0.1")
     exporter = SpoolingOtlpExporter(f"http://127.0.0.1:{port}/v1/traces", Spool(tmp_path / "w"), timeout_s=2)
     batches = [image_spans(2) for _ in range(4)]
     try:
@@ -200,7 +178,7 @@ def test_exporter_spools_while_the_collector_is_down_and_replays_in_order(db: Pa
 
 
 def test_a_restarted_worker_replays_what_its_predecessor_spooled(db: Path, tmp_path: Path) -> None:
-    port = _free_port()
+    port = listen_port("127.0.0.1")
     first = SpoolingOtlpExporter(f"http://127.0.0.1:{port}/v1/traces", Spool(tmp_path / "w"), timeout_s=2,
                                  shutdown_timeout_s=0.5)
     first.export(image_spans(3))
@@ -217,7 +195,7 @@ def test_a_restarted_worker_replays_what_its_predecessor_spooled(db: Path, tmp_p
 
 
 def test_full_worker_spool_drops_oldest_first_and_dropped_spans_counts_exactly(db: Path, tmp_path: Path) -> None:
-    port = _free_port()
+    port = listen_port("127.0.0.1")
     bodies = [image_spans(n % 3 + 1) for n in range(12)]  # 2 to 4 spans a batch
     size = max(len(encode_record(b"T" + encode_spans(b).SerializeToString(), 0)) for b in bodies)
     spool = Spool(tmp_path / "w", max_bytes=5 * size, segment_bytes=size)  # one batch a segment, 5 kept
@@ -258,7 +236,7 @@ def test_collector_refusing_a_batch_is_a_counted_drop(db: Path, tmp_path: Path) 
 
 
 def test_unreported_drops_survive_a_worker_restart(db: Path, tmp_path: Path) -> None:
-    port = _free_port()
+    port = listen_port("127.0.0.1")
     url = f"http://127.0.0.1:{port}/v1/traces"
     record = len(encode_record(b"T" + encode_spans(image_spans(2)).SerializeToString(), 0))
     first = SpoolingOtlpExporter(url, Spool(tmp_path / "w", max_bytes=record), timeout_s=2, shutdown_timeout_s=0.2)

@@ -14,7 +14,6 @@ import hashlib
 import math
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ import httpx
 import openai
 import pytest
 
+from aperture.servers import listen_port
 from tests.integration.gateway_harness import data_url, image_message, page_png, running_stack
 
 pytestmark = pytest.mark.slow
@@ -79,18 +79,12 @@ def phoenix_python() -> Path:
     return python
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def phoenix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``phoenix serve`` on free loopback ports with a throwaway working dir; yields its base URL."""
     python = phoenix_python()
     workdir = tmp_path_factory.mktemp("phoenix")
-    http_port, grpc_port = _free_port(), _free_port()
+    http_port, grpc_port = listen_port("127.0.0.1"), listen_port("127.0.0.1")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PHOENIX_", "OTEL_"))}
     env.update({
         "PHOENIX_HOST": "127.0.0.1",

@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,17 +22,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from aperture.servers import listen_port
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 BLOCK = re.compile(r"<!-- tour -->\s*```(\w+)\n(.*?)```", re.S)
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def tour_blocks(readme: str) -> list[tuple[str, str]]:
@@ -79,7 +74,7 @@ def newcomer(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_tour_runs_verbatim(newcomer: Path) -> None:
-    ports = {"emulate": free_port(), "serve": free_port()}
+    ports = {"emulate": listen_port("127.0.0.1"), "serve": listen_port("127.0.0.1")}
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
            "APERTURE_EMULATOR_URL": f"http://127.0.0.1:{ports['emulate']}"}
     env.pop("APERTURE_DB", None)

@@ -12,7 +12,6 @@ import asyncio
 import base64
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -29,7 +28,7 @@ import openai
 import pytest
 import yaml
 
-from aperture.servers import wait_answering
+from aperture.servers import listen_port, wait_answering
 from emulator.testing import running_emulator
 from router.state.redis import RedisState
 from tests.integration.gateway_harness import EXAMPLE, page_png
@@ -39,12 +38,6 @@ pytestmark = pytest.mark.slow
 REPLICAS = EXAMPLE.parent / "replicas.yaml"
 POOR_CAP_USD = 0.006
 NO_CACHE = {"x-aperture-cache": "bypass"}  # every request paid, so budgets and breakers see it
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _config(tmp: Path) -> Path:
@@ -85,7 +78,7 @@ def serving(config: Path, tmp: Path, env: dict[str, str], count: int) -> Iterato
     urls: list[str] = []
     try:
         for n in range(count):
-            port = _free_port()
+            port = listen_port("127.0.0.1")
             log = (tmp / f"serve{n}.log").open("wb")
             procs.append(subprocess.Popen(
                 [sys.executable, "-c", "from aperture.cli import app; app()", "serve", "--config", str(config),

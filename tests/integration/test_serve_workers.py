@@ -11,7 +11,6 @@ import base64
 import importlib.util
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,17 +23,11 @@ from openai import OpenAI
 from typer.testing import CliRunner
 
 from aperture.cli import app
-from aperture.servers import collector_forward_url, wait_answering
+from aperture.servers import collector_forward_url, listen_port, wait_answering
 from emulator.testing import running_emulator
 from tests.integration.gateway_harness import EXAMPLE, config_text, page_png
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _descendants(pid: int) -> list[int]:
@@ -58,7 +51,7 @@ def test_serve_workers_every_image_reaches_the_collector_store(tmp_path: Path) -
     with running_emulator(mode="instant", catalog=str(EXAMPLE)) as emulator_url:
         config = tmp_path / "gateway.yaml"
         config.write_text(config_text(emulator_url, {"routing.rules_file": str(EXAMPLE.parent / "rules" / "baseline.yaml")}))
-        db, port = tmp_path / "store.duckdb", _free_port()
+        db, port = tmp_path / "store.duckdb", listen_port("127.0.0.1")
         env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_EXPORTER_OTLP")}
         env["APERTURE_IMAGES__TEXT_FEATURES"] = "false"
         log = (tmp_path / "serve.log").open("wb")
@@ -119,7 +112,7 @@ def test_serve_workers_stop_when_a_worker_cannot_start(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_EXPORTER_OTLP")}
     result = subprocess.run(
         [sys.executable, "-c", "from aperture.cli import app; app()", "serve", "--config", str(config),
-         "--port", str(_free_port()), "--db", str(tmp_path / "store.duckdb"), "--workers", "2"],
+         "--port", str(listen_port("127.0.0.1")), "--db", str(tmp_path / "store.duckdb"), "--workers", "2"],
         env=env, cwd=tmp_path, capture_output=True, timeout=120,
     )
     assert result.returncode == 3, result.stderr.decode()[-2000:]
@@ -148,7 +141,7 @@ def test_serve_workers_kill_9_of_the_collector_loses_no_span(tmp_path: Path) -> 
     with running_emulator(mode="instant", catalog=str(EXAMPLE)) as emulator_url:
         config = tmp_path / "gateway.yaml"
         config.write_text(config_text(emulator_url, {"routing.rules_file": str(EXAMPLE.parent / "rules" / "baseline.yaml")}))
-        db, port = tmp_path / "store.duckdb", _free_port()
+        db, port = tmp_path / "store.duckdb", listen_port("127.0.0.1")
         env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_EXPORTER_OTLP")}
         env["APERTURE_IMAGES__TEXT_FEATURES"] = "false"
         log = (tmp_path / "serve.log").open("wb")

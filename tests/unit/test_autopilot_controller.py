@@ -188,7 +188,6 @@ def test_a_second_controller_waits_for_the_lease(world: dict[str, Any]) -> None:
     assert second.tick() is not None
 
 
-
 class StalledSearch(ScriptedSteps):
     """A search that outlasts the lease: meanwhile the clock passes its expiry and another
     controller takes it (as after a long stall of this process)."""

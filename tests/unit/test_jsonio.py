@@ -53,7 +53,6 @@ def test_a_value_orjson_refuses_falls_back() -> None:
     assert jsonio.dumps_pieces({"n": 2**70, "s": "A" * 10}, min_chars=8) is None
 
 
-
 _SLICE = jsonio._SLICE_BYTES
 _ESCAPED = 'x"\\\n'  # a prefix JSON must escape: the value is then serialised whole
 _b64_sizes = st.sampled_from([0, 1, 2, 3, _SLICE - 1, _SLICE, _SLICE + 1, _SLICE + 2, 2 * _SLICE, 2 * _SLICE + 1]) | st.integers(0, 3 * _SLICE)
