@@ -72,6 +72,7 @@ def autopilot(
     from aperture.autopilot.steps import StoreLoopSteps
     from aperture.policies import ruleset_validator
     from aperture.wiring import build_telemetry, default_db_path
+    from router.rollout.settings import promise_gap
 
     cfg = _config(config)
     if dry_run:
@@ -94,6 +95,8 @@ def autopilot(
 
         start_http_server(metrics_port, addr=metrics_host, registry=pilot.metrics.registry)
     console.print(f"autopilot {owner}: store {path.resolve()}, rule store {store.root}", highlight=False)
+    if gap := promise_gap(cfg.rollout, cfg.autopilot):
+        console.print(f"[yellow]warning:[/yellow] {gap}", highlight=False)
     stop = threading.Event()
     try:
         pilot.run(stop, once=once)
