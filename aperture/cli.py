@@ -17,7 +17,7 @@ from typing import Any
 import typer
 
 from aperture.cli_autopilot import autopilot_app
-from aperture.cli_rules import existing_rule_store, rules_app
+from aperture.cli_rules import guard, rules_app
 from aperture.cli_store import (
     clusters,
     eval_,
@@ -27,7 +27,6 @@ from aperture.cli_store import (
     workload_generate,
 )
 from aperture.cli_support import (
-    GUARD_EXIT,
     ConfigOption,
     DbOption,
     FormatOption,
@@ -354,39 +353,7 @@ def _print_proposal(proposal: Any, plot: Path) -> None:
     )
 
 
-@app.command()
-def guard(
-    db: Path | None = DbOption,
-    config: Path = ConfigOption,
-    rules_store: Path | None = typer.Option(None, "--rules-store", help="Rule store (default: the config's)."),
-    interval: float = typer.Option(10.0, help="Seconds between decisions."),
-    once: bool = typer.Option(False, help="Decide once and exit: 0 promote or hold, 10 extend, 20 rollback."),
-    format: OutputFormat = FormatOption,
-) -> None:
-    """Follow canary vs active and promote, roll back or extend with a sequential test.
-
-    With --once the exit code carries the decision: 0 promote or hold (no canary), 10 extend
-    (not enough evidence yet), 20 rollback.
-    """
-    import threading
-
-    from collector.semconv import QUALITY_EVALUATORS
-    from router.config import load_config
-    from router.rollout.guard import Guard, GuardConfig
-
-    cfg = load_config(config)
-    g = Guard(existing_store(default_db_path(db)), existing_rule_store(cfg, rules_store),
-              GuardConfig(evaluators=tuple(sorted(set(QUALITY_EVALUATORS.values())))))
-    if once:
-        decision = g.step()
-        emit(console, format, {"action": decision.action, "reason": decision.reason, "statistics": decision.statistics},
-             lambda: f"{decision.action}: {decision.reason}")
-        raise typer.Exit(GUARD_EXIT.get(decision.action, 0))
-    stop = threading.Event()
-    try:
-        g.run(interval, stop)
-    except KeyboardInterrupt:
-        stop.set()
+app.command()(guard)  # in aperture.cli_rules, beside the rule store it acts on
 
 
 # ----------------------------------------------------------------------------- entry

@@ -72,6 +72,7 @@ def autopilot(
     from aperture.autopilot.steps import StoreLoopSteps
     from aperture.policies import ruleset_validator
     from aperture.wiring import build_telemetry, default_db_path
+    from router.rollout.guard import pairing_gap
     from router.rollout.settings import promise_gap
 
     cfg = _config(config)
@@ -79,6 +80,8 @@ def autopilot(
         cfg.autopilot.dry_run = True
     if not cfg.autopilot.enabled:
         _fail(f"autopilot.enabled is false in {config}")
+    if gap := pairing_gap(cfg.rollout):
+        _fail(gap)
     if not cfg.telemetry.blob_dir:
         _fail("the autopilot replays stored images: set telemetry.blob_dir and telemetry.capture_content")
     store, folder = _folder(cfg, rules_store)

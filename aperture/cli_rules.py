@@ -15,6 +15,7 @@ from typing import Any
 import typer
 
 from aperture.cli_support import (
+    GUARD_EXIT,
     ConfigOption,
     DbOption,
     FormatOption,
@@ -22,6 +23,7 @@ from aperture.cli_support import (
     console,
     emit,
     err,
+    existing_store,
     fail,
 )
 from aperture.wiring import default_db_path
@@ -183,3 +185,40 @@ def rules_rollback(
     _, store = _store(config, rules_store)
     p = actions.manual_rollback(store, to, db_path=default_db_path(db), actor=os.environ.get("USER", "operator"))
     console.print(f"active is now {p.active}; canary {p.canary or '-'}")
+
+
+def guard(
+    db: Path | None = DbOption,
+    config: Path = ConfigOption,
+    rules_store: Path | None = typer.Option(None, "--rules-store", help="Rule store (default: the config's)."),
+    interval: float = typer.Option(10.0, help="Seconds between decisions."),
+    once: bool = typer.Option(False, help="Decide once and exit: 0 promote or hold, 10 extend, 20 rollback."),
+    format: OutputFormat = FormatOption,
+) -> None:
+    """Follow canary vs active and promote, roll back or extend with a sequential test.
+
+    With --once the exit code carries the decision: 0 promote or hold (no canary), 10 extend
+    (not enough evidence yet), 20 rollback.
+    """
+    import threading
+
+    from collector.semconv import QUALITY_EVALUATORS
+    from router.config import load_config
+    from router.rollout.guard import Guard, guard_config, pairing_gap
+
+    cfg = load_config(config)
+    if "paired" in cfg.rollout.model_fields_set and (gap := pairing_gap(cfg.rollout)):
+        err.print(f"note: {gap}; comparing the canary's and the active version's requests instead",
+                          highlight=False)
+    g = Guard(existing_store(default_db_path(db)), existing_rule_store(cfg, rules_store),
+              guard_config(cfg.rollout, tuple(sorted(set(QUALITY_EVALUATORS.values())))))
+    if once:
+        decision = g.step()
+        emit(console, format, {"action": decision.action, "reason": decision.reason, "statistics": decision.statistics},
+             lambda: f"{decision.action}: {decision.reason}")
+        raise typer.Exit(GUARD_EXIT.get(decision.action, 0))
+    stop = threading.Event()
+    try:
+        g.run(interval, stop)
+    except KeyboardInterrupt:
+        stop.set()

@@ -207,15 +207,11 @@ class StoreLoopSteps:
                                     reason="autopilot: proposal within the rails")
 
     def _guard_instance(self) -> Any:
-        from router.rollout.guard import Guard, GuardConfig
-        from router.rollout.sequential import SequentialConfig
+        from router.rollout.guard import Guard, guard_config
 
         if self._guard is None:
-            rollout = self.config.rollout
-            self._guard = Guard(self.db, self.store, GuardConfig(
-                evaluators=tuple(sorted(set(QUALITY_EVALUATORS.values()))), error_delta=rollout.error_delta,
-                paired=rollout.paired, sequential=SequentialConfig(delta=rollout.delta, beta=rollout.beta),
-            ), tracer_provider=self.tracer_provider, actor="autopilot")
+            config = guard_config(self.config.rollout, tuple(sorted(set(QUALITY_EVALUATORS.values()))))
+            self._guard = Guard(self.db, self.store, config, tracer_provider=self.tracer_provider, actor="autopilot")
         return self._guard
 
     def guard(self) -> GuardVerdict:

@@ -50,3 +50,12 @@ def test_pause_resume_and_status(tmp_path: Path, monkeypatch) -> None:  # type: 
     payload = json.loads(runner.invoke(app, ["autopilot", "status", "--config", config, "--rules-store", rules,
                                              "--json", "--db", str(tmp_path / "none.duckdb")]).output)
     assert payload["paused"] is None
+
+
+def test_a_paired_guard_without_shadows_is_refused_at_start(tmp_path: Path) -> None:
+    """With no shadows no canary request is ever paired: every canary would end undecided."""
+    path = _config(tmp_path)
+    path.write_text(path.read_text().replace("shadow_fraction: 1.0", "shadow_fraction: 0.0"))
+    result = runner.invoke(app, ["autopilot", "--config", str(path)])
+    assert result.exit_code == 2
+    assert "rollout.shadow_fraction" in result.output and "Traceback" not in result.output
