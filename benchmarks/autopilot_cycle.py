@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -34,7 +33,7 @@ import yaml
 
 from aperture.autopilot.session import wait_until as session_wait_until
 from aperture.autopilot.state import AutopilotState, StateFile
-from aperture.servers import wait_answering
+from aperture.servers import listen_port, wait_answering
 from aperture.traffic import send_workload
 from collector.queries.autopilot import recent_events
 
@@ -43,9 +42,9 @@ EXAMPLE = ROOT / "examples" / "autopilot.yaml"
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free loopback port below the ephemeral range (``aperture.servers.listen_port``): the
+    gateway dials the emulator, and the tests dial the gateway, while they start."""
+    return listen_port("127.0.0.1")
 
 
 def write_config(out: Path, gateway_url: str, autopilot: dict[str, Any], rollout: dict[str, Any] | None = None) -> Path:

@@ -32,6 +32,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from aperture.servers import listen_port
 from collector.receiver import create_receiver_app
 from collector.store import fetch_df, open_store
 
@@ -312,10 +313,7 @@ def test_forward_fans_out_to_a_second_receiver(tmp_path: Path) -> None:
 
 
 def test_forward_failures_are_counted_not_fatal(tmp_path: Path) -> None:
-    dead = socket.socket()
-    dead.bind(("127.0.0.1", 0))
-    dead_url = f"http://127.0.0.1:{dead.getsockname()[1]}/v1/traces"
-    dead.close()  # nothing listens there now
+    dead_url = f"http://127.0.0.1:{listen_port('127.0.0.1')}/v1/traces"  # nothing listens there
     app = create_receiver_app(tmp_path / "a.duckdb", forward_url=dead_url, forward_timeout_s=2)
     with serving(app) as url:
         body = encode_spans(image_spans(2)).SerializeToString()
@@ -340,10 +338,7 @@ serve_receiver(sys.argv[1], host="127.0.0.1", port=int(sys.argv[2]))
 
 
 def test_serve_receiver_runs_uvicorn(tmp_path: Path) -> None:
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
+    port = listen_port("127.0.0.1")
     db = tmp_path / "served.duckdb"
     log = (tmp_path / "receiver.log").open("wb")
     server = subprocess.Popen(

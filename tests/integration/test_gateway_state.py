@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import socket
-
 import openai
 import pytest
 
+from aperture.servers import listen_port
 from tests.integration.gateway_harness import data_url, image_message, page_png, running_stack
 
 pytestmark = pytest.mark.slow
 
 
 def _dead_redis_url() -> str:
-    with socket.socket() as s:  # a free port nobody listens on: connections are refused
-        s.bind(("127.0.0.1", 0))
-        return f"redis://127.0.0.1:{s.getsockname()[1]}/0"
+    # a free port nobody listens on, below the ephemeral range: connections are refused (a
+    # connect to an ephemeral port could be given that port as its own source and succeed)
+    return f"redis://127.0.0.1:{listen_port('127.0.0.1')}/0"
 
 
 @pytest.mark.parametrize("on_failure", ["closed", "open"])

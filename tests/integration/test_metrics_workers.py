@@ -14,10 +14,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from aperture.servers import wait_answering
+from aperture.servers import listen_port, wait_answering
 from emulator.testing import running_emulator
 from tests.integration.gateway_harness import EXAMPLE, config_text
-from tests.integration.test_serve_workers import _free_port
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +32,7 @@ def test_metrics_sum_every_worker(tmp_path: Path) -> None:
     with running_emulator(mode="instant", catalog=str(EXAMPLE)) as emulator_url:
         config = tmp_path / "gateway.yaml"
         config.write_text(config_text(emulator_url, {"routing.rules_file": str(EXAMPLE.parent / "rules" / "baseline.yaml")}))
-        port = _free_port()
+        port = listen_port("127.0.0.1")
         env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_EXPORTER_OTLP") and k != "PROMETHEUS_MULTIPROC_DIR"}
         env["APERTURE_IMAGES__TEXT_FEATURES"] = "false"
         proc = subprocess.Popen(

@@ -63,13 +63,11 @@ def test_state_url_defaults_from_the_environment(monkeypatch: pytest.MonkeyPatch
 
 
 async def test_a_refused_redis_connection_falls_back_and_is_counted() -> None:
-    import socket
 
+    from aperture.servers import listen_port
     from router.metrics import GatewayMetrics
 
-    with socket.socket() as s:  # a loopback port nobody listens on: connections are refused
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = listen_port("127.0.0.1")  # nobody listens there, and no connect takes it as its source
     base = "providers: {o: {kind: openai, base_url: 'http://127.0.0.1:1'}}\nmodels: {gpt-4o: {provider: o, upstream: gpt-4o, price: {input_per_mtok: 1, output_per_mtok: 1}, image: {rule: tile, base: 85, tile: 170}}}\n"
     metrics = GatewayMetrics()
     state = build_state(parse_config(base + f"state: {{backend: redis, url: 'redis://127.0.0.1:{port}/0'}}\n"),
