@@ -197,21 +197,23 @@ def guard(
 ) -> None:
     """Follow canary vs active and promote, roll back or extend with a sequential test.
 
-    With --once the exit code carries the decision: 0 promote or hold (no canary), 10 extend
-    (not enough evidence yet), 20 rollback.
+    The test is the config's ``rollout:`` section (as the autopilot's); a config without one
+    gets the two-arm guard's own defaults (δ = 0.05, β = 0.03), which need no shadows. With
+    --once the exit code carries the decision: 0 promote or hold (no canary), 10 extend (not
+    enough evidence yet), 20 rollback.
     """
     import threading
 
     from collector.semconv import QUALITY_EVALUATORS
     from router.config import load_config
-    from router.rollout.guard import Guard, guard_config, pairing_gap
+    from router.rollout.guard import Guard, GuardConfig, guard_config, pairing_gap
 
     cfg = load_config(config)
+    evaluators = tuple(sorted(set(QUALITY_EVALUATORS.values())))
+    judged = guard_config(cfg.rollout, evaluators) if "rollout" in cfg.model_fields_set else GuardConfig(evaluators=evaluators)
     if "paired" in cfg.rollout.model_fields_set and (gap := pairing_gap(cfg.rollout)):
-        err.print(f"note: {gap}; comparing the canary's and the active version's requests instead",
-                          highlight=False)
-    g = Guard(existing_store(default_db_path(db)), existing_rule_store(cfg, rules_store),
-              guard_config(cfg.rollout, tuple(sorted(set(QUALITY_EVALUATORS.values())))))
+        err.print(f"note: {gap}; comparing the canary's and the active version's requests instead", highlight=False)
+    g = Guard(existing_store(default_db_path(db)), existing_rule_store(cfg, rules_store), judged)
     if once:
         decision = g.step()
         emit(console, format, {"action": decision.action, "reason": decision.reason, "statistics": decision.statistics},

@@ -100,6 +100,7 @@ def pairing_gap(rollout: RolloutSettings) -> str | None:
             "rollout.shadow_fraction is 0, so no shadow is sent: set rollout.shadow_fraction (1.0 shadows "
             "every canary request) or rollout.paired: false")
 
+
 def rollout_record(
     pointer: Pointer,
     decision: str,

@@ -120,7 +120,8 @@ class AutopilotSettings(_Strict):
     canary_fraction: float = Field(default=0.25, gt=0.0, le=1.0)
     max_canary_fraction: float = Field(default=0.5, gt=0.0, le=1.0)
     #: Canary-arm requests after which an undecided canary is rolled back (no evidence, no risk).
-    #: Sized for the guard's default δ (``rollout.delta``): above the p90 of an equal canary.
+    #: Sized for the guard's default δ (``rollout.delta``): above the p90 of an equal canary's
+    #: pairs when every canary request is shadowed (``rollout.shadow_fraction`` 1.0).
     max_canary_requests: int = Field(default=2500, ge=1)
     #: Seconds to wait after a promotion, rollback or fruitless search before the next search.
     cooldown_s: float = Field(default=600.0, ge=0.0)

@@ -140,20 +140,27 @@ def test_workload_generate_reports_progress_and_writes(tmp_path: Path) -> None:
     assert len((tmp_path / "w" / "ground_truth.jsonl").read_text().splitlines()) == 2
 
 
+def _with_rollout(tmp_path: Path, name: str, section: str) -> str:
+    """``CONFIG`` with a ``rollout:`` section, its rules file still found beside the original."""
+    path = tmp_path / f"{name}.yaml"
+    text = Path(CONFIG).read_text().replace("rules/baseline.yaml", str(Path(CONFIG).parent / "rules" / "baseline.yaml"))
+    path.write_text(text + "\nrollout:\n" + section)
+    return str(path)
+
+
 def test_guard_reads_the_configs_rollout_section(tmp_path: Path) -> None:
-    """The same traffic (an equal canary, 3,000 requests) under two configs: the default guard
-    (δ = 0.01) has not enough evidence yet; a config that tolerates 10 points promotes."""
-    loose = tmp_path / "loose.yaml"
-    loose.write_text(Path(CONFIG).read_text().replace("rules/baseline.yaml", str(Path(CONFIG).parent / "rules" / "baseline.yaml"))
-                     + "\nrollout:\n  paired: false\n  delta: 0.10\n  beta: 0.10\n")
+    """The same traffic (an equal canary, 800 requests, 160 of them on the canary) under two
+    ``rollout:`` sections: a 1-point guard has not enough evidence yet, a 10-point one promotes."""
+    configs = {"strict": _with_rollout(tmp_path, "strict", "  paired: false\n  delta: 0.01\n"),
+               "loose": _with_rollout(tmp_path, "loose", "  paired: false\n  delta: 0.10\n  beta: 0.10\n")}
     actions = {}
-    for name, config in (("default", CONFIG), ("loose", str(loose))):
+    for name, config in configs.items():
         store, db = setup_rollout(tmp_path / name)
-        write_traffic(db, store, 3000, 0.92, 0.92, seed=3)
+        write_traffic(db, store, 800, 0.92, 0.92, seed=3)
         result = runner.invoke(app, ["guard", "--once", "--db", str(db), "-c", config, "--rules-store",
                                      str(tmp_path / name / "rules"), "--format", "json"])
         actions[name] = json.loads(result.stdout)["action"]
-    assert actions == {"default": "extend", "loose": "promote"}
+    assert actions == {"strict": "extend", "loose": "promote"}
 
 
 def test_guard_names_a_paired_config_without_shadows(tmp_path: Path) -> None:
@@ -161,13 +168,11 @@ def test_guard_names_a_paired_config_without_shadows(tmp_path: Path) -> None:
     from collector.store import open_store
     from router.config import load_config
 
-    paired = tmp_path / "paired.yaml"
-    paired.write_text(Path(CONFIG).read_text().replace("rules/baseline.yaml", str(Path(CONFIG).parent / "rules" / "baseline.yaml"))
-                      + "\nrollout:\n  paired: true\n")
+    paired = _with_rollout(tmp_path, "paired", "  paired: true\n")
     open_rule_store(load_config(paired), tmp_path / "rules")
     with open_store(tmp_path / "a.duckdb"):
         pass
-    result = runner.invoke(app, ["guard", "--once", "--db", str(tmp_path / "a.duckdb"), "-c", str(paired),
+    result = runner.invoke(app, ["guard", "--once", "--db", str(tmp_path / "a.duckdb"), "-c", paired,
                                  "--rules-store", str(tmp_path / "rules")])
     assert result.exit_code == 0 and result.stdout.startswith("idle")
     assert "rollout.shadow_fraction" in result.stderr and "comparing" in result.stderr

@@ -52,10 +52,11 @@ def test_pause_resume_and_status(tmp_path: Path, monkeypatch) -> None:  # type: 
     assert payload["paused"] is None
 
 
-def test_a_paired_guard_without_shadows_is_refused_at_start(tmp_path: Path) -> None:
+def test_a_paired_guard_without_shadows_is_refused_at_start(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """With no shadows no canary request is ever paired: every canary would end undecided."""
+    monkeypatch.chdir(tmp_path)
     path = _config(tmp_path)
     path.write_text(path.read_text().replace("shadow_fraction: 1.0", "shadow_fraction: 0.0"))
-    result = runner.invoke(app, ["autopilot", "--config", str(path)])
+    result = runner.invoke(app, ["autopilot", "--once", "--config", str(path)])
     assert result.exit_code == 2
     assert "rollout.shadow_fraction" in result.output and "Traceback" not in result.output
