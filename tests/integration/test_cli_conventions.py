@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from aperture.cli import app
 from aperture.cli_support import GUARD_EXIT, one_line
@@ -103,16 +103,21 @@ def test_guard_once_exit_code_carries_the_decision(tmp_path: Path, p_canary: flo
     assert result.exit_code == GUARD_EXIT[action] == {"rollback": 20, "extend": 10}[action]
 
 
-def test_guard_once_without_canary_exits_zero(tmp_path: Path) -> None:
+def _guard_once_without_canary(tmp_path: Path, config: str) -> Result:
+    """``aperture guard --once`` on an empty store and a fresh rule store (no canary)."""
     from aperture.policies import open_rule_store
     from collector.store import open_store
     from router.config import load_config
 
-    open_rule_store(load_config(CONFIG), tmp_path / "rules")
+    open_rule_store(load_config(config), tmp_path / "rules")
     with open_store(tmp_path / "a.duckdb"):
         pass
-    result = runner.invoke(app, ["guard", "--once", "--db", str(tmp_path / "a.duckdb"), "-c", CONFIG,
-                                 "--rules-store", str(tmp_path / "rules")])
+    return runner.invoke(app, ["guard", "--once", "--db", str(tmp_path / "a.duckdb"), "-c", config,
+                               "--rules-store", str(tmp_path / "rules")])
+
+
+def test_guard_once_without_canary_exits_zero(tmp_path: Path) -> None:
+    result = _guard_once_without_canary(tmp_path, CONFIG)
     assert result.exit_code == 0 and result.output.startswith("idle")
 
 
@@ -164,15 +169,6 @@ def test_guard_reads_the_configs_rollout_section(tmp_path: Path) -> None:
 
 
 def test_guard_names_a_paired_config_without_shadows(tmp_path: Path) -> None:
-    from aperture.policies import open_rule_store
-    from collector.store import open_store
-    from router.config import load_config
-
-    paired = _with_rollout(tmp_path, "paired", "  paired: true\n")
-    open_rule_store(load_config(paired), tmp_path / "rules")
-    with open_store(tmp_path / "a.duckdb"):
-        pass
-    result = runner.invoke(app, ["guard", "--once", "--db", str(tmp_path / "a.duckdb"), "-c", paired,
-                                 "--rules-store", str(tmp_path / "rules")])
+    result = _guard_once_without_canary(tmp_path, _with_rollout(tmp_path, "paired", "  paired: true\n"))
     assert result.exit_code == 0 and result.stdout.startswith("idle")
     assert "rollout.shadow_fraction" in result.stderr and "comparing" in result.stderr
