@@ -314,8 +314,21 @@ def decide(
     if all(r.action == "promote" for r in results.values()):
         return Decision("promote", statistics, "no regression beyond "
                         f"{config.delta:g} on {', '.join(results)} (β={config.beta:g})")
-    pending = [n for n, r in results.items() if r.action != "promote"]
-    return Decision("extend", statistics, "undecided: " + ", ".join(pending))
+    pending = [progress(n, r.statistics) for n, r in results.items() if r.action != "promote"]
+    return Decision("extend", statistics, "undecided: " + "; ".join(pending))
+
+
+def progress(name: str, stats: Mapping[str, Any]) -> str:
+    """Where an undecided test stands: its evidence so far and each e-value against its
+    threshold, so a long canary (δ at a 1-point tolerance needs hundreds of pairs) can be
+    followed rather than only waited for."""
+    unit = "pairs" if stats.get("paired") else "canary observations"
+    means = ""
+    if stats.get("mean_canary") is not None and stats.get("mean_active") is not None:
+        means = f", canary {stats['mean_canary']:.3f} vs active {stats['mean_active']:.3f}"
+    return (f"{name}: {stats.get('n_canary', 0)} {unit}{means}; e-values now: promote "
+            f"{stats.get('e_promote_now', 1.0):.2g} of {stats.get('threshold_promote', 0):.0f}, rollback "
+            f"{stats.get('e_rollback_now', 1.0):.2g} of {stats.get('threshold_rollback', 0):.0f}")
 
 
 __all__ = [
@@ -328,6 +341,7 @@ __all__ = [
     "decide",
     "group_differences",
     "log_wealth",
+    "progress",
     "outcomes",
     "evaluate_metric",
     "evaluate_paired_metric",

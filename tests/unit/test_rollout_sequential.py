@@ -225,3 +225,17 @@ def test_an_equal_canary_is_almost_never_rolled_back_by_the_bet_that_follows_the
     values[:, ::2], values[:, 1::2] = canary, shadow
     code, _, _, _ = outcomes(group_differences(arm, values), SequentialConfig(delta=0.01, beta=0.1, max_canary=10**9))
     assert np.mean(code == 1) <= 0.03
+
+
+def test_an_undecided_canary_says_how_far_each_test_has_come() -> None:
+    from router.rollout.sequential import evaluate_paired_metric
+
+    cfg = SequentialConfig(delta=0.01, beta=0.1)
+    shadow = np.full(40, 0.9)
+    result = evaluate_paired_metric("quality", shadow, shadow, cfg)
+    decision = decide({"quality": result}, cfg)
+    assert decision.action == "extend"
+    assert decision.reason.startswith("undecided: quality: 40 pairs, canary 0.900 vs active 0.900; e-values now: ")
+    assert "promote " in decision.reason and " of 10, rollback " in decision.reason and decision.reason.endswith(" of 200")
+    two_arms = evaluate_metric("quality", [True, False] * 5 + [True], [0.9] * 11, cfg)
+    assert "quality: 6 canary observations, canary 0.900" in decide({"quality": two_arms}, cfg).reason
