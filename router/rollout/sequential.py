@@ -21,8 +21,8 @@ other hypothesis's boundary. For rollback it is at least that, and the distance 
 groups' mean ``−margin − D̄_{t−1}`` when that is further out: a canary that loses ten points is
 rolled back at the pace of a ten-point loss, not of a δ-point one, which matters most when δ
 is small. The mean and the variance estimates use earlier groups only and the group sizes
-depend on the arms only, so the bet is predictable and any data-driven choice stays valid. It is capped so that no single group can ruin the
-wealth. Hence
+depend on the arms only, so the bet is predictable and any data-driven choice stays valid. It
+is capped so that no single group can ruin the wealth. Hence
 
     P(rollback | Δ ≥ −margin) ≤ α        P(promote | Δ ≤ −delta) ≤ β
 
