@@ -54,8 +54,8 @@ class DemoOptions:
     trials: int = 200
     tolerance: float = 0.01
     canary_fraction: float = 0.5
-    # The guard's δ: the default (0.01, the tolerance) needs a median of 698 shadowed canary
-    # requests to promote an equal canary (p90 2,127), 0.03 needs 127 (p90 262); both stay
+    # The guard's δ: the default (0.01, the tolerance) needs a median of 730 shadowed canary
+    # requests to promote an equal canary (p90 2,142), 0.03 needs 127 (p90 262); both stay
     # undecided within the demo's fresh traffic; 0.05 needs 68-105 (docs/benchmarks.md). The
     # demo's promotion is therefore weaker than a deployment's: it rules out 5-point losses, not
     # 1-point ones. Errors never happen here, so their δ stays at 0.10.

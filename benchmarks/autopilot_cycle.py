@@ -219,7 +219,7 @@ PROMOTION_RAILS: dict[str, Any] = {
 #: The guard of the end-to-end tests: δ = 0.10 for quality and errors. They test the deployment
 #: (processes, shadows, lease, the decision reached untouched), not the guard's power, which
 #: ``benchmarks.sequential --paired`` measures: at the default δ = 0.01 an equal canary needs a
-#: median of 698 canary requests (p90 2,127), far more than such a test should wait for.
+#: median of 730 canary requests (p90 2,142), far more than such a test should wait for.
 PROMOTION_ROLLOUT: dict[str, Any] = {"delta": 0.10, "error_delta": 0.10}
 
 

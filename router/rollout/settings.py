@@ -49,8 +49,9 @@ class RolloutSettings(_Strict):
     #: canary that loses δ or more is promoted with probability at most β. δ is the autopilot's
     #: 1-point tolerance, so a promotion keeps the loop's promise: at δ = 0.03 the regret benchmark
     #: promoted a −1.66 pt proposal, at δ = 0.10 a −2.55 pt one. The price is canary length: an
-    #: equal canary needs a median 698 shadowed pairs (p90 2,127) with 2 % slips on each side,
-    #: 127 (p90 262) at δ = 0.03; a better one or identical answers, 250–320 (docs/benchmarks.md).
+    #: equal canary needs a median 730 shadowed pairs (p90 2,142) with 2 % slips on each side,
+    #: 127 (p90 262) at δ = 0.03; identical answers 315, the emulated worlds' better proposals
+    #: 158–301 or more than 400 (docs/benchmarks.md).
     delta: float = Field(default=0.01, gt=0.0, le=0.5)
     beta: float = Field(default=0.10, gt=0.0, lt=0.5)
     error_delta: float = Field(default=0.05, gt=0.0, le=0.5)
