@@ -58,6 +58,11 @@ def collector_forward_url(environ: dict[str, str]) -> str | None:
 _EPHEMERAL = Path("/proc/sys/net/ipv4/ip_local_port_range")
 
 
+def ephemeral_start() -> int:
+    """The first port the kernel hands out to outgoing connections (32768 where it cannot be read)."""
+    return int(_EPHEMERAL.read_text().split()[0]) if _EPHEMERAL.exists() else 32768
+
+
 def listen_port(host: str, *, attempts: int = 200) -> int:
     """A free port on ``host`` below the kernel's ephemeral range, for a server that clients
     may dial before it listens (or again while it restarts).
@@ -67,7 +72,7 @@ def listen_port(host: str, *, attempts: int = 200) -> int:
     connection could take it; the server would then fail to bind until that connection ends.
     Falls back to any free port when the range starts too low to leave room below it.
     """
-    low = int(_EPHEMERAL.read_text().split()[0]) if _EPHEMERAL.exists() else 32768
+    low = ephemeral_start()
     pick = random.Random()
     for _ in range(attempts):
         port = pick.randrange(10_000, low) if low > 11_000 else 0

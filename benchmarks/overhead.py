@@ -33,7 +33,6 @@ import base64
 import io
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,14 +43,16 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from aperture.servers import listen_port
+
 ROOT = Path(__file__).resolve().parents[1]
 LITELLM_VENV = Path(os.environ.get("APERTURE_CACHE_DIR", Path.home() / ".cache" / "aperture")) / "litellm-venv"
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free loopback port below the ephemeral range (``aperture.servers.listen_port``): each
+    server here is polled by ``wait_ready`` before it listens."""
+    return listen_port("127.0.0.1")
 
 
 def image_100kb() -> str:
