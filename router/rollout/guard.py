@@ -88,7 +88,7 @@ def guard_config(rollout: RolloutSettings, evaluators: tuple[str, ...]) -> Guard
     (``rollout.paired`` is then a wish the config cannot serve; :func:`pairing_gap` says so).
     """
     return GuardConfig(evaluators=evaluators, error_delta=rollout.error_delta,
-                       paired=rollout.paired and rollout.shadow_fraction > 0,
+                       paired=rollout.paired and pairing_gap(rollout) is None,
                        sequential=SequentialConfig(delta=rollout.delta, beta=rollout.beta))
 
 
