@@ -51,7 +51,8 @@ MODELS = ("gpt-4o", "gpt-4.1-mini", "gemini-2.5-flash")  # the demo's replay mod
 BASELINE = Route("gpt-4o", "high")
 REPLAYED = (Route("gpt-4o", "low"), Route("gpt-4.1-mini", "high"), Route("gemini-2.5-flash", "auto"))  # the demo's
 TOLERANCE = 0.01
-GUARD = SequentialConfig(delta=RolloutSettings().delta, beta=RolloutSettings().beta)  # the rollout defaults
+_ROLLOUT = RolloutSettings()
+GUARD = SequentialConfig(delta=_ROLLOUT.delta, beta=_ROLLOUT.beta)  # the rollout defaults
 #: Looser guards for comparison: the former default and the demo's former δ.
 LOOSER = (SequentialConfig(delta=0.03, beta=0.10), SequentialConfig(delta=0.10, beta=0.10))
 

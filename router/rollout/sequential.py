@@ -21,9 +21,10 @@ other hypothesis's boundary, and the distance of the earlier groups' mean ``D̄_
 test's own boundary when that is further out (``−margin − D̄`` for rollback; for promote
 ``D̄ + delta`` less one standard error of ``D̄``, so that noise does not over-bet): a canary
 that loses ten points is rolled back at the pace of a ten-point loss, not of a δ-point one,
-and a clearly better one is promoted sooner; that matters most when δ is small. The mean and the variance estimates use earlier groups only and the group sizes
-depend on the arms only, so the bet is predictable and any data-driven choice stays valid. It
-is capped so that no single group can ruin the wealth. Hence
+and a clearly better one is promoted sooner; that matters most when δ is small. The mean and
+the variance estimates use earlier groups only and the group sizes depend on the arms only, so
+the bet is predictable and any data-driven choice stays valid. It is capped so that no single
+group can ruin the wealth. Hence
 
     P(rollback | Δ ≥ −margin) ≤ α        P(promote | Δ ≤ −delta) ≤ β
 
