@@ -34,7 +34,6 @@ from router.pipeline.respond import cached_response, completion_response, stream
 from router.pipeline.send import open_stream, send_completion
 from router.pipeline.services import Services, SnapshotSource
 from router.pipeline.shadow import run_shadow, wants_shadow
-from router.shadow import ShadowBudget, ShadowSender
 from router.state import StateBackend
 from router.telemetry import RequestTelemetry
 from router.upstream import UpstreamClient
@@ -78,9 +77,7 @@ class Gateway(Services):
             limiter=limiter, ledger=ledger, breakers=breakers, blobs=blobs, rng=rng,
             state=state, cache=cache, guardrails=guardrails,
         )
-        rollout = config.rollout
-        self.shadows = ShadowSender(ShadowBudget(rollout.shadow_max_usd_per_day), rollout.shadow_max_in_flight,
-                                    on_outcome=self.metrics.shadow)
+        self.shadows.on_outcome = self.metrics.shadow
 
     def refuse(self, headers: Mapping[str, str], error: GatewayError) -> None:
         """Record a request refused before the pipeline could start (its body was too large or
@@ -98,8 +95,7 @@ class Gateway(Services):
             if ctx.cache_hit is not None:
                 return cached_response(self, ctx)
             if wants_shadow(self, ctx):
-                self.shadows.submit(functools.partial(run_shadow, self, ctx),
-                                    self.shadows.budget.left() / self.shadows.max_in_flight)
+                self.shadows.submit(functools.partial(run_shadow, self, ctx), self.shadows.per_shadow_usd())
             if ctx.stream:
                 await open_stream(self, ctx)
                 return stream_response(self, ctx)  # billed and recorded when the stream ends

@@ -10,7 +10,12 @@ image*. Outside the demo nobody sends those pairs, so the gateway does:
 * **never traffic, never the client's money**: shadows are tagged replay + shadow, skip rate
   limits and budgets, and spend from their own daily cap (``ShadowBudget``);
 * **bounded**: at most ``max_in_flight`` at once per process; above it a shadow is skipped and
-  counted, never queued without bound.
+  counted, never queued without bound;
+* **no pair, no canary**: with the paired guard, a canary-arm request picked for a shadow that
+  could not be sent now (no free slot, or less of the day's cap left than the last shadow was
+  priced at) is routed on the active version instead (``ShadowSender.admits``). A canary the
+  guard cannot judge then serves nobody, rather than spending ``max_canary_requests`` on
+  requests that prove nothing; it resumes when the day's cap does.
 """
 
 from __future__ import annotations
@@ -82,6 +87,8 @@ class ShadowStats:
     skipped_busy: int = 0
     skipped_budget: int = 0
     failed: int = 0
+    #: Canary-arm requests served by the active version because their shadow could not be sent.
+    diverted: int = 0
     spent_usd: float = 0.0
 
 
@@ -93,9 +100,30 @@ class ShadowSender:
     budget: ShadowBudget
     max_in_flight: int = 8
     stats: ShadowStats = field(default_factory=ShadowStats)
-    #: Told each outcome ("sent", "skipped_busy", "skipped_budget", "failed") and its cost.
+    #: Told each outcome ("sent", "skipped_busy", "skipped_budget", "failed", "diverted") and its cost.
     on_outcome: Callable[[str, float], None] | None = None
+    #: What the latest shadow was priced at (sent or refused for its cap): the next one's likely cost.
+    last_estimate_usd: float = 0.0
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def per_shadow_usd(self) -> float:
+        """The cap a shadow started now is sent with: its slot's share of what is left today."""
+        return self.budget.left() / self.max_in_flight
+
+    def admits(self) -> bool:
+        """Whether a shadow started now would likely be sent: a slot is free and its share of the
+        day's cap covers what the latest shadow was priced at (anything above zero before the
+        first). Checked when the arm is chosen, before the request is priced, so it is a
+        forecast; ``submit`` still decides."""
+        if len(self._tasks) >= self.max_in_flight:
+            return False
+        share = self.per_shadow_usd()
+        return share > 0.0 and share >= self.last_estimate_usd
+
+    def divert(self) -> None:
+        """Count a canary-arm request sent to the active version because ``admits`` said no."""
+        self.stats.diverted += 1
+        self._tell("diverted", 0.0)
 
     def submit(self, run: Callable[[float], Awaitable[float]], per_shadow_usd: float) -> bool:
         """Start one shadow now if a slot and money are free; False when it was skipped."""

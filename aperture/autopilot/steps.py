@@ -217,7 +217,19 @@ class StoreLoopSteps:
     def guard(self) -> GuardVerdict:
         decision = self._guard_instance().step()
         stats = decision.statistics or {}
-        return GuardVerdict(decision.action, decision.reason, int(stats.get("n_canary", 0) or 0))
+        reason = decision.reason
+        if decision.action not in ("promote", "rollback") and self._guard_instance().config.paired:
+            reason += f"; {self._shadow_spend()}"
+        return GuardVerdict(decision.action, reason, int(stats.get("n_canary", 0) or 0))
+
+    def _shadow_spend(self) -> str:
+        """Today's shadow spend beside the cap: when a gateway's is spent, its canary serves
+        nobody until 00:00 UTC (``router.shadow``), which is why the pairs stopped growing."""
+        midnight = utc_now().replace(hour=0, minute=0, second=0, microsecond=0)
+        spent = replay_spend_usd(self.db, midnight, shadows=True)
+        cap = self.config.rollout.shadow_max_usd_per_day
+        tail = ": canaries wait for 00:00 UTC once a gateway's share is spent" if spent >= 0.9 * cap else ""
+        return f"shadows spent {spent:.2f} of {cap:.2f} USD per gateway today{tail}"
 
     def rollback(self, reason: str) -> Pointer:
         from router.rollout import actions

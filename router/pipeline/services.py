@@ -30,6 +30,7 @@ from router.providers import ADAPTERS
 from router.providers.base import ProviderSpec
 from router.retry import RetryPolicy
 from router.rules import Target
+from router.shadow import ShadowBudget, ShadowSender
 from router.state import BreakerSettings, StateBackend
 from router.state.base import BreakerStore
 from router.state.memory import MemoryBreakers, MemoryBudgets, MemoryRateLimits
@@ -80,6 +81,9 @@ class Services:
         # Without a reader (none was built) OCR-based detectors fail, open or closed as configured.
         self.guardrail_detectors = guardrails if guardrails is not None else Detectors(cache_size=config.guardrails.cache_size)
         self._shadow_tasks: set[asyncio.Task[list[DetectorVerdict]]] = set()
+        # The paired guard's shadows: the route stage asks them whether a canary request can be paired.
+        rollout = config.rollout
+        self.shadows = ShadowSender(ShadowBudget(rollout.shadow_max_usd_per_day), rollout.shadow_max_in_flight)
         self.limits = ImageLimits(
             max_image_bytes=config.images.max_image_bytes,
             max_request_image_bytes=config.images.max_request_image_bytes,

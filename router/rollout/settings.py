@@ -42,6 +42,7 @@ class RolloutSettings(_Strict):
     #: Share of canary-arm requests the gateway re-sends to the active version (0 = none).
     shadow_fraction: float = Field(default=0.0, ge=0.0, le=1.0)
     #: Upstream spend on shadows per UTC day, across the deployment's gateways as each sees it.
+    #: With ``paired``, once it is spent the canary serves nobody until the next UTC day.
     shadow_max_usd_per_day: float = Field(default=1.0, ge=0.0)
     #: Shadows in flight at once per gateway process; above it a chosen shadow is skipped.
     shadow_max_in_flight: int = Field(default=8, ge=1)

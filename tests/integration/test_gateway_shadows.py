@@ -16,7 +16,7 @@ import pytest
 
 from router.rollout.store import DirectoryRuleStore
 from tests.integration.gateway_harness import data_url, image_message, page_png, running_stack
-from tests.integration.test_rollout_gateway import client_for, post, route_only, wait_served
+from tests.integration.test_rollout_gateway import client_for, metric, post, route_only, wait_served
 
 pytestmark = pytest.mark.slow
 
@@ -95,6 +95,43 @@ def test_the_daily_shadow_cap_holds_and_the_client_never_waits(tmp_path: Path) -
         assert gateway.shadows.stats.failed > 0 and gateway.shadows.stats.sent == 0
         assert gateway.shadows.budget.spent_usd == 0.0
         assert len(stack.emulator_requests()) == 8
+        # Once a shadow was priced above what is left, the canary's requests go to the active version.
+        answers = [post(client, image_message(data_url(page_png(96, 48, "CAP"))),
+                        extra_headers={"x-aperture-reference-id": f"d{i}"}) for i in range(16)]
+        assert {raw.headers["x-aperture-ruleset"] for raw in answers} == {"v0001"}
+        assert {raw.headers["x-aperture-route"] for raw in answers} == {"gpt-4o:high"}
+        assert gateway.shadows.stats.diverted > 0 and gateway.shadows.stats.sent == 0
+        assert len(stack.emulator_requests()) == 8 + 16  # every request answered once, nothing else sent
+
+
+@pytest.mark.parametrize("paired", [True, False])
+def test_a_canary_request_that_cannot_be_paired_is_served_by_the_active_version(tmp_path: Path, paired: bool) -> None:
+    overrides = {"routing.poll_interval_s": 0.02, "rollout.shadow_fraction": 1.0,
+                 "rollout.shadow_max_usd_per_day": 0.0, "rollout.paired": paired}
+    with running_stack(tmp_path, overrides=overrides, rules_store=tmp_path / "rules") as stack:
+        candidate = _canary(stack, tmp_path)
+        stack.clear_emulator()
+        client = client_for(stack)
+        versions = [post(client, image_message(data_url(page_png(96, 48, "NO PAIR"))),
+                         extra_headers={"x-aperture-reference-id": f"n{i}"}).headers["x-aperture-ruleset"]
+                    for i in range(16)]
+        gateway = stack.app.state.gateway
+        time.sleep(0.3)
+        stats = gateway.shadows.stats
+        assert stats.sent == 0 and stats.failed == 0
+        assert len(stack.emulator_requests()) == 16
+        stack.flush()
+        rows = _rows(stack.db)
+        assert len(rows) == 16 and not any(r[3] for r in rows)
+        if paired:
+            # The paired guard could judge none of them: the canary served nobody.
+            assert set(versions) == {"v0001"} and all(r[0] == "active" for r in rows)
+            assert stats.diverted > 0 and stats.skipped_budget == 0
+            assert metric(stack, 'aperture_shadows_total{outcome="diverted"}') == stats.diverted
+        else:
+            # The two-arm guard needs no shadows: the split stands, shadows are skipped.
+            assert candidate in versions and "v0001" in versions
+            assert stats.diverted == 0 and stats.skipped_budget == versions.count(candidate)
 
 
 def test_no_canary_no_shadows(tmp_path: Path) -> None:

@@ -351,3 +351,22 @@ def test_the_config_refuses_rails_that_contradict_each_other(tmp_path: Path) -> 
     path.write_text(text)
     with pytest.raises(Exception, match="max_canary_fraction"):
         load_config(path)
+
+
+def test_an_undecided_paired_guard_reports_the_days_shadow_spend(world: dict[str, Any], tmp_path: Path) -> None:
+    from collector.semconv import utc_now
+    from router.rollout.settings import RolloutSettings
+
+    config: Any = SimpleNamespace(rollout=RolloutSettings(shadow_fraction=1.0, shadow_max_usd_per_day=1.0))
+    steps = StoreLoopSteps(config, world["db"], world["store"], blob_dir=tmp_path / "blobs", workdir=tmp_path)
+
+    def shadows(n: int, cost: float) -> None:
+        rows = [{"trace_id": f"sh{i}", "span_id": f"sh{i}", "ts": utc_now(), "status": "ok", "billed_cost_usd": cost,
+                 "replay": True, "shadow": True} for i in range(n)]
+        with open_store(world["db"]) as conn:
+            insert_rows(conn, "request_spans", rows)
+
+    shadows(2, 0.1)
+    assert steps._shadow_spend() == "shadows spent 0.20 of 1.00 USD per gateway today"
+    shadows(1, 0.75)
+    assert "0.95 of 1.00" in steps._shadow_spend() and "wait for 00:00 UTC" in steps._shadow_spend()

@@ -85,3 +85,27 @@ async def test_the_sender_skips_when_busy_or_out_of_money_and_never_raises() -> 
     assert not sender.submit(run, 0.2) and sender.stats.skipped_budget == 1
     await sender.drain()
     assert seen[-1] == 0.15 and sender.budget.spent_usd <= 0.25
+
+
+async def test_admits_forecasts_a_free_slot_and_money_for_a_shadow_like_the_last() -> None:
+    clock = Clock()
+    sender = ShadowSender(ShadowBudget(cap_usd=0.8, clock=clock), max_in_flight=2)
+    assert sender.admits() and sender.per_shadow_usd() == 0.4  # no shadow priced yet: any money will do
+    sender.last_estimate_usd = 0.3
+    assert sender.admits()
+    release = asyncio.Event()
+
+    async def run(cap: float) -> float:
+        await release.wait()
+        return 0.3
+
+    assert sender.submit(run, sender.per_shadow_usd()) and sender.submit(run, sender.per_shadow_usd())
+    assert not sender.admits()  # both slots taken
+    release.set()
+    await sender.drain()
+    assert abs(sender.budget.left() - 0.2) < 1e-12
+    assert not sender.admits()  # a slot's share (0.10) is below the last shadow's price (0.30)
+    sender.divert()
+    assert sender.stats.diverted == 1
+    clock.now += timedelta(hours=2)  # a new UTC day: the cap is whole again
+    assert sender.admits()
