@@ -73,7 +73,7 @@ def autopilot(
     from aperture.policies import ruleset_validator
     from aperture.wiring import build_telemetry, default_db_path
     from router.rollout.guard import pairing_gap
-    from router.rollout.settings import promise_gap
+    from router.rollout.settings import promise_gap, two_arm_gap
 
     cfg = _config(config)
     if dry_run:
@@ -98,8 +98,9 @@ def autopilot(
 
         start_http_server(metrics_port, addr=metrics_host, registry=pilot.metrics.registry)
     console.print(f"autopilot {owner}: store {path.resolve()}, rule store {store.root}", highlight=False)
-    if gap := promise_gap(cfg.rollout, cfg.autopilot):
-        console.print(f"[yellow]warning:[/yellow] {gap}", highlight=False)
+    for gap in (promise_gap(cfg.rollout, cfg.autopilot), two_arm_gap(cfg.rollout, cfg.autopilot)):
+        if gap:
+            console.print(f"[yellow]warning:[/yellow] {gap}", highlight=False)
     stop = threading.Event()
     try:
         pilot.run(stop, once=once)

@@ -181,3 +181,26 @@ def promise_gap(rollout: RolloutSettings, autopilot: AutopilotSettings) -> str |
         return None
     return (f"rollout.delta ({rollout.delta:g}) is above autopilot.tolerance ({autopilot.tolerance:g}): "
             f"the guard may promote a proposal that loses up to {rollout.delta * 100:g} points of quality")
+
+
+#: Below this δ the two-arm test (``rollout.paired: false``) needs thousands of canary requests.
+#: ``benchmarks.sequential --delta D --beta 0.10`` (two arms, canary fraction 0.1): an equal canary
+#: took a median 156 (OCR-like scores) to 526 (pass/fail) canary requests at δ = 0.03, and 1,388
+#: to more than 3,000 at δ = 0.01, where two thirds of the pass/fail runs were still undecided
+#: at 3,000 (docs/rollout.md).
+TWO_ARM_MIN_DELTA = 0.03
+
+
+def two_arm_gap(rollout: RolloutSettings, autopilot: AutopilotSettings) -> str | None:
+    """Why a two-arm guard will mostly end undecided at this δ, or None when it will not.
+
+    Pairs cancel each image's difficulty; two arms do not, so at a 1-point δ their test runs
+    past ``autopilot.max_canary_requests`` for most canaries, which are then rolled back with
+    nothing proven. A valid choice where shadows are not wanted, but one to be told about.
+    """
+    if rollout.paired or rollout.delta >= TWO_ARM_MIN_DELTA:
+        return None
+    return (f"rollout.paired is false at rollout.delta {rollout.delta:g}: the two-arm test needs thousands of "
+            f"canary requests to decide at a δ below {TWO_ARM_MIN_DELTA:g} (docs/rollout.md), so with "
+            f"autopilot.max_canary_requests {autopilot.max_canary_requests} most canaries will be rolled back "
+            "undecided; pairs (rollout.paired with rollout.shadow_fraction above 0) decide in hundreds")

@@ -60,3 +60,14 @@ def test_a_paired_guard_without_shadows_is_refused_at_start(tmp_path: Path, monk
     result = runner.invoke(app, ["autopilot", "--once", "--config", str(path)])
     assert result.exit_code == 2
     assert "rollout.shadow_fraction" in result.output and "Traceback" not in result.output
+
+
+def test_two_arms_at_the_default_delta_are_warned_about_and_run(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Valid, but the two-arm test needs thousands of canary requests at δ 0.01: said at start."""
+    monkeypatch.chdir(tmp_path)
+    path = _config(tmp_path)
+    path.write_text(path.read_text().replace("paired: true", "paired: false"))
+    result = runner.invoke(app, ["autopilot", "--once", "--dry-run", "--config", str(path),
+                                 "--db", str(tmp_path / "aperture.duckdb"), "--rules-store", str(tmp_path / "rules")])
+    assert result.exit_code == 0, result.output
+    assert "warning" in result.output and "rollout.paired is false" in result.output

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from router.rollout.settings import AutopilotSettings, RolloutSettings, promise_gap
+from router.rollout.settings import AutopilotSettings, RolloutSettings, promise_gap, two_arm_gap
 
 
 def test_the_default_guard_rules_out_what_the_optimizer_tolerates() -> None:
@@ -34,3 +34,11 @@ def test_pairs_without_shadows_fall_back_to_the_arms_and_are_named() -> None:
     assert gap is not None and "rollout.shadow_fraction" in gap and "rollout.paired: false" in gap
     assert pairing_gap(RolloutSettings(paired=False)) is None
     assert pairing_gap(RolloutSettings(shadow_fraction=0.5)) is None
+
+
+def test_two_arms_at_a_one_point_delta_are_named_with_the_canary_cap() -> None:
+    autopilot = AutopilotSettings(max_canary_requests=1200)
+    gap = two_arm_gap(RolloutSettings(paired=False), autopilot)
+    assert gap is not None and "rollout.paired is false" in gap and "0.01" in gap and "1200" in gap
+    assert two_arm_gap(RolloutSettings(paired=False, delta=0.03), autopilot) is None
+    assert two_arm_gap(RolloutSettings(shadow_fraction=1.0), autopilot) is None  # pairs
