@@ -12,8 +12,8 @@ image*. Outside the demo nobody sends those pairs, so the gateway does:
 * **bounded**: at most ``max_in_flight`` at once per process; above it a shadow is skipped and
   counted, never queued without bound;
 * **no pair, no canary**: with the paired guard, a canary-arm request picked for a shadow that
-  could not be sent now (no free slot, or less of the day's cap left than the last shadow was
-  priced at) is routed on the active version instead (``ShadowSender.admits``). A canary the
+  could not be sent now (no free slot, or a slot's share of what is left of the day's cap below
+  what recent shadows were priced at) is routed on the active version instead (``ShadowSender.admits``). A canary the
   guard cannot judge then serves nobody, rather than spending ``max_canary_requests`` on
   requests that prove nothing; it resumes when the day's cap does.
 """
@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -102,9 +103,13 @@ class ShadowSender:
     stats: ShadowStats = field(default_factory=ShadowStats)
     #: Told each outcome ("sent", "skipped_busy", "skipped_budget", "failed", "diverted") and its cost.
     on_outcome: Callable[[str, float], None] | None = None
-    #: What the latest shadow was priced at (sent or refused for its cap): the next one's likely cost.
-    last_estimate_usd: float = 0.0
+    #: What the latest shadows were priced at (sent or refused for their cap), newest last.
+    recent_estimates: deque[float] = field(default_factory=lambda: deque(maxlen=16))
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def priced(self, estimate_usd: float) -> None:
+        """Note what a shadow was priced at, before its cap is checked."""
+        self.recent_estimates.append(estimate_usd)
 
     def per_shadow_usd(self) -> float:
         """The cap a shadow started now is sent with: its slot's share of what is left today."""
@@ -112,13 +117,14 @@ class ShadowSender:
 
     def admits(self) -> bool:
         """Whether a shadow started now would likely be sent: a slot is free and its share of the
-        day's cap covers what the latest shadow was priced at (anything above zero before the
-        first). Checked when the arm is chosen, before the request is priced, so it is a
-        forecast; ``submit`` still decides."""
+        day's cap covers the cheapest of the latest shadows' prices (anything above zero before
+        the first). Checked when the arm is chosen, before the request is priced, so it is a
+        forecast; ``submit`` still decides. The cheapest, not the latest: while requests are
+        diverted no shadow is priced, so one dear image must not hold the canary for the day."""
         if len(self._tasks) >= self.max_in_flight:
             return False
         share = self.per_shadow_usd()
-        return share > 0.0 and share >= self.last_estimate_usd
+        return share > 0.0 and share >= min(self.recent_estimates, default=0.0)
 
     def divert(self) -> None:
         """Count a canary-arm request sent to the active version because ``admits`` said no."""

@@ -3,9 +3,8 @@
 Replays always take the active arm (they measure the serving policy). With the paired guard, a
 canary-arm request whose shadow could not be sent now takes the active arm too
 (:meth:`router.shadow.ShadowSender.admits`): a canary request without its pair proves nothing.
-Every target of the
-chain must be a catalog model: a ruleset naming anything else is refused here, before any
-price is computed or anything is sent.
+Every target of the chain must be a catalog model: a ruleset naming anything else is refused
+here, before any price is computed or anything is sent.
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ async def run_shadow(services: Services, parent: RequestContext, cap_usd: float)
     try:
         await route(services, ctx)
         await estimate_first_route(services, ctx)
-        services.shadows.last_estimate_usd = ctx.estimate()
+        services.shadows.priced(ctx.estimate())
         check_request_cap(ctx.estimate(), None, cap_usd)
         await send_completion(services, ctx)
         await bill_completion(services, ctx)

@@ -91,7 +91,7 @@ async def test_admits_forecasts_a_free_slot_and_money_for_a_shadow_like_the_last
     clock = Clock()
     sender = ShadowSender(ShadowBudget(cap_usd=0.8, clock=clock), max_in_flight=2)
     assert sender.admits() and sender.per_shadow_usd() == 0.4  # no shadow priced yet: any money will do
-    sender.last_estimate_usd = 0.3
+    sender.priced(0.3)
     assert sender.admits()
     release = asyncio.Event()
 
@@ -107,5 +107,9 @@ async def test_admits_forecasts_a_free_slot_and_money_for_a_shadow_like_the_last
     assert not sender.admits()  # a slot's share (0.10) is below the last shadow's price (0.30)
     sender.divert()
     assert sender.stats.diverted == 1
+    sender.priced(0.05)  # one cheap shadow among the recent ones: the canary is not held for one dear image
+    assert sender.admits()
+    sender.recent_estimates.extend([0.3] * 16)  # sixteen dear ones in a row are what shadows cost now
+    assert not sender.admits()
     clock.now += timedelta(hours=2)  # a new UTC day: the cap is whole again
     assert sender.admits()
