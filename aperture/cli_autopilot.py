@@ -72,8 +72,7 @@ def autopilot(
     from aperture.autopilot.steps import StoreLoopSteps
     from aperture.policies import ruleset_validator
     from aperture.wiring import build_telemetry, default_db_path
-    from router.rollout.guard import pairing_gap
-    from router.rollout.settings import promise_gap, two_arm_gap
+    from router.rollout.settings import pairing_gap, promise_gap, two_arm_gap
 
     cfg = _config(config)
     if dry_run:

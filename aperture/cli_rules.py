@@ -206,7 +206,8 @@ def guard(
 
     from collector.semconv import QUALITY_EVALUATORS
     from router.config import load_config
-    from router.rollout.guard import Guard, GuardConfig, guard_config, pairing_gap
+    from router.rollout.guard import Guard, GuardConfig, guard_config
+    from router.rollout.settings import pairing_gap
 
     cfg = load_config(config)
     evaluators = tuple(sorted(set(QUALITY_EVALUATORS.values())))

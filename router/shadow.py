@@ -11,11 +11,11 @@ image*. Outside the demo nobody sends those pairs, so the gateway does:
   limits and budgets, and spend from their own daily cap (``ShadowBudget``);
 * **bounded**: at most ``max_in_flight`` at once per process; above it a shadow is skipped and
   counted, never queued without bound;
-* **no pair, no canary**: with the paired guard, a canary-arm request picked for a shadow that
-  could not be sent now (no free slot, or a slot's share of what is left of the day's cap below
-  what recent shadows were priced at) is routed on the active version instead (``ShadowSender.admits``). A canary the
-  guard cannot judge then serves nobody, rather than spending ``max_canary_requests`` on
-  requests that prove nothing; it resumes when the day's cap does.
+* **no money for a pair, no canary**: with the paired guard, a canary-arm request picked for a
+  shadow the day's cap can no longer pay for is routed on the active version instead
+  (``ShadowSender.admits``). A canary the guard cannot judge then serves nobody, rather than
+  spending ``max_canary_requests`` on requests that prove nothing; it resumes when the day's
+  cap does.
 """
 
 from __future__ import annotations
@@ -116,15 +116,24 @@ class ShadowSender:
         return self.budget.left() / self.max_in_flight
 
     def admits(self) -> bool:
-        """Whether a shadow started now would likely be sent: a slot is free and its share of the
-        day's cap covers the cheapest of the latest shadows' prices (anything above zero before
-        the first). Checked when the arm is chosen, before the request is priced, so it is a
-        forecast; ``submit`` still decides. The cheapest, not the latest: while requests are
-        diverted no shadow is priced, so one dear image must not hold the canary for the day."""
-        if len(self._tasks) >= self.max_in_flight:
-            return False
+        """Whether the day's cap can still pay for a shadow started now: a slot's share of what is
+        left covers the cheapest of the latest shadows' prices (any money will do before the
+        first). Checked when the arm is chosen, before the request is priced, so it is a
+        forecast; ``submit`` still decides.
+
+        Only money is forecast. A shadow skipped because every slot is busy leaves its canary
+        request unpaired, as before: slots fill when the upstream is slow or failing, and turning
+        the canary off exactly then would move those errors onto the active arm of the guard's
+        error comparison. The cheapest recent price, not the latest, so one dear image cannot
+        hold the canary. And when not even a whole day's share could pay for such a shadow,
+        pairs are out of reach whatever the hour: the canary then serves as configured, and
+        ``autopilot.max_canary_requests`` ends it, rather than serving nobody for ever.
+        """
+        price = min(self.recent_estimates, default=0.0)
+        if self.budget.cap_usd / self.max_in_flight < price:
+            return True
         share = self.per_shadow_usd()
-        return share > 0.0 and share >= min(self.recent_estimates, default=0.0)
+        return share > 0.0 and share >= price
 
     def divert(self) -> None:
         """Count a canary-arm request sent to the active version because ``admits`` said no."""

@@ -223,13 +223,13 @@ class StoreLoopSteps:
         return GuardVerdict(decision.action, reason, int(stats.get("n_canary", 0) or 0))
 
     def _shadow_spend(self) -> str:
-        """Today's shadow spend beside the cap: when a gateway's is spent, its canary serves
-        nobody until 00:00 UTC (``router.shadow``), which is why the pairs stopped growing."""
+        """Today's shadow spend in the store (every gateway's) beside each gateway's cap: a gateway
+        whose cap can no longer pay for a shadow stops serving the canary until 00:00 UTC
+        (``router.shadow``), which is why pairs may stop growing while the canary runs."""
         midnight = utc_now().replace(hour=0, minute=0, second=0, microsecond=0)
         spent = replay_spend_usd(self.db, midnight, shadows=True)
         cap = self.config.rollout.shadow_max_usd_per_day
-        tail = ": canaries wait for 00:00 UTC once a gateway's share is spent" if spent >= 0.9 * cap else ""
-        return f"shadows spent {spent:.2f} of {cap:.2f} USD per gateway today{tail}"
+        return f"shadows today: {spent:.2f} USD across the gateways, cap {cap:.2f} USD per gateway"
 
     def rollback(self, reason: str) -> Pointer:
         from router.rollout import actions

@@ -1,8 +1,9 @@
 """Route: the arm from the deterministic split, then the chain of targets under one snapshot.
 
 Replays always take the active arm (they measure the serving policy). With the paired guard, a
-canary-arm request whose shadow could not be sent now takes the active arm too
-(:meth:`router.shadow.ShadowSender.admits`): a canary request without its pair proves nothing.
+canary request whose shadow the day's shadow cap can no longer pay for takes the active arm
+too (:meth:`router.shadow.ShadowSender.admits`): a canary request without its pair proves
+nothing. Sticky callers (``routing.sticky``) then leave the canary until the cap renews.
 Every target of the chain must be a catalog model: a ruleset naming anything else is refused
 here, before any price is computed or anything is sent.
 """
@@ -13,7 +14,8 @@ from router.config import AppConfig
 from router.errors import UnknownModel
 from router.pipeline.context import RequestContext
 from router.pipeline.services import Services
-from router.policy import route_request
+from router.policy import RouteDecision, route_request
+from router.rollout.settings import pairs
 from router.rollout.split import assign_arm
 from router.shadow import chosen
 
@@ -24,14 +26,18 @@ async def route(services: Services, ctx: RequestContext) -> None:
     explore_fraction = routing.explore_fraction if services.explore_set else 0.0
     canary_fraction = snapshot.canary_fraction if snapshot.canary else 0.0
     arm = "active" if ctx.hints.replay else assign_arm(sticky_key(services.config, ctx), canary_fraction, explore_fraction)
-    if arm == "canary" and unpaired(services, ctx):
+
+    def decide(arm: str) -> RouteDecision:
+        return route_request(
+            snapshot, ctx.need_features(), requested_model=ctx.requested_model,
+            requested_detail=ctx.images[0].requested_detail if ctx.images else None, arm=arm,
+            explore_fraction=routing.explore_fraction, explore_set=services.explore_set, rng=services.rng,
+        )
+
+    decision = decide(arm)
+    if decision.arm == "canary" and unpaired(services, ctx):
         services.shadows.divert()
-        arm = "active"
-    decision = route_request(
-        snapshot, ctx.need_features(), requested_model=ctx.requested_model,
-        requested_detail=ctx.images[0].requested_detail if ctx.images else None, arm=arm,
-        explore_fraction=routing.explore_fraction, explore_set=services.explore_set, rng=services.rng,
-    )
+        decision = decide("active")
     for target in decision.chain:
         if target.model not in services.config.models:
             raise UnknownModel(f"the route names model '{target.model}', which is not in the catalog", param="model")
@@ -39,9 +45,9 @@ async def route(services: Services, ctx: RequestContext) -> None:
 
 
 def unpaired(services: Services, ctx: RequestContext) -> bool:
-    """A canary-arm request the paired guard would need a shadow for, which cannot be sent now."""
+    """A canary request the paired guard would need a shadow for, which the day's cap cannot pay."""
     rollout = services.config.rollout
-    return rollout.paired and chosen(ctx.request_id, rollout.shadow_fraction) and not services.shadows.admits()
+    return pairs(rollout) and chosen(ctx.request_id, rollout.shadow_fraction) and not services.shadows.admits()
 
 
 def sticky_key(config: AppConfig, ctx: RequestContext) -> str:

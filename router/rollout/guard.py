@@ -47,7 +47,7 @@ from router.rollout.sequential import (
     evaluate_metric,
     evaluate_paired_metric,
 )
-from router.rollout.settings import RolloutSettings
+from router.rollout.settings import RolloutSettings, pairs
 
 log = logging.getLogger(__name__)
 
@@ -83,22 +83,13 @@ class GuardConfig:
 def guard_config(rollout: RolloutSettings, evaluators: tuple[str, ...]) -> GuardConfig:
     """The guard a config's ``rollout:`` section describes, on the given evaluators.
 
-    Pairs need shadows: with ``shadow_fraction`` 0 the gateway sends none, no canary request
-    would ever be paired and the guard would wait forever, so the arms are compared instead
-    (``rollout.paired`` is then a wish the config cannot serve; :func:`pairing_gap` says so).
+    Pairs need shadows: with ``shadow_fraction`` 0, or no money for shadows, the gateway sends
+    none, no canary request would ever be paired and the guard would wait forever, so the arms
+    are compared instead (``rollout.paired`` is then a wish the config cannot serve;
+    :func:`router.rollout.settings.pairing_gap` says so).
     """
-    return GuardConfig(evaluators=evaluators, error_delta=rollout.error_delta,
-                       paired=rollout.paired and pairing_gap(rollout) is None,
+    return GuardConfig(evaluators=evaluators, error_delta=rollout.error_delta, paired=pairs(rollout),
                        sequential=SequentialConfig(delta=rollout.delta, beta=rollout.beta))
-
-
-def pairing_gap(rollout: RolloutSettings) -> str | None:
-    """Why ``rollout.paired`` cannot be served by this config, or None when it can."""
-    if not rollout.paired or rollout.shadow_fraction > 0:
-        return None
-    return ("rollout.paired compares each canary request with its shadow on the active version, but "
-            "rollout.shadow_fraction is 0, so no shadow is sent: set rollout.shadow_fraction (1.0 shadows "
-            "every canary request) or rollout.paired: false")
 
 
 def rollout_record(

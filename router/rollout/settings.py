@@ -42,7 +42,7 @@ class RolloutSettings(_Strict):
     #: Share of canary-arm requests the gateway re-sends to the active version (0 = none).
     shadow_fraction: float = Field(default=0.0, ge=0.0, le=1.0)
     #: Upstream spend on shadows per UTC day, across the deployment's gateways as each sees it.
-    #: With ``paired``, once it is spent the canary serves nobody until the next UTC day.
+    #: With ``paired``, once it cannot pay for a shadow the canary serves nobody until the next UTC day.
     shadow_max_usd_per_day: float = Field(default=1.0, ge=0.0)
     #: Shadows in flight at once per gateway process; above it a chosen shadow is skipped.
     shadow_max_in_flight: int = Field(default=8, ge=1)
@@ -168,6 +168,26 @@ def _route(route: str) -> None:
     model, _, detail = route.partition(":")
     if not model or not detail:
         raise ValueError(f"a route is 'model:detail', got {route!r}")
+
+
+def pairing_gap(rollout: RolloutSettings) -> str | None:
+    """Why ``rollout.paired`` cannot be served by this config, or None when it can."""
+    if not rollout.paired:
+        return None
+    if rollout.shadow_fraction <= 0:
+        return ("rollout.paired compares each canary request with its shadow on the active version, but "
+                "rollout.shadow_fraction is 0, so no shadow is sent: set rollout.shadow_fraction (1.0 shadows "
+                "every canary request) or rollout.paired: false")
+    if rollout.shadow_max_usd_per_day <= 0:
+        return ("rollout.paired compares each canary request with its shadow on the active version, but "
+                "rollout.shadow_max_usd_per_day is 0, so no shadow can be paid for: give shadows a daily cap "
+                "or set rollout.paired: false")
+    return None
+
+
+def pairs(rollout: RolloutSettings) -> bool:
+    """Whether the guard compares pairs (canary request and its shadow) rather than the two arms."""
+    return rollout.paired and pairing_gap(rollout) is None
 
 
 def promise_gap(rollout: RolloutSettings, autopilot: AutopilotSettings) -> str | None:

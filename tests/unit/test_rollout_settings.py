@@ -26,13 +26,17 @@ def test_the_guard_is_built_from_the_rollout_section() -> None:
 
 
 def test_pairs_without_shadows_fall_back_to_the_arms_and_are_named() -> None:
-    from router.rollout.guard import guard_config, pairing_gap
+    from router.rollout.guard import guard_config
+    from router.rollout.settings import pairing_gap
 
     shadowless = RolloutSettings(paired=True, shadow_fraction=0.0)
     assert not guard_config(shadowless, ("ocr",)).paired
     gap = pairing_gap(shadowless)
     assert gap is not None and "rollout.shadow_fraction" in gap and "rollout.paired: false" in gap
     assert pairing_gap(RolloutSettings(paired=False)) is None
+    unpaid = RolloutSettings(paired=True, shadow_fraction=1.0, shadow_max_usd_per_day=0.0)
+    assert not guard_config(unpaid, ("ocr",)).paired
+    assert "rollout.shadow_max_usd_per_day is 0" in (pairing_gap(unpaid) or "")
     assert pairing_gap(RolloutSettings(shadow_fraction=0.5)) is None
 
 

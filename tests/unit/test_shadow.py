@@ -87,7 +87,7 @@ async def test_the_sender_skips_when_busy_or_out_of_money_and_never_raises() -> 
     assert seen[-1] == 0.15 and sender.budget.spent_usd <= 0.25
 
 
-async def test_admits_forecasts_a_free_slot_and_money_for_a_shadow_like_the_last() -> None:
+async def test_admits_forecasts_money_for_a_shadow_like_the_cheapest_recent_one() -> None:
     clock = Clock()
     sender = ShadowSender(ShadowBudget(cap_usd=0.8, clock=clock), max_in_flight=2)
     assert sender.admits() and sender.per_shadow_usd() == 0.4  # no shadow priced yet: any money will do
@@ -99,17 +99,23 @@ async def test_admits_forecasts_a_free_slot_and_money_for_a_shadow_like_the_last
         await release.wait()
         return 0.3
 
-    assert sender.submit(run, sender.per_shadow_usd()) and sender.submit(run, sender.per_shadow_usd())
-    assert not sender.admits()  # both slots taken
+    assert sender.submit(run, 0.05) and sender.submit(run, 0.05)
+    assert sender.admits()  # both slots busy, but busy slots are not forecast: only money is
     release.set()
     await sender.drain()
     assert abs(sender.budget.left() - 0.2) < 1e-12
-    assert not sender.admits()  # a slot's share (0.10) is below the last shadow's price (0.30)
+    assert not sender.admits()  # a slot's share (0.10) is below the shadows' price (0.30)
     sender.divert()
     assert sender.stats.diverted == 1
-    sender.priced(0.05)  # one cheap shadow among the recent ones: the canary is not held for one dear image
+    sender.priced(0.05)  # one cheap shadow among the recent ones: one dear image does not hold the canary
     assert sender.admits()
     sender.recent_estimates.extend([0.3] * 16)  # sixteen dear ones in a row are what shadows cost now
     assert not sender.admits()
     clock.now += timedelta(hours=2)  # a new UTC day: the cap is whole again
+    assert sender.admits()
+
+
+def test_a_cap_that_could_never_pay_for_a_shadow_does_not_hold_the_canary() -> None:
+    sender = ShadowSender(ShadowBudget(cap_usd=0.4, clock=Clock()), max_in_flight=8)
+    sender.priced(0.1)  # a whole day's share (0.05) is below one shadow: pairs are out of reach at any hour
     assert sender.admits()
