@@ -270,6 +270,21 @@ def test_an_undecided_canary_is_rolled_back_at_its_request_cap(world: dict[str, 
     assert world["store"].pointer().canary is None and "rollback" in steps.calls
 
 
+def test_an_undecided_canary_is_rolled_back_at_its_time_limit(world: dict[str, Any]) -> None:
+    steps = ScriptedSteps(world["store"], world["db"], [])
+    pilot = _pilot(world, steps, max_canary_s=3600)
+    _traffic(world["db"], 30, T0 - timedelta(minutes=4))
+    state = pilot.tick()
+    assert state.phase == "canary"
+    world["clock"].now += timedelta(minutes=59)
+    assert pilot.tick().phase == "canary"  # undecided, within the hour, no canary request served
+    world["clock"].now += timedelta(minutes=2)
+    state = pilot.tick()
+    assert state.phase == "cooldown" and state.last_outcome == "rollback"
+    assert world["store"].pointer().canary is None
+    assert any("max_canary_s 3600" in e.reason for e in recent_events(world["db"], 5))
+
+
 def test_paused_does_nothing_until_resumed(world: dict[str, Any]) -> None:
     steps = ScriptedSteps(world["store"], world["db"], [])
     _traffic(world["db"], 30, T0 - timedelta(minutes=4))
