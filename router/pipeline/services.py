@@ -7,7 +7,9 @@ use; otherwise ``state`` is this process's limiter, ledger and breaker registry 
 async interfaces (today's behaviour), read afresh so a test may swap one between requests.
 The response cache (``cache``), when configured, is read by the cache stage. The guardrail
 detectors (``guardrails``: the OCR reader and its cache) are built once per process by the
-composition root; shadow-mode guardrail tasks are kept here until they finish.
+composition root; shadow-mode guardrail tasks are kept here until they finish. The paired
+guard's shadow sender (``shadows``, :mod:`router.shadow`) lives here too: the route stage asks
+it whether the day's shadow cap can still pay for a canary request's pair.
 """
 
 from __future__ import annotations
