@@ -88,7 +88,7 @@ class ShadowStats:
     skipped_busy: int = 0
     skipped_budget: int = 0
     failed: int = 0
-    #: Canary-arm requests served by the active version because their shadow could not be sent.
+    #: Canary-arm requests served by the active version because the day's cap could not pay their shadow.
     diverted: int = 0
     spent_usd: float = 0.0
 

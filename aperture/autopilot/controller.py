@@ -223,14 +223,14 @@ class Autopilot:
             self.record(state, "guard", verdict.action, verdict.reason, n_canary=verdict.n_canary)
             return self._decided(state, now, verdict.action, verdict.reason)
         served = canary_requests(self.db, state.candidate or "", state.phase_since)
+        elapsed = (now - state.phase_since).total_seconds() if state.phase_since is not None else 0.0
         reason = None
         if served >= self.settings.max_canary_requests:
             reason = (f"undecided after {served} canary requests (max_canary_requests "
                       f"{self.settings.max_canary_requests}): rolled back, nothing proven")
-        elif self.settings.max_canary_s is not None and state.phase_since is not None \
-                and (now - state.phase_since).total_seconds() >= self.settings.max_canary_s:
-            reason = (f"undecided after {(now - state.phase_since).total_seconds():.0f} s and {served} canary "
-                      f"requests (max_canary_s {self.settings.max_canary_s:g}): rolled back, nothing proven")
+        elif self.settings.max_canary_s is not None and elapsed >= self.settings.max_canary_s:
+            reason = (f"undecided after {elapsed:.0f} s and {served} canary requests "
+                      f"(max_canary_s {self.settings.max_canary_s:g}): rolled back, nothing proven")
         if reason is not None:
             self.steps.rollback(reason)
             self.record(state, "guard", "rollback", reason, n_canary=served)

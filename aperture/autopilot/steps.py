@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -110,8 +111,7 @@ class StoreLoopSteps:
         """Replay a stratified sample in chunks while the day's replay budget lasts."""
         from optimizer.replay import ReplayError, load_items, replay
 
-        midnight = utc_now().replace(hour=0, minute=0, second=0, microsecond=0)
-        left = settings.max_replay_usd_per_day - replay_spend_usd(self.db, midnight, shadows=False)
+        left = settings.max_replay_usd_per_day - replay_spend_usd(self.db, _utc_midnight(), shadows=False)
         if left <= 0:
             return 0, 0.0, f"replay budget for today spent ({settings.max_replay_usd_per_day:.2f} USD)"
         try:
@@ -215,10 +215,11 @@ class StoreLoopSteps:
         return self._guard
 
     def guard(self) -> GuardVerdict:
-        decision = self._guard_instance().step()
+        guard = self._guard_instance()
+        decision = guard.step()
         stats = decision.statistics or {}
         reason = decision.reason
-        if decision.action not in ("promote", "rollback") and self._guard_instance().config.paired:
+        if decision.action not in ("promote", "rollback") and guard.config.paired:
             reason += f"; {self._shadow_spend()}"
         return GuardVerdict(decision.action, reason, int(stats.get("n_canary", 0) or 0))
 
@@ -226,8 +227,7 @@ class StoreLoopSteps:
         """Today's shadow spend in the store (every gateway's) beside each gateway's cap: a gateway
         whose cap can no longer pay for a shadow stops serving the canary until 00:00 UTC
         (``router.shadow``), which is why pairs may stop growing while the canary runs."""
-        midnight = utc_now().replace(hour=0, minute=0, second=0, microsecond=0)
-        spent = replay_spend_usd(self.db, midnight, shadows=True)
+        spent = replay_spend_usd(self.db, _utc_midnight(), shadows=True)
         cap = self.config.rollout.shadow_max_usd_per_day
         return f"shadows today: {spent:.2f} USD across the gateways, cap {cap:.2f} USD per gateway"
 
@@ -238,6 +238,11 @@ class StoreLoopSteps:
 
     def pointer(self) -> Pointer:
         return self.store.pointer()
+
+
+def _utc_midnight() -> datetime:
+    """The start of today (UTC): where the daily replay and shadow caps begin."""
+    return utc_now().replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 def fallback_target(route: str | None) -> Any:
