@@ -253,9 +253,9 @@ def run_world(name: str, args: argparse.Namespace, catalog: dict, out: Path) -> 
     looser = "; ".join(f"δ={g.delta:g} {d}" for g, d in zip(LOOSER, loop.looser_decisions, strict=True))
     print(f"{'':<24} looser guards: {looser}")
     ref_cut, ref_dq, margins = reference(fresh, q_fresh, c_fresh, base)
-    held = loop.deployed_cut / ref_cut if ref_cut > 0 else float("nan")
+    share = f"the loop's deployed cut is {loop.deployed_cut / ref_cut:6.1%} of it" if ref_cut > 0 else "nothing to capture"
     print(f"{'':<24} reference held out (margin chosen on its own half: {margins}): cut {ref_cut:6.1%}, "
-          f"quality {ref_dq:+.2f} pt; the loop's deployed cut is {held:6.1%} of it")
+          f"quality {ref_dq:+.2f} pt; {share}")
     print(f"{'':<24} baseline quality {plain.baseline_quality:.3f}; proposal routes {loop.routes}; "
           f"{time.perf_counter() - t0:.0f} s")
 
