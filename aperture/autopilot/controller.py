@@ -28,7 +28,7 @@ from opentelemetry import trace
 from aperture.autopilot.lease import FileLease, LeaseLost
 from aperture.autopilot.metrics import AutopilotMetrics
 from aperture.autopilot.state import AutopilotState, Baseline, StateFile
-from aperture.autopilot.steps import LoopSteps, SearchOutcome
+from aperture.autopilot.steps import LoopSteps, SearchOutcome, start_of_day
 from aperture.autopilot.triggers import should_search
 from aperture.autopilot.webhook import Webhook
 from collector.queries.autopilot import (
@@ -272,7 +272,7 @@ class Autopilot:
 
     def _show(self, state: AutopilotState, paused: bool) -> None:
         self.metrics.show(state, True, paused)
-        midnight = self.clock().replace(hour=0, minute=0, second=0, microsecond=0)
+        midnight = start_of_day(self.clock())
         self.metrics.replay_usd.set(replay_spend_usd(self.db, midnight, shadows=False))
         self.metrics.shadow_usd.set(replay_spend_usd(self.db, midnight, shadows=True))
         savings = self.steps.active_savings()

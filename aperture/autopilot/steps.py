@@ -111,7 +111,7 @@ class StoreLoopSteps:
         """Replay a stratified sample in chunks while the day's replay budget lasts."""
         from optimizer.replay import ReplayError, load_items, replay
 
-        left = settings.max_replay_usd_per_day - replay_spend_usd(self.db, _utc_midnight(), shadows=False)
+        left = settings.max_replay_usd_per_day - replay_spend_usd(self.db, start_of_day(utc_now()), shadows=False)
         if left <= 0:
             return 0, 0.0, f"replay budget for today spent ({settings.max_replay_usd_per_day:.2f} USD)"
         try:
@@ -227,7 +227,7 @@ class StoreLoopSteps:
         """Today's shadow spend in the store (every gateway's) beside each gateway's cap: a gateway
         whose cap can no longer pay for a shadow stops serving the canary until 00:00 UTC
         (``router.shadow``), which is why pairs may stop growing while the canary runs."""
-        spent = replay_spend_usd(self.db, _utc_midnight(), shadows=True)
+        spent = replay_spend_usd(self.db, start_of_day(utc_now()), shadows=True)
         cap = self.config.rollout.shadow_max_usd_per_day
         return f"shadows today: {spent:.2f} USD across the gateways, cap {cap:.2f} USD per gateway"
 
@@ -240,9 +240,9 @@ class StoreLoopSteps:
         return self.store.pointer()
 
 
-def _utc_midnight() -> datetime:
-    """The start of today (UTC): where the daily replay and shadow caps begin."""
-    return utc_now().replace(hour=0, minute=0, second=0, microsecond=0)
+def start_of_day(now: datetime) -> datetime:
+    """The start of ``now``'s UTC day: where the daily replay and shadow caps begin."""
+    return now.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 def fallback_target(route: str | None) -> Any:
