@@ -96,6 +96,10 @@ class Autopilot:
         self._quiet = (key, now)
 
     def _save(self, state: AutopilotState) -> AutopilotState:
+        """Persist a phase. A phase that ends a step is saved after its decision is recorded, so
+        whoever sees the state file say "canary" (a dashboard, a test, a restart) finds the canary's
+        start in ``autopilot_events`` too; a kill between the two leaves the older phase, which
+        ``recover`` reconciles with the rule store."""
         self.state_file.save(state)
         return state
 
@@ -103,9 +107,8 @@ class Autopilot:
         self.metrics.cycles.labels(outcome=outcome).inc()
         until = now + timedelta(seconds=self.settings.cooldown_s)
         state = state.moved("cooldown", now, cooldown_until=until, cycles=state.cycles + 1, last_outcome=outcome)
-        self._save(state)
         self.record(state, "cooldown", "start", f"{outcome}; next search not before {until:%Y-%m-%d %H:%M:%S} UTC")
-        return state
+        return self._save(state)
 
     # -- the loop ------------------------------------------------------------------------------
     def tick(self) -> AutopilotState | None:
@@ -177,8 +180,9 @@ class Autopilot:
             self._note(state, "watch", "wait", decision.reason)
             return state
         cycle = f"{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
-        state = self._save(state.moved("searching", now, cycle_id=cycle, candidate=None, rollout_id=None))
+        state = state.moved("searching", now, cycle_id=cycle, candidate=None, rollout_id=None)
         self.record(state, "search", "start", decision.reason, requests=traffic.requests, scored=traffic.scored)
+        self._save(state)
         outcome = self.steps.search(self.settings, cycle)
         return self._proposed(state, now, outcome, Baseline(now, traffic.mean_cost_usd, clusters))
 
@@ -190,8 +194,9 @@ class Autopilot:
         self.lease.confirm()  # a search can outlast the lease: never propose beside a successor
         state = self._save(state.moved("proposing", now))
         version = self.steps.propose(outcome.proposal, state.cycle_id or "")
-        state = self._save(replace(state, candidate=version))
+        state = replace(state, candidate=version)
         self.record(state, "propose", "proposed", outcome.reason, replayed=outcome.replayed, **outcome.details)
+        self._save(state)
         self.webhook.post("proposal", {"version": version, "cycle_id": state.cycle_id, "reason": outcome.reason,
                                        **outcome.details})
         return self._start(state, now)
@@ -206,9 +211,9 @@ class Autopilot:
         fraction = min(self.settings.canary_fraction, self.settings.max_canary_fraction)
         self.lease.confirm()
         pointer = self.steps.start_canary(state.candidate or "", fraction)
-        state = self._save(state.moved("canary", now, rollout_id=pointer.rollout_id))
+        state = state.moved("canary", now, rollout_id=pointer.rollout_id)
         self.record(state, "canary", "start", f"canary {state.candidate} at {fraction:.0%}")
-        return state
+        return self._save(state)
 
     def _follow(self, state: AutopilotState, now: datetime) -> AutopilotState:
         pointer = self.steps.pointer()

@@ -177,6 +177,41 @@ def test_a_full_cycle_proposes_canaries_promotes_and_cools_down(world: dict[str,
     assert pilot.metrics.cycles.labels(outcome="promote")._value.get() == 1
 
 
+class WatchedStateFile(StateFile):
+    """A state file that notes, at each save, which decisions the events table already holds."""
+
+    def __init__(self, folder: Path, db: Path) -> None:
+        super().__init__(folder)
+        self.db = db
+        self.saves: list[tuple[str, set[tuple[str, str]]]] = []
+
+    def save(self, state: Any) -> None:
+        self.saves.append((state.phase, {(e.step, e.decision) for e in recent_events(self.db, 50)}))
+        super().save(state)
+
+
+def test_a_phase_is_saved_only_after_its_decision_is_recorded(world: dict[str, Any]) -> None:
+    """Whoever reads the state file (a dashboard, a restart, a kill -9 test) and sees "canary"
+    finds the canary's start in the events table: the decision is written first."""
+    steps = ScriptedSteps(world["store"], world["db"], ["promote"])
+    state_file = WatchedStateFile(world["folder"], world["db"])
+    clock = world["clock"]
+    pilot = Autopilot(AutopilotSettings(min_evidence=10, min_new_requests=20, cooldown_s=60, interval_s=1),
+                      world["db"], steps, state_file,
+                      FileLease(world["folder"], "a", 30, clock=lambda: clock().timestamp()), clock=clock)
+    _traffic(world["db"], 30, T0 - timedelta(minutes=4))
+    assert pilot.tick().phase == "canary"
+    assert pilot.tick().phase == "cooldown"
+    needs = {"searching": ("search", "start"), "canary": ("canary", "start"), "cooldown": ("cooldown", "start")}
+    saved = {phase for phase, _ in state_file.saves}
+    assert set(needs) <= saved
+    for phase, recorded in state_file.saves:
+        if phase in needs:
+            assert needs[phase] in recorded, (phase, recorded)
+    proposing = [recorded for phase, recorded in state_file.saves if phase == "proposing"]
+    assert ("propose", "proposed") in proposing[-1]  # the save that holds the candidate's id
+
+
 def test_a_second_controller_waits_for_the_lease(world: dict[str, Any]) -> None:
     _traffic(world["db"], 30, T0 - timedelta(minutes=4))
     first = _pilot(world, ScriptedSteps(world["store"], world["db"], []), owner="a")
