@@ -126,9 +126,11 @@ class AutopilotSettings(_Strict):
     #: pairs when every canary request is shadowed (``rollout.shadow_fraction`` 1.0).
     max_canary_requests: int = Field(default=2500, ge=1)
     #: Seconds after which an undecided canary is rolled back however few requests it served
-    #: (none: no limit). A canary whose shadows cannot be paid serves nobody until the next UTC
-    #: day (``router.shadow``), so without it a small shadow cap can hold a canary day after day.
-    max_canary_s: float | None = Field(default=None, gt=0.0)
+    #: (null: no limit). A canary whose shadows cannot be paid serves nobody until the next UTC
+    #: day (``router.shadow``), so without it a small shadow cap can hold a canary day after day,
+    #: and a quiet deployment can take weeks to reach ``max_canary_requests``. A week by default:
+    #: longer than any canary the guard decides at the traffic it is sized for.
+    max_canary_s: float | None = Field(default=7 * 24 * 3600.0, gt=0.0)
     #: Seconds to wait after a promotion, rollback or fruitless search before the next search.
     cooldown_s: float = Field(default=600.0, ge=0.0)
     # -- money and time ------------------------------------------------------------------------

@@ -320,6 +320,22 @@ def test_an_undecided_canary_is_rolled_back_at_its_time_limit(world: dict[str, A
     assert any("max_canary_s 3600" in e.reason for e in recent_events(world["db"], 5))
 
 
+def test_by_default_an_undecided_canary_is_rolled_back_after_a_week(world: dict[str, Any]) -> None:
+    """A quiet deployment that never reaches ``max_canary_requests`` is not left on an
+    unproven version for ever."""
+    steps = ScriptedSteps(world["store"], world["db"], [])
+    pilot = _pilot(world, steps)
+    _traffic(world["db"], 30, T0 - timedelta(minutes=4))
+    assert pilot.tick().phase == "canary"
+    world["clock"].now += timedelta(days=6, hours=23)
+    assert pilot.tick().phase == "canary"
+    world["clock"].now += timedelta(hours=2)
+    state = pilot.tick()
+    assert state.phase == "cooldown" and state.last_outcome == "rollback"
+    assert world["store"].pointer().canary is None
+    assert any("max_canary_s 604800" in e.reason for e in recent_events(world["db"], 5))
+
+
 def test_paused_does_nothing_until_resumed(world: dict[str, Any]) -> None:
     steps = ScriptedSteps(world["store"], world["db"], [])
     _traffic(world["db"], 30, T0 - timedelta(minutes=4))
