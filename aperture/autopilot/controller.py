@@ -148,6 +148,9 @@ class Autopilot:
                 log.warning("autopilot tick failed, waiting: %s: %s", type(exc).__name__, exc,
                             exc_info=log.isEnabledFor(logging.DEBUG))
                 self.metrics.cycles.labels(outcome="error").inc()
+                # A step that failed half way left its phase saved ("searching", "proposing"),
+                # which only ``recover`` moves on from: the next tick reconciles, as after a kill.
+                self._recovered = False
             if once:
                 return
             stop.wait(self.settings.interval_s)

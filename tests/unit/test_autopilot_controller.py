@@ -411,6 +411,30 @@ def test_an_unreadable_store_makes_it_wait_and_never_act(world: dict[str, Any], 
     assert pilot.metrics.cycles.labels(outcome="error")._value.get() == 1
 
 
+class FailingSearch(ScriptedSteps):
+    """A search that raises once (a locked store, a bug), after its phase was saved."""
+
+    def search(self, settings: AutopilotSettings, cycle_id: str) -> SearchOutcome:
+        if "search" not in self.calls:
+            self.calls.append("search")
+            raise RuntimeError("the store is locked")
+        return super().search(settings, cycle_id)
+
+
+def test_a_step_that_fails_half_way_is_reconciled_on_the_next_tick(world: dict[str, Any]) -> None:
+    """The failed search left "searching" saved; the next tick abandons it as after a kill
+    and searches again, instead of waiting in that phase for ever."""
+    steps = FailingSearch(world["store"], world["db"], [])
+    pilot = _pilot(world, steps)
+    _traffic(world["db"], 30, T0 - timedelta(minutes=4))
+    pilot.run(threading.Event(), once=True)
+    assert StateFile(world["folder"]).load().phase == "searching"
+    assert pilot.metrics.cycles.labels(outcome="error")._value.get() == 1
+    state = pilot.tick()  # abandons the half-done search, then the triggers still call for one
+    assert [e.decision for e in recent_events(world["db"], 50)].count("abandon") == 1
+    assert state.phase == "canary" and len(world["store"].list()) == 2
+
+
 def test_the_config_refuses_rails_that_contradict_each_other(tmp_path: Path) -> None:
     text = Path("examples/emulated.yaml").read_text() + "\nautopilot:\n  canary_fraction: 0.8\n  max_canary_fraction: 0.5\n"
     path = tmp_path / "c.yaml"
