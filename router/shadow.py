@@ -174,6 +174,11 @@ class ShadowSender:
         if self.on_outcome is not None:
             self.on_outcome(outcome, spent)
 
+    @property
+    def in_flight(self) -> int:
+        """Shadows started and not yet finished (their stats and spend are not counted yet)."""
+        return len(self._tasks)
+
     async def drain(self) -> None:
         """Wait for the shadows in flight (shutdown, tests)."""
         while self._tasks:

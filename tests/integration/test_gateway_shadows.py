@@ -38,6 +38,15 @@ def _wait_for_upstream_calls(stack: Any, n: int, timeout_s: float = 20.0) -> lis
         time.sleep(0.05)
 
 
+def _settled(sender: Any, timeout_s: float = 20.0) -> None:
+    """Wait until no shadow is in flight: the emulator logs a call before the gateway has billed
+    it, counted it and ended its span."""
+    deadline = time.monotonic() + timeout_s
+    while sender.in_flight and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert sender.in_flight == 0, "shadows still in flight"
+
+
 def _rows(db: Path) -> list[tuple[Any, ...]]:
     with duckdb.connect(str(db), read_only=True) as conn:
         return conn.execute(
@@ -45,8 +54,13 @@ def _rows(db: Path) -> list[tuple[Any, ...]]:
             "billed_cost_usd FROM request_spans ORDER BY ts").fetchall()
 
 
+#: Every test splits on its own reference ids (``routing.sticky``), so which requests the canary
+#: gets is fixed, not a draw that misses one arm now and then.
+STICKY = {"routing.sticky": "reference"}
+
+
 def test_each_canary_request_is_shadowed_on_the_active_version(tmp_path: Path) -> None:
-    overrides = {"routing.poll_interval_s": 0.02, "rollout.shadow_fraction": 1.0}
+    overrides = {"routing.poll_interval_s": 0.02, "rollout.shadow_fraction": 1.0, **STICKY}
     with running_stack(tmp_path, overrides=overrides, rules_store=tmp_path / "rules") as stack:
         candidate = _canary(stack, tmp_path)
         stack.clear_emulator()
@@ -61,9 +75,10 @@ def test_each_canary_request_is_shadowed_on_the_active_version(tmp_path: Path) -
         n = len(on_canary)
         assert 0 < n < 12
         log = _wait_for_upstream_calls(stack, 12 + n)
+        gateway = stack.app.state.gateway
+        _settled(gateway.shadows)
         models = sorted(entry["model"] for entry in log)
         assert models.count("gpt-4.1-mini") == n and models.count("gpt-4o") == 12, models
-        gateway = stack.app.state.gateway
         assert gateway.shadows.stats.sent == n and gateway.shadows.stats.failed == 0
         stack.flush()
         rows = _rows(stack.db)
@@ -82,7 +97,7 @@ def test_each_canary_request_is_shadowed_on_the_active_version(tmp_path: Path) -
 
 def test_the_daily_shadow_cap_holds_and_the_client_never_waits(tmp_path: Path) -> None:
     overrides = {"routing.poll_interval_s": 0.02, "rollout.shadow_fraction": 1.0,
-                 "rollout.shadow_max_usd_per_day": 0.000001}
+                 "rollout.shadow_max_usd_per_day": 0.000001, **STICKY}
     with running_stack(tmp_path, overrides=overrides, rules_store=tmp_path / "rules") as stack:
         _canary(stack, tmp_path)
         stack.clear_emulator()
@@ -90,7 +105,7 @@ def test_the_daily_shadow_cap_holds_and_the_client_never_waits(tmp_path: Path) -
         for i in range(8):
             post(client, image_message(data_url(page_png(96, 48, "CAP"))), extra_headers={"x-aperture-reference-id": f"c{i}"})
         gateway = stack.app.state.gateway
-        time.sleep(0.5)
+        _settled(gateway.shadows)
         # Each shadow was granted less than its estimate and refused before anything left.
         assert gateway.shadows.stats.failed > 0 and gateway.shadows.stats.sent == 0
         assert gateway.shadows.budget.spent_usd == 0.0
@@ -106,7 +121,7 @@ def test_the_daily_shadow_cap_holds_and_the_client_never_waits(tmp_path: Path) -
 @pytest.mark.parametrize("paired", [True, False])
 def test_a_canary_request_whose_shadow_the_day_cannot_pay_is_served_by_the_active_version(
         tmp_path: Path, paired: bool) -> None:
-    overrides = {"routing.poll_interval_s": 0.02, "rollout.shadow_fraction": 1.0, "rollout.paired": paired}
+    overrides = {"routing.poll_interval_s": 0.02, "rollout.shadow_fraction": 1.0, "rollout.paired": paired, **STICKY}
     with running_stack(tmp_path, overrides=overrides, rules_store=tmp_path / "rules") as stack:
         candidate = _canary(stack, tmp_path)
         client = client_for(stack)
@@ -118,13 +133,14 @@ def test_a_canary_request_whose_shadow_the_day_cannot_pay_is_served_by_the_activ
             post(client, image, extra_headers={"x-aperture-reference-id": f"p{i}"})
             i += 1
             time.sleep(0.05)
+        _settled(sender)  # the priced shadow may still be on its way to the emulator
         price = min(sender.recent_estimates)
         sender.budget.spent_usd = sender.budget.cap_usd - 4 * price  # the day's cap nearly spent
         stack.clear_emulator()
         before = (sender.stats.sent, sender.stats.failed)
         versions = [post(client, image, extra_headers={"x-aperture-reference-id": f"n{i}"}).headers["x-aperture-ruleset"]
                     for i in range(16)]
-        time.sleep(0.3)
+        _settled(sender)
         served = stack.emulator_requests()
         if paired:
             # A slot's share (half a shadow) cannot pay for a pair: the canary serves nobody.
