@@ -13,6 +13,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from aperture.servers import listen_port
 from evals.base import EvalCase, ImageInfo, Reference, safe_evaluate
 from evals.judge import RubricJudge, parse_verdict, to_unit
 
@@ -122,10 +123,7 @@ def test_judge_failures_are_not_evaluable_and_transient_ones_retryable(
 
 
 def test_unreachable_judge_is_retryable() -> None:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()  # nothing listens there now
+    port = listen_port("127.0.0.1")  # free, and below the ephemeral range: no self-connect
     [s] = safe_evaluate(
         RubricJudge(base_url=f"http://127.0.0.1:{port}/v1", model="m", timeout_s=2), case("GOOD")
     )
