@@ -47,6 +47,7 @@ def _config(tmp: Path) -> Path:
     data["teams"].update({"b": {}, "poor": {"daily_budget_usd": POOR_CAP_USD}})
     data["providers"]["anthropic"].update(cooldown_failures=2, cooldown_s=30.0, max_retries=0)
     data.setdefault("ssrf", {})["allow_networks"] = ["127.0.0.0/8"]  # the test's image server only
+    data["state"]["timeout_s"] = 2.0  # one slow call on a loaded machine must not switch a replica to its own limits
     data.setdefault("routing", {})["rules_file"] = str(EXAMPLE.parent / "rules" / "baseline.yaml")
     path = tmp / "replicas.yaml"
     path.write_text(yaml.safe_dump(data))

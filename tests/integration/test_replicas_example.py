@@ -21,8 +21,9 @@ pytestmark = pytest.mark.xdist_group("redis")
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "replicas.yaml"
 
-# One "replica": loads the example, builds its state, and fires 50 concurrent admissions for
-# sk-demo-a; prints how many were let through.
+# One "replica": loads the example, builds its state, says it is ready, waits for "go" (so both
+# burst together, not a refill apart), fires 50 concurrent admissions for sk-demo-a and prints
+# how many were let through.
 REPLICA = """
 import asyncio, sys
 from router.config import load_config
@@ -34,6 +35,8 @@ async def main() -> None:
     config = load_config(sys.argv[1])
     state = build_state(config)
     principal = authenticate("Bearer sk-demo-a", config)
+    print("ready", flush=True)
+    sys.stdin.readline()
     results = await asyncio.gather(*(state.limits.check(principal) for _ in range(50)), return_exceptions=True)
     assert all(r is None or isinstance(r, RateLimited) for r in results), results
     assert not state.degraded
@@ -59,12 +62,24 @@ def test_the_example_is_the_emulated_config_plus_shared_state() -> None:
 async def test_two_processes_share_sk_demo_a_rpm(redis_server: RedisServer, tmp_path: Path) -> None:  # noqa: F811
     # A fresh prefix per run, so the test does not see another run's buckets.
     text = EXAMPLE.read_text(encoding="utf-8").replace('key_prefix: "aperture:"', f'key_prefix: "t{uuid.uuid4().hex[:8]}:"')
+    # 50 admissions on a fresh connection pool: on a loaded machine one can pass the example's
+    # 0.25 s, and the replica would then rightly fall back to its own limits. The test is about
+    # sharing, not that deadline.
+    assert text.count("timeout_s: 0.25") == 1
+    text = text.replace("timeout_s: 0.25", "timeout_s: 5")
     config_path = tmp_path / "replicas.yaml"
     config_path.write_text(text, encoding="utf-8")
     (tmp_path / "rules").symlink_to(ROOT / "examples" / "rules")
     env = {"APERTURE_REDIS_URL": redis_server.url, "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
     procs = [subprocess.Popen([sys.executable, "-c", REPLICA, str(config_path)], cwd=ROOT, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    for p in procs:
+        assert p.stdout is not None and p.stdin is not None
+        if p.stdout.readline() != b"ready\n":
+            pytest.fail(p.communicate(timeout=60)[1].decode())
+    for p in procs:
+        p.stdin.write(b"go\n")  # type: ignore[union-attr]
+        p.stdin.flush()  # type: ignore[union-attr]
     outputs = [p.communicate(timeout=60) for p in procs]
     for p, (_, err) in zip(procs, outputs, strict=True):
         assert p.returncode == 0, err.decode()

@@ -91,7 +91,7 @@ async def test_budget_reserve_settle_release(state: StateBackend) -> None:
 
 
 async def test_breaker_state_machine(state: StateBackend) -> None:
-    name, s = "p:" + uuid.uuid4().hex[:6], BreakerSettings(failure_threshold=2, cooldown_s=0.2)
+    name, s = "p:" + uuid.uuid4().hex[:6], BreakerSettings(failure_threshold=2, cooldown_s=1.0)
     assert await state.breakers.state(name, s) == "closed"
     await state.breakers.record_failure(name, s)
     await state.breakers.record_success(name, s)  # a success in between resets the count
@@ -99,12 +99,12 @@ async def test_breaker_state_machine(state: StateBackend) -> None:
     assert await state.breakers.state(name, s) == "closed"
     await state.breakers.record_failure(name, s)
     assert await state.breakers.state(name, s) == "open" and not await state.breakers.allow(name, s)
-    await asyncio.sleep(0.25)
+    await asyncio.sleep(1.1)
     assert await state.breakers.state(name, s) == "half_open"
     assert await state.breakers.allow(name, s) and not await state.breakers.allow(name, s)
     await state.breakers.record_failure(name, s)  # the probe failed: open again at once
     assert await state.breakers.state(name, s) == "open"
-    await asyncio.sleep(0.25)
+    await asyncio.sleep(1.1)
     assert await state.breakers.allow(name, s)
     await state.breakers.release(name, s)  # the probe was cancelled: its slot is free
     assert await state.breakers.allow(name, s)

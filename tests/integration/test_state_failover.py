@@ -20,7 +20,7 @@ from tests.redis_fixture import RedisServer, redis_server  # noqa: F401
 
 pytestmark = pytest.mark.xdist_group("redis")
 TIMEOUT_S = 0.2
-SLACK_S = 0.15
+SLACK_S = 0.6  # generous on a loaded machine; what it rules out is a TCP timeout of seconds
 
 
 def _state(url: str, on_failure: str, events: list[tuple[str, str]]) -> FailoverState:
@@ -115,7 +115,7 @@ async def test_no_call_outlives_its_deadline_on_a_redis_that_never_answers(princ
         elapsed, result = await _timed(state.limits.check(principal))
         assert result is None and elapsed < TIMEOUT_S + SLACK_S
         elapsed, result = await _timed(state.budgets.reserve(principal, 0.1))
-        assert getattr(result, "origin", None) == "memory" and elapsed < 0.05  # down: not retried yet
+        assert getattr(result, "origin", None) == "memory" and elapsed < TIMEOUT_S  # down: not retried yet
     finally:
         server.close()
         await state.close()
