@@ -2,7 +2,7 @@
 
 A relayed stream is billed and its telemetry written when it ends, however it ends (finished,
 broken upstream, client gone): the generator's ``finally`` runs the bill stage and
-:meth:`RequestTelemetry.finish`. A break mid-stream becomes one OpenAI-style error event and
+:meth:`RequestTelemetry.finish` in a task of their own, which a client hanging up cannot cut. A break mid-stream becomes one OpenAI-style error event and
 ``[DONE]``, never a hang. A relayed stream that ends complete is offered to the response
 cache (:class:`router.pipeline.cache.StreamCapture`), and a cache hit is answered here too,
 as JSON or re-served as SSE events (:func:`router.cache.completion_sse`).
@@ -10,8 +10,10 @@ as JSON or re-served as SSE events (:func:`router.cache.completion_sse`).
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 from router.cache import cache_response_header, completion_sse
@@ -21,7 +23,10 @@ from router.pipeline.cache import StreamCapture, store_completion
 from router.pipeline.context import GatewayResponse, RequestContext
 from router.pipeline.services import Services
 from router.providers.base import wants_usage
+from router.streaming import ChunkStream
 from router.upstream_errors import UpstreamTransportError
+
+log = logging.getLogger("aperture.router")
 
 GUARDRAIL_HEADER = "x-aperture-guardrail"  # the detectors in ``flag`` mode that fired, comma-separated
 
@@ -100,17 +105,52 @@ async def relay(services: Services, ctx: RequestContext) -> AsyncIterator[bytes]
             yield sse(error.body())
         yield b"data: [DONE]\n\n"
     finally:
-        await upstream.aclose()
-        usage = upstream.translator.usage
-        if error is None and usage is not None:
-            finish_reason = upstream.translator.finish_reason
-            await bill_usage(services, ctx, usage, finish_reason, "".join(text_parts), None)
-            completion = capture.completion(ctx, usage, finish_reason)
-            if completion is not None:
-                await store_completion(services, ctx, completion)
-        else:
-            await bill_estimate(services, ctx)
-        services.telemetry.finish(ctx, error)
+        await _to_the_end(_close_stream(services, ctx, upstream, error, "".join(text_parts), capture))
+
+
+async def _close_stream(services: Services, ctx: RequestContext, upstream: ChunkStream,
+                        error: GatewayError | None, answer: str, capture: StreamCapture) -> None:
+    """A relayed stream's tail: close the upstream, bill (the usage, else the estimate), offer a
+    complete answer to the cache, and write the telemetry."""
+    await upstream.aclose()
+    usage = upstream.translator.usage
+    if error is None and usage is not None:
+        finish_reason = upstream.translator.finish_reason
+        await bill_usage(services, ctx, usage, finish_reason, answer, None)
+        completion = capture.completion(ctx, usage, finish_reason)
+        if completion is not None:
+            await store_completion(services, ctx, completion)
+    else:
+        await bill_estimate(services, ctx)
+    services.telemetry.finish(ctx, error)
+
+
+#: Stream tails in their own tasks, held until they end (the event loop keeps only weak references).
+_TAILS: set[asyncio.Task[None]] = set()
+
+
+async def _to_the_end(tail: Coroutine[Any, Any, None]) -> None:
+    """Run ``tail`` to its end even if the caller is cancelled meanwhile.
+
+    Under uvicorn's ASGI 2.3 scope Starlette cancels a streaming response's task when the
+    client disconnects, and the openai SDK disconnects as soon as it reads ``[DONE]``: exactly
+    while the tail settles the reservation and writes the span. Cut at its first await (a
+    Redis round trip), the reservation stayed held and the request had no span. The tail now
+    runs in its own task; a cancelled caller stops waiting for it, and it goes on.
+    """
+    task = asyncio.ensure_future(tail)
+    _TAILS.add(task)
+    task.add_done_callback(_TAILS.discard)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.add_done_callback(_report)  # nobody awaits it now: its failure is logged, not lost
+        raise
+
+
+def _report(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("a stream's billing and telemetry failed after its client left", exc_info=task.exception())
 
 
 def sse(payload: dict[str, Any]) -> bytes:
