@@ -231,7 +231,10 @@ class RoutingConfig(_Strict):
 class AppConfig(BaseSettings):
     """The whole gateway configuration. Environment variables (``APERTURE_…``) win over the file."""
 
-    model_config = SettingsConfigDict(env_prefix="APERTURE_", env_nested_delimiter="__", extra="forbid")
+    #: ``null`` in an environment variable is YAML's null, so a limit that defaults on (such as
+    #: ``APERTURE_AUTOPILOT__MAX_CANARY_S``) can be switched off without a config file.
+    model_config = SettingsConfigDict(env_prefix="APERTURE_", env_nested_delimiter="__", extra="forbid",
+                                      env_parse_none_str="null")
 
     providers: dict[str, ProviderConfig]
     models: dict[str, ModelSpec]

@@ -25,6 +25,14 @@ def test_env_url_and_nested_overrides(monkeypatch):
     assert cfg.telemetry.capture_content is True
 
 
+def test_null_in_the_environment_switches_a_limit_off(monkeypatch):
+    assert load_config("examples/emulated.yaml").autopilot.max_canary_s == 7 * 24 * 3600
+    monkeypatch.setenv("APERTURE_AUTOPILOT__MAX_CANARY_S", "null")
+    assert load_config("examples/emulated.yaml").autopilot.max_canary_s is None
+    monkeypatch.setenv("APERTURE_AUTOPILOT__MAX_CANARY_S", "3600")
+    assert load_config("examples/emulated.yaml").autopilot.max_canary_s == 3600
+
+
 def test_expand_env_requires_variables():
     assert expand_env("${A:-x}/${B}", {"B": "y"}) == "x/y"
     with pytest.raises(ValueError):
