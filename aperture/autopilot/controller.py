@@ -34,6 +34,7 @@ from aperture.autopilot.webhook import Webhook
 from collector.queries.autopilot import (
     canary_requests,
     cluster_sizes,
+    cycle_decided,
     record_event,
     replay_spend_usd,
     traffic_since,
@@ -98,17 +99,19 @@ class Autopilot:
     def _save(self, state: AutopilotState) -> AutopilotState:
         """Persist a phase. A phase that ends a step is saved after its decision is recorded, so
         whoever sees the state file say "canary" (a dashboard, a test, a restart) finds the canary's
-        start in ``autopilot_events`` too; a kill between the two leaves the older phase, which
-        ``recover`` reconciles with the rule store."""
+        start in ``autopilot_events`` too. A kill or a failure between the two leaves the older
+        phase: ``recover`` reconciles a search or a proposal with the rule store, and ``_follow``
+        finishes a decided canary without announcing it twice."""
         self.state_file.save(state)
         return state
 
     def _cool(self, state: AutopilotState, now: datetime, outcome: str) -> AutopilotState:
-        self.metrics.cycles.labels(outcome=outcome).inc()
         until = now + timedelta(seconds=self.settings.cooldown_s)
         state = state.moved("cooldown", now, cooldown_until=until, cycles=state.cycles + 1, last_outcome=outcome)
         self.record(state, "cooldown", "start", f"{outcome}; next search not before {until:%Y-%m-%d %H:%M:%S} UTC")
-        return self._save(state)
+        self._save(state)
+        self.metrics.cycles.labels(outcome=outcome).inc()
+        return state
 
     # -- the loop ------------------------------------------------------------------------------
     def tick(self) -> AutopilotState | None:
@@ -148,15 +151,17 @@ class Autopilot:
                 log.warning("autopilot tick failed, waiting: %s: %s", type(exc).__name__, exc,
                             exc_info=log.isEnabledFor(logging.DEBUG))
                 self.metrics.cycles.labels(outcome="error").inc()
-                # A step that failed half way left its phase saved ("searching", "proposing"),
-                # which only ``recover`` moves on from: the next tick reconciles, as after a kill.
-                self._recovered = False
             if once:
                 return
             stop.wait(self.settings.interval_s)
         self.lease.release()
 
     def _advance(self, state: AutopilotState, now: datetime) -> AutopilotState:
+        if state.phase in ("searching", "proposing"):
+            # Within a tick a search or a proposal finishes or raises, so a tick that finds one
+            # half done follows a tick that failed in it (a locked store, a bug): reconcile it
+            # with the rule store as after a kill, instead of waiting in that phase for ever.
+            state = self.recover(now)
         if state.phase == "canary":
             return self._follow(state, now)
         if state.phase == "cooldown":
@@ -222,6 +227,10 @@ class Autopilot:
         pointer = self.steps.pointer()
         if pointer.canary != state.candidate:
             outcome = "promote" if pointer.active == state.candidate else "rollback"
+            if state.cycle_id is not None and cycle_decided(self.db, state.cycle_id) is not None:
+                # Decided, recorded and announced by an earlier tick, which failed before it
+                # saved the cooldown: only the cooldown is left to do.
+                return self._cool(state, now, outcome)
             self.record(state, "guard", f"ended_{outcome}",
                         f"{state.candidate} is no longer canary (active {pointer.active}): decided outside this tick")
             return self._decided(state, now, outcome, "decided outside the autopilot's tick")
@@ -268,7 +277,8 @@ class Autopilot:
             if pointer.canary == version:
                 self.record(state, "recover", "adopt", f"canary {version} was started before the restart")
                 return self._save(state.moved("canary", now, rollout_id=pointer.rollout_id))
-            self.record(state, "recover", "resume", f"proposal {version} written before the restart: starting its canary")
+            # Through ``_note``: a canary that cannot be started fails every tick the same way.
+            self._note(state, "recover", "resume", f"proposal {version} written before the restart: starting its canary")
             return self._start(state, now)
         if state.phase in ("watching", "cooldown") and pointer.canary is not None:
             cycle = self.steps.cycle_of(pointer.canary)

@@ -78,6 +78,18 @@ def recent_events(db: str | Path, limit: int = 20) -> list[AutopilotEvent]:
     ]
 
 
+def cycle_decided(db: str | Path, cycle_id: str) -> str | None:
+    """The guard's decision already recorded for a cycle ("promote", "rollback", or "ended_…"
+    when it was decided outside the autopilot), or None."""
+    with open_store(db, read_only=True) as conn:
+        row = conn.execute(
+            "SELECT decision FROM autopilot_events WHERE cycle_id = ? AND step = 'guard' "
+            "AND (decision IN ('promote', 'rollback') OR starts_with(decision, 'ended_')) "
+            "ORDER BY ts DESC LIMIT 1", [cycle_id],
+        ).fetchone()
+    return None if row is None else str(row[0])
+
+
 def traffic_since(db: str | Path, since: datetime | None) -> TrafficStats:
     """User requests answered since ``since``, how many carry a quality score, their mean cost."""
     marks = ", ".join("?" for _ in _QUALITY_EVALUATORS)

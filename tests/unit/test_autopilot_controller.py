@@ -435,6 +435,58 @@ def test_a_step_that_fails_half_way_is_reconciled_on_the_next_tick(world: dict[s
     assert state.phase == "canary" and len(world["store"].list()) == 2
 
 
+def test_a_decision_whose_cooldown_failed_to_save_is_not_announced_twice(
+        world: dict[str, Any], receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The guard promoted, recorded it and called the webhook; then the cooldown could not be
+    written (a locked store). The next tick finds the canary gone and only cools down."""
+    import aperture.autopilot.controller as controller
+
+    steps = ScriptedSteps(world["store"], world["db"], ["promote"])
+    pilot = _pilot(world, steps, webhook=Webhook(receiver.url))
+    _traffic(world["db"], 30, T0 - timedelta(minutes=4))
+    assert pilot.tick().phase == "canary"
+    real = controller.record_event
+    failed: list[str] = []
+
+    def locked_once(db: Any, **row: Any) -> None:
+        if row["step"] == "cooldown" and not failed:
+            failed.append(row["decision"])
+            raise RuntimeError("the store is locked")
+        real(db, **row)
+
+    monkeypatch.setattr(controller, "record_event", locked_once)
+    pilot.run(threading.Event(), once=True)
+    assert failed and StateFile(world["folder"]).load().phase == "canary"
+    state = pilot.tick()
+    assert state.phase == "cooldown" and state.last_outcome == "promote"
+    decisions = [(e.step, e.decision) for e in recent_events(world["db"], 50)]
+    assert decisions.count(("guard", "promote")) == 1 and not any(d.startswith("ended_") for _, d in decisions)
+    assert decisions.count(("cooldown", "start")) == 1
+    assert [b["event"] for b in receiver.bodies] == ["proposal", "promotion"]
+    assert pilot.metrics.cycles.labels(outcome="promote")._value.get() == 1
+
+
+class StuckCanary(ScriptedSteps):
+    def start_canary(self, version_id: str, fraction: float) -> Any:
+        self.calls.append("start_canary")
+        raise RuntimeError("the rule store refuses")
+
+
+def test_a_canary_that_cannot_be_started_is_retried_without_flooding_the_log(world: dict[str, Any]) -> None:
+    store: DirectoryRuleStore = world["store"]
+    version = store.propose(RULES + "# c1\n", author="autopilot", provenance={"autopilot_cycle": "c1"})
+    _crash_in(world, "proposing", candidate=version.id)
+    steps = StuckCanary(store, world["db"], [])
+    pilot = _pilot(world, steps)
+    for _ in range(3):
+        pilot.run(threading.Event(), once=True)
+        world["clock"].now += timedelta(seconds=15)
+    assert steps.calls.count("start_canary") == 3  # tried on every tick
+    assert [e.decision for e in recent_events(world["db"], 50)].count("resume") == 1
+    assert pilot.metrics.cycles.labels(outcome="error")._value.get() == 3
+    assert "propose" not in steps.calls and len(store.list()) == 2
+
+
 def test_the_config_refuses_rails_that_contradict_each_other(tmp_path: Path) -> None:
     text = Path("examples/emulated.yaml").read_text() + "\nautopilot:\n  canary_fraction: 0.8\n  max_canary_fraction: 0.5\n"
     path = tmp_path / "c.yaml"
