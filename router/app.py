@@ -182,6 +182,7 @@ def _lifespan(gateway: Gateway, on_shutdown: Callable[[], Any] | None) -> Callab
             if saved is not None and not gateway.ledger.restore(saved):
                 log.info("budget ledger %s is from another day; starting the day at zero", ledger_file)
         yield
+        await gateway.drain_stream_tails()  # streams whose client left are billed and traced first
         await gateway.shadows.drain()  # shadows in flight finish (and are billed) before the pools close
         if ledger_file is not None:
             write_snapshot(ledger_file, gateway.ledger.snapshot())

@@ -105,7 +105,7 @@ async def relay(services: Services, ctx: RequestContext) -> AsyncIterator[bytes]
             yield sse(error.body())
         yield b"data: [DONE]\n\n"
     finally:
-        await _to_the_end(_close_stream(services, ctx, upstream, error, "".join(text_parts), capture))
+        await _to_the_end(services, _close_stream(services, ctx, upstream, error, "".join(text_parts), capture))
 
 
 async def _close_stream(services: Services, ctx: RequestContext, upstream: ChunkStream,
@@ -125,22 +125,18 @@ async def _close_stream(services: Services, ctx: RequestContext, upstream: Chunk
     services.telemetry.finish(ctx, error)
 
 
-#: Stream tails in their own tasks, held until they end (the event loop keeps only weak references).
-_TAILS: set[asyncio.Task[None]] = set()
-
-
-async def _to_the_end(tail: Coroutine[Any, Any, None]) -> None:
+async def _to_the_end(services: Services, tail: Coroutine[Any, Any, None]) -> None:
     """Run ``tail`` to its end even if the caller is cancelled meanwhile.
 
     Under uvicorn's ASGI 2.3 scope Starlette cancels a streaming response's task when the
     client disconnects, and the openai SDK disconnects as soon as it reads ``[DONE]``: exactly
     while the tail settles the reservation and writes the span. Cut at its first await (a
     Redis round trip), the reservation stayed held and the request had no span. The tail now
-    runs in its own task; a cancelled caller stops waiting for it, and it goes on.
+    runs in its own task, held by the gateway (which waits for it at shutdown); a cancelled
+    caller stops waiting for it, and it goes on.
     """
     task = asyncio.ensure_future(tail)
-    _TAILS.add(task)
-    task.add_done_callback(_TAILS.discard)
+    services.track_stream_tail(task)
     try:
         await asyncio.shield(task)
     except asyncio.CancelledError:

@@ -83,6 +83,7 @@ class Services:
         # Without a reader (none was built) OCR-based detectors fail, open or closed as configured.
         self.guardrail_detectors = guardrails if guardrails is not None else Detectors(cache_size=config.guardrails.cache_size)
         self._shadow_tasks: set[asyncio.Task[list[DetectorVerdict]]] = set()
+        self._stream_tails: set[asyncio.Task[None]] = set()
         # The paired guard's shadows: the route stage asks them whether a canary request can be paired.
         rollout = config.rollout
         self.shadows = ShadowSender(ShadowBudget(rollout.shadow_max_usd_per_day), rollout.shadow_max_in_flight)
@@ -118,6 +119,17 @@ class Services:
         """Wait for the shadow-mode guardrail tasks still running (at shutdown, and in tests)."""
         if self._shadow_tasks:
             await asyncio.gather(*list(self._shadow_tasks), return_exceptions=True)
+
+    def track_stream_tail(self, task: asyncio.Task[None]) -> None:
+        """Keep a relayed stream's billing and telemetry task until it ends (see
+        :func:`router.pipeline.respond.relay`): its client may have left already."""
+        self._stream_tails.add(task)
+        task.add_done_callback(self._stream_tails.discard)
+
+    async def drain_stream_tails(self) -> None:
+        """Wait for the streams still being billed and traced (at shutdown)."""
+        if self._stream_tails:
+            await asyncio.gather(*list(self._stream_tails), return_exceptions=True)
 
     def policy_snapshot(self) -> PolicySnapshot:
         """The policy a request starting now would be routed by."""
