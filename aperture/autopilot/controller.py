@@ -277,6 +277,13 @@ class Autopilot:
             if pointer.canary == version:
                 self.record(state, "recover", "adopt", f"canary {version} was started before the restart")
                 return self._save(state.moved("canary", now, rollout_id=pointer.rollout_id))
+            if pointer.active == version:
+                self.record(state, "recover", "ended_promote", f"proposal {version} was made active outside the autopilot")
+                return self._cool(state, now, "promote")
+            if pointer.canary is not None:  # starting ours would replace a canary a person started
+                self._note(state, "recover", "wait", f"canary {pointer.canary} runs outside the autopilot: "
+                                                     f"proposal {version} starts when it ends")
+                return self._save(state)
             # Through ``_note``: a canary that cannot be started fails every tick the same way.
             self._note(state, "recover", "resume", f"proposal {version} written before the restart: starting its canary")
             return self._start(state, now)

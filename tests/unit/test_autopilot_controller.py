@@ -391,6 +391,26 @@ def test_killed_after_starting_the_canary_adopts_it(world: dict[str, Any]) -> No
     assert "start_canary" not in steps.calls and "search" not in steps.calls
 
 
+def test_a_pending_proposal_waits_for_a_persons_canary_and_notices_a_manual_promotion(world: dict[str, Any]) -> None:
+    store: DirectoryRuleStore = world["store"]
+    version = store.propose(RULES + "# c1\n", author="autopilot", provenance={"autopilot_cycle": "c1"})
+    _crash_in(world, "proposing", candidate=version.id)
+    by_hand = store.propose(RULES + "# by hand\n", author="ana")
+    store.start_canary(by_hand.id, 0.1, actor="ana")
+    steps = ScriptedSteps(store, world["db"], [])
+    pilot = _pilot(world, steps)
+    for _ in range(2):
+        state = pilot.tick()
+        assert state.phase == "proposing" and store.pointer().canary == by_hand.id  # never replaced
+    assert "start_canary" not in steps.calls
+    assert [e.decision for e in recent_events(world["db"], 50)].count("wait") == 1
+    store.rollback(actor="ana", reason="done with it")
+    store.activate(version.id, actor="ana")  # and she made the proposal active herself
+    state = pilot.tick()
+    assert state.phase == "cooldown" and state.last_outcome == "promote"
+    assert "start_canary" not in steps.calls and store.pointer().active == version.id
+
+
 def test_a_canary_a_person_started_is_left_alone(world: dict[str, Any]) -> None:
     store: DirectoryRuleStore = world["store"]
     store.start_canary(store.propose(RULES + "# by hand\n", author="ana").id, 0.1, actor="ana")
