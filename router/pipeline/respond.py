@@ -2,8 +2,8 @@
 
 A relayed stream is billed and its telemetry written when it ends, however it ends (finished,
 broken upstream, client gone): the generator's ``finally`` runs the bill stage and
-:meth:`RequestTelemetry.finish` in a task of their own, which a client hanging up cannot cut. A break mid-stream becomes one OpenAI-style error event and
-``[DONE]``, never a hang. A relayed stream that ends complete is offered to the response
+:meth:`RequestTelemetry.finish` in a task of their own, which a client hanging up cannot cut.
+A break mid-stream becomes one OpenAI-style error event and ``[DONE]``, never a hang. A relayed stream that ends complete is offered to the response
 cache (:class:`router.pipeline.cache.StreamCapture`), and a cache hit is answered here too,
 as JSON or re-served as SSE events (:func:`router.cache.completion_sse`).
 """

@@ -10,6 +10,7 @@ import openai
 import pytest
 
 from tests.integration.gateway_harness import data_url, image_message, page_png, running_stack
+from tests.integration.test_rollout_gateway import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -85,9 +86,7 @@ def test_timeout_then_retry(client, stack):
     assert completion.choices[0].message.content
     # The held attempt is logged when the emulator notices the gateway left (it looks every
     # 50 ms), which can be after the retry's answer reached the client.
-    deadline = time.monotonic() + 5
-    while len(attempts(stack, "openai")) < 2 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for(lambda: len(attempts(stack, "openai")) >= 2, timeout_s=5.0, what="both attempts in the emulator's log")
     assert sorted(r["status"] for r in attempts(stack, "openai")) == [200, 499]
 
 

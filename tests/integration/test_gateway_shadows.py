@@ -16,7 +16,14 @@ import pytest
 
 from router.rollout.store import DirectoryRuleStore
 from tests.integration.gateway_harness import data_url, image_message, page_png, running_stack
-from tests.integration.test_rollout_gateway import client_for, metric, post, route_only, wait_served
+from tests.integration.test_rollout_gateway import (
+    client_for,
+    metric,
+    post,
+    route_only,
+    wait_for,
+    wait_served,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -38,13 +45,10 @@ def _wait_for_upstream_calls(stack: Any, n: int, timeout_s: float = 20.0) -> lis
         time.sleep(0.05)
 
 
-def _settled(sender: Any, timeout_s: float = 20.0) -> None:
+def _settled(sender: Any) -> None:
     """Wait until no shadow is in flight: the emulator logs a call before the gateway has billed
     it, counted it and ended its span."""
-    deadline = time.monotonic() + timeout_s
-    while sender.in_flight and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert sender.in_flight == 0, "shadows still in flight"
+    wait_for(lambda: sender.in_flight == 0, timeout_s=20.0, what="the shadows in flight to finish")
 
 
 def _rows(db: Path) -> list[tuple[Any, ...]]:

@@ -112,10 +112,10 @@ def world(tmp_path: Path) -> Iterator[dict[str, Any]]:
 
 
 def _pilot(world: dict[str, Any], steps: ScriptedSteps, owner: str = "a", webhook: Webhook | None = None,
-           **settings: Any) -> Autopilot:
+           state_file: StateFile | None = None, **settings: Any) -> Autopilot:
     merged = {"min_evidence": 10, "min_new_requests": 20, "cooldown_s": 60, "interval_s": 1, **settings}
     clock = world["clock"]
-    return Autopilot(AutopilotSettings(**merged), world["db"], steps, StateFile(world["folder"]),
+    return Autopilot(AutopilotSettings(**merged), world["db"], steps, state_file or StateFile(world["folder"]),
                      FileLease(world["folder"], owner, 30, clock=lambda: clock().timestamp()),
                      webhook=webhook, clock=clock)
 
@@ -195,10 +195,7 @@ def test_a_phase_is_saved_only_after_its_decision_is_recorded(world: dict[str, A
     finds the canary's start in the events table: the decision is written first."""
     steps = ScriptedSteps(world["store"], world["db"], ["promote"])
     state_file = WatchedStateFile(world["folder"], world["db"])
-    clock = world["clock"]
-    pilot = Autopilot(AutopilotSettings(min_evidence=10, min_new_requests=20, cooldown_s=60, interval_s=1),
-                      world["db"], steps, state_file,
-                      FileLease(world["folder"], "a", 30, clock=lambda: clock().timestamp()), clock=clock)
+    pilot = _pilot(world, steps, state_file=state_file)
     _traffic(world["db"], 30, T0 - timedelta(minutes=4))
     assert pilot.tick().phase == "canary"
     assert pilot.tick().phase == "cooldown"
